@@ -1,0 +1,256 @@
+"""Inpainting data: 32x32 images in [0, 1] and their occlusion masks.
+
+`load_inpainting_dataset(name)` returns NumPy train and test images for the
+CRAM inpainting experiment (DESIGN.md, E3); `inpainting_masks` makes the
+masks in NumPy and `inpainting_dataset` pairs images with masks in a
+`tf.data.Dataset` for TensorFlow training.
+
+Datasets (`name`):
+
+- `svhn`: SVHN cropped digits, 32x32x3, as in the paper: TFDS
+  `svhn_cropped` by default, or the official `.mat` files in `data_dir`.
+- `mnist32`: MNIST zero-padded by 2 pixels on each side to 32x32x1 (an
+  offline stand-in), from `cram_keras.data.mnist.load_mnist(data_dir)`.
+- `npz:PATH`: an images-only `.npz` file (key `X`, uint8 NHWC, 32x32), for
+  example the real 1,083-image SVHN subset. A relative PATH is taken
+  relative to `data_dir` when one is given. Split: the last 200 images are
+  the test set when the file holds at least 1,000 images (1,083 -> 883
+  train / 200 test); smaller files hold out their last 20% (at least one).
+"""
+
+import os
+
+import numpy as np
+
+from cram_keras.data import mnist
+from cram_keras.data.errors import DatasetError
+from cram_keras.data.masks import center_mask, random_rectangle_masks
+from cram_keras.data.svhn import load_images_npz, load_svhn
+
+DATASET_NAMES = ("svhn", "mnist32", "npz:PATH")
+IMAGE_SIZE = 32
+MASK_KINDS = ("center", "random")
+# npz split: files with at least _NPZ_MIN_FOR_FIXED_TEST images keep the last
+# _NPZ_TEST_SIZE as test; smaller ones the last _NPZ_TEST_FRACTION.
+_NPZ_TEST_SIZE = 200
+_NPZ_MIN_FOR_FIXED_TEST = 1000
+_NPZ_TEST_FRACTION = 0.2
+
+
+def load_inpainting_dataset(name, data_dir=None):
+    """Loads train and test images for inpainting.
+
+    Args:
+        name: `"svhn"`, `"mnist32"` or `"npz:PATH"` (see the module
+            docstring for sources and the npz split).
+        data_dir: directory of the official files (`svhn`: the `.mat`
+            files, `mnist32`: the MNIST files); `None` downloads through
+            TFDS / Keras. For `npz:PATH`, the base of a relative PATH.
+
+    Returns:
+        `(x_train, x_test)`: float32 arrays (N, 32, 32, C) in [0, 1], C = 3
+        for SVHN, 1 for MNIST.
+
+    Raises:
+        ValueError: an unknown name.
+        DatasetError: a missing or malformed data file.
+    """
+    if not isinstance(name, str):
+        raise ValueError(
+            f"`name` must be a string, one of {DATASET_NAMES}. Received: name={name!r}"
+        )
+    if name == "svhn":
+        data = load_svhn(data_dir, splits=("train", "test"))
+        x_train, x_test = data["train"][0], data["test"][0]
+    elif name == "mnist32":
+        data = mnist.load_mnist(data_dir)
+        x_train, x_test = _pad_to_32(data.x_train), _pad_to_32(data.x_test)
+    elif name.startswith("npz:") and len(name) > len("npz:"):
+        x_train, x_test = _load_npz_split(name[len("npz:") :], data_dir)
+    else:
+        raise ValueError(
+            f"Unknown inpainting dataset. Valid names: {', '.join(DATASET_NAMES)} "
+            f"(PATH: a .npz file with key X). Received: name={name!r}"
+        )
+    return _to_unit_float(x_train), _to_unit_float(x_test)
+
+
+def npz_test_size(num_images):
+    """Number of test images (taken from the end) of an `npz:` dataset."""
+    if num_images >= _NPZ_MIN_FOR_FIXED_TEST:
+        return _NPZ_TEST_SIZE
+    return max(1, int(round(_NPZ_TEST_FRACTION * num_images)))
+
+
+def inpainting_masks(
+    num_images,
+    image_size=IMAGE_SIZE,
+    mask="center",
+    hole_size=8,
+    min_size=4,
+    max_size=16,
+    seed=None,
+):
+    """Masks for `num_images` images, in NumPy.
+
+    Args:
+        num_images: number of masks.
+        image_size: side of the square images.
+        mask: `"center"` (the paper's centred `hole_size` square, the same
+            for every image) or `"random"` (rectangles with sides in
+            `min_size .. max_size`, see `random_rectangle_masks`).
+        hole_size: side of the centred hole.
+        min_size, max_size: side range of random holes.
+        seed: seed of the random holes.
+
+    Returns:
+        float32 array (num_images, image_size, image_size, 1), 1 = hole.
+    """
+    if mask == "center":
+        one = center_mask(image_size, hole_size)
+        return np.repeat(one[None], num_images, axis=0)
+    if mask == "random":
+        return random_rectangle_masks(num_images, image_size, min_size, max_size, seed)
+    raise ValueError(f"`mask` must be one of {MASK_KINDS}. Received: mask={mask!r}")
+
+
+def inpainting_dataset(
+    images,
+    mask="center",
+    batch_size=64,
+    shuffle=False,
+    seed=None,
+    hole_size=8,
+    min_size=4,
+    max_size=16,
+    drop_remainder=False,
+):
+    """A `tf.data.Dataset` of `(image, mask)` pairs for training or scoring.
+
+    Masks are made in NumPy (`inpainting_masks`); TensorFlow only batches,
+    shuffles and converts uint8 images to [0, 1].
+
+    - `mask="center"` or one (H, W, 1) array: every image gets that mask.
+    - `mask="random"`: one random rectangle per image, drawn once from
+      `seed`. With `shuffle=True` images and masks are shuffled
+      independently, so each epoch pairs each image with another hole.
+    - `mask` an (N, H, W, 1) array: mask i belongs to image i; shuffling
+      keeps the pairs.
+
+    Args:
+        images: (N, H, W, C) uint8 (0..255) or float in [0, 1], H == W.
+        mask: see above.
+        batch_size: batch size, or `None` for single examples.
+        shuffle: reshuffle every epoch.
+        seed: seed of the shuffles and of the random masks.
+        hole_size, min_size, max_size: as in `inpainting_masks`.
+        drop_remainder: drop a last, smaller batch.
+
+    Returns:
+        A dataset of `(image, mask)`: float32 (B, H, W, C) in [0, 1] and
+        float32 (B, H, W, 1), 1 = hole.
+    """
+    import tensorflow as tf  # The TensorFlow edge of a NumPy-first module.
+
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1] != images.shape[2]:
+        raise ValueError(
+            f"`images` must have shape (N, H, W, C) with H == W. Received: images.shape={images.shape}"
+        )
+    if images.dtype != np.uint8:
+        if not np.issubdtype(images.dtype, np.floating):
+            raise ValueError(
+                f"`images` must be uint8 or float. Received: dtype={images.dtype}"
+            )
+        if images.size and (images.min() < 0.0 or images.max() > 1.0):
+            raise ValueError(
+                f"Float `images` must lie in [0, 1]. Received: min={images.min()}, max={images.max()}"
+            )
+        images = images.astype(np.float32, copy=False)
+    num_images, image_size = images.shape[:2]
+    if isinstance(mask, str):
+        # "random": a pool of one mask per image; "center": one fixed mask.
+        masks = inpainting_masks(
+            num_images if mask == "random" else 1,
+            image_size,
+            mask,
+            hole_size=hole_size,
+            min_size=min_size,
+            max_size=max_size,
+            seed=seed,
+        )
+        pairing = "pool" if mask == "random" else "fixed"
+        masks = masks if mask == "random" else masks[0]
+    else:
+        masks = np.asarray(mask, np.float32)
+        if masks.shape == images.shape[1:3] + (1,):
+            pairing = "fixed"
+        elif masks.shape == images.shape[:3] + (1,):
+            pairing = "paired"
+        else:
+            raise ValueError(
+                f"`mask` must be one of {MASK_KINDS}, an array {images.shape[1:3] + (1,)} "
+                f"or {images.shape[:3] + (1,)}. Received: mask.shape={masks.shape}"
+            )
+    buffer = max(num_images, 1)
+
+    def to_unit(image):
+        if image.dtype == tf.uint8:
+            return tf.cast(image, tf.float32) / 255.0
+        return image
+
+    if pairing == "fixed":
+        fixed = tf.constant(masks)
+        dataset = tf.data.Dataset.from_tensor_slices(images)
+        if shuffle:
+            dataset = dataset.shuffle(buffer, seed=seed)
+        dataset = dataset.map(lambda image: (to_unit(image), fixed))
+    elif pairing == "paired":
+        dataset = tf.data.Dataset.from_tensor_slices((images, masks))
+        if shuffle:
+            dataset = dataset.shuffle(buffer, seed=seed)
+        dataset = dataset.map(lambda image, m: (to_unit(image), m))
+    else:  # A pool of random masks, re-paired every epoch when shuffled.
+        image_data = tf.data.Dataset.from_tensor_slices(images)
+        mask_data = tf.data.Dataset.from_tensor_slices(masks)
+        if shuffle:
+            image_data = image_data.shuffle(buffer, seed=seed)
+            mask_seed = None if seed is None else seed + 1
+            mask_data = mask_data.shuffle(buffer, seed=mask_seed)
+        dataset = tf.data.Dataset.zip((image_data, mask_data))
+        dataset = dataset.map(lambda image, m: (to_unit(image), m))
+    if batch_size is not None:
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _load_npz_split(path, data_dir):
+    if data_dir is not None and not os.path.isabs(path):
+        path = os.path.join(os.fspath(data_dir), path)
+    images = load_images_npz(path)
+    if images.shape[1:3] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DatasetError(
+            f"{path}: inpainting images must be {IMAGE_SIZE}x{IMAGE_SIZE}. "
+            f"Received: X.shape={images.shape}; resize them first."
+        )
+    if len(images) < 2:
+        raise DatasetError(
+            f"{path}: need at least 2 images to split into train and test. "
+            f"Received: {len(images)}."
+        )
+    num_test = npz_test_size(len(images))
+    return images[:-num_test], images[-num_test:]
+
+
+def _pad_to_32(digits):
+    """uint8 (N, 28, 28) MNIST -> (N, 32, 32, 1), 2 zero pixels each side."""
+    digits = np.asarray(digits)
+    if digits.shape[1:] != (28, 28):
+        raise DatasetError(
+            f"MNIST images must be 28x28. Received: shape={digits.shape}"
+        )
+    return np.pad(digits, ((0, 0), (2, 2), (2, 2)))[..., None]
+
+
+def _to_unit_float(images):
+    return images.astype(np.float32) / np.float32(255.0)
