@@ -42,7 +42,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--cache-dir",
         default=None,
-        help="where generated sequence sets are cached (default: ./cache)",
+        help="where generated sequence sets are cached (default: $CRAM_KERAS_CACHE or ~/.cache/cram_keras)",
     )
     p.add_argument(
         "--output-dir",

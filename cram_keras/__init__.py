@@ -10,3 +10,9 @@ Subpackages:
 """
 
 __version__ = "0.1.0"
+
+# Register the layers and models with Keras' serialisation on import, so that
+# `import cram_keras` is enough before `keras.models.load_model(...)`.
+from cram_keras import layers as layers  # noqa: E402
+from cram_keras import models as models  # noqa: E402
+

@@ -62,7 +62,7 @@ class Config:
     seed: int = 0
     # Data.
     data_dir: str | None = None
-    cache_dir: str = "cache"
+    cache_dir: str | None = None  # None: $CRAM_KERAS_CACHE or ~/.cache/cram_keras
     n_train: int = 60000
     n_valid: int = 10000
     n_test: int = 10000
@@ -114,9 +114,10 @@ def load_splits(config):
         n_train=config.n_train,
         n_valid=config.n_valid,
         n_test=config.n_test,
+        dtype="uint8",
     )
     return {
-        split: (np.asarray(data[split]["images"]), np.asarray(data[split]["labels"]))
+        split: (data[split].images, data[split].labels)
         for split in ("train", "valid", "test")
     }
 

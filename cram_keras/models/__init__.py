@@ -1,1 +1,6 @@
-"""See the package docstring of cram_keras."""
+"""Models of both papers. Importing this package registers every model with
+Keras' serialisation, so that ``keras.models.load_model`` finds them."""
+
+from cram_keras.models.rnn_spn import FFNSPN, RNNSPN, ConvNet
+
+__all__ = ["RNNSPN", "FFNSPN", "ConvNet"]

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 
+@keras.saving.register_keras_serializable(package="cram_keras")
 def sequence_correct(y_true, y_pred):
     """1.0 where every digit of a sequence is right, else 0.0.
 

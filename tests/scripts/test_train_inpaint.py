@@ -1,0 +1,219 @@
+"""train_inpaint.py end to end: the smoke run writes every artifact, the
+export completes images as the Keras model does in a fresh process,
+--eval-only rescores a checkpoint, an interrupted run resumes with all three
+optimizers' state, the default TFDS source works offline under
+mock_data, and bad data or flags fail with a clear message."""
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import scipy.io
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def run_script(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_inpaint.py"), *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def tiny_npz(tmp_path):
+    """100 smooth random 32x32 RGB images: 80 train, 20 test (the npz split)."""
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, size=(100, 4, 4, 3)).astype(np.float32)
+    images = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2).astype(np.uint8)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, X=images)
+    return path
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_every_artifact_exports_and_rescores(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    dataset = f"npz:{tiny_npz}"
+    proc = run_script("--smoke", "--export", "--dataset", dataset, "--output-dir", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in (
+        "config.json",
+        "log.csv",
+        "metrics.json",
+        "wall_clock.json",
+        "inpaint.png",
+        "figures/epoch_001.png",
+        "figures/epoch_002.png",
+        "model.keras",
+        "saved_model/saved_model.pb",
+    ):
+        assert (out / name).exists(), name
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert any((out / "tensorboard").rglob("events.out.tfevents*"))
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert {"g_loss", "local_d_loss", "global_d_loss", "val_hole_psnr"} <= set(rows[0])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"cram", "telea", "navier_stokes", "mean_fill"}
+    for scores in metrics["methods"].values():
+        assert set(scores) == {"hole_psnr", "hole_l1", "ssim"}
+        assert all(np.isfinite(v) for v in scores.values())
+    assert metrics["n_train"] == 64 and metrics["n_test"] == 20
+    assert metrics["steps"] == {
+        "generator": 8, "local_discriminator": 8, "global_discriminator": 8
+    }
+    assert json.loads((out / "config.json").read_text())["encoder"] == "cram"
+
+    # The SavedModel, reloaded with plain TensorFlow in a fresh process,
+    # completes images as the Keras model does.
+    rng = np.random.default_rng(1)
+    x = rng.random((3, 32, 32, 3)).astype("float32")
+    m = np.zeros((3, 32, 32, 1), "float32")
+    m[0, 12:20, 12:20] = m[1, 3:9, 20:30] = m[2, 0:16, 0:5] = 1.0
+    np.savez(tmp_path / "inputs.npz", x=x, m=m)
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, tensorflow as tf
+        served = tf.saved_model.load({str(out / "saved_model")!r})
+        inputs = np.load({str(tmp_path / "inputs.npz")!r})
+        out = served.serve(tf.constant(inputs["x"]), tf.constant(inputs["m"]))
+        np.save({str(tmp_path / "served.npy")!r}, out.numpy())
+        """
+    )
+    fresh = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=300
+    )
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    served = np.load(tmp_path / "served.npy")
+    from cram_keras.experiments.inpaint import load_checkpoint
+
+    model = load_checkpoint(str(out / "model.keras"))
+    expected = keras.ops.convert_to_numpy(model([x, m], training=False))
+    assert served.shape == (3, 32, 32, 3)
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(served[m.repeat(3, -1) < 0.5], x[m.repeat(3, -1) < 0.5])
+
+    # --eval-only rescores the checkpoint on the same test images and masks.
+    proc = run_script(
+        "--smoke", "--dataset", dataset, "--eval-only", str(out / "model.keras"),
+        "--output-dir", str(tmp_path / "eval"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rescored = json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())
+    assert (tmp_path / "eval" / "eval_inpaint.png").exists()
+    for method, scores in metrics["methods"].items():
+        for name, value in scores.items():
+            np.testing.assert_allclose(rescored["methods"][method][name], value, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_with_every_optimizer_state(tiny_npz, tmp_path, monkeypatch):
+    from cram_keras.experiments import inpaint
+
+    config = inpaint.smoke_config(dataset=f"npz:{tiny_npz}", encoder="cnn", epochs=3)
+    out = str(tmp_path / "run")
+    original = keras.callbacks.BackupAndRestore.on_epoch_end
+
+    def interrupt_after_epoch_0(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt("simulated interruption")
+
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", interrupt_after_epoch_0)
+    with pytest.raises(KeyboardInterrupt):
+        inpaint.train_and_evaluate(config, out)
+    assert not os.path.exists(os.path.join(out, "metrics.json"))
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", original)
+
+    metrics = inpaint.train_and_evaluate(config, out)
+    with open(os.path.join(out, "log.csv")) as f:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+    assert epochs == [0, 1, 2]  # epoch 0 is not trained twice
+    # 64 images / batch 16 = 4 steps an epoch: every optimizer's iteration
+    # counter (and with it its moments) came back from the backup.
+    assert metrics["steps"] == {
+        "generator": 12, "local_discriminator": 12, "global_discriminator": 12
+    }
+    assert sorted(os.listdir(os.path.join(out, "figures"))) == [
+        "epoch_001.png", "epoch_002.png", "epoch_003.png"
+    ]
+
+    # The same directory with another config is refused, not mixed.
+    other = inpaint.smoke_config(dataset=f"npz:{tiny_npz}", encoder="cnn", epochs=4)
+    with pytest.raises(ValueError, match="different config"):
+        inpaint.train_and_evaluate(other, out)
+
+
+@pytest.mark.slow
+def test_default_svhn_source_is_tfds_and_runs_offline_under_mock_data(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from cram_keras.experiments import inpaint
+
+    config = inpaint.smoke_config(encoder="cnn", epochs=1)
+    assert config.dataset == "svhn" and config.data_dir is None  # the default
+    with tfds.testing.mock_data(num_examples=72):  # No network.
+        metrics = inpaint.train_and_evaluate(config, str(tmp_path / "run"))
+    assert metrics["n_train"] == 64 and metrics["n_test"] == 32
+    assert set(metrics["methods"]) == {"cnn_encoder", "telea", "navier_stokes", "mean_fill"}
+
+
+def test_truncated_svhn_file_fails_with_a_clear_message(tmp_path):
+    # A real .mat file in the official layout, cut short like an interrupted
+    # download and given the official name.
+    images = np.random.default_rng(0).integers(0, 256, (32, 32, 3, 64), dtype=np.uint8)
+    scipy.io.savemat(tmp_path / "full.mat", {"X": images, "y": np.ones((64, 1), np.uint8)})
+    data = (tmp_path / "full.mat").read_bytes()
+    (tmp_path / "train_32x32.mat").write_bytes(data[: len(data) // 3])
+    proc = run_script("--dataset", "svhn", "--data-dir", str(tmp_path), "--smoke",
+                      "--output-dir", str(tmp_path / "run"))  # fmt: skip
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ") and "truncated" in proc.stderr
+    assert "train_32x32.mat" in proc.stderr and "re-download" in proc.stderr
+
+
+def test_bad_flags_fail_clearly(tmp_path):
+    proc = run_script("--encoder", "rnn")
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+    proc = run_script("--dataset", "cifar10", "--smoke", "--output-dir", str(tmp_path))
+    assert proc.returncode == 2 and "dataset='cifar10'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_every_flag_is_documented_in_help(capsys):
+    spec = importlib.util.spec_from_file_location(
+        "train_inpaint", os.path.join(ROOT, "train_inpaint.py")
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    actions = [a for a in script.build_parser()._actions if a.dest != "help"]
+    flags = {s for a in actions for s in a.option_strings}
+    required = {
+        "--epochs", "--dataset", "--data-dir", "--batch-size", "--glimpses", "--alpha",
+        "--beta", "--encoder", "--mask", "--output-dir", "--seed", "--smoke",
+        "--export", "--eval-only",
+    }  # fmt: skip
+    assert required <= flags
+    with pytest.raises(SystemExit):
+        script.parse_args(["--help"])
+    text = capsys.readouterr().out
+    for action in actions:
+        assert action.help and len(action.help) > 8, action.option_strings
+        assert action.option_strings[0] in text
+    # Unset flags stay None, so the config's defaults (the paper's) apply.
+    args = script.parse_args([])
+    assert args.epochs is None and args.encoder is None and not args.smoke

@@ -1,0 +1,144 @@
+"""train_rnn_spn.py end to end: the smoke run writes every artifact, the
+export serves the same probabilities in a fresh process, an interrupted run
+resumes, and bad flags fail clearly."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def run_script(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_rnn_spn.py"), *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_every_artifact_and_exports(fake_mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = run_script(
+        "--smoke",
+        "--export",
+        "--data-dir",
+        str(fake_mnist_dir),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--output-dir",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in (
+        "config.json",
+        "log.csv",
+        "metrics.json",
+        "attention.png",
+        "model.keras",
+        "best.weights.h5",
+        "early_stopping.json",
+        "saved_model/saved_model.pb",
+    ):
+        assert (out / name).exists(), name
+    assert any((out / "tensorboard").rglob("events.out.tfevents*"))
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test_per_digit_error", "test_sequence_error", "wall_seconds"):
+        assert key in metrics
+    assert 0.0 <= metrics["test_per_digit_error"] <= metrics["test_sequence_error"] <= 1.0
+    assert json.loads((out / "config.json").read_text())["model"] == "rnn_spn"
+
+    # The SavedModel, reloaded with plain TensorFlow in a fresh process, gives
+    # the Keras model's probabilities.
+    x = np.random.default_rng(0).random((3, 100, 100, 1)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, tensorflow as tf
+        served = tf.saved_model.load({str(out / "saved_model")!r})
+        probs = served.serve(tf.constant(np.load({str(tmp_path / "x.npy")!r})))
+        np.save({str(tmp_path / "served.npy")!r}, probs.numpy())
+        """
+    )
+    fresh = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    served = np.load(tmp_path / "served.npy")
+    import cram_keras  # noqa: F401  (registers the model classes)
+
+    model = keras.models.load_model(out / "model.keras")
+    expected = keras.ops.convert_to_numpy(keras.ops.softmax(model(x), axis=-1))
+    assert served.shape == (3, 3, 10)
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
+
+    # Rerunning a finished run does not train again.
+    again = run_script(
+        "--smoke", "--export", "--data-dir", str(fake_mnist_dir),
+        "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out),
+    )
+    assert again.returncode == 0 and "is complete" in again.stdout
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_where_it_stopped(fake_mnist_dir, tmp_path, monkeypatch):
+    from cram_keras.experiments import rnn_spn
+
+    config = rnn_spn.smoke_config(
+        model="conv", data_dir=str(fake_mnist_dir), cache_dir=str(tmp_path / "cache"), epochs=3
+    )
+    out = str(tmp_path / "run")
+    original = keras.callbacks.BackupAndRestore.on_epoch_end
+
+    def interrupt_after_epoch_0(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt("simulated interruption")
+
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", interrupt_after_epoch_0)
+    with pytest.raises(KeyboardInterrupt):
+        rnn_spn.train_and_evaluate(config, out)
+    assert not os.path.exists(os.path.join(out, "metrics.json"))
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", original)
+
+    metrics = rnn_spn.train_and_evaluate(config, out)
+    with open(os.path.join(out, "log.csv")) as f:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+    assert epochs == [0, 1, 2]  # epoch 0 is not trained twice
+    assert metrics["epochs"] == 3
+
+    # The same directory with another config is refused, not mixed.
+    other = rnn_spn.smoke_config(
+        model="conv", data_dir=str(fake_mnist_dir), cache_dir=str(tmp_path / "cache"), epochs=4
+    )
+    with pytest.raises(ValueError, match="different config"):
+        rnn_spn.train_and_evaluate(other, out)
+
+
+def test_bad_flags_fail_clearly():
+    proc = run_script("--model", "transformer")
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+    proc = run_script("--downsample", "0.5", "--smoke")
+    assert proc.returncode == 2 and "downsample=0.5" in proc.stderr
+
+
+@pytest.mark.parametrize("script", ["train_cls.py", "train_inpaint.py", "train_rnn_spn.py"])
+def test_help_works(script):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), "--help"],
+        capture_output=True, text=True, env=ENV, timeout=120,
+    )
+    assert proc.returncode == 0 and "--smoke" in proc.stdout
