@@ -52,6 +52,18 @@ def parse_args(argv=None):
     )
     p.add_argument("--seed", type=int, default=None, help="training seed (default: 0)")
     p.add_argument(
+        "--jit-compile",
+        action="store_true",
+        help="compile the train step with XLA (off by default: slower on CPU "
+        "for these models, see benchmarks/results/rnn_spn_speed.json)",
+    )
+    p.add_argument(
+        "--n-train",
+        type=int,
+        default=None,
+        help="training sequences to generate (default: 60000, the paper's)",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         help="a seconds-long run on a tiny generated set (2 epochs, 64 sequences)",
@@ -77,6 +89,8 @@ def main(argv=None):
         cache_dir=args.cache_dir,
         seed=args.seed,
         export=args.export or None,
+        jit_compile=args.jit_compile or None,
+        n_train=args.n_train,
     )
     try:
         if args.smoke:

@@ -58,7 +58,8 @@ class Config:
     lr_decay_interval: int = 10
     lr_no_decay_epochs: int = 30
     patience: int = 50
-    jit_compile: bool = True
+    # XLA measured slower on CPU for all three models (benchmarks/rnn_spn_speed.py).
+    jit_compile: bool = False
     seed: int = 0
     # Data.
     data_dir: str | None = None

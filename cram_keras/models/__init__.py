@@ -1,6 +1,7 @@
 """Models of both papers. Importing this package registers every model with
 Keras' serialisation, so that ``keras.models.load_model`` finds them."""
 
+from cram_keras.models.cram import CRAMClassifier, CRAMEncoder
 from cram_keras.models.rnn_spn import FFNSPN, RNNSPN, ConvNet
 
-__all__ = ["RNNSPN", "FFNSPN", "ConvNet"]
+__all__ = ["RNNSPN", "FFNSPN", "ConvNet", "CRAMEncoder", "CRAMClassifier"]

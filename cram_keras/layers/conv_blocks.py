@@ -1,0 +1,281 @@
+"""Building blocks shared by the CRAM networks: a CNN stack and an MLP.
+
+The CRAM paper (Section V-A) puts batch normalisation and an ELU after every
+CNN and MLP layer except the last layer of each network. Both blocks follow
+that rule: every convolution of `ConvStack` is normalised (a CNN is never the
+last layer of a CRAM network), and `MLP` normalises every layer but, unless
+`activate_last=True`, the last one. A convolution or dense layer followed by
+batch normalisation has no bias (the normalisation's offset replaces it), as
+TF-slim did in the released code.
+"""
+
+import keras
+from keras import layers
+
+# === Argument checks shared by the CRAM layers ===
+
+
+def check_positive_int(name, value):
+    """Raises `ValueError` unless `value` is an int >= 1 (bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive integer. Received: {name}={value!r}"
+        )
+    return value
+
+
+def check_int_tuple(name, value, allow_empty=False):
+    """Returns `value` as a tuple of positive ints, or raises `ValueError`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or (not value and not allow_empty):
+        raise ValueError(
+            f"`{name}` must be a non-empty tuple of positive integers. "
+            f"Received: {name}={value!r}"
+        )
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+            raise ValueError(
+                f"`{name}` must contain positive integers only. "
+                f"Received: {name}={value!r}"
+            )
+    return tuple(value)
+
+
+def build_once(layer, input_shape):
+    """Builds `layer` unless it is built (deserialisation may have built it)."""
+    if not layer.built:
+        layer.build(input_shape)
+
+
+def check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    return value
+
+
+def check_image_and_clue(name, input_shape):
+    """Validates `[image_shape, clue_shape]`; returns them as tuples."""
+    if (
+        not isinstance(input_shape, (list, tuple))
+        or len(input_shape) != 2
+        or not all(isinstance(s, (list, tuple)) for s in input_shape)
+    ):
+        raise ValueError(
+            f"`{name}` must be called on `[images, clue]`. "
+            f"Received: input_shape={input_shape}"
+        )
+    image_shape, clue_shape = (tuple(s) for s in input_shape)
+    if len(image_shape) != 4 or len(clue_shape) != 4:
+        raise ValueError(
+            f"`{name}` expects images (B, H, W, C) and clue (B, H, W, 1). "
+            f"Received: input_shape={[image_shape, clue_shape]}"
+        )
+    if image_shape[1:3] != clue_shape[1:3] or None in image_shape[1:3]:
+        raise ValueError(
+            f"`{name}` expects images and clue of the same, known height and "
+            f"width. Received: input_shape={[image_shape, clue_shape]}"
+        )
+    return image_shape, clue_shape
+
+
+# === Blocks ===
+
+
+@keras.saving.register_keras_serializable(package="cram_keras")
+class ConvStack(keras.layers.Layer):
+    """CNN of `len(filters)` layers: conv -> batch norm -> ELU [-> max pool].
+
+    Every convolution uses "same" zero padding and no bias; each is followed
+    by batch normalisation, an ELU and, when `pool_size` is set, a max pooling
+    ("same" padding). The output is flattened when `flatten=True`.
+
+    Args:
+        filters: tuple of ints, filters of each convolution.
+        kernel_size: int, square kernel size of every convolution.
+        strides: int, stride of every convolution.
+        pool_size: int or `None`. Max pooling window after each layer; `None`
+            for no pooling.
+        pool_strides: int, stride of the max pooling (ignored without pooling).
+        flatten: bool, flatten the output to `(batch, features)`.
+        **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: float tensor `(batch, height, width, channels)`. Height and
+            width must be static when `flatten=True`.
+        training: Python bool, batch normalisation mode.
+
+    Returns:
+        `(batch, h', w', filters[-1])`, or `(batch, h' * w' * filters[-1])`
+        when flattened; `h' = ceil(height / (strides * pool_strides) ** L)`
+        for `L` layers.
+
+    Example:
+
+    >>> cnn = ConvStack((16, 32, 64), pool_size=3, pool_strides=2)
+    >>> cnn(np.zeros((2, 15, 15, 1), "float32")).shape
+    (2, 256)
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        strides=1,
+        pool_size=None,
+        pool_strides=2,
+        flatten=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        # === Config ===
+        self.filters = check_int_tuple("filters", filters)
+        self.kernel_size = check_positive_int("kernel_size", kernel_size)
+        self.strides = check_positive_int("strides", strides)
+        if pool_size is not None:
+            check_positive_int("pool_size", pool_size)
+        self.pool_size = pool_size
+        self.pool_strides = check_positive_int("pool_strides", pool_strides)
+        self.flatten = check_bool("flatten", flatten)
+        # === Layers ===
+        self.stack = []
+        for i, f in enumerate(self.filters):
+            self.stack.append(
+                layers.Conv2D(
+                    f,
+                    self.kernel_size,
+                    strides=self.strides,
+                    padding="same",
+                    use_bias=False,
+                    name=f"conv{i}",
+                )
+            )
+            self.stack.append(layers.BatchNormalization(name=f"bn{i}"))
+            self.stack.append(layers.Activation("elu", name=f"elu{i}"))
+            if pool_size is not None:
+                self.stack.append(
+                    layers.MaxPooling2D(
+                        pool_size,
+                        strides=self.pool_strides,
+                        padding="same",
+                        name=f"pool{i}",
+                    )
+                )
+        if self.flatten:
+            self.stack.append(layers.Flatten(name="flatten"))
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                f"`{self.name}` expects images of shape (batch, height, width, "
+                f"channels). Received: input_shape={tuple(input_shape)}"
+            )
+        if self.flatten and (input_shape[1] is None or input_shape[2] is None):
+            raise ValueError(
+                f"`{self.name}` flattens its output, so the image height and "
+                f"width must be known. Received: input_shape={tuple(input_shape)}"
+            )
+        shape = tuple(input_shape)
+        for layer in self.stack:
+            build_once(layer, shape)
+            shape = layer.compute_output_shape(shape)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for layer in self.stack:
+            if isinstance(layer, layers.BatchNormalization):
+                x = layer(x, training=training)
+            else:
+                x = layer(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.stack:
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=list(self.filters),
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            pool_size=self.pool_size,
+            pool_strides=self.pool_strides,
+            flatten=self.flatten,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="cram_keras")
+class MLP(keras.layers.Layer):
+    """Multi-layer perceptron: [dense -> batch norm -> ELU] x (L - 1) -> dense.
+
+    Hidden layers have no bias (batch normalisation follows them). The last
+    layer is a plain dense layer with bias, unless `activate_last=True`, in
+    which case it is normalised and activated like the others (for an MLP
+    whose output feeds another layer of the same network).
+
+    Args:
+        units: tuple of ints, width of each layer; the last is the output size.
+        activate_last: bool, batch norm + ELU after the last layer too.
+        **kwargs: base layer keyword arguments.
+
+    Call arguments:
+        inputs: float tensor `(batch, features)`.
+        training: Python bool, batch normalisation mode.
+
+    Returns:
+        `(batch, units[-1])`.
+
+    Example:
+
+    >>> MLP((256, 10))(np.zeros((4, 32), "float32")).shape
+    (4, 10)
+    """
+
+    def __init__(self, units, activate_last=False, **kwargs):
+        super().__init__(**kwargs)
+        # === Config ===
+        self.units = check_int_tuple("units", units)
+        self.activate_last = check_bool("activate_last", activate_last)
+        # === Layers ===
+        self.stack = []
+        last = len(self.units) - 1
+        for i, u in enumerate(self.units):
+            normalised = i < last or activate_last
+            self.stack.append(
+                layers.Dense(u, use_bias=not normalised, name=f"dense{i}")
+            )
+            if normalised:
+                self.stack.append(layers.BatchNormalization(name=f"bn{i}"))
+                self.stack.append(layers.Activation("elu", name=f"elu{i}"))
+
+    def build(self, input_shape):
+        if len(input_shape) != 2 or input_shape[-1] is None:
+            raise ValueError(
+                f"`{self.name}` expects inputs of shape (batch, features) with "
+                f"known features. Received: input_shape={tuple(input_shape)}"
+            )
+        shape = tuple(input_shape)
+        for layer in self.stack:
+            build_once(layer, shape)
+            shape = layer.compute_output_shape(shape)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for layer in self.stack:
+            if isinstance(layer, layers.BatchNormalization):
+                x = layer(x, training=training)
+            else:
+                x = layer(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.units[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=list(self.units), activate_last=self.activate_last)
+        return config
