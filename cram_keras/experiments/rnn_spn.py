@@ -256,7 +256,11 @@ def train_and_evaluate(config, output_dir):
         keras.callbacks.CSVLogger(os.path.join(output_dir, "log.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")),
         # Last, so that it saves only after the others have written their state.
-        keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")),
+        # Kept after training too, so that a run killed between the end of fit
+        # and metrics.json resumes at evaluation instead of from scratch.
+        keras.callbacks.BackupAndRestore(
+            os.path.join(output_dir, "backup"), delete_checkpoint=False
+        ),
     ]
     model.fit(train, validation_data=valid, epochs=config.epochs, callbacks=callbacks)
     early_stopping.restore_best()

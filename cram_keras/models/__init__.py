@@ -2,6 +2,24 @@
 Keras' serialisation, so that ``keras.models.load_model`` finds them."""
 
 from cram_keras.models.cram import CRAMClassifier, CRAMEncoder
+from cram_keras.models.inpainting import (
+    CNNEncoder,
+    CRAMInpainter,
+    GlobalDiscriminator,
+    InpaintingGenerator,
+    LocalDiscriminator,
+)
 from cram_keras.models.rnn_spn import FFNSPN, RNNSPN, ConvNet
 
-__all__ = ["RNNSPN", "FFNSPN", "ConvNet", "CRAMEncoder", "CRAMClassifier"]
+__all__ = [
+    "RNNSPN",
+    "FFNSPN",
+    "ConvNet",
+    "CRAMEncoder",
+    "CRAMClassifier",
+    "InpaintingGenerator",
+    "LocalDiscriminator",
+    "GlobalDiscriminator",
+    "CNNEncoder",
+    "CRAMInpainter",
+]

@@ -1,0 +1,88 @@
+"""The inpainting experiment's config, data pipeline and scoring protocol:
+bad settings are rejected, augmentation only flips / negates the images,
+every method is scored on the same masks, and the local crop fits the hole."""
+
+import numpy as np
+import pytest
+
+from cram_keras.data.masks import center_mask
+from cram_keras.experiments import inpaint
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"dataset": "cifar10"}, "dataset='cifar10'"),
+        ({"dataset": "npz:"}, "dataset='npz:'"),
+        ({"encoder": "ram"}, "encoder='ram'"),
+        ({"mask": "square"}, "mask='square'"),
+        ({"width": 20}, "width=20"),
+        ({"beta": -1.0}, "beta=-1.0"),
+        ({"learning_rate": 0.0}, "learning_rate=0.0"),
+        ({"min_hole": 9, "max_hole": 8}, "min_hole=9"),
+        ({"n_train": 0}, "n_train=0"),
+    ],
+)
+def test_bad_settings_are_rejected(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        inpaint.Config(**overrides)
+
+
+def test_defaults_are_the_paper_setting_and_smoke_is_small():
+    config = inpaint.Config()
+    assert (config.dataset, config.mask, config.hole_size, config.encoder) == (
+        "svhn", "center", 8, "cram"
+    )  # fmt: skip
+    assert (config.epochs, config.alpha, config.beta, config.clue_weight) == (
+        50,
+        1.0,
+        1e-3,
+        0.1,
+    )
+    assert (
+        config.method == "cram"
+        and inpaint.Config(encoder="cnn").method == "cnn_encoder"
+    )
+    smoke = inpaint.smoke_config(dataset="mnist32")
+    assert smoke.dataset == "mnist32" and smoke.epochs == 2 and smoke.width == 8
+
+
+def test_every_method_is_scored_on_the_same_masks():
+    center = inpaint.evaluation_masks(inpaint.Config(), 5)
+    np.testing.assert_array_equal(center, np.repeat(center_mask()[None], 5, axis=0))
+    config = inpaint.Config(mask="random")
+    first = inpaint.evaluation_masks(config, 7)
+    np.testing.assert_array_equal(first, inpaint.evaluation_masks(config, 7))
+    assert first.shape == (7, 32, 32, 1) and not np.array_equal(first[0], first[1])
+    # Methods differ only in how they fill the hole; with no model, the
+    # classical baselines alone are scored.
+    x = np.random.default_rng(0).random((6, 32, 32, 3)).astype("float32")
+    scores = inpaint.score_methods(None, x, center[:1].repeat(6, 0), config, "cram")
+    assert set(scores) == {"telea", "navier_stokes", "mean_fill"}
+
+
+def test_local_crop_holds_the_largest_hole_and_its_margins():
+    assert inpaint.local_crop_size(inpaint.Config()) == 16  # 8 + 2 * 4
+    assert inpaint.local_crop_size(inpaint.Config(mask="random")) == 24  # 16 + 2 * 4
+    assert inpaint.local_crop_size(inpaint.Config(local_margin=0)) == 16  # at least 16
+    assert inpaint.local_crop_size(inpaint.Config(mask="random", local_margin=10)) == 32
+
+
+def test_augmentation_only_flips_rotates_or_negates_the_images():
+    rng = np.random.default_rng(0)
+    images = rng.random((16, 32, 32, 3)).astype("float32")
+    config = inpaint.Config(augment=True, batch_size=16, mask="random")
+    (batch, masks), *_ = list(inpaint.train_dataset(config, images))
+    batch, masks = np.asarray(batch), np.asarray(masks)
+    assert batch.shape == images.shape and masks.shape == (16, 32, 32, 1)
+    variants = []
+    for image in images:
+        for negative in (image, 1.0 - image):
+            for k in range(4):
+                rotated = np.rot90(negative, k, axes=(0, 1))
+                variants += [rotated, rotated[:, ::-1]]
+    variants = np.stack(variants)
+    for augmented in batch:
+        assert np.min(np.abs(variants - augmented).max(axis=(1, 2, 3))) < 1e-6
+    # Not all identical to the originals (16 images, 16 possible variants each).
+    assert sum(any(np.allclose(a, x) for x in images) for a in batch) < 16
