@@ -10,6 +10,7 @@ from cram_keras.models.inpainting import (
     LocalDiscriminator,
 )
 from cram_keras.models.rnn_spn import FFNSPN, RNNSPN, ConvNet
+from cram_keras.models.saliency import SaliencyNetwork
 
 __all__ = [
     "RNNSPN",
@@ -22,4 +23,5 @@ __all__ = [
     "GlobalDiscriminator",
     "CNNEncoder",
     "CRAMInpainter",
+    "SaliencyNetwork",
 ]

@@ -10,7 +10,9 @@ import pytest
 
 def _write_idx(path, array):
     dims = array.shape
-    header = struct.pack(">HBB", 0, 0x08, len(dims)) + struct.pack(f">{len(dims)}I", *dims)
+    header = struct.pack(">HBB", 0, 0x08, len(dims)) + struct.pack(
+        f">{len(dims)}I", *dims
+    )
     with gzip.open(path, "wb", compresslevel=1) as f:
         f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 

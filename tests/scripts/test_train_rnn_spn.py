@@ -60,7 +60,9 @@ def test_smoke_run_writes_every_artifact_and_exports(fake_mnist_dir, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("test_per_digit_error", "test_sequence_error", "wall_seconds"):
         assert key in metrics
-    assert 0.0 <= metrics["test_per_digit_error"] <= metrics["test_sequence_error"] <= 1.0
+    assert (
+        0.0 <= metrics["test_per_digit_error"] <= metrics["test_sequence_error"] <= 1.0
+    )
     assert json.loads((out / "config.json").read_text())["model"] == "rnn_spn"
 
     # The SavedModel, reloaded with plain TensorFlow in a fresh process, gives
@@ -75,7 +77,13 @@ def test_smoke_run_writes_every_artifact_and_exports(fake_mnist_dir, tmp_path):
         np.save({str(tmp_path / "served.npy")!r}, probs.numpy())
         """
     )
-    fresh = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=300)
+    fresh = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     served = np.load(tmp_path / "served.npy")
     import cram_keras  # noqa: F401  (registers the model classes)
@@ -87,18 +95,29 @@ def test_smoke_run_writes_every_artifact_and_exports(fake_mnist_dir, tmp_path):
 
     # Rerunning a finished run does not train again.
     again = run_script(
-        "--smoke", "--export", "--data-dir", str(fake_mnist_dir),
-        "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out),
+        "--smoke",
+        "--export",
+        "--data-dir",
+        str(fake_mnist_dir),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--output-dir",
+        str(out),
     )
     assert again.returncode == 0 and "is complete" in again.stdout
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes_where_it_stopped(fake_mnist_dir, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_where_it_stopped(
+    fake_mnist_dir, tmp_path, monkeypatch
+):
     from cram_keras.experiments import rnn_spn
 
     config = rnn_spn.smoke_config(
-        model="conv", data_dir=str(fake_mnist_dir), cache_dir=str(tmp_path / "cache"), epochs=3
+        model="conv",
+        data_dir=str(fake_mnist_dir),
+        cache_dir=str(tmp_path / "cache"),
+        epochs=3,
     )
     out = str(tmp_path / "run")
     original = keras.callbacks.BackupAndRestore.on_epoch_end
@@ -108,7 +127,9 @@ def test_interrupted_run_resumes_where_it_stopped(fake_mnist_dir, tmp_path, monk
         if epoch == 0:
             raise KeyboardInterrupt("simulated interruption")
 
-    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", interrupt_after_epoch_0)
+    monkeypatch.setattr(
+        keras.callbacks.BackupAndRestore, "on_epoch_end", interrupt_after_epoch_0
+    )
     with pytest.raises(KeyboardInterrupt):
         rnn_spn.train_and_evaluate(config, out)
     assert not os.path.exists(os.path.join(out, "metrics.json"))
@@ -122,7 +143,10 @@ def test_interrupted_run_resumes_where_it_stopped(fake_mnist_dir, tmp_path, monk
 
     # The same directory with another config is refused, not mixed.
     other = rnn_spn.smoke_config(
-        model="conv", data_dir=str(fake_mnist_dir), cache_dir=str(tmp_path / "cache"), epochs=4
+        model="conv",
+        data_dir=str(fake_mnist_dir),
+        cache_dir=str(tmp_path / "cache"),
+        epochs=4,
     )
     with pytest.raises(ValueError, match="different config"):
         rnn_spn.train_and_evaluate(other, out)
@@ -135,10 +159,15 @@ def test_bad_flags_fail_clearly():
     assert proc.returncode == 2 and "downsample=0.5" in proc.stderr
 
 
-@pytest.mark.parametrize("script", ["train_cls.py", "train_inpaint.py", "train_rnn_spn.py"])
+@pytest.mark.parametrize(
+    "script", ["train_cls.py", "train_inpaint.py", "train_rnn_spn.py"]
+)
 def test_help_works(script):
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, script), "--help"],
-        capture_output=True, text=True, env=ENV, timeout=120,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
     )
     assert proc.returncode == 0 and "--smoke" in proc.stdout

@@ -26,7 +26,9 @@ def _tiny_model():
 
 def test_resumable_early_stopping_persists_state_and_restores_best(tmp_path):
     model = _tiny_model()
-    cb = ResumableEarlyStopping(str(tmp_path), monitor="val_acc", mode="max", patience=2)
+    cb = ResumableEarlyStopping(
+        str(tmp_path), monitor="val_acc", mode="max", patience=2
+    )
     cb.set_model(model)
     cb.on_train_begin()
     model.layers[0].kernel.assign(np.full((2, 1), 7.0, "float32"))
@@ -38,13 +40,17 @@ def test_resumable_early_stopping_persists_state_and_restores_best(tmp_path):
 
     # A new process resumes: a fresh callback reads the state back and stops
     # after one more epoch without improvement.
-    resumed = ResumableEarlyStopping(str(tmp_path), monitor="val_acc", mode="max", patience=2)
+    resumed = ResumableEarlyStopping(
+        str(tmp_path), monitor="val_acc", mode="max", patience=2
+    )
     resumed.set_model(model)
     resumed.on_train_begin()
     resumed.on_epoch_end(2, {"val_acc": 0.45})
     assert model.stop_training
     resumed.on_train_end()
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.layers[0].kernel), 7.0)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.layers[0].kernel), 7.0
+    )
 
 
 def test_missing_monitor_is_a_clear_error(tmp_path):

@@ -22,8 +22,13 @@ def numpy_two_stage(grads, value, norm):
 
 def test_elementwise_then_global_norm_matches_numpy():
     rng = np.random.default_rng(0)
-    grads = [rng.normal(0, 3, size=(4, 5)).astype("float32"), rng.normal(0, 3, size=(7,)).astype("float32")]
-    ours = clip_gradients_two_stage([keras.ops.convert_to_tensor(g) for g in grads], 1.0, 2.0)
+    grads = [
+        rng.normal(0, 3, size=(4, 5)).astype("float32"),
+        rng.normal(0, 3, size=(7,)).astype("float32"),
+    ]
+    ours = clip_gradients_two_stage(
+        [keras.ops.convert_to_tensor(g) for g in grads], 1.0, 2.0
+    )
     ref = numpy_two_stage(grads, 1.0, 2.0)
     for a, b in zip(ours, ref, strict=True):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), b, rtol=1e-6)
@@ -136,6 +141,8 @@ def test_two_replicas_clip_the_global_gradient():
     gb = 2 * err.sum(axis=0) / err.size
     gw, gb = numpy_two_stage([gw, gb], 1.0, 0.5)
     expected = [w - 0.1 * gw, b - 0.1 * gb]
-    for got_single, got_multi, ref in zip(result["single"], result["multi"], expected, strict=True):
+    for got_single, got_multi, ref in zip(
+        result["single"], result["multi"], expected, strict=True
+    ):
         np.testing.assert_allclose(got_single, ref, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(got_multi, ref, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,402 @@
+"""train_cls.py end to end: the smoke run writes every artifact for the oracle
+and the learned-saliency clue, the export serves the same probabilities in a
+fresh process, `--clue none` feeds zeros and adds no clue loss, an
+interrupted run resumes (without training the saliency network again), the
+`--tune` search writes its table and best configuration, and bad flags and
+missing data fail clearly (exit 2, no traceback)."""
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+SCRIPT = os.path.join(ROOT, "train_cls.py")
+
+
+def run_script(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def script_main():
+    spec = importlib.util.spec_from_file_location("train_cls_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def data_flags(fake_mnist_dir, tmp_path):
+    return ["--data-dir", str(fake_mnist_dir), "--cache-dir", str(tmp_path / "cache")]
+
+
+def assert_run_artifacts(out, epochs):
+    for name in (
+        "config.json",
+        "log.csv",
+        "metrics.json",
+        "glimpses.png",
+        "glimpses.gif",
+        "model.keras",
+        "best.weights.h5",
+        "early_stopping.json",
+        "wall_clock.json",
+    ):
+        assert (out / name).exists(), name
+    assert any((out / "tensorboard").rglob("events.out.tfevents*"))
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == list(range(epochs))
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test_error", "valid_error", "best_epoch", "wall_seconds"):
+        assert key in metrics
+    assert 0.0 <= metrics["test_error"] <= 1.0
+    assert len(metrics["valid_error_per_epoch"]) == epochs
+    # The best validation epoch is the one evaluated.
+    assert metrics["valid_error"] == pytest.approx(
+        min(metrics["valid_error_per_epoch"]), abs=1e-6
+    )
+    with Image.open(out / "glimpses.png") as png:
+        assert png.format == "PNG"
+    with Image.open(out / "glimpses.gif") as gif:
+        assert gif.format == "GIF" and gif.n_frames == metrics["num_glimpses"]
+    return metrics
+
+
+@pytest.mark.slow
+def test_smoke_oracle_writes_every_artifact_and_exports(fake_mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["--smoke", "--clue", "oracle", "--export", "--output-dir", str(out)]
+    proc = run_script(*args, *data_flags(fake_mnist_dir, tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = assert_run_artifacts(out, epochs=2)
+    assert metrics["clue"] == "oracle" and metrics["beta"] == 0.1
+    assert 0.0 <= metrics["glimpse_in_digit_box"] <= 1.0
+    assert json.loads((out / "config.json").read_text())["clue"] == "oracle"
+    assert (out / "saved_model" / "saved_model.pb").exists()
+
+    # The SavedModel, reloaded with plain TensorFlow in a fresh process, gives
+    # the Keras model's probabilities for (image, clue).
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 60, 60, 1)).astype("float32")
+    c = (rng.random((3, 60, 60, 1)) > 0.7).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "c.npy", c)
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, tensorflow as tf
+        served = tf.saved_model.load({str(out / "saved_model")!r})
+        probs = served.serve(
+            tf.constant(np.load({str(tmp_path / "x.npy")!r})),
+            tf.constant(np.load({str(tmp_path / "c.npy")!r})),
+        )
+        np.save({str(tmp_path / "served.npy")!r}, probs.numpy())
+        """
+    )
+    fresh = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    served = np.load(tmp_path / "served.npy")
+    import cram_keras.experiments.cram_cls  # noqa: F401  (registers CRAM)
+
+    model = keras.models.load_model(out / "model.keras")
+    expected = keras.ops.convert_to_numpy(keras.ops.softmax(model([x, c]), axis=-1))
+    assert served.shape == (3, 10)
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served.sum(-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_smoke_saliency_writes_every_artifact(fake_mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    code = script_main()(
+        ["--smoke", "--clue", "saliency", "--output-dir", str(out)]
+        + data_flags(fake_mnist_dir, tmp_path)
+    )
+    assert code == 0
+    metrics = assert_run_artifacts(out, epochs=2)
+    for name in ("saliency.keras", "clues.npz", "log.csv", "metrics.json"):
+        assert (out / "saliency" / name).exists(), name
+    assert (
+        metrics["clue"] == "saliency" and metrics["saliency_targets"] == "ground_truth"
+    )
+    for split in ("train", "valid", "test"):
+        assert 0.0 <= metrics[f"saliency_{split}_iou"] <= 1.0
+
+    # The clues are the thresholded output of the saved saliency network.
+    from cram_keras.experiments import cram_cls
+
+    config = cram_cls.Config(**json.loads((out / "config.json").read_text()))
+    splits = cram_cls.load_splits(config)
+    clues = cram_cls._load_clues(str(out / "saliency" / "clues.npz"), splits)
+    net = keras.models.load_model(out / "saliency" / "saliency.keras")
+    for split in ("train", "test"):
+        expected = cram_cls.saliency_clues(net, splits[split]["images"], 0.5)
+        np.testing.assert_array_equal(clues[split], expected)
+        assert set(np.unique(clues[split])) <= {0, 1}
+
+
+@pytest.mark.slow
+def test_clue_none_feeds_zeros_and_adds_no_clue_loss(
+    fake_mnist_dir, tmp_path, monkeypatch
+):
+    from cram_keras.experiments import cram_cls
+    from cram_keras.models.cram import CRAMClassifier
+
+    seen = {"calls": 0, "clue_max": 0.0, "add_loss": 0}
+    call, add_loss = CRAMClassifier.call, CRAMClassifier.add_loss
+
+    def spy_call(self, inputs, *args, **kwargs):
+        seen["calls"] += 1
+        seen["clue_max"] = max(seen["clue_max"], float(np.max(np.asarray(inputs[1]))))
+        return call(self, inputs, *args, **kwargs)
+
+    def spy_add_loss(self, loss):
+        seen["add_loss"] += 1
+        return add_loss(self, loss)
+
+    monkeypatch.setattr(CRAMClassifier, "call", spy_call)
+    monkeypatch.setattr(CRAMClassifier, "add_loss", spy_add_loss)
+    config = cram_cls.smoke_config(
+        clue="none",
+        epochs=1,
+        data_dir=str(fake_mnist_dir),
+        cache_dir=str(tmp_path / "c"),
+    )
+    assert config.beta == 0.0
+    metrics = cram_cls.train_and_evaluate(config, str(tmp_path / "run"))
+    assert seen["calls"] > 0  # eager smoke run: every batch goes through the spy
+    assert seen["clue_max"] == 0.0 and seen["add_loss"] == 0
+    assert metrics["clue"] == "none" and metrics["beta"] == 0.0
+
+    # Without the clue term the training loss is the cross-entropy alone.
+    model = cram_cls.build_model(config)
+    (x, c), y = next(
+        iter(
+            cram_cls.make_dataset(
+                np.zeros((4, 60, 60, 1), np.uint8), None, np.arange(4), 4
+            )
+        )
+    )
+    assert float(np.max(c)) == 0.0
+    model([x, c])
+    assert model.losses == []
+
+    with pytest.raises(ValueError, match="Received: beta=0.5"):
+        cram_cls.smoke_config(clue="none", beta=0.5)
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_without_retraining_saliency(
+    fake_mnist_dir, tmp_path, monkeypatch
+):
+    from cram_keras.experiments import cram_cls
+
+    config = cram_cls.smoke_config(
+        clue="saliency",
+        epochs=2,
+        saliency_epochs=1,
+        figure_examples=0,
+        data_dir=str(fake_mnist_dir),
+        cache_dir=str(tmp_path / "cache"),
+    )
+    out = str(tmp_path / "run")
+    trained = []
+    train_saliency = cram_cls.train_saliency_network
+    monkeypatch.setattr(
+        cram_cls,
+        "train_saliency_network",
+        lambda *a, **k: trained.append(1) or train_saliency(*a, **k),
+    )
+    original = keras.callbacks.BackupAndRestore.on_epoch_end
+
+    def interrupt_after_epoch_0(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt("simulated interruption")
+
+    monkeypatch.setattr(
+        keras.callbacks.BackupAndRestore, "on_epoch_end", interrupt_after_epoch_0
+    )
+    with pytest.raises(KeyboardInterrupt):
+        cram_cls.train_and_evaluate(config, out)
+    assert not os.path.exists(os.path.join(out, "metrics.json"))
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", original)
+
+    metrics = cram_cls.train_and_evaluate(config, out)
+    with open(os.path.join(out, "log.csv")) as f:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+    assert epochs == [0, 1]  # epoch 0 is not trained twice
+    assert metrics["epochs"] == 2 and len(trained) == 1
+
+    # Rerunning a finished run does not train again.
+    monkeypatch.setattr(
+        keras.Model, "fit", lambda *a, **k: pytest.fail("a finished run was retrained")
+    )
+    assert cram_cls.train_and_evaluate(config, out) == metrics
+
+    # The same directory with another config is refused, not mixed.
+    other = cram_cls.smoke_config(
+        clue="saliency",
+        epochs=4,
+        data_dir=str(fake_mnist_dir),
+        cache_dir=str(tmp_path / "cache"),
+    )
+    with pytest.raises(ValueError, match="different config"):
+        cram_cls.train_and_evaluate(other, out)
+
+
+@pytest.mark.slow
+def test_tune_writes_trials_table_and_best_config(fake_mnist_dir, tmp_path):
+    # The search's resumption is tested in tests/training/test_tuner.py.
+    out = tmp_path / "run"
+    args = ["--smoke", "--tune", "--epochs", "1", "--output-dir", str(out)]
+    args += data_flags(fake_mnist_dir, tmp_path)
+    main = script_main()
+    assert main(args) == 0
+    with open(out / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"COMPLETED"}
+    assert all(1 <= int(r["num_glimpses"]) <= 8 for r in rows)
+    trials = json.loads((out / "trials.json").read_text())["trials"]
+    best = json.loads((out / "best_config.json").read_text())
+    assert best["best_val_error"] == min(t["best_val_error"] for t in trials)
+    assert best["config"]["glimpses"] == best["num_glimpses"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_glimpses"] == best["num_glimpses"]
+    assert metrics["valid_error"] == pytest.approx(best["best_val_error"], abs=1e-6)
+    assert (out / "tuner").is_dir() and (out / "glimpses.gif").exists()
+
+
+def test_contrast_pseudo_masks_mark_the_digit_on_either_background():
+    from cram_keras.experiments.cram_cls import contrast_pseudo_masks
+
+    images = np.full((2, 12, 12, 3), 40, np.uint8)
+    images[1] = 220  # light background, dark digit
+    images[0, 3:9, 5:7] = 230
+    images[1, 3:9, 5:7] = 20
+    expected = np.zeros((12, 12), np.uint8)
+    expected[3:9, 5:7] = 1
+    masks = contrast_pseudo_masks(images)
+    assert masks.shape == (2, 12, 12, 1)
+    np.testing.assert_array_equal(masks[..., 0], [expected, expected])
+    # A flat image has no salient pixel.
+    assert contrast_pseudo_masks(np.full((1, 8, 8, 3), 90, np.uint8)).sum() == 0
+
+
+@pytest.mark.slow
+def test_svhn_path_uses_the_learned_saliency(tmp_path, monkeypatch):
+    from cram_keras.data import svhn
+    from cram_keras.experiments import cram_cls
+
+    def fake_svhn(data_dir=None, splits=("train", "test")):
+        # The real files are 182 MB; the loader itself is tested in tests/data.
+        assert data_dir == "SVHN_DIR"
+        rng = np.random.default_rng(0)
+        out = {}
+        for split, n in (("train", 48), ("test", 16)):
+            images = rng.integers(0, 60, (n, 32, 32, 3), dtype=np.uint8)
+            images[:, 8:24, 12:20] = 200
+            out[split] = (images, rng.integers(0, 10, n))
+        return out
+
+    monkeypatch.setattr(svhn, "load_svhn", fake_svhn)
+    assert cram_cls.Config(dataset="svhn").clue == "saliency"
+    config = cram_cls.smoke_config(
+        dataset="svhn",
+        data_dir="SVHN_DIR",
+        epochs=1,
+        saliency_epochs=1,
+        figure_examples=1,
+    )
+    assert config.clue == "saliency"
+    metrics = cram_cls.train_and_evaluate(config, str(tmp_path / "run"))
+    assert (
+        metrics["dataset"] == "svhn" and metrics["saliency_targets"] == "pseudo_masks"
+    )
+    assert "glimpse_in_digit_box" not in metrics  # no ground truth for SVHN
+    assert (tmp_path / "run" / "glimpses.gif").exists()
+
+
+def test_bad_values_fail_clearly(tmp_path, capsys):
+    main = script_main()
+    cases = [
+        (["--glimpses", "0"], "Received: glimpses=0"),
+        (["--smoke", "--batch-size", "0"], "Received: batch_size=0"),
+        (["--beta", "-1"], "Received: beta=-1.0"),
+        (["--learning-rate", "0"], "Received: learning_rate=0.0"),
+        (["--dataset", "svhn", "--clue", "oracle"], "no ground-truth saliency"),
+        (["--clue", "none", "--beta", "0.5"], "Received: beta=0.5"),
+        (["--dataset", "svhn", "--n-train", "80000"], "n_train=80000"),
+    ]
+    for args, message in cases:
+        assert main([*args, "--output-dir", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_bad_flags_exit_2_without_traceback():
+    proc = run_script("--clue", "sometimes")
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+    proc = run_script("--glimpses", "two")
+    assert proc.returncode == 2 and "invalid int value" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_data_fails_clearly(tmp_path, capsys):
+    code = script_main()(
+        [
+            "--smoke",
+            "--data-dir",
+            str(tmp_path / "nowhere"),
+            "--output-dir",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert code == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+def test_help_documents_every_flag():
+    proc = run_script("--help")
+    assert proc.returncode == 0
+    for flag in (
+        "--dataset",
+        "--clue",
+        "--glimpses",
+        "--glimpse-size",
+        "--epochs",
+        "--batch-size",
+        "--beta",
+        "--learning-rate",
+        "--data-dir",
+        "--cache-dir",
+        "--output-dir",
+        "--seed",
+        "--smoke",
+        "--export",
+        "--tune",
+        "--max-trials",
+        "--n-train",
+    ):
+        assert flag in proc.stdout, flag
