@@ -262,7 +262,13 @@ def train_and_evaluate(config, output_dir):
             os.path.join(output_dir, "backup"), delete_checkpoint=False
         ),
     ]
-    model.fit(train, validation_data=valid, epochs=config.epochs, callbacks=callbacks)
+    model.fit(
+        train,
+        validation_data=valid,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself
+    )
     early_stopping.restore_best()
 
     results = {}
