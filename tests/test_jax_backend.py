@@ -1,4 +1,5 @@
-"""Runs the sampler and SpatialTransformer tests again under KERAS_BACKEND=jax.
+"""Runs the sampler, SpatialTransformer and CRAM encoder tests again under
+KERAS_BACKEND=jax.
 
 Keras picks its backend once per process, so the JAX run is a subprocess.
 Inside it, `test_backend_matches_environment` (in both test files) asserts
@@ -15,7 +16,12 @@ import pytest
 pytest.importorskip("jax")
 
 TESTS = pathlib.Path(__file__).parent
-FILES = [TESTS / "ops", TESTS / "layers" / "test_spatial_transformer.py"]
+FILES = [
+    TESTS / "ops",
+    TESTS / "layers" / "test_spatial_transformer.py",
+    TESTS / "layers" / "test_cram_layers.py",
+    TESTS / "models" / "test_cram.py",
+]
 
 
 @pytest.mark.slow
