@@ -1,0 +1,387 @@
+"""Sampler speed: cram_keras.ops vs torch.nn.functional.grid_sample (CPU).
+
+Times one forward + backward pass (gradients wrt the images and theta, given
+an upstream cotangent) of
+
+- torch: `F.grid_sample(images, F.affine_grid(theta))`, the reference;
+- `ops`: `bilinear_sample(images, affine_grid(theta))` in a `tf.function`;
+- `fused`: `affine_sample(images, theta)`, the pixel-space path;
+- `layer`: `SpatialTransformer` on `[images, params]`, with the shape's
+  transform: "affine" for RNN-SPN, "attention" (s, tx, ty) for CRAM, whose
+  axis-aligned maps take the separable matmul path;
+
+ours each with and without `jit_compile=True`, on identical inputs, in one
+process with the same number of threads for both libraries. Each timed call
+includes the `tf.function` dispatch and fetching the results to NumPy (torch:
+the autograd call). The protocol: warm-up calls, then `--rounds` rounds in
+which every contender runs `--calls` timed calls after a 20 ms pause (so one
+library's idle worker threads do not spin while the other runs), the order
+rotating from round to round. Reported: the median (and quartiles) over all
+timed calls, and the ratio of medians ours / torch.
+
+    pip install torch  # only needed here
+    python benchmarks/sampler.py --output benchmarks/results/sampler_speed.json
+    python benchmarks/sampler.py --append --output ...  # a second run
+
+See benchmarks/README.md for what the numbers mean.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import torch  # noqa: E402
+
+from cram_keras.layers import SpatialTransformer  # noqa: E402
+from cram_keras.ops import (  # noqa: E402
+    affine_grid,
+    affine_sample,
+    bilinear_sample,
+    sampling,
+)
+from cram_keras.platform_info import describe  # noqa: E402
+
+SHAPES = {
+    # RNN-SPN: 100x100 cluttered MNIST sequences, downsample factor d = 2,
+    # full affine transforms.
+    "rnn_spn": {
+        "batch": 64,
+        "input": (100, 100, 1),
+        "output": (50, 50),
+        "transform": "affine",
+    },
+    # CRAM: 32x32 SVHN, 16x16 glimpses, attention transforms (s, tx, ty).
+    "cram": {
+        "batch": 64,
+        "input": (32, 32, 3),
+        "output": (16, 16),
+        "transform": "attention",
+    },
+}
+
+
+def make_inputs(shape, seed=0):
+    """Images, theta (B, 2, 3), the layer's params and an upstream cotangent."""
+    rng = np.random.default_rng(seed)
+    batch, (height, width, channels), (out_h, out_w) = (
+        shape["batch"],
+        shape["input"],
+        shape["output"],
+    )
+    images = rng.random((batch, height, width, channels), dtype=np.float32)
+    if shape["transform"] == "affine":
+        # Mild zooms, rotations and shifts around a crop: most samples inside.
+        theta = np.array([[0.8, 0.1, 0.05], [-0.1, 0.7, 0.02]])
+        theta = theta + 0.05 * rng.standard_normal((batch, 2, 3))
+        params = theta.reshape(batch, 6)
+    else:
+        # Glimpses at half scale, anywhere on the image.
+        scale = 0.5 + 0.05 * rng.standard_normal(batch)
+        shift = rng.uniform(-0.5, 0.5, (batch, 2))
+        params = np.stack([scale, shift[:, 0], shift[:, 1]], axis=-1)
+        zero = np.zeros(batch)
+        theta = np.stack([scale, zero, shift[:, 0], zero, scale, shift[:, 1]], -1)
+        theta = theta.reshape(batch, 2, 3)
+    cotangent = rng.random((batch, out_h, out_w, channels), dtype=np.float32)
+    return images, theta.astype(np.float32), params.astype(np.float32), cotangent
+
+
+def torch_step(images, theta, cotangent, out_size):
+    images_t = torch.tensor(images.transpose(0, 3, 1, 2).copy(), requires_grad=True)
+    theta_t = torch.tensor(theta, requires_grad=True)
+    cotangent_t = torch.tensor(cotangent.transpose(0, 3, 1, 2).copy())
+    size = (images.shape[0], images.shape[3], *out_size)
+
+    def step():
+        grid = torch.nn.functional.affine_grid(theta_t, size, align_corners=False)
+        output = torch.nn.functional.grid_sample(
+            images_t, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+        grads = torch.autograd.grad(output, (images_t, theta_t), cotangent_t)
+        return [output.detach().numpy().transpose(0, 2, 3, 1)] + [
+            g.numpy() for g in grads
+        ]
+
+    def to_nhwc(results):
+        output, grad_images, grad_theta = results
+        return output, grad_images.transpose(0, 2, 3, 1), grad_theta
+
+    return step, to_nhwc
+
+
+def keras_step(
+    kind, images, theta, params, cotangent, out_size, transform, jit_compile
+):
+    images_t, cotangent_t = tf.constant(images), tf.constant(cotangent)
+    if kind == "layer":
+        layer = SpatialTransformer(transform, output_size=out_size)
+        inputs = tf.constant(params)
+    else:
+        inputs = tf.constant(theta)
+
+    def forward(images, inputs):
+        if kind == "ops":
+            return bilinear_sample(images, affine_grid(inputs, out_size))
+        if kind == "fused":
+            return affine_sample(images, inputs, out_size)
+        return layer([images, inputs])
+
+    @tf.function(jit_compile=jit_compile)
+    def compiled(images, inputs, cotangent):
+        with tf.GradientTape() as tape:
+            tape.watch([images, inputs])
+            output = forward(images, inputs)
+        grads = tape.gradient(output, [images, inputs], output_gradients=cotangent)
+        return [output, *grads]
+
+    def step():
+        return [t.numpy() for t in compiled(images_t, inputs, cotangent_t)]
+
+    def to_nhwc(results):
+        output, grad_images, grad_inputs = results
+        if kind == "layer" and transform == "attention":
+            # d/ds = d/dt11 + d/dt22, d/dtx = d/dt13, d/dty = d/dt23.
+            return output, grad_images, grad_inputs
+        return output, grad_images, grad_inputs.reshape(-1, 2, 3)
+
+    return step, to_nhwc
+
+
+def measure(steps, rounds, calls, warmup):
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times = {name: [] for name in steps}
+    names = list(steps)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            time.sleep(0.02)
+            steps[name]()
+            for _ in range(calls):
+                start = time.perf_counter()
+                steps[name]()
+                times[name].append(time.perf_counter() - start)
+    return {
+        name: {
+            "median": 1e3 * float(np.median(t)),
+            "p25": 1e3 * float(np.percentile(t, 25)),
+            "p75": 1e3 * float(np.percentile(t, 75)),
+            "calls": len(t),
+        }
+        for name, t in times.items()
+    }
+
+
+def relative_error(ours, reference, transform):
+    """max |ours - torch| / max |torch| for the output and both gradients."""
+    output, grad_images, grad_theta = reference
+    if ours[2].shape != grad_theta.shape:  # the attention layer's (s, tx, ty)
+        grad_theta = np.stack(
+            [
+                grad_theta[:, 0, 0] + grad_theta[:, 1, 1],
+                grad_theta[:, 0, 2],
+                grad_theta[:, 1, 2],
+            ],
+            axis=-1,
+        )
+    return {
+        key: float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+        for key, a, b in zip(
+            ("output", "grad_images", "grad_params"),
+            ours,
+            (output, grad_images, grad_theta),
+            strict=True,
+        )
+    }
+
+
+def run_shape(name, shape, args):
+    images, theta, params, cotangent = make_inputs(shape)
+    out_size, transform = shape["output"], shape["transform"]
+    steps, converters = {}, {}
+    steps["torch"], converters["torch"] = torch_step(images, theta, cotangent, out_size)
+    for kind in args.kinds:
+        for jit in (False, True):
+            label = f"{kind}_xla" if jit else kind
+            steps[label], converters[label] = keras_step(
+                kind, images, theta, params, cotangent, out_size, transform, jit
+            )
+    reference = converters["torch"](steps["torch"]())
+    agreement = {
+        label: relative_error(converters[label](steps[label]()), reference, transform)
+        for label in steps
+        if label != "torch"
+    }
+    times = measure(steps, args.rounds, args.calls, args.warmup)
+    ratios = {
+        label: times[label]["median"] / times["torch"]["median"]
+        for label in steps
+        if label != "torch"
+    }
+    print(f"{name}: torch {times['torch']['median']:.3f} ms")
+    for label, ratio in ratios.items():
+        print(f"  {label:10s} {times[label]['median']:8.3f} ms  {ratio:5.2f}x torch")
+    return {
+        "batch": shape["batch"],
+        "input_hwc": list(shape["input"]),
+        "output_hw": list(out_size),
+        "transform": transform,
+        "times_ms": times,
+        "ratio_to_torch": ratios,
+        "max_relative_error_to_torch": agreement,
+    }
+
+
+# (batch, height, width, channels, out_height, out_width) for the separable
+# path's crossover: its cost is H*W/w + W multiply-adds per output value.
+SWEEP = [
+    (64, 32, 32, 3, 16, 16),
+    (64, 100, 100, 1, 50, 50),
+    (64, 60, 60, 1, 12, 12),
+    (64, 64, 64, 3, 8, 8),
+    (16, 200, 200, 1, 50, 50),
+    (16, 200, 200, 1, 25, 25),
+]
+
+
+def sweep_step(cost, images, params, cotangent, out_size):
+    """A forward + backward step of scale_translate_sample with the path that
+    `SEPARABLE_MAX_COST = cost` selects (it is read while tracing)."""
+
+    @tf.function
+    def step(images, params, cotangent):
+        with tf.GradientTape() as tape:
+            tape.watch([images, params])
+            output = sampling.scale_translate_sample(images, params, out_size)
+        return tape.gradient(output, [images, params], output_gradients=cotangent)
+
+    saved = sampling.SEPARABLE_MAX_COST
+    sampling.SEPARABLE_MAX_COST = cost
+    try:
+        step.get_concrete_function(images, params, cotangent)
+    finally:
+        sampling.SEPARABLE_MAX_COST = saved
+    return lambda: [t.numpy() for t in step(images, params, cotangent)]
+
+
+def separable_sweep(args):
+    """Times scale_translate_sample's separable (matmul) and gather paths."""
+    rows = []
+    for batch, height, width, channels, out_h, out_w in SWEEP:
+        rng = np.random.default_rng(0)
+        images = tf.constant(rng.random((batch, height, width, channels), np.float32))
+        params = np.stack(
+            [
+                0.5 + 0.05 * rng.standard_normal(batch),
+                0.5 + 0.05 * rng.standard_normal(batch),
+                rng.uniform(-0.5, 0.5, batch),
+                rng.uniform(-0.5, 0.5, batch),
+            ],
+            axis=-1,
+        )
+        params = tf.constant(params.astype(np.float32))
+        cotangent = tf.constant(rng.random((batch, out_h, out_w, channels), np.float32))
+        steps = {
+            path: sweep_step(cost, images, params, cotangent, (out_h, out_w))
+            for path, cost in (("separable", 10**9), ("gather", -1))
+        }
+        times = measure(steps, args.rounds // 2, args.calls, args.warmup // 2)
+        row = {
+            "shape": [batch, height, width, channels, out_h, out_w],
+            "cost_per_output": height * width / out_w + width,
+            "separable_ms": times["separable"]["median"],
+            "gather_ms": times["gather"]["median"],
+        }
+        print(
+            f"sweep {row['shape']}: cost {row['cost_per_output']:.0f}, separable "
+            f"{row['separable_ms']:.3f} ms, gather {row['gather_ms']:.3f} ms"
+        )
+        rows.append(row)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument(
+        "--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES)
+    )
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        default=["ops", "fused", "layer"],
+        choices=["ops", "fused", "layer"],
+    )
+    parser.add_argument(
+        "--separable-sweep",
+        action="store_true",
+        help="also time scale_translate_sample's two paths over SWEEP sizes",
+    )
+    parser.add_argument("--output", type=pathlib.Path)
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="add this run to the runs already in --output instead of replacing",
+    )
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    load_before = os.getloadavg()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    shapes = {name: run_shape(name, SHAPES[name], args) for name in args.shapes}
+    run = {
+        "command": "python " + " ".join(sys.argv),
+        "started_utc": started.isoformat(timespec="seconds"),
+        "wall_s": round(
+            (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 1
+        ),
+        "load_average_1_5_15min": {
+            "before": list(load_before),
+            "after": list(os.getloadavg()),
+        },
+        "threads": args.threads,
+        "protocol": {
+            "rounds": args.rounds,
+            "calls_per_round": args.calls,
+            "warmup_calls": args.warmup,
+        },
+        "machine": {"description": describe(), "platform": platform.platform()},
+        "versions": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "torch": torch.__version__,
+        },
+        "shapes": shapes,
+    }
+    if args.separable_sweep:
+        run["separable_sweep"] = separable_sweep(args)
+    if args.output is not None:
+        runs = []
+        if args.append and args.output.exists():
+            runs = json.loads(args.output.read_text())["runs"]
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps({"runs": [*runs, run]}, indent=2) + "\n")
+        print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
