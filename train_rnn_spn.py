@@ -31,7 +31,9 @@ def parse_args(argv=None):
         help="downsample factor d of the transformer: crops are int(100/d) "
         "pixels wide (default: 2; the paper's Table 1 tries 1..4).",
     )
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: 300)")
+    p.add_argument(
+        "--epochs", type=int, default=None, help="maximum epochs (default: 300)"
+    )
     p.add_argument("--batch-size", type=int, default=None, help="default: 100")
     p.add_argument(
         "--data-dir",
@@ -96,7 +98,9 @@ def main(argv=None):
         if args.smoke:
             config = rnn_spn.smoke_config(**overrides)
         else:
-            config = rnn_spn.Config(**{k: v for k, v in overrides.items() if v is not None})
+            config = rnn_spn.Config(
+                **{k: v for k, v in overrides.items() if v is not None}
+            )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

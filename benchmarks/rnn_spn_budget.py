@@ -28,11 +28,24 @@ PAPER_TABLE_1 = {"rnn_spn": 0.015, "ffn_spn": 0.020, "conv": 0.029}
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None, help="MNIST IDX directory (default: TFDS)")
-    p.add_argument("--epochs", type=int, default=2, help="epochs per model (default: 2)")
-    p.add_argument("--n-train", type=int, default=20000, help="training sequences (default: 20000; the paper: 60000)")
-    p.add_argument("--models", default="rnn_spn,ffn_spn,conv", help="comma-separated models")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--data-dir", default=None, help="MNIST IDX directory (default: TFDS)"
+    )
+    p.add_argument(
+        "--epochs", type=int, default=2, help="epochs per model (default: 2)"
+    )
+    p.add_argument(
+        "--n-train",
+        type=int,
+        default=20000,
+        help="training sequences (default: 20000; the paper: 60000)",
+    )
+    p.add_argument(
+        "--models", default="rnn_spn,ffn_spn,conv", help="comma-separated models"
+    )
     p.add_argument("--runs-dir", default="runs/rnn_spn_budget", help="run directories")
     p.add_argument("--jit-compile", action="store_true", help="XLA (slower on CPU)")
     p.add_argument("--output", default="benchmarks/results/rnn_spn_budget.json")
@@ -42,7 +55,10 @@ def main(argv=None):
     if os.path.exists(args.output):
         with open(args.output) as f:
             previous = json.load(f)
-        if (previous.get("epochs"), previous.get("n_train")) == (args.epochs, args.n_train):
+        if (previous.get("epochs"), previous.get("n_train")) == (
+            args.epochs,
+            args.n_train,
+        ):
             results["models"] = previous.get("models", {})
     start = time.perf_counter()
     for name in args.models.split(","):
@@ -68,7 +84,8 @@ def main(argv=None):
             "paper_per_digit_error": PAPER_TABLE_1[name],
         }
         results.update(
-            command="python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+            command="python "
+            + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
             hardware=describe(),
             epochs=args.epochs,
             n_train=args.n_train,

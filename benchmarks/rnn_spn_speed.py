@@ -36,8 +36,12 @@ def measure(model_name, jit, batch_size, steps, warmup):
     n = batch_size * (steps + warmup)
     x = rng.integers(0, 256, size=(n, 100, 100, 1), dtype=np.uint8)
     y = rng.integers(0, 10, size=(n, 3))
-    warm = rnn_spn.make_dataset(x[: batch_size * warmup], y[: batch_size * warmup], batch_size)
-    timed = rnn_spn.make_dataset(x[batch_size * warmup :], y[batch_size * warmup :], batch_size)
+    warm = rnn_spn.make_dataset(
+        x[: batch_size * warmup], y[: batch_size * warmup], batch_size
+    )
+    timed = rnn_spn.make_dataset(
+        x[batch_size * warmup :], y[batch_size * warmup :], batch_size
+    )
     timed = timed.cache()
     for _ in timed:  # materialise the input pipeline before timing
         pass
@@ -46,15 +50,25 @@ def measure(model_name, jit, batch_size, steps, warmup):
     model.fit(timed, epochs=1, verbose=0)
     seconds = time.perf_counter() - start
     del tf
-    return {"sequences_per_second": steps * batch_size / seconds, "seconds": seconds, "steps": steps}
+    return {
+        "sequences_per_second": steps * batch_size / seconds,
+        "seconds": seconds,
+        "steps": steps,
+    }
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--models", default="rnn_spn,ffn_spn,conv")
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--steps", type=int, default=20, help="timed training steps per setting")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps (tracing, XLA compile)")
+    p.add_argument(
+        "--steps", type=int, default=20, help="timed training steps per setting"
+    )
+    p.add_argument(
+        "--warmup", type=int, default=3, help="untimed steps (tracing, XLA compile)"
+    )
     p.add_argument("--output", default="benchmarks/results/rnn_spn_speed.json")
     args = p.parse_args(argv)
     results = {}
@@ -62,7 +76,12 @@ def main(argv=None):
         for jit in (False, True):
             r = measure(name, jit, args.batch_size, args.steps, args.warmup)
             results[f"{name}/jit_compile={jit}"] = r
-            print(name, f"jit_compile={jit}", f"{r['sequences_per_second']:.1f} sequences/s", flush=True)
+            print(
+                name,
+                f"jit_compile={jit}",
+                f"{r['sequences_per_second']:.1f} sequences/s",
+                flush=True,
+            )
     payload = {
         "results": results,
         "batch_size": args.batch_size,

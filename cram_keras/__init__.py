@@ -15,4 +15,3 @@ __version__ = "0.1.0"
 # `import cram_keras` is enough before `keras.models.load_model(...)`.
 from cram_keras import layers as layers  # noqa: E402
 from cram_keras import models as models  # noqa: E402
-

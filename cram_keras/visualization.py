@@ -66,7 +66,10 @@ def plot_attention(
                     thetas[i, t], images.shape[1], images.shape[2], align_corners
                 )
                 axes[i, 1].plot(
-                    outline[:, 0], outline[:, 1], color=_COLORS[t % len(_COLORS)], lw=1.2
+                    outline[:, 0],
+                    outline[:, 1],
+                    color=_COLORS[t % len(_COLORS)],
+                    lw=1.2,
                 )
             axes[i, 1].set_xlim(-0.5, images.shape[2] - 0.5)
             axes[i, 1].set_ylim(images.shape[1] - 0.5, -0.5)

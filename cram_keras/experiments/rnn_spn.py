@@ -81,7 +81,14 @@ class Config:
             raise ValueError(
                 f"`downsample` must be >= 1. Received: downsample={self.downsample!r}"
             )
-        for name in ("epochs", "batch_size", "patience", "n_train", "n_valid", "n_test"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "patience",
+            "n_train",
+            "n_valid",
+            "n_test",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(

@@ -58,7 +58,12 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
         self.patience = patience
         self.state_path = os.path.join(directory, "early_stopping.json")
         self.weights_path = os.path.join(directory, "best.weights.h5")
-        self.state = {"best": None, "best_epoch": None, "wait": 0, "stopped_epoch": None}
+        self.state = {
+            "best": None,
+            "best_epoch": None,
+            "wait": 0,
+            "stopped_epoch": None,
+        }
 
     def _improved(self, value):
         best = self.state["best"]

@@ -44,9 +44,7 @@ def clip_gradients_two_stage(gradients, clip_value=1.0, clip_norm=5.0):
             global_norm = ops.sqrt(ops.sum(ops.stack(squares)))
             # Same rule as tf.clip_by_global_norm: g * clip_norm / max(norm, clip_norm).
             scale = clip_norm / ops.maximum(global_norm, clip_norm)
-            grads = [
-                None if g is None else g * ops.cast(scale, g.dtype) for g in grads
-            ]
+            grads = [None if g is None else g * ops.cast(scale, g.dtype) for g in grads]
     return grads
 
 

@@ -25,7 +25,9 @@ def export_saved_model(path, fn, input_specs, trackable):
 
     archive = keras.export.ExportArchive()
     archive.track(trackable)
-    signature = [tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in input_specs]
+    signature = [
+        tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in input_specs
+    ]
     archive.add_endpoint(name="serve", fn=fn, input_signature=signature)
     archive.write_out(path, verbose=False)
     return path
