@@ -1,0 +1,260 @@
+"""The command line of every training script, generated from its Config.
+
+Each Config field declared with ``option(..., flag=True)`` becomes a flag
+(``learning_rate`` -> ``--learning-rate``) with the field's help text and
+default; every field can be set with ``--set key=value`` (repeatable,
+type-checked, unknown keys rejected with the valid ones listed). The common
+flags are the same in every script:
+
+    --smoke            seconds-long run on tiny data (bundled, offline)
+    --output-dir DIR   the run directory (default: runs/<experiment>/<name>)
+    --overwrite        discard a previous run in --output-dir
+    --strategy NAME    auto | default | mirrored | multiworker | tpu
+    --deterministic    TensorFlow op determinism (bit-exact resume)
+    --set KEY=VALUE    any Config field
+    --debug            show tracebacks of user errors
+
+Exit codes: 0 success; 2 a usage or config error (bad flag or value, a run
+directory of another config, a backend the experiment cannot train on);
+1 a data error (missing, truncated or mismatched files) or a diverged
+training. User errors print one paragraph (``error: ...``) and no
+traceback unless ``--debug``.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+
+from cram_keras.experiments.config import (
+    base_type,
+    check_finite_fields,
+    field_default,
+    field_help,
+    parse_assignments,
+    parse_value,
+)
+
+EXIT_USAGE = 2
+EXIT_DATA = 1
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def _default_text(value):
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def add_config_flags(parser, config_cls, smoke_overrides=None):
+    """Adds one flag per flagged field of ``config_cls`` to ``parser``."""
+    group = parser.add_argument_group(f"{config_cls.__module__.rsplit('.', 1)[-1]} settings")
+    for field in dataclasses.fields(config_cls):
+        meta = field.metadata or {}
+        if not meta.get("flag", False):
+            continue
+        kind, _ = base_type(field.type)
+        default = field_default(field)
+        help_text = field_help(field)
+        default_note = f"(default: {_default_text(default)}"
+        if smoke_overrides and field.name in smoke_overrides:
+            default_note += f"; --smoke: {_default_text(smoke_overrides[field.name])}"
+        default_note += ")"
+        help_text = f"{help_text} {default_note}".strip().replace("%", "%%")
+        if kind is bool and default is False:
+            group.add_argument(
+                _flag(field.name),
+                dest=field.name,
+                action="store_const",
+                const=True,
+                default=None,
+                help=help_text,
+            )
+            continue
+
+        def convert(text, field=field):
+            try:
+                return parse_value(field, text)
+            except ValueError as err:
+                raise argparse.ArgumentTypeError(str(err)) from None
+
+        group.add_argument(
+            _flag(field.name),
+            dest=field.name,
+            type=convert,
+            default=None,
+            choices=None,
+            metavar=meta.get("metavar")
+            or ("{" + ",".join(map(str, meta["choices"])) + "}" if meta.get("choices") else field.name.upper()),
+            help=help_text,
+        )
+
+
+def build_parser(experiment):
+    parser = argparse.ArgumentParser(
+        description=(experiment.title + "\n\n" + experiment.examples).strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "Exit codes: 0 done; 2 usage or config error; 1 data error or "
+            "diverged training. Rerunning the same command resumes an "
+            "interrupted run. Every setting of the config can also be given "
+            "with --set key=value."
+        ),
+    )
+    from cram_keras.training.distribute import STRATEGIES
+
+    common = parser.add_argument_group("run")
+    common.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a seconds-long end-to-end run: tiny data (the bundled samples unless "
+        "--data-dir is given) and tiny networks",
+    )
+    common.add_argument(
+        "--output-dir",
+        default=None,
+        metavar="DIR",
+        help="run directory; rerunning with the same flags resumes it "
+        f"(default: runs/{experiment.name}/<a name from the settings>)",
+    )
+    common.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard a previous run with another config in --output-dir",
+    )
+    common.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="auto",
+        help="tf.distribute strategy: auto (multiworker when TF_CONFIG is set, "
+        "mirrored with more than one GPU, else default), default, mirrored, "
+        "multiworker (needs TF_CONFIG), tpu (default: auto)",
+    )
+    common.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="make TensorFlow ops deterministic (slower; a resumed run then "
+        "matches an uninterrupted one exactly)",
+    )
+    common.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any config field, e.g. --set clip_norm=5 (repeatable; "
+        "lists as 16,32,64; none for unset)",
+    )
+    common.add_argument(
+        "--debug", action="store_true", help="show the traceback of user errors"
+    )
+    add_config_flags(parser, experiment.Config, experiment.smoke_overrides)
+    experiment.add_arguments(parser)
+    return parser
+
+
+def resolve_config(experiment, args):
+    """The Config from flags, ``--set`` and ``--smoke`` (ValueError if bad)."""
+    fields = [f.name for f in dataclasses.fields(experiment.Config)]
+    values = {name: getattr(args, name, None) for name in fields}
+    values = {k: v for k, v in values.items() if v is not None}
+    from cram_keras.experiments.runner import UsageError
+
+    try:
+        values.update(parse_assignments(experiment.Config, args.assignments))
+        if args.smoke:
+            config = experiment.smoke_config(**values)
+        else:
+            config = experiment.Config(**values)
+        check_finite_fields(config)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return config
+
+
+def _error(message, code):
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def main(experiment, argv=None):
+    """Parses ``argv``, runs the experiment, returns the exit code."""
+    parser = build_parser(experiment)
+    args = parser.parse_args(argv)
+    from cram_keras.data.errors import DatasetError
+    from cram_keras.experiments.runner import (
+        TrainingDiverged,
+        UsageError,
+        check_output_dir,
+        run_experiment,
+    )
+    from cram_keras.training.checkpoint import CheckpointError
+    from cram_keras.training.distribute import StrategyError, resolve_strategy
+
+    try:
+        try:
+            config = resolve_config(experiment, args)
+            import keras
+
+            backend = keras.backend.backend()
+            if backend not in experiment.backends:
+                raise UsageError(
+                    f"{os.path.basename(sys.argv[0]) or experiment.name} trains on "
+                    f"{' or '.join(experiment.backends)} only. Received: "
+                    f"KERAS_BACKEND={backend!r}. Set KERAS_BACKEND="
+                    f"{experiment.backends[0]} (or unset it)."
+                )
+            for name in ("cache_dir",):
+                if getattr(config, name, None):
+                    check_output_dir(getattr(config, name), "--" + name.replace("_", "-"))
+            special = experiment.run_without_training(args, config)
+            if special is not None:
+                return special
+            distribution = resolve_strategy(args.strategy)
+            if args.deterministic:
+                _make_deterministic(backend)
+            output_dir = args.output_dir or os.path.join(
+                "runs",
+                experiment.name,
+                experiment.run_name(config) + ("_smoke" if args.smoke else ""),
+            )
+            run_experiment(
+                experiment,
+                config,
+                output_dir,
+                distribution,
+                overwrite=args.overwrite,
+                smoke=args.smoke,
+            )
+        except (UsageError, StrategyError) as err:
+            if args.debug:
+                raise
+            return _error(err, EXIT_USAGE)
+        except DatasetError as err:
+            if args.debug:
+                raise
+            return _error(err, EXIT_DATA)
+        except (TrainingDiverged, CheckpointError) as err:
+            if args.debug:
+                raise
+            return _error(err, EXIT_DATA)
+    except KeyboardInterrupt:
+        print(
+            "interrupted: completed epochs are saved; rerun the same command to "
+            "resume.",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
+def _make_deterministic(backend):
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()

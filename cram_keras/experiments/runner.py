@@ -1,0 +1,593 @@
+"""The one run machinery behind every training script.
+
+An experiment module supplies only what differs (an `Experiment` subclass:
+its Config, data, model, metrics and figures); `run_experiment` owns the
+rest, the same for every script:
+
+1. the backend check (one line naming the backends the experiment trains on);
+2. the run directory: a finished run returns its metrics at once; a
+   directory whose config differs is refused if it holds a completed epoch
+   (the message names the differing fields and the two ways out:
+   ``--output-dir`` or ``--overwrite``) and reused otherwise, so a failed
+   first attempt never blocks the corrected command;
+3. the data, loaded and checked against the config *before* anything is
+   written, so a bad input leaves no half-written run directory;
+4. ``config.json`` (the resolved config and the data actually used);
+5. the model, built inside the distribution strategy's scope, and restored
+   from the newest intact epoch checkpoint (`EpochCheckpoints`);
+6. the epoch loop: one ``fit`` call per epoch with an epoch-seeded training
+   order (so a resumed run trains on the same batches as an uninterrupted
+   one), TensorBoard, a NaN guard that names the epoch and step, the
+   experiment's learning-rate rule, early stopping, and an atomic
+   checkpoint commit of weights, optimizer state, log rows and wall clock;
+   ``log.csv`` is rewritten from the committed rows, so it holds each
+   completed epoch exactly once;
+7. after training (also after a kill during any of these steps, by
+   rerunning the same command): the best weights where the experiment
+   monitors a validation metric, the experiment's post-training step,
+   evaluation, ``model.keras``, figures, the optional SavedModel, and
+   ``metrics.json`` last, written atomically: its presence means done.
+
+Under MultiWorkerMirroredStrategy every worker runs all of it (the
+collective steps must match) and only the chief writes; the other workers
+write just ``workers/worker-<i>/final.weights.h5``.
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import keras
+import numpy as np
+
+from cram_keras.experiments.config import config_diff, config_to_dict
+from cram_keras.training.checkpoint import EpochCheckpoints
+from cram_keras.training.distribute import Distribution
+from cram_keras.utils import atomic_path, read_json, write_json
+
+# Files and folders a run owns (removed by --overwrite or when a directory
+# without a completed epoch is reused with a new config).
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "log.csv"
+CHECKPOINT_DIR = "checkpoints"
+# Keys of config.json that describe the run, not the config.
+RUN_KEYS = ("data_source",)
+
+
+class UsageError(ValueError):
+    """A bad flag, config or run directory (exit code 2)."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite (exit code 1)."""
+
+
+def epoch_seed(seed, epoch):
+    """The seed of epoch ``epoch`` of a run seeded ``seed`` (any process)."""
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+
+
+@dataclasses.dataclass
+class Run:
+    """What an experiment's hooks get to know about the run."""
+
+    directory: str
+    config: object
+    distribution: Distribution
+    smoke: bool = False
+    log: object = print
+
+    @property
+    def is_chief(self):
+        return self.distribution.is_chief
+
+    def path(self, *names):
+        return os.path.join(self.directory, *names)
+
+    def write_json(self, name, payload):
+        if self.is_chief:
+            write_json(self.path(name), payload)
+
+
+class Experiment:
+    """The parts of an experiment that differ between the three scripts.
+
+    Subclasses set the class attributes and override the hooks; the
+    defaults below are what a plain supervised ``fit`` needs.
+    """
+
+    name = None  # "rnn_spn": runs/<name>/<run name>
+    Config = None  # the frozen dataclass of every setting
+    title = ""  # one line for --help
+    examples = ""  # the script's usage examples for --help
+    backends = ("tensorflow",)
+    monitor = None  # e.g. "val_digit_accuracy": early stopping and best weights
+    monitor_mode = "max"
+    smoke_overrides = {}
+
+    # === Config ===
+
+    def add_arguments(self, parser):
+        """Flags of this script beyond the Config's (e.g. --eval-only)."""
+
+    def run_without_training(self, args, config):
+        """Handles such a flag and returns an exit code, or None to train."""
+        return None
+
+    def smoke_config(self, **overrides):
+        values = dict(self.smoke_overrides)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return self.Config(**values)
+
+    def run_name(self, config):
+        raise NotImplementedError
+
+    def patience(self, config):
+        return getattr(config, "patience", None)
+
+    # === Data ===
+
+    def load_data(self, config, log):
+        """Everything the run needs from disk; nothing is written yet."""
+        raise NotImplementedError
+
+    def data_source(self, data):
+        """What was actually loaded (recorded in config.json and metrics.json)."""
+        return getattr(data, "source", None)
+
+    def check_inputs(self, config, data):
+        """Raises `UsageError` for a config that cannot run on ``data``."""
+
+    def prepare(self, run, data):
+        """A stage before the model (e.g. a saliency network); resumable."""
+
+    def train_dataset(self, config, data, epoch):
+        raise NotImplementedError
+
+    def valid_dataset(self, config, data):
+        return None
+
+    def samples_per_epoch(self, config, data):
+        raise NotImplementedError
+
+    # === Model and training ===
+
+    def build_model(self, config, data):
+        """The compiled model (called inside the strategy's scope)."""
+        raise NotImplementedError
+
+    def learning_rate(self, config, epoch):
+        """The learning rate of ``epoch``, or None to leave it alone."""
+        return None
+
+    def epoch_callbacks(self, run, data):
+        return []
+
+    def custom_training(self, run, data, distribution):
+        """Returns ``(model, summary)`` to replace the epoch loop (e.g. a
+        hyperparameter search), or None for the standard loop."""
+        return None
+
+    def after_training(self, model, run, data):
+        """Post-training step on the final weights (must be repeatable: a
+        rerun after a kill starts it again from the same checkpoint)."""
+
+    # === Results ===
+
+    def evaluate(self, model, run, data):
+        raise NotImplementedError
+
+    def write_outputs(self, model, run, data, metrics):
+        """Figures (called on the chief only)."""
+
+    def export(self, model, run, data, path):
+        raise NotImplementedError
+
+
+# === The run directory ===
+
+
+def check_output_dir(path, flag="--output-dir"):
+    """A directory we can create: no regular file on the way."""
+    probe = os.path.abspath(path)
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        raise UsageError(
+            f"{flag} must be a directory, but {probe!r} is a regular file. "
+            f"Received: {flag} {path!r}. Choose another {flag}."
+        )
+    if os.path.isdir(probe) and not os.access(probe, os.W_OK):
+        raise UsageError(
+            f"{flag} {path!r} cannot be created: {probe!r} is not writable. "
+            f"Choose another {flag}."
+        )
+
+
+def _clear_run_dir(directory):
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+def inspect_run_dir(directory, config, overwrite=False, log=print):
+    """Decides what to do with ``directory`` before any data loads.
+
+    Returns ``"finished"`` (metrics.json of this config exists), ``"resume"``
+    (the same config) or ``"new"``; raises `UsageError` for a directory that
+    holds completed epochs of another config (without ``overwrite``).
+    Nothing is written here except what ``overwrite`` or a reuse removes.
+    """
+    check_output_dir(directory)
+    config_path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        if os.path.isdir(directory) and overwrite:
+            _clear_run_dir(directory)
+        return "new"
+    current = config_to_dict(config)
+    try:
+        previous = {
+            k: v for k, v in read_json(config_path).items() if k not in RUN_KEYS
+        }
+    except (OSError, ValueError):
+        previous = {}
+    differing = config_diff(previous, current)
+    checkpoints = EpochCheckpoints(os.path.join(directory, CHECKPOINT_DIR))
+    finished = os.path.isfile(os.path.join(directory, METRICS_FILE))
+    has_work = finished or checkpoints.has_completed_epoch()
+    if overwrite:
+        log(f"note: --overwrite: removing the previous run in {directory}.")
+        _clear_run_dir(directory)
+        return "new"
+    if not differing:
+        return "finished" if finished else "resume"
+    details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in differing[:8])
+    if len(differing) > 8:
+        details += f", and {len(differing) - 8} more"
+    if has_work:
+        raise UsageError(
+            f"{directory} holds a run with completed epochs and a different config "
+            f"({details}). Rerun with the same flags to resume it, choose another "
+            "--output-dir, or pass --overwrite to discard it."
+        )
+    log(
+        f"note: {directory} holds no completed epoch; reusing it with the new "
+        f"config ({details})."
+    )
+    _clear_run_dir(directory)
+    return "new"
+
+
+def _write_log_csv(path, rows):
+    keys = sorted({k for row in rows for k in row} - {"epoch"})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["epoch", *keys], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read_log(directory):
+    """The committed per-epoch rows of a run (from its newest checkpoint)."""
+    record = EpochCheckpoints(os.path.join(directory, CHECKPOINT_DIR)).latest(
+        log=lambda _: None
+    )
+    return [] if record is None else list(record.get("log", []))
+
+
+# === Callbacks ===
+
+
+class _NaNGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss, naming epoch and step."""
+
+    def __init__(self, run, last_good):
+        super().__init__()
+        self.run = run
+        self.last_good = last_good
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        for key, value in (logs or {}).items():
+            if "loss" not in key:
+                continue
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                continue
+            if not math.isfinite(value):
+                kept = (
+                    f"the checkpoint of epoch {self.last_good} in "
+                    f"{self.run.path(CHECKPOINT_DIR)} is intact and a rerun "
+                    "resumes from it"
+                    if self.last_good
+                    else "no epoch had completed, so no checkpoint was written"
+                )
+                raise TrainingDiverged(
+                    f"training diverged: {key} became {value} at epoch "
+                    f"{self.epoch + 1}, step {batch + 1}; {kept}. Lower the "
+                    "learning rate (--set learning_rate=...) or change --seed."
+                )
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Training seconds of the epoch (validation excluded)."""
+
+    def __init__(self):
+        super().__init__()
+        self.start = self.train_end = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start, self.train_end = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        if self.start is not None and self.train_end is None:
+            self.train_end = time.perf_counter()
+
+    def seconds(self):
+        end = self.train_end if self.train_end is not None else time.perf_counter()
+        return end - self.start
+
+
+def _tensorboard_callback(run):
+    import importlib.util
+
+    if not run.is_chief or importlib.util.find_spec("tensorboard") is None:
+        return None
+    if keras.backend.backend() != "tensorflow":
+        if importlib.util.find_spec("tensorflow") is None:
+            return None
+    return keras.callbacks.TensorBoard(run.path("tensorboard"), write_graph=False)
+
+
+# === Early stopping ===
+
+
+def _improved(value, best, mode):
+    if not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
+# === The run ===
+
+
+def _ensure_built(model):
+    """Builds the optimizer(s), so that a checkpoint's optimizer state loads."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built:
+        optimizer.build(model.trainable_variables)
+
+
+def _set_learning_rate(model, rate):
+    optimizer = model.optimizer
+    optimizer.learning_rate = rate
+
+
+def run_experiment(
+    experiment,
+    config,
+    output_dir,
+    distribution=None,
+    *,
+    overwrite=False,
+    smoke=False,
+    verbose=None,
+    log=None,
+):
+    """Trains, evaluates and writes one run of ``experiment``; returns its
+    metrics dict. See the module docstring for every step."""
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    distribution = distribution or Distribution("default")
+    backend = keras.backend.backend()
+    if backend not in experiment.backends:
+        raise UsageError(
+            f"{experiment.name} trains on {' or '.join(experiment.backends)} only. "
+            f"Received: KERAS_BACKEND={backend!r}. Set KERAS_BACKEND="
+            f"{experiment.backends[0]}."
+        )
+    state = inspect_run_dir(output_dir, config, overwrite, log)
+    if state == "finished":
+        metrics = read_json(os.path.join(output_dir, METRICS_FILE))
+        log(f"{output_dir} is complete; metrics: {os.path.join(output_dir, METRICS_FILE)}")
+        return metrics
+
+    start = time.perf_counter()
+    data = experiment.load_data(config, log)
+    experiment.check_inputs(config, data)
+    source = experiment.data_source(data)
+    source = source.to_dict() if hasattr(source, "to_dict") else source
+
+    run = Run(output_dir, config, distribution, smoke=smoke, log=log)
+    if run.is_chief:
+        os.makedirs(output_dir, exist_ok=True)
+        write_json(
+            run.path(CONFIG_FILE),
+            dict(config_to_dict(config), data_source=source),
+        )
+    experiment.prepare(run, data)
+
+    custom = None
+    with distribution.scope():
+        custom = experiment.custom_training(run, data, distribution)
+    if custom is not None:
+        model, summary = custom
+    else:
+        model, summary = _train(experiment, run, data, distribution, verbose, start)
+
+    experiment.after_training(model, run, data)
+    metrics = experiment.evaluate(model, run, data)
+    metrics.update(summary)
+    from cram_keras.platform_info import describe
+
+    metrics.update(
+        backend=backend,
+        distribution=distribution.describe(),
+        data_source=source,
+        hardware=describe(),
+    )
+    if run.is_chief:
+        with atomic_path(run.path("model.keras")) as tmp:
+            model.save(tmp)
+        experiment.write_outputs(model, run, data, metrics)
+        if getattr(config, "export", False):
+            _export(experiment, model, run, data)
+    else:
+        worker_dir = run.path("workers", f"worker-{distribution.worker_index}")
+        os.makedirs(worker_dir, exist_ok=True)
+        with atomic_path(os.path.join(worker_dir, "final.weights.h5")) as tmp:
+            model.save_weights(tmp)
+    metrics["wall_seconds"] = summary.get("train_wall_seconds", 0.0) + (
+        time.perf_counter() - start - summary.get("_this_process_train_seconds", 0.0)
+    )
+    metrics.pop("_this_process_train_seconds", None)
+    if run.is_chief:
+        write_json(run.path(METRICS_FILE), metrics)
+    print(json.dumps(metrics, indent=2, sort_keys=True, default=str))
+    return metrics
+
+
+def _export(experiment, model, run, data):
+    final = run.path("saved_model")
+    tmp = run.path(".saved_model.tmp")
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    experiment.export(model, run, data, tmp)
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def _train(experiment, run, data, distribution, verbose, start):
+    config = run.config
+    checkpoints = EpochCheckpoints(run.path(CHECKPOINT_DIR), write=run.is_chief)
+    keras.utils.set_random_seed(int(config.seed))  # the initial weights
+    with distribution.scope():
+        model = experiment.build_model(config, data)
+        _ensure_built(model)
+    record = checkpoints.latest(load=model.load_weights, log=run.log)
+    if record is not None:
+        if record.get("finished"):
+            run.log(f"note: training in {run.directory} had finished; evaluating.")
+        else:
+            run.log(
+                f"note: resuming {run.directory} after epoch {record['epoch'] + 1} "
+                f"of {config.epochs}."
+            )
+    rows = list(record.get("log", [])) if record else []
+    early = dict(
+        (record or {}).get(
+            "early_stopping",
+            {"best": None, "best_epoch": None, "wait": 0, "stopped_epoch": None},
+        )
+    )
+    train_seconds_before = float((record or {}).get("train_wall_seconds", 0.0))
+    first_epoch = 0 if record is None else record["epoch"] + 1
+    finished = bool(record and record.get("finished"))
+    patience = experiment.patience(config) if experiment.monitor else None
+    verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
+    valid = experiment.valid_dataset(config, data)
+    samples = experiment.samples_per_epoch(config, data)
+    loop_start = time.perf_counter()
+    epoch = first_epoch
+    while not finished and epoch < config.epochs:
+        keras.utils.set_random_seed(epoch_seed(config.seed, epoch))
+        rate = experiment.learning_rate(config, epoch)
+        if rate is not None:
+            _set_learning_rate(model, rate)
+        timer = _EpochTimer()
+        callbacks = [timer, _NaNGuard(run, epoch if record else 0)]
+        tensorboard = _tensorboard_callback(run)
+        if tensorboard is not None:
+            callbacks.append(tensorboard)
+        callbacks += experiment.epoch_callbacks(run, data)
+        history = model.fit(
+            experiment.train_dataset(config, data, epoch),
+            validation_data=valid,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            callbacks=callbacks,
+            shuffle=False,  # the epoch's dataset is already in its epoch order
+            verbose=verbose,
+        )
+        seconds = timer.seconds()
+        row = {"epoch": epoch}
+        for key, values in history.history.items():
+            if values:
+                row[key] = float(values[-1])
+        row["train_seconds"] = seconds
+        row["train_samples_per_second"] = samples / seconds if seconds > 0 else None
+        if rate is not None:
+            row["learning_rate"] = float(rate)
+        rows.append(row)
+
+        improved = False
+        if experiment.monitor:
+            if experiment.monitor not in row:
+                raise KeyError(
+                    f"{experiment.name} monitors {experiment.monitor!r}, which is "
+                    f"not among the logged values {sorted(row)}."
+                )
+            value = row[experiment.monitor]
+            if _improved(value, early["best"], experiment.monitor_mode):
+                early.update(best=value, best_epoch=epoch, wait=0)
+                improved = True
+            else:
+                early["wait"] += 1
+                if patience is not None and early["wait"] >= patience:
+                    early["stopped_epoch"] = epoch
+        finished = epoch + 1 >= config.epochs or early["stopped_epoch"] is not None
+        train_wall = train_seconds_before + time.perf_counter() - loop_start
+        record = checkpoints.commit(
+            epoch,
+            model.save_weights,
+            {
+                "log": rows,
+                "early_stopping": early,
+                "train_wall_seconds": train_wall,
+                "finished": finished,
+            },
+            best_improved=improved,
+            previous=record,
+        )
+        if run.is_chief:
+            _write_log_csv(run.path(LOG_FILE), rows)
+        epoch += 1
+
+    if experiment.monitor and record is not None and record.get("best_weights"):
+        model.load_weights(checkpoints.path(record, "best_weights"))
+    speeds = [r["train_samples_per_second"] for r in rows if r.get("train_samples_per_second")]
+    steady = speeds[1:] or speeds
+    summary = {
+        "epochs": len(rows),
+        "best_epoch": early.get("best_epoch"),
+        "stopped_early": early.get("stopped_epoch") is not None,
+        "train_samples_per_second": float(np.median(steady)) if steady else None,
+        "train_wall_seconds": train_seconds_before + time.perf_counter() - loop_start,
+        "_this_process_train_seconds": time.perf_counter() - loop_start,
+    }
+    del start
+    return model, summary

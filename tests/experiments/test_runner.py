@@ -1,0 +1,271 @@
+"""The shared runner on a tiny regression experiment: resume without
+retraining, a damaged checkpoint falls back to the previous one, a failed
+first attempt never blocks the corrected command, a different config with
+completed epochs is refused, early stopping and best weights survive a
+restart, and a NaN loss stops the run naming epoch and step.
+
+The reference for every "resumed == uninterrupted" check is a separate
+uninterrupted run of the same config, not the code's own bookkeeping.
+"""
+
+import csv
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from cram_keras.experiments import cli
+from cram_keras.experiments.config import option
+from cram_keras.experiments.runner import (
+    Experiment,
+    TrainingDiverged,
+    UsageError,
+    run_experiment,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyConfig:
+    epochs: int = option(4, "epochs")
+    learning_rate: float = option(0.05, "SGD rate")
+    seed: int = option(0, "seed")
+    n: int = option(64, "examples")
+    patience: int = option(100, "early-stopping patience", flag=False)
+    poison_epoch: int = option(-1, "epoch whose targets are NaN", flag=False)
+    export: bool = option(False, "unused")
+
+
+class _Data:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+        self.source = {"name": "toy", "n": len(x)}
+
+
+class Toy(Experiment):
+    name = "toy"
+    Config = ToyConfig
+    backends = ("tensorflow", "jax")
+    monitor = "val_loss"
+    monitor_mode = "min"
+    smoke_overrides = {"epochs": 2}
+    loads = 0
+
+    def run_name(self, config):
+        return f"toy_seed{config.seed}"
+
+    def load_data(self, config, log):
+        type(self).loads += 1
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(config.n, 3)).astype("float32")
+        y = (x @ np.array([[1.0], [-2.0], [0.5]], "float32")).astype("float32")
+        return _Data(x, y)
+
+    def train_dataset(self, config, data, epoch):
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(data.x))
+        y = data.y[order].copy()
+        if epoch == config.poison_epoch:
+            y[:] = np.nan
+        return _Batches(data.x[order], y)
+
+    def valid_dataset(self, config, data):
+        return (data.x[:16], data.y[:16])
+
+    def samples_per_epoch(self, config, data):
+        return len(data.x)
+
+    def build_model(self, config, data):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
+        return model
+
+    def evaluate(self, model, run, data):
+        return {"mse": float(model.evaluate(data.x, data.y, verbose=0))}
+
+
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, x, y, batch=16):
+        super().__init__()
+        self.x, self.y, self.batch = x, y, batch
+
+    def __len__(self):
+        return len(self.x) // self.batch
+
+    def __getitem__(self, i):
+        s = slice(i * self.batch, (i + 1) * self.batch)
+        return self.x[s], self.y[s]
+
+
+def _log_epochs(directory):
+    with open(os.path.join(directory, "log.csv")) as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
+def _final_weights(directory):
+    model = keras.models.load_model(os.path.join(directory, "model.keras"))
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def test_uninterrupted_run_writes_every_artifact(tmp_path):
+    out = tmp_path / "run"
+    metrics = run_experiment(Toy(), ToyConfig(), str(out))
+    assert _log_epochs(out) == [0, 1, 2, 3]
+    for name in ("config.json", "metrics.json", "model.keras", "log.csv"):
+        assert (out / name).exists()
+    assert metrics["epochs"] == 4
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["epochs"] == 4 and stored["data_source"] == {"name": "toy", "n": 64}
+    # A finished run returns its metrics without loading data again.
+    before = Toy.loads
+    again = run_experiment(Toy(), ToyConfig(), str(out))
+    assert Toy.loads == before and again["mse"] == metrics["mse"]
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
+    reference = tmp_path / "reference"
+    run_experiment(Toy(), ToyConfig(), str(reference))
+
+    out = tmp_path / "run"
+
+    class KilledAfterTwo(Toy):
+        def epoch_callbacks(self, run, data):
+            return [_KillAt(2)]
+
+    with pytest.raises(_Killed):
+        run_experiment(KilledAfterTwo(), ToyConfig(), str(out))
+    assert _log_epochs(out) == [0, 1]
+    assert not (out / "metrics.json").exists()
+    run_experiment(Toy(), ToyConfig(), str(out))
+    assert _log_epochs(out) == [0, 1, 2, 3]
+    for a, b in zip(_final_weights(out), _final_weights(reference), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAt(keras.callbacks.Callback):
+    """Raises at the start of epoch `epoch` (as a SIGKILL mid-epoch would stop it)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.at = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise _Killed()
+
+
+def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    out = tmp_path / "run"
+
+    class KilledAfterThree(Toy):
+        def epoch_callbacks(self, run, data):
+            return [_KillAt(3)]
+
+    with pytest.raises(_Killed):
+        run_experiment(KilledAfterThree(), ToyConfig(), str(out))
+    newest = out / "checkpoints" / "epoch-0002.weights.h5"
+    newest.write_bytes(newest.read_bytes()[:100])  # a write cut short
+    capsys.readouterr()
+    run_experiment(Toy(), ToyConfig(), str(out))
+    err = capsys.readouterr().err
+    assert "checkpoint of epoch 3" in err and "falling back to epoch 2" in err
+    assert _log_epochs(out) == [0, 1, 2, 3]
+
+
+def test_a_run_without_completed_epochs_is_reused_with_a_new_config(tmp_path):
+    out = tmp_path / "run"
+
+    class Failing(Toy):
+        def load_data(self, config, log):
+            raise UsageError("no data")
+
+    with pytest.raises(UsageError):
+        run_experiment(Failing(), ToyConfig(), str(out))
+    assert not out.exists()  # nothing half-written
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"epochs": 9}))
+    metrics = run_experiment(Toy(), ToyConfig(), str(out))
+    assert metrics["epochs"] == 4
+
+
+def test_a_different_config_with_completed_epochs_is_refused(tmp_path):
+    out = tmp_path / "run"
+    run_experiment(Toy(), ToyConfig(epochs=1), str(out))
+    with pytest.raises(UsageError, match=r"epochs: 1 -> 2.*--output-dir.*--overwrite"):
+        run_experiment(Toy(), ToyConfig(epochs=2), str(out))
+    metrics = run_experiment(Toy(), ToyConfig(epochs=2), str(out), overwrite=True)
+    assert metrics["epochs"] == 2
+
+
+def test_early_stopping_state_and_best_weights_survive_a_restart(tmp_path):
+    # A huge rate makes validation loss worse after the first epochs.
+    config = ToyConfig(epochs=8, learning_rate=3.0, patience=2)
+    reference = run_experiment(Toy(), config, str(tmp_path / "reference"))
+
+    class KilledAtThree(Toy):
+        def epoch_callbacks(self, run, data):
+            return [_KillAt(3)]
+
+    out = tmp_path / "run"
+    try:
+        run_experiment(KilledAtThree(), config, str(out))
+    except _Killed:
+        pass
+    resumed = run_experiment(Toy(), config, str(out))
+    assert resumed["best_epoch"] == reference["best_epoch"]
+    assert resumed["epochs"] == reference["epochs"]
+    np.testing.assert_allclose(resumed["mse"], reference["mse"], rtol=1e-5)
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"at epoch 2, step 1.*epoch 1"):
+        run_experiment(Toy(), ToyConfig(poison_epoch=1), str(out))
+    assert _log_epochs(out) == [0]
+    assert (out / "checkpoints" / "epoch-0000.json").exists()
+
+
+def test_backend_outside_the_experiment_is_refused_in_one_line(tmp_path):
+    class TFOnly(Toy):
+        backends = ("jax",)
+
+    with pytest.raises(UsageError, match="trains on jax only"):
+        run_experiment(TFOnly(), ToyConfig(), str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--set", "learning_rate=nan"], "must be a finite number"),
+        (["--learning-rate", "inf"], "must be a finite number"),
+        (["--set", "nope=1"], "Valid keys: epochs, export, learning_rate"),
+        (["--set", "epochs"], "--set takes key=value"),
+        (["--set", "epochs=two"], "`epochs` must be an integer"),
+    ],
+)
+def test_cli_rejects_bad_settings_with_exit_2(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        code = cli.main(Toy(), ["--output-dir", str(tmp_path / "r"), *argv])
+        raise SystemExit(code)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_set_overrides_any_field_and_output_dir_under_a_file(tmp_path, capsys):
+    code = cli.main(
+        Toy(), ["--output-dir", str(tmp_path / "r"), "--set", "patience=1", "--smoke"]
+    )
+    assert code == 0
+    stored = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert stored["patience"] == 1 and stored["epochs"] == 2
+    (tmp_path / "file").write_text("x")
+    code = cli.main(Toy(), ["--output-dir", str(tmp_path / "file" / "run")])
+    assert code == 2
+    assert "is a regular file" in capsys.readouterr().err
