@@ -43,8 +43,8 @@ import sys
 import numpy as np
 
 from cram_keras.experiments import cram_cls
-from cram_keras.experiments.config import write_json
 from cram_keras.platform_info import describe
+from cram_keras.utils import write_json
 
 CLUE_COLORS = {"oracle": "tab:green", "saliency": "tab:blue", "none": "tab:red"}
 

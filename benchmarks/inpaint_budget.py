@@ -43,8 +43,9 @@ import numpy as np
 
 from cram_keras.evaluation.baselines import navier_stokes_inpaint
 from cram_keras.experiments import inpaint
-from cram_keras.experiments.config import apply_overrides, write_json
+from cram_keras.experiments.config import apply_overrides
 from cram_keras.platform_info import describe
+from cram_keras.utils import write_json
 
 CLASSICAL = ("telea", "navier_stokes", "mean_fill")
 

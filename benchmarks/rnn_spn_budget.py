@@ -21,8 +21,8 @@ import sys
 import time
 
 from cram_keras.experiments import rnn_spn
-from cram_keras.experiments.config import write_json
 from cram_keras.platform_info import describe
+from cram_keras.utils import write_json
 
 PAPER_TABLE_1 = {"rnn_spn": 0.015, "ffn_spn": 0.020, "conv": 0.029}
 

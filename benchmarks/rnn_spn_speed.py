@@ -22,8 +22,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cram_keras.experiments import rnn_spn  # noqa: E402
-from cram_keras.experiments.config import write_json  # noqa: E402
 from cram_keras.platform_info import describe  # noqa: E402
+from cram_keras.utils import write_json  # noqa: E402
 
 
 def measure(model_name, jit, batch_size, steps, warmup):

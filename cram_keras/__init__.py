@@ -13,5 +13,17 @@ __version__ = "0.1.0"
 
 # Register the layers and models with Keras' serialisation on import, so that
 # `import cram_keras` is enough before `keras.models.load_model(...)`.
-from cram_keras import layers as layers  # noqa: E402
-from cram_keras import models as models  # noqa: E402
+try:
+    import keras as _keras  # noqa: F401
+except ImportError as _error:  # e.g. KERAS_BACKEND=torch without torch installed
+    # Reported in one line by the scripts (cram_keras.experiments.cli.script);
+    # importing a subpackage that needs Keras raises it again.
+    KERAS_IMPORT_ERROR = _error
+else:
+    KERAS_IMPORT_ERROR = None
+    from cram_keras import layers as layers
+    from cram_keras import models as models
+
+    # Registers TwoStageClipOptimizer, so that `import cram_keras` suffices to
+    # load a saved RNN-SPN model with its optimizer.
+    from cram_keras.training import clipping as _clipping  # noqa: F401

@@ -1,4 +1,6 @@
-"""Figures: attended boxes over inputs and the crops a transformer produced."""
+"""Figures of the three experiments: attended boxes over the inputs, the
+crops a transformer produced (RNN-SPN, Fig. 3), CRAM's glimpses over the
+input and the clue (PNG and animated GIF), and CRAM's inpainting (Fig. 7)."""
 
 import matplotlib
 
@@ -87,3 +89,198 @@ def plot_attention(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def attention_figure(model, images, labels, path, align_corners=False):
+    """Fig. 3 of the RNN-SPN paper for `model` (an RNN-SPN, FFN-SPN or any
+    model; one without `transforms` gets no boxes and crops) on a few images
+    (uint8 or float in [0, 1]) and their (N, T) labels."""
+    import keras
+
+    from cram_keras.data.pipelines import as_float
+
+    x = as_float(images)
+    if hasattr(model, "transforms"):
+        logits, thetas = model(x, training=False, return_transforms=True)
+        crops = keras.ops.convert_to_numpy(model.crops(x))
+        thetas = keras.ops.convert_to_numpy(thetas)
+    else:
+        logits, thetas, crops = model(x, training=False), None, None
+    predictions = np.argmax(keras.ops.convert_to_numpy(logits), axis=-1)
+    return plot_attention(
+        x, thetas, crops, labels, predictions, path, align_corners=align_corners
+    )
+
+
+# === CRAM classification: glimpses ===
+
+
+def _theta(tau):
+    """CRAM's glimpse `(s, tx, ty)` as the affine matrix (2, 3) it samples with."""
+    s, tx, ty = tau
+    return np.array([[s, 0.0, tx], [0.0, s, ty]])
+
+
+def _draw_glimpses(images, clues, labels, predictions, taus, patches, upto, title=None):
+    n, steps = taus.shape[0], taus.shape[1]
+    colors = plt.get_cmap("tab10")
+    cols = 2 + steps
+    fig, axes = plt.subplots(
+        n, cols, figsize=(1.6 * cols, 1.7 * n + 0.3), squeeze=False
+    )
+    height, width = images.shape[1:3]
+    for i in range(n):
+        image = images[i, ..., 0] if images.shape[-1] == 1 else images[i]
+        panels = (
+            (axes[i, 0], image, f"label {labels[i]} pred {predictions[i]}"),
+            (axes[i, 1], clues[i, ..., 0], "clue"),
+        )
+        for ax, picture, text in panels:
+            ax.imshow(picture, cmap="gray", vmin=0, vmax=1)
+            ax.set_title(text, fontsize=7)
+            for t in range(upto + 1):
+                outline = transform_outline(_theta(taus[i, t]), height, width)
+                ax.plot(
+                    outline[:, 0],
+                    outline[:, 1],
+                    color=colors(t % 10),
+                    lw=2.0 if t == upto else 1.0,
+                )
+            ax.set_xlim(-0.5, width - 0.5)
+            ax.set_ylim(height - 0.5, -0.5)
+        for t in range(steps):
+            ax = axes[i, 2 + t]
+            if t <= upto:
+                crop = (
+                    patches[i, t, ..., 0] if patches.shape[-1] == 1 else patches[i, t]
+                )
+                ax.imshow(np.clip(crop, 0, 1), cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.set_facecolor("0.92")
+            ax.set_title(f"glimpse {t + 1}", fontsize=7, color=colors(t % 10))
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_glimpses(
+    images,
+    clues,
+    labels,
+    predictions,
+    taus,
+    patches,
+    png_path=None,
+    gif_path=None,
+    title=None,
+):
+    """Where CRAM looked: boxes over the input and the clue, one crop per step.
+
+    Writes a PNG (every glimpse; box colour = step) and an animated GIF (one
+    frame per glimpse, the current box bold).
+
+    Args:
+        images: float (N, H, W, C) in [0, 1].
+        clues: float (N, H, W, 1).
+        labels, predictions: (N,) integers.
+        taus: (N, T, 3) glimpses `(s, tx, ty)`; patches: (N, T, h, w, C).
+    """
+    labels = np.asarray(labels)
+    steps = taus.shape[1]
+    args = (images, clues, labels, predictions, taus, patches)
+    if png_path:
+        fig = _draw_glimpses(*args, steps - 1, title)
+        fig.savefig(png_path, dpi=110)
+        plt.close(fig)
+    if gif_path:
+        from PIL import Image
+
+        frames = []
+        for t in range(steps):
+            fig = _draw_glimpses(*args, t, title)
+            fig.set_dpi(80)
+            fig.canvas.draw()
+            frames.append(
+                Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
+            )
+            plt.close(fig)
+        durations = [700] * (steps - 1) + [1800]
+        frames[0].save(
+            gif_path,
+            save_all=True,
+            append_images=frames[1:],
+            duration=durations,
+            loop=0,
+        )
+    return png_path, gif_path
+
+
+# === CRAM inpainting ===
+
+
+def inpainting_figure(model, images, masks, path, extra=None, title=None):
+    """Fig. 7 of the CRAM paper: ground truth | input | generated | completed.
+
+    The input column shows the hole in grey (the encoder sees zeros there)
+    and, for CRAM, the glimpse windows (one colour per glimpse). `extra`
+    maps column titles to more completed images (other methods). `model` is
+    a `CRAMInpainter` (its `generate` is called).
+
+    Returns:
+        `(path, strips)`: the strips (N, H, 4 W, C) are the four columns side
+        by side (for TensorBoard).
+    """
+    import keras
+
+    images = np.asarray(images, np.float32)
+    masks = np.asarray(masks, np.float32)
+    generated, tau = model.generate(images, masks, training=False)
+    generated = keras.ops.convert_to_numpy(generated)
+    tau = None if tau is None else keras.ops.convert_to_numpy(tau)
+    completed = images * (1.0 - masks) + generated * masks
+    columns = [
+        ("ground truth", images),
+        ("input", images * (1.0 - masks) + 0.5 * masks),
+        ("generated", generated),
+        ("completed", completed),
+    ]
+    columns += list((extra or {}).items())
+    n, cols = len(images), len(columns)
+    fig, axes = plt.subplots(
+        n, cols, figsize=(1.5 * cols, 1.5 * n + 0.3), squeeze=False
+    )
+    for j, (name, column) in enumerate(columns):
+        axes[0, j].set_title(name, fontsize=8)
+        for i in range(n):
+            image = np.clip(column[i], 0.0, 1.0)
+            axes[i, j].imshow(
+                image[..., 0] if image.shape[-1] == 1 else image,
+                cmap="gray",
+                vmin=0,
+                vmax=1,
+            )
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+    if tau is not None:
+        height, width = images.shape[1:3]
+        for i in range(n):
+            for t, glimpse in enumerate(tau[i]):
+                outline = transform_outline(_theta(glimpse), height, width)
+                axes[i, 1].plot(
+                    outline[:, 0],
+                    outline[:, 1],
+                    lw=0.8,
+                    color=_COLORS[t % len(_COLORS)],
+                )
+            axes[i, 1].set_xlim(-0.5, width - 0.5)
+            axes[i, 1].set_ylim(height - 0.5, -0.5)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path, np.concatenate([images, columns[1][1], generated, completed], axis=2)

@@ -1,6 +1,95 @@
-"""Test-wide settings: TensorFlow is the default backend, logs stay quiet."""
+"""Test-wide settings: TensorFlow is the default backend, logs stay quiet, and
+the suite never touches the network.
 
+The network guard: from the moment this file is imported, every Python-level
+outside connection fails with `NetworkBlockedError` (an `OSError`, so code
+that handles "no network" sees just that), naming the address. Loopback
+(127.0.0.0/8, ::1, "localhost", this machine's own name) and Unix sockets
+stay allowed: the multi-worker tests run TensorFlow workers on 127.0.0.1.
+Name lookups of outside hosts are refused the same way (they would send a
+DNS query). Connections made by C++ code (TensorFlow's gRPC) do not pass
+through Python's `socket` and are not covered.
+
+Subprocesses started by tests are outside this guard; for them
+`CRAM_KERAS_OFFLINE=1` is exported, which `cram_keras.data.sources` reads as
+"the network is unreachable, do not try", so a script decides instantly.
+"""
+
+import ipaddress
 import os
+import socket
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["CRAM_KERAS_OFFLINE"] = "1"
+
+# Loopback names, and this machine's own name (resolved from /etc/hosts).
+_LOCAL_NAMES = {
+    "localhost",
+    "localhost.localdomain",
+    "ip6-localhost",
+    "ip6-loopback",
+    socket.gethostname().lower(),
+}
+
+
+class NetworkBlockedError(OSError):
+    """An outside connection attempted while the test suite runs."""
+
+
+def _is_local(host) -> bool:
+    if host is None or host in ("", b""):
+        return True  # getaddrinfo(None, port): the local wildcard / loopback.
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    host = str(host).split("%", 1)[0]  # Drop an IPv6 zone ("fe80::1%eth0").
+    if host.lower() in _LOCAL_NAMES:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # A name other than localhost.
+    return address.is_loopback or address.is_unspecified
+
+
+def _blocked(what, address):
+    return NetworkBlockedError(
+        f"tests/conftest.py blocks network access: {what} {address!r} was "
+        "refused (only loopback and Unix sockets are allowed in the test suite)."
+    )
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _check(sock, address, what):
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0] if isinstance(address, tuple) and address else address
+        if not _is_local(host):
+            raise _blocked(what, address)
+
+
+def _guarded_connect(self, address):
+    _check(self, address, "connect to")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self, address):
+    _check(self, address, "connect to")
+    return _real_connect_ex(self, address)
+
+
+def _guarded_getaddrinfo(host, *args, **kwargs):
+    if not _is_local(host):
+        try:  # Numeric addresses need no lookup; connect() checks them.
+            ipaddress.ip_address(str(host).split("%", 1)[0])
+        except ValueError:
+            raise _blocked("name lookup of", host) from None
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+socket.socket.connect = _guarded_connect
+socket.socket.connect_ex = _guarded_connect_ex
+socket.getaddrinfo = _guarded_getaddrinfo

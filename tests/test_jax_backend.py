@@ -1,16 +1,22 @@
 """Runs the sampler, SpatialTransformer and CRAM encoder tests again under
-KERAS_BACKEND=jax.
+KERAS_BACKEND=jax, and checks two things that only a JAX process shows: a
+tiny CRAMClassifier fits with its clue loss as on TensorFlow, and the
+inpainter's `fit` fails with one clear line.
 
-Keras picks its backend once per process, so the JAX run is a subprocess.
-Inside it, `test_backend_matches_environment` (in both test files) asserts
-that Keras really runs on JAX; this test checks that they ran and passed.
+Keras picks its backend once per process, so the JAX runs are subprocesses.
+Inside the first, `test_backend_matches_environment` (in both test files)
+asserts that Keras really runs on JAX; this test checks that they ran and
+passed. The others import this module in a JAX subprocess and call
+`jax_main`.
 """
 
+import json
 import os
 import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("jax")
@@ -22,16 +28,16 @@ FILES = [
     TESTS / "layers" / "test_cram_layers.py",
     TESTS / "models" / "test_cram.py",
 ]
+JAX_ENV = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
 
 
 @pytest.mark.slow
 def test_sampler_and_layer_tests_pass_on_jax():
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider"]
         + [str(f) for f in FILES],
         cwd=TESTS.parent,
-        env=env,
+        env=JAX_ENV,
         capture_output=True,
         text=True,
         timeout=600,
@@ -42,3 +48,166 @@ def test_sampler_and_layer_tests_pass_on_jax():
         assert f"PASSED tests/{name}::test_backend_matches_environment" in output, (
             output
         )
+
+
+# === A tiny CRAMClassifier fit, and the inpainter's fit, on JAX ===
+
+TINY_ENCODER = dict(
+    num_glimpses=2,
+    glimpse_size=6,
+    core_units=8,
+    context_filters=(2,),
+    context_units=4,
+    localization_filters=(2,),
+    localization_units=4,
+    glimpse_filters=(2,),
+    glimpse_units=4,
+)
+
+
+def cram_data():
+    rng = np.random.default_rng(0)
+    images = rng.random((8, 16, 16, 1)).astype("float32")
+    clue = np.zeros_like(images)
+    clue[:, 4:12, 2:10] = 1.0
+    labels = rng.integers(0, 3, size=(8,))
+    return [images, clue], labels
+
+
+def tiny_cram(weights=None):
+    import keras
+
+    from cram_keras.models.cram import CRAMClassifier, CRAMEncoder
+
+    keras.utils.set_random_seed(0)
+    model = CRAMClassifier(
+        CRAMEncoder(**TINY_ENCODER),
+        num_classes=3,
+        decoder_units=(5, 4),
+        clue_weight=0.5,
+    )
+    # Variables only: an eager forward pass would compile every primitive on JAX.
+    model.build([(None, 16, 16, 1), (None, 16, 16, 1)])
+    if weights is not None:
+        model.set_weights(weights)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.5),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=keras.backend.backend() == "jax",
+    )
+    return model
+
+
+def fit_cram(weights):
+    """Two fit steps (batches of 4) from `weights`: final weights, last logs."""
+    model = tiny_cram(weights)
+    x, y = cram_data()
+    history = model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    weights = [np.asarray(w) for w in model.get_weights()]
+    return weights, {k: float(v[-1]) for k, v in history.history.items()}
+
+
+def inpainter_fit_error():
+    """The message of the inpainter's `fit` and `train_step` on this backend."""
+    import keras
+
+    from cram_keras.models.inpainting import (
+        CNNEncoder,
+        CRAMInpainter,
+        GlobalDiscriminator,
+        InpaintingGenerator,
+        LocalDiscriminator,
+    )
+
+    model = CRAMInpainter(
+        CNNEncoder(units=8, filters=(4, 4, 4)),
+        InpaintingGenerator(32, 1, filters=(8, 4, 4)),
+        LocalDiscriminator(16, filters=(4, 4, 4, 4), units=8),
+        GlobalDiscriminator(filters=(4, 4, 4), units=8),
+    )
+    # Not built: the checks come first (and an eager build is slow on JAX).
+    model.compile(
+        g_optimizer=keras.optimizers.Adam(1e-3),
+        local_d_optimizer=keras.optimizers.Adam(1e-3),
+        global_d_optimizer=keras.optimizers.Adam(1e-3),
+    )
+    images = np.zeros((2, 32, 32, 1), "float32")
+    messages = []
+    for attempt in (
+        lambda: model.fit(images, images[..., :1], verbose=0),
+        lambda: model.train_step((images, images[..., :1])),
+    ):
+        try:
+            attempt()
+        except NotImplementedError as error:
+            messages.append(str(error))
+    return messages
+
+
+def jax_main(directory):
+    import keras
+
+    assert keras.backend.backend() == "jax", keras.backend.backend()
+    directory = pathlib.Path(directory)
+    with np.load(directory / "initial.npz") as f:
+        initial = [f[f"arr_{i}"] for i in range(len(f.files))]
+    weights, logs = fit_cram(initial)
+    np.savez(directory / "cram.npz", *weights)
+    (directory / "out.json").write_text(
+        json.dumps({"cram_logs": logs, "inpainter_errors": inpainter_fit_error()})
+    )
+
+
+@pytest.fixture(scope="module")
+def jax_run(tmp_path_factory):
+    import keras
+
+    directory = tmp_path_factory.mktemp("jax")
+    initial = [np.asarray(w) for w in tiny_cram().get_weights()]
+    np.savez(directory / "initial.npz", *initial)
+    code = (
+        f"import sys; sys.path.insert(0, {str(TESTS)!r}); "
+        f"import test_jax_backend; test_jax_backend.jax_main({str(directory)!r})"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=TESTS.parent,
+        env=JAX_ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with np.load(directory / "cram.npz") as f:
+        weights = [f[f"arr_{i}"] for i in range(len(f.files))]
+    out = json.loads((directory / "out.json").read_text())
+    assert keras.backend.backend() == "tensorflow"
+    return initial, weights, out
+
+
+@pytest.mark.slow
+def test_cram_classifier_fits_with_the_clue_loss_on_jax_as_on_tensorflow(jax_run):
+    initial, on_jax, out = jax_run
+    # The same two steps on TensorFlow, whose loss and clue loss
+    # tests/models/test_cram.py checks against independent references.
+    on_tf, tf_logs = fit_cram(initial)
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(on_tf, initial, strict=True))
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(on_jax, on_tf, strict=True))
+    # Tolerance: 1e-4 of the largest weight change (float32, XLA vs TF).
+    assert moved > 1e-2 and worst < 1e-4 * moved, (worst, moved)
+    jax_logs = out["cram_logs"]
+    assert set(jax_logs) == set(tf_logs) == {"loss", "clue_loss"}
+    for key, value in tf_logs.items():
+        assert jax_logs[key] == pytest.approx(value, rel=1e-5), key
+    assert 0.0 < jax_logs["clue_loss"] < 1.0
+
+
+@pytest.mark.slow
+def test_inpainter_fit_on_jax_fails_with_one_clear_line(jax_run):
+    _, _, out = jax_run
+    messages = out["inpainter_errors"]
+    assert len(messages) == 2, messages
+    for message in messages:
+        assert "\n" not in message
+        assert "trains on TensorFlow only" in message
+        assert "Received: backend='jax'" in message

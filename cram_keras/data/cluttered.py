@@ -54,7 +54,6 @@ is exact and the float32 output is that divided by 255.
 from __future__ import annotations
 
 import dataclasses
-import operator
 import os
 
 import numpy as np
@@ -65,8 +64,14 @@ from cram_keras.data.cache import (
     default_cache_dir,
     fingerprint,
 )
-from cram_keras.data.errors import DatasetError
-from cram_keras.data.mnist import FieldsByKey, load_mnist
+from cram_keras.data.mnist import FieldsByKey, MnistData
+from cram_keras.data.sources import (
+    DEFAULT_NETWORK_TIMEOUT,
+    DataSource,
+    resolve_mnist,
+    split_digit_pools,
+)
+from cram_keras.utils import check_int as _check_int
 
 # Bump when the generated arrays change for the same parameters.
 FORMAT_VERSION = 1
@@ -248,23 +253,35 @@ def load_cluttered_sequences(
     clutter_size: int = 9,
     clutter_from: str = "mnist_train",
     dtype: str = "float32",
+    bundled: bool = False,
+    mnist: MnistData | tuple[MnistData, DataSource] | None = None,
+    network_timeout: float = DEFAULT_NETWORK_TIMEOUT,
+    return_source: bool = False,
 ) -> dict[str, ClutteredSequences]:
     """Loads (generating and caching on first use) the RNN-SPN splits.
 
     Training sequences are made from MNIST training digits 0..49,999,
     validation sequences from 50,000..59,999 and test sequences from the
-    MNIST test set, as the released generator (module docstring). With
-    `data_dir=None` MNIST comes from TFDS, whose training set is stored in
+    MNIST test set, as the released generator (module docstring). The
+    digits come from `cram_keras.data.sources.load_mnist_data`: the
+    official files in `data_dir`, else TFDS (prepared or reachable), else
+    the bundled sample (with a note on stderr). TFDS stores MNIST in
     another order, so the train/valid partition of the digits differs from
     the released one (still disjoint); pass `data_dir` for the official
-    order.
+    order. The bundled sample's 5,000 training digits are split in the
+    same proportion: 4,167 train / 833 valid (its 1,000 test digits make
+    the test split); the sequences are drawn from these pools, so any
+    `n_train` works.
 
     The arrays are cached in `cache_dir` as uint8 in an `.npz` named by a
-    hash of every argument that affects them, of a fingerprint of the MNIST
-    arrays and of `FORMAT_VERSION`; a rerun reads back the same bytes.
+    hash of every argument that affects them, of the digits' origin and a
+    fingerprint of the MNIST arrays and of `FORMAT_VERSION`; a rerun reads
+    back the same bytes, and sets made from the bundled sample never share
+    a file with full-MNIST ones.
 
     Args:
-        data_dir: folder of the four official MNIST files; `None` uses TFDS.
+        data_dir: folder of the four official MNIST files; `None` chooses
+            TFDS or the bundled sample (see above).
         cache_dir: cache folder; `None` is `$CRAM_KERAS_CACHE` or
             `~/.cache/cram_keras`.
         use_cache: `False` generates without reading or writing the cache.
@@ -284,15 +301,24 @@ def load_cluttered_sequences(
         dtype: `"float32"` in [0, 1] or `"uint8"`. Full size in float32
             takes 3.2 GB; `"uint8"` takes 0.8 GB (divide by 255 in the input
             pipeline).
+        bundled: draw from the bundled MNIST sample when no `data_dir` is
+            given (5,000 train / 1,000 test digits).
+        mnist: digits already loaded instead: an `MnistData` or the
+            `(MnistData, DataSource)` pair of `load_mnist_data`.
+        network_timeout: seconds the TFDS network check may take at most.
+        return_source: also return the `DataSource` of the digits (with
+            the pool sizes in `pools` and in its description).
 
     Returns:
-        `{"train": ClutteredSequences, "valid": ..., "test": ...}`.
-        `digit_indices` of train and valid index the MNIST training set,
+        `{"train": ClutteredSequences, "valid": ..., "test": ...}`, or
+        `(splits, source)` with `return_source=True`. `digit_indices` of
+        train and valid index the MNIST training set (of the source used),
         those of test the MNIST test set.
 
     Raises:
-        DatasetError: MNIST could not be loaded, or its training set has no
-            digits beyond index 49,999 to make the validation split.
+        DatasetError: MNIST could not be loaded, or a training set other
+            than the bundled sample has no digits beyond index 49,999 to
+            make the validation split.
     """
     sizes = {
         "train": _check_int("n_train", n_train, 0),
@@ -312,19 +338,16 @@ def load_cluttered_sequences(
     )
     seed = _check_int("seed", seed, 0)
 
-    mnist = load_mnist(data_dir)
-    if len(mnist.x_train) <= VALID_START:
-        raise DatasetError(
-            f"The MNIST training set has {len(mnist.x_train)} digits; the "
-            f"validation split takes digits {VALID_START} onwards, so it needs "
-            f"more (the official file has 60000). Check `data_dir`."
-        )
+    mnist, source = resolve_mnist(
+        data_dir, bundled=bundled, mnist=mnist, network_timeout=network_timeout
+    )
+    valid_start, source = split_digit_pools(mnist, source, VALID_START)
     sources = {
-        "train": (mnist.x_train[:VALID_START], mnist.y_train[:VALID_START], 0),
+        "train": (mnist.x_train[:valid_start], mnist.y_train[:valid_start], 0),
         "valid": (
-            mnist.x_train[VALID_START:],
-            mnist.y_train[VALID_START:],
-            VALID_START,
+            mnist.x_train[valid_start:],
+            mnist.y_train[valid_start:],
+            valid_start,
         ),
         "test": (mnist.x_test, mnist.y_test, 0),
     }
@@ -332,7 +355,7 @@ def load_cluttered_sequences(
     def create() -> dict[str, np.ndarray]:
         bank = None  # "split": each split cuts clutter from its own digits.
         if clutter_from == "mnist_train":
-            train, valid = mnist.x_train[:VALID_START], mnist.x_train[VALID_START:]
+            train, valid = mnist.x_train[:valid_start], mnist.x_train[valid_start:]
             bank = np.concatenate([train, valid, train])  # As released.
         arrays = {}
         for number, split in enumerate(SPLITS):
@@ -356,7 +379,9 @@ def load_cluttered_sequences(
         params = dict(
             kind="cluttered_sequences",
             format=FORMAT_VERSION,
+            mnist_origin=source.origin,
             mnist=fingerprint(mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test),
+            valid_start=valid_start,
             seed=seed,
             n_train=sizes["train"],
             n_valid=sizes["valid"],
@@ -369,7 +394,7 @@ def load_cluttered_sequences(
         arrays = cached_arrays(path, params, create)
     else:
         arrays = create()
-    return {
+    splits = {
         split: ClutteredSequences(
             images=_convert(arrays[f"{split}_images"], dtype),
             labels=arrays[f"{split}_labels"],
@@ -378,25 +403,10 @@ def load_cluttered_sequences(
         )
         for split in SPLITS
     }
+    return (splits, source) if return_source else splits
 
 
 # === Helpers shared with translated.py ===
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(
-            f"`{name}` must be an integer. Received: {name}={value!r}"
-        ) from None
-    if value < minimum:
-        raise ValueError(
-            f"`{name}` must be at least {minimum}. Received: {name}={value}"
-        )
-    return value
 
 
 def _check_dtype(dtype) -> np.dtype:

@@ -7,10 +7,15 @@ masks in NumPy and `inpainting_dataset` pairs images with masks in a
 
 Datasets (`name`):
 
-- `svhn`: SVHN cropped digits, 32x32x3, as in the paper: TFDS
-  `svhn_cropped` by default, or the official `.mat` files in `data_dir`.
+- `svhn`: SVHN cropped digits, 32x32x3, as in the paper: the official
+  `.mat` files in `data_dir`, else TFDS `svhn_cropped` (prepared, or its
+  train and test files downloaded), else the bundled 1,083 real SVHN
+  training images (883 train / 200 test), from
+  `cram_keras.data.sources.load_svhn_images`.
 - `mnist32`: MNIST zero-padded by 2 pixels on each side to 32x32x1 (an
-  offline stand-in), from `cram_keras.data.mnist.load_mnist(data_dir)`.
+  offline stand-in), from `cram_keras.data.sources.load_mnist_data`: the
+  official files in `data_dir`, else TFDS, else the bundled 5,000 train /
+  1,000 test digits.
 - `npz:PATH`: an images-only `.npz` file (key `X`, uint8 NHWC, 32x32), for
   example the real 1,083-image SVHN subset. A relative PATH is taken
   relative to `data_dir` when one is given. Split: the last 200 images are
@@ -18,14 +23,15 @@ Datasets (`name`):
   train / 200 test); smaller files hold out their last 20% (at least one).
 """
 
+import dataclasses
 import os
 
 import numpy as np
 
-from cram_keras.data import mnist
+from cram_keras.data import sources
 from cram_keras.data.errors import DatasetError
 from cram_keras.data.masks import center_mask, random_rectangle_masks
-from cram_keras.data.svhn import load_images_npz, load_svhn
+from cram_keras.data.svhn import load_images_npz
 
 DATASET_NAMES = ("svhn", "mnist32", "npz:PATH")
 IMAGE_SIZE = 32
@@ -37,42 +43,77 @@ _NPZ_MIN_FOR_FIXED_TEST = 1000
 _NPZ_TEST_FRACTION = 0.2
 
 
-def load_inpainting_dataset(name, data_dir=None):
+def load_inpainting_dataset(
+    name,
+    data_dir=None,
+    *,
+    bundled=False,
+    mnist=None,
+    network_timeout=sources.DEFAULT_NETWORK_TIMEOUT,
+    return_source=False,
+):
     """Loads train and test images for inpainting.
 
     Args:
         name: `"svhn"`, `"mnist32"` or `"npz:PATH"` (see the module
             docstring for sources and the npz split).
         data_dir: directory of the official files (`svhn`: the `.mat`
-            files, `mnist32`: the MNIST files); `None` downloads through
-            TFDS / Keras. For `npz:PATH`, the base of a relative PATH.
+            files, `mnist32`: the MNIST files); `None` uses TFDS when it is
+            prepared or reachable, else the bundled sample (with a note on
+            stderr). For `npz:PATH`, the base of a relative PATH.
+        bundled: for `svhn` and `mnist32`, use the bundled sample when no
+            `data_dir` is given.
+        mnist: for `mnist32`, digits already loaded: an `MnistData` or the
+            `(MnistData, DataSource)` pair of `load_mnist_data`.
+        network_timeout: seconds the TFDS network check may take at most.
+        return_source: also return the `DataSource` of the images.
 
     Returns:
         `(x_train, x_test)`: float32 arrays (N, 32, 32, C) in [0, 1], C = 3
-        for SVHN, 1 for MNIST.
+        for SVHN, 1 for MNIST; `(x_train, x_test, source)` with
+        `return_source=True`.
 
     Raises:
-        ValueError: an unknown name.
+        ValueError: an unknown name, or `bundled` / `mnist` with a dataset
+            they do not apply to.
         DatasetError: a missing or malformed data file.
     """
     if not isinstance(name, str):
         raise ValueError(
             f"`name` must be a string, one of {DATASET_NAMES}. Received: name={name!r}"
         )
+    if mnist is not None and name != "mnist32":
+        raise ValueError(
+            f"`mnist` applies to the mnist32 dataset only. Received: name={name!r}"
+        )
     if name == "svhn":
-        data = load_svhn(data_dir, splits=("train", "test"))
-        x_train, x_test = data["train"][0], data["test"][0]
+        x_train, x_test, source = sources.load_svhn_images(
+            data_dir, bundled=bundled, network_timeout=network_timeout
+        )
     elif name == "mnist32":
-        data = mnist.load_mnist(data_dir)
+        data, source = sources.resolve_mnist(
+            data_dir, bundled=bundled, mnist=mnist, network_timeout=network_timeout
+        )
         x_train, x_test = _pad_to_32(data.x_train), _pad_to_32(data.x_test)
+        source = dataclasses.replace(
+            source,
+            name="mnist32",
+            description=f"{source.description}, zero-padded to 32x32",
+        )
     elif name.startswith("npz:") and len(name) > len("npz:"):
-        x_train, x_test = _load_npz_split(name[len("npz:") :], data_dir)
+        if bundled:
+            raise ValueError(
+                "`bundled` applies to the svhn and mnist32 datasets, not to "
+                f"npz:PATH. Received: name={name!r}"
+            )
+        x_train, x_test, source = _load_npz_split(name[len("npz:") :], data_dir)
     else:
         raise ValueError(
             f"Unknown inpainting dataset. Valid names: {', '.join(DATASET_NAMES)} "
-            f"(PATH: a .npz file with key X). Received: name={name!r}"
+            f"(PATH: a .npz file with key X). Received: --dataset {name!r}"
         )
-    return _to_unit_float(x_train), _to_unit_float(x_test)
+    x_train, x_test = _to_unit_float(x_train), _to_unit_float(x_test)
+    return (x_train, x_test, source) if return_source else (x_train, x_test)
 
 
 def npz_test_size(num_images):
@@ -239,7 +280,19 @@ def _load_npz_split(path, data_dir):
             f"Received: {len(images)}."
         )
     num_test = npz_test_size(len(images))
-    return images[:-num_test], images[-num_test:]
+    path = os.path.abspath(path)
+    source = sources.DataSource(
+        name="npz",
+        origin="npz",
+        path=path,
+        n_train=len(images) - num_test,
+        n_test=num_test,
+        description=(
+            f"images from {path}: {len(images) - num_test:,} train / "
+            f"{num_test:,} test (the last {num_test:,} held out)"
+        ),
+    )
+    return images[:-num_test], images[-num_test:], source
 
 
 def _pad_to_32(digits):

@@ -6,9 +6,9 @@ option (`random_rectangle_masks`). Masks are float32 (H, W, 1) or
 (N, H, W, 1) arrays of 0s and 1s, so they broadcast over image channels.
 """
 
-import numbers
-
 import numpy as np
+
+from cram_keras.utils import check_int as _check_int
 
 
 def center_mask(image_size=32, hole_size=8):
@@ -106,13 +106,3 @@ def hole_box(mask):
     x0 = cols.argmax(axis=1)
     x1 = width - cols[:, ::-1].argmax(axis=1)
     return np.stack([y0, x0, y1, x1], axis=1).astype(np.int64)
-
-
-def _check_int(name, value, low, high=None):
-    valid = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    valid = valid and value >= low and (high is None or value <= high)
-    if not valid:
-        bounds = f">= {low}" if high is None else f"in {low}..{high}"
-        raise ValueError(
-            f"`{name}` must be an integer {bounds}. Received: {name}={value!r}"
-        )

@@ -4,7 +4,8 @@
 arrays of shape (N, 28, 28) with int64 labels. Without `data_dir` it asks
 TensorFlow Datasets (which downloads MNIST once, so it needs internet the
 first time); with `data_dir` it reads the official files, which is how the
-project runs offline:
+project runs offline on the full set (`cram_keras.data.sources` chooses
+between these and the bundled sample):
 
     train-images-idx3-ubyte.gz  train-labels-idx1-ubyte.gz
     t10k-images-idx3-ubyte.gz   t10k-labels-idx1-ubyte.gz
@@ -57,8 +58,9 @@ IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension.
 _MAGIC_NAMES = {IDX_IMAGES_MAGIC: "an images file", IDX_LABELS_MAGIC: "a labels file"}
 
 _REDOWNLOAD = (
-    "The official files are on the MNIST page (or its mirrors); "
-    "`data_dir=None` uses TensorFlow Datasets instead."
+    "The official files are on the MNIST page (or its mirrors); without "
+    "--data-dir the training scripts use TensorFlow Datasets or the bundled "
+    "MNIST sample instead."
 )
 
 
@@ -117,9 +119,9 @@ def load_mnist(data_dir: str | os.PathLike | None = None) -> MnistData:
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
         raise DatasetError(
-            f"The MNIST data directory does not exist or is not a folder. "
-            f"Received: data_dir={data_dir!r}. Pass the folder that holds "
-            f"{_expected_names()} (`--data-dir` in the training scripts)."
+            f"The MNIST data directory does not exist or is not a folder: "
+            f"{data_dir}. Pass --data-dir DIR, the folder that holds "
+            f"{_expected_names()}."
         )
     arrays = {
         key: read_idx(
@@ -246,7 +248,7 @@ def _load_mnist_tfds() -> MnistData:
     hint = (
         "TFDS downloads MNIST on first use, which needs internet. Offline, "
         f"download the four official files ({_expected_names()}) and pass "
-        "their folder as `data_dir` (`--data-dir` in the training scripts)."
+        "their folder as --data-dir DIR."
     )
     x_train, y_train = load_supervised_split("mnist", "train", hint)
     x_test, y_test = load_supervised_split("mnist", "test", hint)
@@ -270,9 +272,9 @@ def _find_file(data_dir: str, name: str) -> str:
     raise DatasetError(
         f"MNIST file not found: {os.path.join(data_dir, name)} (nor its "
         f"uncompressed form without `.gz`). The data directory must hold the "
-        f"four official files: {_expected_names()}. Received: "
-        f"data_dir={data_dir!r}. Point `--data-dir` at the folder that holds "
-        f"them, or pass `data_dir=None` to use TensorFlow Datasets."
+        f"four official files: {_expected_names()}. Received: --data-dir "
+        f"{data_dir}. Point --data-dir at the folder that holds them, or "
+        f"leave it out to use TensorFlow Datasets or the bundled sample."
     )
 
 

@@ -7,6 +7,18 @@ VI-B). Two sources give the same arrays:
 - the official `train_32x32.mat` / `test_32x32.mat` from
   http://ufldl.stanford.edu/housenumbers/ in a local directory (offline).
 
+TFDS cannot prepare `svhn_cropped` split by split: its builder downloads
+`train_32x32.mat`, `test_32x32.mat` and the 1.3 GB `extra_32x32.mat` in one
+call, whatever split is asked for, and `download_and_prepare` has no option
+to leave a split out. So when `svhn_cropped` is not prepared yet,
+`load_svhn()` does not prepare it: it downloads only the official `.mat`
+files of the requested splits through TFDS' download manager (checked
+against the checksums TFDS ships, cached in TFDS' `downloads/` folder) and
+reads them like a `data_dir`. A prepared `svhn_cropped` is read as is.
+
+The choice between these sources and the bundled sample, with a network
+check that gives up within seconds, is `cram_keras.data.sources`.
+
 Official file facts used by the checks: `X` is (32, 32, 3, N) uint8, `y` is
 (N, 1) with 10 meaning digit 0; `train_32x32.mat` is 182,040,794 bytes
 (73,257 images), `test_32x32.mat` 64,275,384 bytes (26,032 images).
@@ -20,6 +32,7 @@ import scipy.io
 from cram_keras.data.errors import DatasetError
 
 TFDS_NAME = "svhn_cropped"
+URL = "http://ufldl.stanford.edu/housenumbers/"
 
 # split -> (official file name, official size in bytes, number of images).
 SVHN_FILES = {
@@ -27,21 +40,28 @@ SVHN_FILES = {
     "test": ("test_32x32.mat", 64_275_384, 26_032),
 }
 _IMAGE_SHAPE = (32, 32, 3)
-# Images are decoded in batches of this many when read from TFDS.
+_GET_FILES = (
+    "Pass --dataset svhn --data-dir DIR with the official train_32x32.mat "
+    f"and test_32x32.mat (from {URL})"
+)
 
 
 def load_svhn(data_dir=None, splits=("train", "test")):
     """Loads SVHN cropped digits as uint8 NHWC images and int64 labels 0..9.
 
-    With `data_dir=None` the data come from TFDS `svhn_cropped` (downloaded
-    on first use, then cached under `~/tensorflow_datasets`). With a
+    With `data_dir=None` the data come from TFDS: a prepared
+    `svhn_cropped` is read as is; otherwise only the official `.mat` files
+    of the requested splits are downloaded (never `extra_32x32.mat`; see the
+    module docstring), which needs internet the first time. With a
     `data_dir`, the official `train_32x32.mat` / `test_32x32.mat` are read
     from that directory and nothing is downloaded; each file is checked (see
-    `load_svhn_mat`).
+    `load_svhn_mat`). `cram_keras.data.sources.load_svhn_labelled` adds a
+    quick network check in front of this.
 
     Args:
         data_dir: `None` for TFDS, or a directory holding the official
-            `.mat` files of the requested splits.
+            `.mat` files of the requested splits (`--data-dir` in the
+            training scripts).
         splits: split names to load, from `("train", "test")`; a single
             string is accepted.
 
@@ -72,9 +92,9 @@ def load_svhn(data_dir=None, splits=("train", "test")):
             expected = ", ".join(SVHN_FILES[s][0] for s in splits)
             raise DatasetError(
                 f"SVHN file not found: {path}. Expected the official file(s) "
-                f"{expected} (from http://ufldl.stanford.edu/housenumbers/) in "
-                f"data_dir={data_dir!r}. With internet, leave data_dir=None to "
-                f"download through TFDS ('{TFDS_NAME}'), the default."
+                f"{expected} (from {URL}) in the folder given as --data-dir "
+                f"({data_dir}). With internet, leave out --data-dir to "
+                f"download them through TFDS ('{TFDS_NAME}'), the default."
             )
         _check_official_size(path)
     return {split: load_svhn_mat(path) for split, path in paths.items()}
@@ -206,7 +226,7 @@ def _check_official_size(path):
         raise DatasetError(
             f"SVHN file {path} is truncated: got {size} bytes, expected "
             f"{official_size}; the download was interrupted; re-download it "
-            f"from http://ufldl.stanford.edu/housenumbers/{name}."
+            f"from {URL}{name}."
         )
     return size
 
@@ -224,13 +244,58 @@ def _check_splits(splits):
     return splits
 
 
-def _load_tfds(splits):
-    from cram_keras.data.tfds_numpy import load_supervised_split
+def download_svhn_mat_files(splits=("train", "test"), download_dir=None):
+    """Downloads the official `.mat` files of `splits`, never `extra_32x32.mat`.
 
-    hint = (
-        "Without internet, pass data_dir= a directory with the official "
-        "train_32x32.mat / test_32x32.mat."
-    )
+    Uses TFDS' download manager with the checksums TFDS ships for
+    `svhn_cropped`, so each file is verified (size and sha256) and fetched
+    once; later calls find it in `download_dir`.
+
+    Args:
+        splits: split names from `("train", "test")`.
+        download_dir: where to keep the files; `None` is the `downloads`
+            folder of the TFDS data directory (where TFDS itself would put
+            them, e.g. `~/tensorflow_datasets/downloads`).
+
+    Returns:
+        A dict mapping each split to the path of its downloaded `.mat` file.
+
+    Raises:
+        DatasetError: the download failed (no internet, a checksum
+            mismatch, ...).
+    """
+    import tensorflow_datasets as tfds
+
+    splits = _check_splits(splits)
+    builder_cls = tfds.builder_cls(TFDS_NAME)
+    if download_dir is None:
+        download_dir = os.path.join(tfds.core.constants.DATA_DIR, "downloads")
+    urls = {split: URL + SVHN_FILES[split][0] for split in splits}
+    try:
+        manager = tfds.download.DownloadManager(
+            download_dir=download_dir,
+            url_infos=builder_cls.url_infos,
+            dataset_name=TFDS_NAME,
+        )
+        paths = manager.download(urls)
+    except Exception as err:  # Network and checksum errors of many types.
+        raise DatasetError(
+            f"Could not download the SVHN file(s) "
+            f"{', '.join(SVHN_FILES[s][0] for s in splits)} from {URL} "
+            f"({type(err).__name__}: {err}). {_GET_FILES}, or retry with "
+            "internet access."
+        ) from err
+    return {split: os.fspath(path) for split, path in paths.items()}
+
+
+def _load_tfds(splits):
+    from cram_keras.data.tfds_numpy import load_supervised_split, tfds_prepared_dir
+
+    if tfds_prepared_dir(TFDS_NAME) is None:
+        # Not prepared: fetch only the requested .mat files (module docstring).
+        paths = download_svhn_mat_files(splits)
+        return {split: load_svhn_mat(path) for split, path in paths.items()}
+    hint = f"{_GET_FILES}."
     result = {}
     for split in splits:
         images, labels = load_supervised_split(TFDS_NAME, split, hint)

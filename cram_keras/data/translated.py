@@ -63,8 +63,13 @@ from cram_keras.data.cluttered import (
     _store,
     _windows,
 )
-from cram_keras.data.errors import DatasetError
-from cram_keras.data.mnist import FieldsByKey, load_mnist
+from cram_keras.data.mnist import FieldsByKey, MnistData
+from cram_keras.data.sources import (
+    DEFAULT_NETWORK_TIMEOUT,
+    DataSource,
+    resolve_mnist,
+    split_digit_pools,
+)
 
 # Bump when the generated arrays change for the same parameters.
 FORMAT_VERSION = 1
@@ -260,19 +265,29 @@ def load_cluttered_translated(
     clutter_size: int | None = None,
     saliency_threshold: float = 0.1,
     dtype: str = "float32",
+    bundled: bool = False,
+    mnist: MnistData | tuple[MnistData, DataSource] | None = None,
+    network_timeout: float = DEFAULT_NETWORK_TIMEOUT,
+    return_source: bool = False,
 ) -> dict[str, ClutteredTranslated]:
     """Loads (generating and caching on first use) cluttered translated MNIST.
 
     Training images come from MNIST training digits 0..54,999, validation
     images from 55,000..59,999, test images from the MNIST test set; each
     split's clutter is cut from its own digits. The default sizes use every
-    source digit exactly once. Cached like `load_cluttered_sequences`
-    (uint8 `.npz` named by a hash of every parameter).
+    source digit exactly once. The digits come from
+    `cram_keras.data.sources.load_mnist_data` (the official files in
+    `data_dir`, else TFDS, else the bundled sample with a note on stderr);
+    the bundled sample's 5,000 training digits are split in the same
+    proportion, 4,583 train / 417 valid, and each split walks its pool
+    pass after pass, so any size works. Cached like
+    `load_cluttered_sequences` (uint8 `.npz` named by a hash of every
+    parameter, the digits' origin and a fingerprint of the digits).
 
     Args:
-        data_dir: folder of the four official MNIST files; `None` uses TFDS
-            (stored shuffled: a different, still disjoint, train/valid
-            partition of the digits).
+        data_dir: folder of the four official MNIST files; `None` chooses
+            TFDS (stored shuffled: a different, still disjoint, train/valid
+            partition of the digits) or the bundled sample.
         preset: `"cluttered60"` (60x60, 4 pieces of 8x8) or
             `"cluttered100"` (100x100, 8 pieces of 8x8).
         cache_dir: cache folder; `None` is `$CRAM_KERAS_CACHE` or
@@ -289,13 +304,22 @@ def load_cluttered_translated(
         dtype: `"float32"` or `"uint8"` for images and saliency. The
             100x100 preset at full size takes 5.6 GB in float32 (images and
             saliency), 1.4 GB in uint8.
+        bundled: draw from the bundled MNIST sample when no `data_dir` is
+            given (5,000 train / 1,000 test digits).
+        mnist: digits already loaded instead: an `MnistData` or the
+            `(MnistData, DataSource)` pair of `load_mnist_data`.
+        network_timeout: seconds the TFDS network check may take at most.
+        return_source: also return the `DataSource` of the digits (with
+            the pool sizes in `pools` and in its description).
 
     Returns:
-        `{"train": ClutteredTranslated, "valid": ..., "test": ...}`.
+        `{"train": ClutteredTranslated, "valid": ..., "test": ...}`, or
+        `(splits, source)` with `return_source=True`.
 
     Raises:
-        DatasetError: MNIST could not be loaded, or its training set has no
-            digits beyond index 54,999 for the validation split.
+        DatasetError: MNIST could not be loaded, or a training set other
+            than the bundled sample has no digits beyond index 54,999 for
+            the validation split.
     """
     if preset not in PRESETS:
         raise ValueError(
@@ -322,19 +346,16 @@ def load_cluttered_translated(
     _check_dtype(dtype)
     saliency_threshold = float(saliency_threshold)
 
-    mnist = load_mnist(data_dir)
-    if len(mnist.x_train) <= VALID_START:
-        raise DatasetError(
-            f"The MNIST training set has {len(mnist.x_train)} digits; the "
-            f"validation split takes digits {VALID_START} onwards, so it needs "
-            f"more (the official file has 60000). Check `data_dir`."
-        )
+    mnist, source = resolve_mnist(
+        data_dir, bundled=bundled, mnist=mnist, network_timeout=network_timeout
+    )
+    valid_start, source = split_digit_pools(mnist, source, VALID_START)
     sources = {
-        "train": (mnist.x_train[:VALID_START], mnist.y_train[:VALID_START], 0),
+        "train": (mnist.x_train[:valid_start], mnist.y_train[:valid_start], 0),
         "valid": (
-            mnist.x_train[VALID_START:],
-            mnist.y_train[VALID_START:],
-            VALID_START,
+            mnist.x_train[valid_start:],
+            mnist.y_train[valid_start:],
+            valid_start,
         ),
         "test": (mnist.x_test, mnist.y_test, 0),
     }
@@ -363,7 +384,9 @@ def load_cluttered_translated(
         params = dict(
             kind="cluttered_translated",
             format=FORMAT_VERSION,
+            mnist_origin=source.origin,
             mnist=fingerprint(mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test),
+            valid_start=valid_start,
             seed=seed,
             n_train=sizes["train"],
             n_valid=sizes["valid"],
@@ -377,7 +400,7 @@ def load_cluttered_translated(
     else:
         arrays = create()
     out_dtype = _check_dtype(dtype)
-    return {
+    splits = {
         split: ClutteredTranslated(
             images=_convert(arrays[f"{split}_images"], dtype),
             labels=arrays[f"{split}_labels"],
@@ -387,3 +410,4 @@ def load_cluttered_translated(
         )
         for split in SPLITS
     }
+    return (splits, source) if return_source else splits

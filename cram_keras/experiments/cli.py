@@ -53,7 +53,9 @@ def _default_text(value):
 
 def add_config_flags(parser, config_cls, smoke_overrides=None):
     """Adds one flag per flagged field of ``config_cls`` to ``parser``."""
-    group = parser.add_argument_group(f"{config_cls.__module__.rsplit('.', 1)[-1]} settings")
+    group = parser.add_argument_group(
+        f"{config_cls.__module__.rsplit('.', 1)[-1]} settings"
+    )
     for field in dataclasses.fields(config_cls):
         meta = field.metadata or {}
         if not meta.get("flag", False):
@@ -90,7 +92,11 @@ def add_config_flags(parser, config_cls, smoke_overrides=None):
             default=None,
             choices=None,
             metavar=meta.get("metavar")
-            or ("{" + ",".join(map(str, meta["choices"])) + "}" if meta.get("choices") else field.name.upper()),
+            or (
+                "{" + ",".join(map(str, meta["choices"])) + "}"
+                if meta.get("choices")
+                else field.name.upper()
+            ),
             help=help_text,
         )
 
@@ -177,6 +183,33 @@ def resolve_config(experiment, args):
     return config
 
 
+def script(experiment_module):
+    """The ``main(argv=None) -> exit code`` of a training script.
+
+    ``experiment_module``: the module under ``cram_keras.experiments`` whose
+    ``EXPERIMENT`` the script runs. A backend that Keras cannot load (say
+    ``KERAS_BACKEND=torch`` without torch) is reported in one line (exit 2).
+    """
+
+    def script_main(argv=None):
+        import importlib
+
+        import cram_keras
+
+        if cram_keras.KERAS_IMPORT_ERROR is not None:
+            return _error(
+                "Keras cannot load KERAS_BACKEND="
+                f"{os.environ.get('KERAS_BACKEND')!r} "
+                f"({cram_keras.KERAS_IMPORT_ERROR}); the scripts train on "
+                "tensorflow (all) or jax (train_rnn_spn.py, train_cls.py).",
+                EXIT_USAGE,
+            )
+        module = importlib.import_module(f"cram_keras.experiments.{experiment_module}")
+        return main(module.EXPERIMENT, argv)
+
+    return script_main
+
+
 def _error(message, code):
     print(f"error: {message}", file=sys.stderr)
     return code
@@ -190,6 +223,7 @@ def main(experiment, argv=None):
     from cram_keras.experiments.runner import (
         TrainingDiverged,
         UsageError,
+        check_backend,
         check_output_dir,
         run_experiment,
     )
@@ -199,19 +233,12 @@ def main(experiment, argv=None):
     try:
         try:
             config = resolve_config(experiment, args)
-            import keras
-
-            backend = keras.backend.backend()
-            if backend not in experiment.backends:
-                raise UsageError(
-                    f"{os.path.basename(sys.argv[0]) or experiment.name} trains on "
-                    f"{' or '.join(experiment.backends)} only. Received: "
-                    f"KERAS_BACKEND={backend!r}. Set KERAS_BACKEND="
-                    f"{experiment.backends[0]} (or unset it)."
-                )
+            backend = check_backend(experiment)
             for name in ("cache_dir",):
                 if getattr(config, name, None):
-                    check_output_dir(getattr(config, name), "--" + name.replace("_", "-"))
+                    check_output_dir(
+                        getattr(config, name), "--" + name.replace("_", "-")
+                    )
             special = experiment.run_without_training(args, config)
             if special is not None:
                 return special

@@ -25,8 +25,9 @@ Clues (`clue`):
   ground-truth masks (its validation split picks the best epoch), so the
   learned clue is a realistic, imperfect stand-in for the oracle. For SVHN,
   which has no masks, it is trained on contrast pseudo-masks
-  (`contrast_pseudo_masks`: pixels far from the median border colour, the
-  "background prior" of classical saliency detection). A network trained
+  (`cram_keras.data.saliency_masks.contrast_pseudo_masks`: pixels far from
+  the median border colour, the "background prior" of classical saliency
+  detection). A network trained
   elsewhere (e.g. on MSRA10k) can be given as `saliency_model`, a `.keras`
   file.
 * ``none``: the ablation; an all-zero clue and clue weight 0 (no clue loss).
@@ -54,20 +55,34 @@ a few epochs per clue; see ``benchmarks/cram_cls_budget.py`` for the
 committed command, its wall time and ``benchmarks/results/cram_cls_budget.json``.
 """
 
-import csv
 import dataclasses
-import json
 import os
 import time
 
 import keras
 import numpy as np
 
-from cram_keras.experiments.config import config_to_dict, prepare_run_dir, write_json
+from cram_keras.data.pipelines import as_float, image_dataset
+from cram_keras.data.pipelines import clue_dataset as make_dataset
+from cram_keras.data.saliency_masks import saliency_targets
+from cram_keras.experiments.config import config_to_dict, option
+from cram_keras.experiments.runner import Experiment, UsageError, check_batch_size
 from cram_keras.losses import clue_loss
 from cram_keras.models.cram import CRAMClassifier, CRAMEncoder
 from cram_keras.models.saliency import SaliencyNetwork
-from cram_keras.training.callbacks import EpochTimer, ResumableEarlyStopping, WallClock
+from cram_keras.training.saliency import (
+    mask_iou,
+    saliency_clues,
+)
+from cram_keras.utils import (
+    atomic_path,
+    check_choice,
+    check_int,
+    check_int_list,
+    check_number,
+    read_json,
+    write_json,
+)
 
 DATASETS = ("cluttered60", "cluttered100", "svhn")
 CLUES = ("oracle", "saliency", "none")
@@ -102,59 +117,112 @@ class Config:
     """
 
     # Data.
-    dataset: str = "cluttered60"
-    clue: str | None = None
-    data_dir: str | None = None
-    cache_dir: str | None = None  # None: $CRAM_KERAS_CACHE or ~/.cache/cram_keras
-    n_train: int | None = None
-    n_valid: int = 5000
-    n_test: int | None = None
-    data_seed: int = 1234
+    dataset: str = option(
+        "cluttered60",
+        "cluttered60: 60x60 MNIST with 4 clutter pieces of 8x8 (RAM's benchmark); "
+        "cluttered100: 100x100 with 8; svhn: SVHN 32x32 digits (TFDS svhn_cropped, "
+        "or the official train_32x32.mat / test_32x32.mat in --data-dir)",
+        choices=DATASETS,
+    )
+    clue: str | None = option(
+        None,
+        "oracle: the digit's ground-truth silhouette; saliency: the mask of a "
+        "CNN-DecNN trained on the training split's masks (SVHN: contrast "
+        "pseudo-masks), thresholded at 0.5, at training and test time; none: an "
+        "all-zero clue and no clue loss (ablation); none means oracle, saliency "
+        "for svhn",
+        choices=CLUES + (None,),
+    )
+    data_dir: str | None = option(
+        None,
+        "directory with the official files (MNIST IDX .gz files, or SVHN "
+        "train_32x32.mat / test_32x32.mat); without it MNIST comes from TFDS when "
+        "prepared or reachable, else from the bundled sample",
+        metavar="DIR",
+    )
+    cache_dir: str | None = option(
+        None,
+        "where generated cluttered sets are cached (none: $CRAM_KERAS_CACHE or "
+        "~/.cache/cram_keras)",
+        metavar="DIR",
+    )
+    n_train: int | None = option(
+        None, "training images (none: 55,000; SVHN: all but the validation ones)"
+    )
+    n_valid: int = option(5000, "validation images", flag=False)
+    n_test: int | None = option(
+        None, "test images (none: 10,000; SVHN: 26,032)", flag=False
+    )
+    data_seed: int = option(1234, "seed of the image generator", flag=False)
     # Model (CRAMEncoder, CRAMClassifier).
-    glimpses: int = 4
-    glimpse_size: int = 12
-    core_units: int = 512
-    context_filters: list = dataclasses.field(default_factory=lambda: [16, 32, 64])
-    context_units: int = 256
-    localization_filters: list = dataclasses.field(default_factory=lambda: [8, 16, 32])
-    localization_units: int = 256
-    glimpse_filters: list = dataclasses.field(default_factory=lambda: [16, 32, 64])
-    glimpse_units: int = 256
-    decoder_units: list = dataclasses.field(default_factory=lambda: [256, 256])
-    beta: float | None = None  # weight of the clue loss
+    glimpses: int = option(4, "number of glimpses N")
+    glimpse_size: int = option(12, "side of the square glimpse patch in pixels")
+    core_units: int = option(512, "units of the core LSTMs", flag=False)
+    context_filters: list = option([16, 32, 64], "context CNN filters", flag=False)
+    context_units: int = option(256, "context network units", flag=False)
+    localization_filters: list = option(
+        [8, 16, 32], "localisation CNN filters", flag=False
+    )
+    localization_units: int = option(256, "localisation network units", flag=False)
+    glimpse_filters: list = option([16, 32, 64], "glimpse CNN filters", flag=False)
+    glimpse_units: int = option(256, "glimpse network units", flag=False)
+    decoder_units: list = option([256, 256], "decoder MLP units", flag=False)
+    beta: float | None = option(
+        None,
+        "weight of the clue loss, >= 0 (none: 0.1; must be 0 or none with --clue none)",
+    )
     # Optimisation (paper V-A: Adam, 1e-4).
-    epochs: int = 50
-    batch_size: int = 64
-    learning_rate: float = 1e-4
-    patience: int = 20
-    seed: int = 0
-    jit_compile: bool = False  # XLA was slower on CPU for this model
-    run_eagerly: bool = False
+    epochs: int = option(50, "maximum epochs; with --tune, epochs of every trial")
+    batch_size: int = option(64, "global batch size (split over replicas)")
+    learning_rate: float = option(1e-4, "Adam learning rate (paper V-A)")
+    patience: int = option(20, "early stopping patience (epochs)", flag=False)
+    seed: int = option(0, "training seed")
+    jit_compile: bool = option(
+        False,
+        "compile the train step with XLA (slower on CPU for this model)",
+        flag=False,
+    )
+    run_eagerly: bool = option(False, "run the train step eagerly", flag=False)
     # Saliency network (clue="saliency").
-    saliency_filters: list = dataclasses.field(default_factory=lambda: [16, 32, 64])
-    saliency_epochs: int = 10
-    saliency_batch_size: int = 64
-    saliency_learning_rate: float = 1e-3  # Adam's default (paper V-A)
-    saliency_threshold: float = 0.5
-    saliency_model: str | None = None  # a trained SaliencyNetwork (.keras)
+    saliency_filters: list = option([16, 32, 64], "saliency CNN filters", flag=False)
+    saliency_epochs: int = option(10, "saliency network epochs", flag=False)
+    saliency_batch_size: int = option(64, "saliency network batch size", flag=False)
+    saliency_learning_rate: float = option(
+        1e-3, "saliency network Adam rate (Adam's default, paper V-A)", flag=False
+    )
+    saliency_threshold: float = option(
+        0.5, "saliency probability threshold", flag=False
+    )
+    saliency_model: str | None = option(
+        None, "a trained SaliencyNetwork (.keras) that makes the clue", flag=False
+    )
     # keras-tuner search (tune=True): glimpses x learning rate.
-    tune: bool = False
-    max_trials: int = 16
-    glimpse_range: list = dataclasses.field(default_factory=lambda: [1, 8])
-    learning_rate_range: list = dataclasses.field(default_factory=lambda: [1e-5, 1e-3])
+    tune: bool = option(
+        False,
+        "keras-tuner random search over the number of glimpses (1-8) and the "
+        "learning rate (1e-5 to 1e-3, log scale); --glimpses and --learning-rate "
+        "are then searched, not used",
+    )
+    max_trials: int = option(16, "trials of the --tune search, counting finished ones")
+    glimpse_range: list = option([1, 8], "--tune: glimpse counts searched", flag=False)
+    learning_rate_range: list = option(
+        [1e-5, 1e-3], "--tune: learning rates searched (log scale)", flag=False
+    )
     # Outputs.
-    figure_examples: int = 4
-    export: bool = False
+    figure_examples: int = option(4, "test images in glimpses.png", flag=False)
+    export: bool = option(
+        False, "also write a SavedModel: serve(images, clue) -> class probabilities"
+    )
 
     def __post_init__(self):
         def resolve(name, value):
             object.__setattr__(self, name, value)
 
-        _choice("dataset", self.dataset, DATASETS)
+        check_choice("dataset", self.dataset, DATASETS)
         svhn = self.dataset == "svhn"
         if self.clue is None:
             resolve("clue", "saliency" if svhn else "oracle")
-        _choice("clue", self.clue, CLUES)
+        check_choice("clue", self.clue, CLUES)
         if svhn and self.clue == "oracle":
             raise ValueError(
                 "SVHN has no ground-truth saliency, so there is no oracle clue. "
@@ -163,23 +231,14 @@ class Config:
             )
         if self.beta is None:
             resolve("beta", 0.0 if self.clue == "none" else DEFAULT_BETA)
-        if (
-            isinstance(self.beta, bool)
-            or not isinstance(self.beta, (int, float))
-            or not self.beta >= 0
-        ):
-            raise ValueError(
-                f"`beta` (the clue-loss weight) must be a number >= 0. "
-                f"Received: beta={self.beta!r}"
-            )
-        resolve("beta", float(self.beta))
+        resolve("beta", check_number("beta", self.beta, low=0))  # clue-loss weight
         if self.clue == "none" and self.beta != 0:
             raise ValueError(
                 "clue='none' is the ablation without a clue: its clue is all "
                 "zeros and it has no clue loss, so `beta` must be 0 (or left "
                 f"unset). Received: beta={self.beta!r}"
             )
-        _positive_int("n_valid", self.n_valid)
+        check_int("n_valid", self.n_valid, low=1)
         if self.n_train is None:
             resolve("n_train", SVHN_SIZES["train"] - self.n_valid if svhn else 55_000)
         if self.n_test is None:
@@ -201,32 +260,22 @@ class Config:
             "saliency_batch_size",
             "max_trials",
         ):
-            _positive_int(name, getattr(self, name))
+            check_int(name, getattr(self, name), low=1)
         for name in ("seed", "data_seed", "figure_examples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(
-                    f"`{name}` must be an integer >= 0. Received: {name}={value!r}"
-                )
+            check_int(name, getattr(self, name), low=0)
         for name in _LIST_FIELDS:
-            resolve(name, _int_list(name, getattr(self, name)))
+            resolve(name, check_int_list(name, getattr(self, name)))
         for name in ("learning_rate", "saliency_learning_rate"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not value > 0
-            ):
-                raise ValueError(f"`{name}` must be > 0. Received: {name}={value!r}")
-            resolve(name, float(value))
-        if not (
-            isinstance(self.saliency_threshold, (int, float))
-            and 0 < self.saliency_threshold < 1
-        ):
-            raise ValueError(
-                "`saliency_threshold` must be in (0, 1). "
-                f"Received: saliency_threshold={self.saliency_threshold!r}"
-            )
+            value = check_number(name, getattr(self, name), low=0, low_inclusive=False)
+            resolve(name, value)
+        check_number(
+            "saliency_threshold",
+            self.saliency_threshold,
+            low=0,
+            high=1,
+            low_inclusive=False,
+            high_inclusive=False,
+        )
         if self.saliency_model is not None and self.clue != "saliency":
             raise ValueError(
                 "`saliency_model` makes the clue, so it needs clue='saliency'. "
@@ -243,7 +292,7 @@ class Config:
                 f"SVHN has {SVHN_SIZES['test']} test images. "
                 f"Received: n_test={self.n_test}"
             )
-        glimpses = _int_list("glimpse_range", self.glimpse_range)
+        glimpses = check_int_list("glimpse_range", self.glimpse_range)
         if len(glimpses) != 2 or glimpses[0] > glimpses[1]:
             raise ValueError(
                 "`glimpse_range` must be [low, high] with 1 <= low <= high. "
@@ -269,77 +318,38 @@ class Config:
             )
 
 
-def _choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {choices}. Received: {name}={value!r}"
-        )
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
-
-
-def _int_list(name, value):
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ValueError(
-            f"`{name}` must be a non-empty list of positive integers. "
-            f"Received: {name}={value!r}"
-        )
-    for item in value:
-        _positive_int(name, item)
-    return list(value)
+SMOKE = dict(
+    n_train=32, n_valid=16, n_test=16, glimpses=2, glimpse_size=8, core_units=16,
+    context_filters=[4], context_units=8, localization_filters=[4],
+    localization_units=8, glimpse_filters=[4], glimpse_units=8,
+    decoder_units=[16, 16], epochs=2, batch_size=16, learning_rate=1e-3,
+    patience=5, run_eagerly=True, saliency_filters=[4, 8], saliency_epochs=2,
+    saliency_batch_size=16, max_trials=2, figure_examples=2,
+)  # fmt: skip
 
 
 def smoke_config(**overrides):
     """Seconds-long end-to-end run on a tiny generated set (used by the tests):
     a tiny CRAM (2 glimpses, 16-unit core, one-layer CNNs), run eagerly (no
     tracing: faster than a compiled step for a few batches)."""
-    base = dict(
-        n_train=32,
-        n_valid=16,
-        n_test=16,
-        glimpses=2,
-        glimpse_size=8,
-        core_units=16,
-        context_filters=[4],
-        context_units=8,
-        localization_filters=[4],
-        localization_units=8,
-        glimpse_filters=[4],
-        glimpse_units=8,
-        decoder_units=[16, 16],
-        epochs=2,
-        batch_size=16,
-        learning_rate=1e-3,
-        patience=5,
-        run_eagerly=True,
-        saliency_filters=[4, 8],
-        saliency_epochs=2,
-        saliency_batch_size=16,
-        max_trials=2,
-        figure_examples=2,
-    )
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return Config(**base)
+    return EXPERIMENT.smoke_config(**overrides)
 
 
 # === Data and clues ===
 
 
-def load_splits(config):
-    """`{split: {"images", "labels", "saliency", "boxes"}}`, uint8 NHWC images.
+def load_splits(config, bundled=False):
+    """`({split: {"images", "labels", "saliency", "boxes"}}, DataSource)`,
+    uint8 NHWC images.
 
     `saliency` (ground-truth masks, uint8 {0, 1}) and `boxes` are `None` for
-    SVHN.
+    SVHN. ``bundled``: the cluttered sets are generated from the bundled
+    MNIST sample when no --data-dir is given (the smoke runs).
     """
     if config.dataset == "svhn":
-        from cram_keras.data.svhn import load_svhn
+        from cram_keras.data.sources import load_svhn_labelled
 
-        data = load_svhn(config.data_dir)
+        data, source = load_svhn_labelled(config.data_dir)
         x_train, y_train = data["train"]
         x_test, y_test = data["test"]
         valid = slice(len(x_train) - config.n_valid, len(x_train))
@@ -351,10 +361,10 @@ def load_splits(config):
         return {
             split: {"images": x, "labels": y, "saliency": None, "boxes": None}
             for split, (x, y) in splits.items()
-        }
+        }, source
     from cram_keras.data.translated import load_cluttered_translated
 
-    data = load_cluttered_translated(
+    data, source = load_cluttered_translated(
         config.data_dir,
         preset=config.dataset,
         cache_dir=config.cache_dir,
@@ -363,6 +373,8 @@ def load_splits(config):
         n_valid=config.n_valid,
         n_test=config.n_test,
         dtype="uint8",
+        bundled=bundled,
+        return_source=True,
     )
     return {
         split: {
@@ -372,127 +384,14 @@ def load_splits(config):
             "boxes": data[split].boxes,
         }
         for split in ("train", "valid", "test")
-    }
-
-
-def contrast_pseudo_masks(images, chunk=8192):
-    """Rough saliency masks for SVHN crops, without labels (background prior).
-
-    Grey level `g` (channel mean, [0, 1]); background `b` = the median of the
-    image's 1-pixel border; contrast `d = |g - b|`; a pixel is salient where
-    `d > 0.5 * percentile_99(d)` and the image has some contrast
-    (`percentile_99(d) > 0.05`). SVHN crops are centred on a digit whose
-    colour differs from its surroundings, so this marks the digit strokes
-    (and parts of neighbouring digits): a rough clue, as the paper's.
-
-    Args:
-        images: uint8 (N, H, W, C).
-
-    Returns:
-        uint8 (N, H, W, 1) in {0, 1}.
-    """
-    out = np.empty(images.shape[:3] + (1,), np.uint8)
-    for start in range(0, len(images), chunk):
-        grey = images[start : start + chunk].astype(np.float32).mean(-1) / 255.0
-        border = np.concatenate(
-            [grey[:, 0, :], grey[:, -1, :], grey[:, 1:-1, 0], grey[:, 1:-1, -1]], axis=1
-        )
-        contrast = np.abs(grey - np.median(border, axis=1)[:, None, None])
-        peak = np.percentile(contrast.reshape(len(grey), -1), 99, axis=1)[:, None, None]
-        mask = (contrast > 0.5 * peak) & (peak > 0.05)
-        out[start : start + chunk, ..., 0] = mask
-    return out
-
-
-def mask_iou(predicted, target):
-    """Mean over images of |P & T| / |P | T| (1 where both masks are empty)."""
-    p = np.asarray(predicted).reshape(len(predicted), -1) > 0
-    t = np.asarray(target).reshape(len(target), -1) > 0
-    inter = np.logical_and(p, t).sum(1)
-    union = np.logical_or(p, t).sum(1)
-    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-    return float(iou.mean()) if len(iou) else float("nan")
-
-
-def _as_float(images):
-    images = np.asarray(images)
-    return images.astype("float32") / 255.0 if images.dtype == np.uint8 else images
-
-
-def _image_dataset(images, targets, batch_size, shuffle_seed=None):
-    """uint8 images (and optional uint8 targets) -> float32 `tf.data`."""
-    import tensorflow as tf
-
-    arrays = images if targets is None else (images, targets)
-    ds = tf.data.Dataset.from_tensor_slices(arrays)
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
-
-    def to_float(x, y=None):
-        x = tf.cast(x, tf.float32) / 255.0
-        return x if y is None else (x, tf.cast(y, tf.float32))
-
-    return (
-        ds.batch(batch_size)
-        .map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-
-def saliency_targets(config, splits):
-    """The masks the saliency network learns: ground truth, or SVHN pseudo-masks."""
-    if config.dataset == "svhn":
-        return {s: contrast_pseudo_masks(splits[s]["images"]) for s in splits}
-    return {s: splits[s]["saliency"] for s in splits}
-
-
-def train_saliency_network(config, images, masks, valid_images, valid_masks, directory):
-    """Trains a `SaliencyNetwork` (Adam, binary cross-entropy), best epoch by
-    validation loss; writes `directory/log.csv` and `best.weights.h5`."""
-    os.makedirs(directory, exist_ok=True)
-    net = SaliencyNetwork(filters=config.saliency_filters, name="saliency")
-    net.compile(
-        optimizer=keras.optimizers.Adam(config.saliency_learning_rate),
-        loss=keras.losses.BinaryCrossentropy(),
-        run_eagerly=config.run_eagerly,
-    )
-    net(_as_float(images[:2]))
-    best = os.path.join(directory, "best.weights.h5")
-    net.fit(
-        _image_dataset(images, masks, config.saliency_batch_size, config.seed),
-        validation_data=_image_dataset(
-            valid_images, valid_masks, config.saliency_batch_size
-        ),
-        epochs=config.saliency_epochs,
-        callbacks=[
-            keras.callbacks.ModelCheckpoint(
-                best, monitor="val_loss", save_best_only=True, save_weights_only=True
-            ),
-            keras.callbacks.CSVLogger(os.path.join(directory, "log.csv")),
-        ],
-        shuffle=False,  # the dataset shuffles itself
-        verbose=2,
-    )
-    net.load_weights(best)
-    return net
-
-
-def saliency_clues(net, images, threshold=0.5, batch_size=256):
-    """Binary clues `net(images) > threshold`, uint8 (N, H, W, 1)."""
-    out = np.empty(images.shape[:3] + (1,), np.uint8)
-    for start in range(0, len(images), batch_size):
-        x = _as_float(images[start : start + batch_size])
-        probs = keras.ops.convert_to_numpy(net(x, training=False))
-        out[start : start + batch_size] = probs > threshold
-    return out
+    }, source
 
 
 def _save_clues(path, clues):
-    tmp = path + ".tmp.npz"
     packed = {f"{s}_bits": np.packbits(c.reshape(-1)) for s, c in clues.items()}
     shapes = {f"{s}_shape": np.array(c.shape) for s, c in clues.items()}
-    np.savez(tmp, **packed, **shapes)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **packed, **shapes)
 
 
 def _load_clues(path, splits):
@@ -503,6 +402,71 @@ def _load_clues(path, splits):
             .astype(np.uint8)
             for s in splits
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class SaliencyConfig:
+    """The saliency network's training (a stage of a clue="saliency" run)."""
+
+    filters: list = option([16, 32, 64], "CNN-DecNN filters")
+    epochs: int = option(10, "epochs (best epoch by validation loss)")
+    batch_size: int = option(64, "batch size")
+    learning_rate: float = option(1e-3, "Adam learning rate")
+    seed: int = option(0, "seed")
+    run_eagerly: bool = option(False, "run eagerly")
+    pseudo_masks: bool = option(False, "trained on contrast pseudo-masks (SVHN)")
+
+
+class SaliencyStage(Experiment):
+    """Trains the `SaliencyNetwork` on given images and {0, 1} masks (Adam,
+    binary cross-entropy), keeping the best validation-loss epoch; run with
+    `run_experiment` into ``<run>/saliency/network/``."""
+
+    name = "saliency"
+    Config = SaliencyConfig
+    backends = ("tensorflow", "jax")
+    monitor = "val_loss"
+    monitor_mode = "min"
+
+    def __init__(self, arrays):
+        self.arrays = arrays  # (images, masks, valid_images, valid_masks)
+
+    @staticmethod
+    def config_of(config):
+        return SaliencyConfig(
+            filters=list(config.saliency_filters),
+            epochs=config.saliency_epochs,
+            batch_size=config.saliency_batch_size,
+            learning_rate=config.saliency_learning_rate,
+            seed=config.seed,
+            run_eagerly=config.run_eagerly,
+            pseudo_masks=config.dataset == "svhn",
+        )
+
+    def load_data(self, config, log, smoke=False):
+        return self.arrays
+
+    def train_dataset(self, config, data, epoch):
+        return image_dataset(data[0], data[1], config.batch_size, config.seed, epoch)
+
+    def valid_dataset(self, config, data):
+        return image_dataset(data[2], data[3], config.batch_size)
+
+    def samples_per_epoch(self, config, data):
+        return len(data[0])
+
+    def build_model(self, config, data):
+        net = SaliencyNetwork(filters=config.filters, name="saliency")
+        net.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            loss=keras.losses.BinaryCrossentropy(),
+            run_eagerly=config.run_eagerly,
+        )
+        net(as_float(data[0][:2]))
+        return net
+
+    def evaluate(self, model, run, data):
+        return {}
 
 
 def prepare_clues(config, splits, output_dir):
@@ -523,30 +487,29 @@ def prepare_clues(config, splits, output_dir):
     clues_path = os.path.join(directory, "clues.npz")
     info_path = os.path.join(directory, "metrics.json")
     if os.path.exists(clues_path) and os.path.exists(info_path):
-        with open(info_path) as f:
-            return _load_clues(clues_path, splits), json.load(f)
+        return _load_clues(clues_path, splits), read_json(info_path)
 
     os.makedirs(directory, exist_ok=True)
-    targets = saliency_targets(config, splits)
-    model_path = os.path.join(directory, "saliency.keras")
+    targets = saliency_targets(splits, pseudo_masks=config.dataset == "svhn")
     start = time.perf_counter()
     if config.saliency_model is not None:
         net = keras.models.load_model(config.saliency_model)
         source = config.saliency_model
-    elif os.path.exists(model_path):
-        net = keras.models.load_model(model_path)
-        source = "trained in this run"
     else:
-        keras.utils.set_random_seed(config.seed)
-        net = train_saliency_network(
-            config,
-            splits["train"]["images"],
-            targets["train"],
-            splits["valid"]["images"],
-            targets["valid"],
-            directory,
+        # A nested run of the same machinery: resumable epoch by epoch.
+        from cram_keras.experiments.runner import run_experiment
+
+        stage = SaliencyStage(
+            (
+                splits["train"]["images"],
+                targets["train"],
+                splits["valid"]["images"],
+                targets["valid"],
+            )
         )
-        net.save(model_path)
+        network_dir = os.path.join(directory, "network")
+        run_experiment(stage, stage.config_of(config), network_dir)
+        net = keras.models.load_model(os.path.join(network_dir, "model.keras"))
         source = "trained in this run"
     clues = {
         s: saliency_clues(net, splits[s]["images"], config.saliency_threshold)
@@ -565,36 +528,6 @@ def prepare_clues(config, splits, output_dir):
     _save_clues(clues_path, clues)
     write_json(info_path, info)
     return clues, info
-
-
-def make_dataset(images, clues, labels, batch_size, shuffle_seed=None):
-    """uint8 images and clues -> batched `((images, clue), labels)` float32.
-
-    `clues=None` feeds an all-zero clue (the `none` ablation).
-    """
-    import tensorflow as tf
-
-    labels = np.asarray(labels).astype("int32")
-    if clues is None:
-        ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    else:
-        ds = tf.data.Dataset.from_tensor_slices((images, clues, labels))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
-
-    def to_float(*batch):
-        x = tf.cast(batch[0], tf.float32) / 255.0
-        if len(batch) == 2:
-            clue = tf.zeros_like(x[..., :1])
-        else:
-            clue = tf.cast(batch[1], tf.float32)
-        return (x, clue), batch[-1]
-
-    return (
-        ds.batch(batch_size)
-        .map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
 
 
 def _clue_batch(clues, images, index):
@@ -645,7 +578,7 @@ def predict_glimpses(model, images, clues, batch_size=256):
     outputs = []
     for start in range(0, len(images), batch_size):
         index = slice(start, start + batch_size)
-        x = _as_float(images[index])
+        x = as_float(images[index])
         c = _clue_batch(clues, images, index)
         outputs.append(
             [
@@ -686,110 +619,36 @@ def glimpse_statistics(model, split, clues, limit=2000):
 # === Figures ===
 
 
-def _theta(tau):
-    s, tx, ty = tau
-    return np.array([[s, 0.0, tx], [0.0, s, ty]])
-
-
-def _draw_glimpses(images, clues, labels, predictions, taus, patches, upto, title=None):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from cram_keras.visualization import transform_outline
-
-    n, steps = taus.shape[0], taus.shape[1]
-    colors = plt.get_cmap("tab10")
-    cols = 2 + steps
-    fig, axes = plt.subplots(
-        n, cols, figsize=(1.6 * cols, 1.7 * n + 0.3), squeeze=False
-    )
-    height, width = images.shape[1:3]
-    for i in range(n):
-        image = images[i, ..., 0] if images.shape[-1] == 1 else images[i]
-        panels = (
-            (axes[i, 0], image, f"label {labels[i]} pred {predictions[i]}"),
-            (axes[i, 1], clues[i, ..., 0], "clue"),
-        )
-        for ax, picture, text in panels:
-            ax.imshow(picture, cmap="gray", vmin=0, vmax=1)
-            ax.set_title(text, fontsize=7)
-            for t in range(upto + 1):
-                outline = transform_outline(_theta(taus[i, t]), height, width)
-                ax.plot(
-                    outline[:, 0],
-                    outline[:, 1],
-                    color=colors(t % 10),
-                    lw=2.0 if t == upto else 1.0,
-                )
-            ax.set_xlim(-0.5, width - 0.5)
-            ax.set_ylim(height - 0.5, -0.5)
-        for t in range(steps):
-            ax = axes[i, 2 + t]
-            if t <= upto:
-                crop = (
-                    patches[i, t, ..., 0] if patches.shape[-1] == 1 else patches[i, t]
-                )
-                ax.imshow(np.clip(crop, 0, 1), cmap="gray", vmin=0, vmax=1)
-            else:
-                ax.set_facecolor("0.92")
-            ax.set_title(f"glimpse {t + 1}", fontsize=7, color=colors(t % 10))
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def plot_glimpses(
     model, images, clues, labels, png_path=None, gif_path=None, title=None
 ):
     """Where CRAM looked: boxes over the input and the clue, one crop per step.
 
-    Writes a PNG (every glimpse; box colour = step) and an animated GIF (one
-    frame per glimpse, the current box bold). `images` uint8 or float,
-    `clues` uint8/float or `None` (zeros).
+    Runs `model` on the images and draws with
+    `cram_keras.visualization.plot_glimpses`: a PNG (every glimpse; box
+    colour = step) and an animated GIF (one frame per glimpse, the current
+    box bold). `images` uint8 or float, `clues` uint8/float or `None` (zeros).
     """
+    from cram_keras import visualization
+
     logits, taus, patches = predict_glimpses(model, images, clues)
-    x = _as_float(images)
+    x = as_float(images)
     c = (
         np.zeros(x.shape[:3] + (1,), "float32")
         if clues is None
         else np.asarray(clues, "float32")
     )
-    predictions = np.argmax(logits, axis=-1)
-    labels = np.asarray(labels)
-    steps = taus.shape[1]
-    import matplotlib.pyplot as plt
-
-    if png_path:
-        fig = _draw_glimpses(x, c, labels, predictions, taus, patches, steps - 1, title)
-        fig.savefig(png_path, dpi=110)
-        plt.close(fig)
-    if gif_path:
-        from PIL import Image
-
-        frames = []
-        for t in range(steps):
-            fig = _draw_glimpses(x, c, labels, predictions, taus, patches, t, title)
-            fig.set_dpi(80)
-            fig.canvas.draw()
-            frames.append(
-                Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
-            )
-            plt.close(fig)
-        durations = [700] * (steps - 1) + [1800]
-        frames[0].save(
-            gif_path,
-            save_all=True,
-            append_images=frames[1:],
-            duration=durations,
-            loop=0,
-        )
-    return png_path, gif_path
+    return visualization.plot_glimpses(
+        x,
+        c,
+        labels,
+        np.argmax(logits, axis=-1),
+        taus,
+        patches,
+        png_path,
+        gif_path,
+        title,
+    )
 
 
 # === Export ===
@@ -822,65 +681,23 @@ def export_model(model, path, image_shape):
 # === Training ===
 
 
-def _elapsed_before(output_dir):
-    path = os.path.join(output_dir, "wall_clock.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return float(json.load(f)["seconds"])
-    return 0.0
+def _evaluate(model, datasets, run=None):
+    from cram_keras.training.checkpoint import crash_point
 
-
-def _read_log(path):
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _evaluate(model, datasets):
     results = {}
     for name, ds in datasets.items():
-        scores = model.evaluate(ds, return_dict=True, verbose=0)
+        if name == "test":
+            crash_point("evaluate")
+        scores = (
+            run.evaluate(model, ds)
+            if run is not None
+            else model.evaluate(ds, return_dict=True, verbose=0)
+        )
         results[f"{name}_error"] = 1.0 - float(scores["accuracy"])
         results[f"{name}_loss"] = float(scores["loss"])
         if "clue_loss" in scores:
             results[f"{name}_clue_loss"] = float(scores["clue_loss"])
     return results
-
-
-def _fit(config, model, train, valid, n_train, output_dir, before):
-    early_stopping = ResumableEarlyStopping(
-        output_dir, monitor="val_accuracy", mode="max", patience=config.patience
-    )
-    callbacks = [
-        EpochTimer(n_train),
-        early_stopping,
-        WallClock(os.path.join(output_dir, "wall_clock.json"), before),
-        keras.callbacks.CSVLogger(os.path.join(output_dir, "log.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")),
-        # Last, so that it saves only after the others have written their state.
-        keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")),
-    ]
-    model.fit(
-        train,
-        validation_data=valid,
-        epochs=config.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # the dataset shuffles itself
-        verbose=2,
-    )
-    early_stopping.restore_best()
-    log = _read_log(os.path.join(output_dir, "log.csv"))
-    speeds = [float(r["train_samples_per_second"]) for r in log[1:]] or [
-        float(r["train_samples_per_second"]) for r in log
-    ]
-    return {
-        "epochs": len(log),
-        "best_epoch": early_stopping.state["best_epoch"],
-        "valid_error_per_epoch": [1.0 - float(r["val_accuracy"]) for r in log],
-        "train_error_per_epoch": [1.0 - float(r["accuracy"]) for r in log],
-        "train_samples_per_second": float(np.median(speeds)) if speeds else None,
-    }
 
 
 def _search(config, train, valid, example_inputs, output_dir):
@@ -936,92 +753,192 @@ def _search(config, train, valid, example_inputs, output_dir):
     return model, best, summary
 
 
-def train_and_evaluate(config, output_dir):
-    """Trains CRAM with `config.clue` (or runs the glimpse search), evaluates
-    the best validation epoch on the test set, and writes into `output_dir`:
+def _clue_batch_arrays(batch):
+    images, clues, labels = batch
+    return (as_float(images), clues.astype("float32")), labels
 
-    config.json, log.csv, tensorboard/, early_stopping.json,
-    best.weights.h5, model.keras, metrics.json, glimpses.png, glimpses.gif,
-    saliency/ (clue="saliency": the network, its log, clues.npz, metrics),
-    saved_model/ with `export`; with `tune`: tuner/ (keras-tuner project),
-    trials.csv, trials.json and best_config.json instead of the single
-    run's log and checkpoints.
 
-    Rerunning with the same config resumes an interrupted run (or search); a
-    finished run is not trained again. Returns the metrics dict.
-    """
-    prepare_run_dir(output_dir, config)
-    metrics_path = os.path.join(output_dir, "metrics.json")
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            metrics = json.load(f)
-        print(f"{output_dir} is complete; metrics: {metrics_path}")
-        return metrics
+class _Data:
+    def __init__(self, splits, source):
+        self.splits = splits
+        self.source = source
+        self.clues = None
+        self.saliency_info = {}
 
-    start = time.perf_counter()
-    before = _elapsed_before(output_dir)
-    splits = load_splits(config)
-    clues, saliency_info = prepare_clues(config, splits, output_dir)
 
-    x_train = splits["train"]["images"]
-    train = make_dataset(
-        x_train,
-        clues["train"],
-        splits["train"]["labels"],
-        config.batch_size,
-        config.seed,
+class CRAMClassificationExperiment(Experiment):
+    name = "cram_cls"
+    Config = Config
+    title = (
+        "Train and evaluate CRAM classification with a clue (Chung & Cho 2018, "
+        "Sections III-B1, IV-A, V-A) on cluttered translated MNIST or SVHN, "
+        "with the clue ablation and a keras-tuner search over glimpse counts."
     )
-    valid, test = (
-        make_dataset(
-            splits[s]["images"], clues[s], splits[s]["labels"], config.batch_size
+    examples = """Examples:
+    python train_cls.py --dataset cluttered60 --clue oracle
+    python train_cls.py --dataset cluttered60 --clue saliency
+    python train_cls.py --dataset cluttered60 --clue none      # ablation
+    python train_cls.py --tune --max-trials 16 --epochs 10     # glimpses x rate
+    python train_cls.py --smoke                                # seconds, offline"""
+    backends = ("tensorflow", "jax")
+    monitor = "val_accuracy"
+    monitor_mode = "max"
+    smoke_overrides = SMOKE
+
+    def run_name(self, config):
+        name = f"{config.dataset}_{config.clue}_g{config.glimpses}_seed{config.seed}"
+        return name + ("_tune" if config.tune else "")
+
+    def load_data(self, config, log, smoke=False):
+        splits, source = load_splits(config, bundled=smoke)
+        return _Data(splits, source)
+
+    def check_inputs(self, config, data):
+        check_batch_size(
+            config.batch_size,
+            len(data.splits["train"]["images"]),
+            "training images",
+            "Lower --batch-size or raise --n-train.",
         )
-        for s in ("valid", "test")
-    )
-    example = [
-        _as_float(x_train[:2]),
-        _clue_batch(clues["train"], x_train, slice(0, 2)),
-    ]
+        if config.tune and keras.backend.backend() != "tensorflow":
+            raise UsageError(
+                "--tune runs keras-tuner, which this project drives on TensorFlow "
+                f"only. Received: KERAS_BACKEND={keras.backend.backend()!r}."
+            )
 
-    keras.utils.set_random_seed(config.seed)
-    if config.tune:
-        model, best, summary = _search(config, train, valid, example, output_dir)
-        glimpses, learning_rate = best["num_glimpses"], best["learning_rate"]
-    else:
+    def prepare(self, run, data):
+        data.clues, data.saliency_info = prepare_clues(
+            run.config, data.splits, run.directory
+        )
+
+    def _dataset(self, config, data, split, epoch=None, shuffle=False):
+        if keras.backend.backend() == "tensorflow":
+            return make_dataset(
+                data.splits[split]["images"],
+                data.clues[split],
+                data.splits[split]["labels"],
+                config.batch_size,
+                config.seed if shuffle else None,
+                epoch,
+            )
+        from cram_keras.data.pipelines import array_batches
+
+        images = data.splits[split]["images"]
+        clues = data.clues[split]
+        if clues is None:
+            clues = np.zeros(images.shape[:-1] + (1,), "uint8")
+        return array_batches(
+            (images, clues, data.splits[split]["labels"]),
+            config.batch_size,
+            config.seed if shuffle else None,
+            epoch,
+            convert=_clue_batch_arrays,
+        )
+
+    def train_dataset(self, config, data, epoch):
+        return self._dataset(config, data, "train", epoch, shuffle=True)
+
+    def valid_dataset(self, config, data):
+        return self._dataset(config, data, "valid")
+
+    def samples_per_epoch(self, config, data):
+        return len(data.splits["train"]["images"])
+
+    def _example(self, data):
+        x = data.splits["train"]["images"]
+        return [as_float(x[:2]), _clue_batch(data.clues["train"], x, slice(0, 2))]
+
+    def build_model(self, config, data):
         model = compile_model(build_model(config), config)
-        model(example)  # build, so that BackupAndRestore can load
-        summary = _fit(config, model, train, valid, len(x_train), output_dir, before)
-        glimpses, learning_rate = config.glimpses, config.learning_rate
+        model(self._example(data))
+        return model
 
-    results = _evaluate(model, {"valid": valid, "test": test})
-    results.update(summary)
-    results.update(saliency_info)
-    results.update(
-        glimpse_statistics(model, splits["test"], clues["test"]),
-        dataset=config.dataset,
-        clue=config.clue,
-        beta=config.beta,
-        num_glimpses=glimpses,
-        learning_rate=learning_rate,
-        n_train=len(x_train),
-        parameters=int(model.count_params()),
-    )
+    def example_batch(self, config, data):
+        return self._example(data), data.splits["train"]["labels"][:2]
 
-    model.save(os.path.join(output_dir, "model.keras"))
-    n_fig = min(config.figure_examples, len(splits["test"]["images"]))
-    if n_fig:
-        test_clues = clues["test"]
-        plot_glimpses(
-            model,
-            splits["test"]["images"][:n_fig],
-            None if test_clues is None else test_clues[:n_fig],
-            splits["test"]["labels"][:n_fig],
-            os.path.join(output_dir, "glimpses.png"),
-            os.path.join(output_dir, "glimpses.gif"),
-            title=f"CRAM, clue: {config.clue}",
+    def custom_training(self, run, data, distribution):
+        if not run.config.tune:
+            return None
+        config = run.config
+        model, best, summary = _search(
+            config,
+            self.train_dataset(config, data, None),
+            self.valid_dataset(config, data),
+            self._example(data),
+            run.directory,
         )
-    if config.export:
-        export_model(model, os.path.join(output_dir, "saved_model"), x_train.shape[1:])
-    results["wall_seconds"] = before + time.perf_counter() - start
-    write_json(metrics_path, results)
-    print(json.dumps(results, indent=2, sort_keys=True))
-    return results
+        summary.update(
+            num_glimpses=best["num_glimpses"], learning_rate=best["learning_rate"]
+        )
+        return model, summary
+
+    def evaluate(self, model, run, data):
+        config = run.config
+        results = _evaluate(
+            model,
+            {
+                "valid": self.valid_dataset(config, data),
+                "test": self._dataset(config, data, "test"),
+            },
+            run,
+        )
+        results.update(data.saliency_info)
+        results.update(
+            glimpse_statistics(model, data.splits["test"], data.clues["test"]),
+            dataset=config.dataset,
+            clue=config.clue,
+            beta=config.beta,
+            num_glimpses=config.glimpses,
+            learning_rate=config.learning_rate,
+            n_train=len(data.splits["train"]["images"]),
+            parameters=int(model.count_params()),
+        )
+        return results
+
+    def write_outputs(self, model, run, data, metrics):
+        config = run.config
+        test = data.splits["test"]
+        n = min(config.figure_examples, len(test["images"]))
+        if n:
+            clues = data.clues["test"]
+            plot_glimpses(
+                model,
+                test["images"][:n],
+                None if clues is None else clues[:n],
+                test["labels"][:n],
+                run.path("glimpses.png"),
+                run.path("glimpses.gif"),
+                title=f"CRAM, clue: {config.clue}, data: {_source_label(data.source)}",
+            )
+
+    def summarize_log(self, rows):
+        return {
+            "valid_error_per_epoch": [1.0 - r["val_accuracy"] for r in rows],
+            "train_error_per_epoch": [1.0 - r["accuracy"] for r in rows],
+        }
+
+    def export(self, model, run, data, path):
+        export_model(model, path, data.splits["train"]["images"].shape[1:])
+
+
+def _source_label(source):
+    if source is None:
+        return "?"
+    source = source.to_dict() if hasattr(source, "to_dict") else source
+    return f"{source.get('name')} ({source.get('origin')})"
+
+
+EXPERIMENT = CRAMClassificationExperiment()
+
+
+def train_and_evaluate(config, output_dir, **kwargs):
+    """Trains CRAM with `config.clue` (or runs the glimpse search), evaluates
+    the best validation epoch on the test set, and writes the run into
+    `output_dir` (see `cram_keras.experiments.runner`): config.json, log.csv,
+    tensorboard/, checkpoints/, model.keras, metrics.json, glimpses.png,
+    glimpses.gif, saliency/ (clue="saliency"), saved_model/ with `export`;
+    with `tune`: tuner/, trials.csv, trials.json and best_config.json.
+    Returns the metrics dict."""
+    from cram_keras.experiments.runner import run_experiment
+
+    return run_experiment(EXPERIMENT, config, output_dir, **kwargs)

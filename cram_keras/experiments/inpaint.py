@@ -33,7 +33,6 @@ per-epoch validation numbers in ``log.csv`` (on the first
 nothing.
 """
 
-import csv
 import dataclasses
 import json
 import os
@@ -44,12 +43,14 @@ import numpy as np
 
 from cram_keras.data.inpainting import (
     MASK_KINDS,
-    inpainting_dataset,
     inpainting_masks,
     load_inpainting_dataset,
 )
+from cram_keras.data.pipelines import inpainting_eval_dataset as eval_dataset
+from cram_keras.data.pipelines import inpainting_train_dataset
 from cram_keras.evaluation.baselines import BASELINES, evaluate_inpainting
-from cram_keras.experiments.config import prepare_run_dir, write_json
+from cram_keras.experiments.config import option
+from cram_keras.experiments.runner import Experiment, UsageError, check_batch_size
 from cram_keras.models.inpainting import (
     CNNEncoder,
     CRAMInpainter,
@@ -57,7 +58,15 @@ from cram_keras.models.inpainting import (
     InpaintingGenerator,
     LocalDiscriminator,
 )
-from cram_keras.training.callbacks import EpochTimer, WallClock
+from cram_keras.training.callbacks import (
+    InpaintingFigures,
+)
+from cram_keras.utils import (
+    check_choice,
+    check_int,
+    check_number,
+    write_json,
+)
 
 ENCODERS = ("cram", "cnn")
 # Name of each encoder's model in metrics.json's "methods".
@@ -69,49 +78,98 @@ class Config:
     """Every setting of an inpainting run; the defaults are the paper setting."""
 
     # Data.
-    dataset: str = "svhn"  # "svhn", "mnist32" or "npz:PATH"
-    data_dir: str | None = None
-    n_train: int | None = None  # None: all; else the first n_train images
-    n_test: int | None = None  # None: all; else the first n_test images
-    mask: str = "center"  # "center" (paper) or "random" rectangles
-    hole_size: int = 8  # side of the centred hole (8 of 32: 6.25 %)
-    min_hole: int = 4  # random rectangles: sides in min_hole..max_hole
-    max_hole: int = 16
-    test_mask_seed: int = 1234  # random test masks, the same for every method
-    augment: bool = False  # random flips / transposes / inversions of training images
+    dataset: str = option(
+        "svhn",
+        "svhn (TFDS svhn_cropped, or the official train_32x32.mat / test_32x32.mat "
+        "in --data-dir; offline: the bundled 1,083-image sample, 883 train / 200 "
+        "test), mnist32 (MNIST zero-padded to 32x32), or npz:PATH (an images-only "
+        ".npz with key X, uint8 (N, 32, 32, C) with C = 1 or 3; the last 200 of "
+        ">= 1000 images, else the last 20%, are the test set)",
+        metavar="{svhn,mnist32,npz:PATH}",
+    )
+    data_dir: str | None = option(
+        None,
+        "directory with the official files (offline); without it svhn and mnist32 "
+        "come from TFDS when prepared or reachable, else from the bundled samples; "
+        "for npz:PATH, the base of a relative PATH",
+        metavar="DIR",
+    )
+    n_train: int | None = option(
+        None, "train on the first N training images only (none: all)"
+    )
+    n_test: int | None = option(
+        None, "score the first N test images (none: all)", flag=False
+    )
+    mask: str = option(
+        "center",
+        "center: the paper's centred 8x8 hole; random: rectangles with sides "
+        "4..16 (test masks drawn once, the same for every method)",
+        choices=MASK_KINDS,
+    )
+    hole_size: int = option(8, "side of the centred hole (8 of 32: 6.25%)", flag=False)
+    min_hole: int = option(4, "random rectangles: smallest side", flag=False)
+    max_hole: int = option(16, "random rectangles: largest side", flag=False)
+    test_mask_seed: int = option(1234, "seed of the random test masks", flag=False)
+    augment: bool = option(
+        False, "random flips, transposes and negatives of the training images"
+    )
     # Model.
-    encoder: str = "cram"  # "cram" or "cnn" (no attention, no clue)
-    glimpses: int = 4
-    glimpse_size: int = 12
-    min_scale: float = 0.375  # smallest glimpse window: 12 of 32 pixels
-    initial_scale: float = 0.5
-    core_units: int = 512
-    width: int = 64  # scales every CNN and MLP, see build_model
-    local_margin: int = 4  # context pixels around the hole in the local crop
+    encoder: str = option(
+        "cram",
+        "cram: the recurrent attention encoder with the mask as clue; cnn: the "
+        "no-attention baseline (a CNN on the occluded image, no clue loss)",
+        choices=ENCODERS,
+    )
+    glimpses: int = option(4, "glimpses of the CRAM encoder")
+    glimpse_size: int = option(12, "glimpse patch side in pixels", flag=False)
+    min_scale: float = option(
+        0.375, "smallest glimpse window (12 of 32 pixels)", flag=False
+    )
+    initial_scale: float = option(0.5, "scale of the first glimpse window", flag=False)
+    core_units: int = option(512, "units of the core LSTMs", flag=False)
+    width: int = option(64, "scales every CNN and MLP (see build_model)", flag=False)
+    local_margin: int = option(
+        4, "context pixels around the hole in the local crop", flag=False
+    )
     # Loss (eq. 17).
-    alpha: float = 1.0
-    beta: float = 1e-3
-    clue_weight: float = 0.1
-    warmup_epochs: float = 5.0  # reconstruction-only epochs ...
-    warmup_steps: int | None = None  # ... or steps (wins when set)
+    alpha: float = option(1.0, "weight of L_recon, the hole L1")
+    beta: float = option(1e-3, "weight of L_gan, local + global adversarial loss")
+    clue_weight: float = option(0.1, "weight of L_clue")
+    warmup_epochs: float = option(
+        5.0, "reconstruction-only epochs before L_gan switches on"
+    )
+    warmup_steps: int | None = option(
+        None, "reconstruction-only steps (wins over warmup_epochs when set)", flag=False
+    )
     # Optimisation.
-    epochs: int = 50
-    batch_size: int = 64
-    learning_rate: float = 1e-4  # encoder + generator
-    d_learning_rate: float = 1e-4  # each discriminator
-    adam_beta_1: float = 0.5
-    # Batches over which the encoder's and generator's batch-norm statistics
-    # are averaged after training (CRAMInpainter.recalibrate_batch_norm); 0: off.
-    bn_recalibration_batches: int = 50
-    # XLA measured on this CPU: 5.0 s/step with, 0.46 s/step without (CRAM,
-    # batch 64); try it on a GPU.
-    jit_compile: bool = False
-    seed: int = 0
+    epochs: int = option(50, "training epochs")
+    batch_size: int = option(64, "global batch size (split over replicas)")
+    learning_rate: float = option(
+        1e-4, "Adam rate of the encoder + generator", flag=False
+    )
+    d_learning_rate: float = option(1e-4, "Adam rate of each discriminator", flag=False)
+    adam_beta_1: float = option(0.5, "Adam beta_1 (DCGAN)", flag=False)
+    bn_recalibration_batches: int = option(
+        50,
+        "training batches over which the encoder's and generator's batch-norm "
+        "statistics are averaged after training (0: off)",
+        flag=False,
+    )
+    jit_compile: bool = option(
+        False,
+        "XLA (measured 10x slower on the 2-core CPU; try it on a GPU)",
+        flag=False,
+    )
+    seed: int = option(0, "training seed")
     # Outputs.
-    figure_examples: int = 8
-    monitor_examples: int = 512
-    eval_batch_size: int = 256
-    export: bool = False
+    figure_examples: int = option(8, "test images in the figures", flag=False)
+    monitor_examples: int = option(
+        512, "test images of the per-epoch validation numbers", flag=False
+    )
+    eval_batch_size: int = option(256, "batch size of scoring", flag=False)
+    export: bool = option(
+        False, "also write a SavedModel (serve: image, mask -> completed image)"
+    )
 
     def __post_init__(self):
         dataset_ok = isinstance(self.dataset, str) and (
@@ -123,28 +181,22 @@ class Config:
                 "`dataset` must be 'svhn', 'mnist32' or 'npz:PATH' (a .npz file "
                 f"with key X). Received: dataset={self.dataset!r}"
             )
-        if self.encoder not in ENCODERS:
-            raise ValueError(
-                f"`encoder` must be one of {ENCODERS}. Received: encoder={self.encoder!r}"
-            )
-        if self.mask not in MASK_KINDS:
-            raise ValueError(
-                f"`mask` must be one of {MASK_KINDS}. Received: mask={self.mask!r}"
-            )
+        check_choice("encoder", self.encoder, ENCODERS)
+        check_choice("mask", self.mask, MASK_KINDS)
         positive = (
             "hole_size", "min_hole", "max_hole", "glimpses", "glimpse_size",
             "core_units", "width", "epochs", "batch_size", "figure_examples",
             "monitor_examples", "eval_batch_size",
         )  # fmt: skip
         for name in positive:
-            _check_int(name, getattr(self, name), low=1)
+            check_int(name, getattr(self, name), low=1)
         for name in ("n_train", "n_test"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), low=1)
-        _check_int("local_margin", self.local_margin, low=0)
-        _check_int("bn_recalibration_batches", self.bn_recalibration_batches, low=0)
+                check_int(name, getattr(self, name), low=1)
+        check_int("local_margin", self.local_margin, low=0)
+        check_int("bn_recalibration_batches", self.bn_recalibration_batches, low=0)
         if self.warmup_steps is not None:
-            _check_int("warmup_steps", self.warmup_steps, low=0)
+            check_int("warmup_steps", self.warmup_steps, low=0)
         if self.width % 8:
             raise ValueError(
                 "`width` must be a multiple of 8 (the smallest CNN has width / 8 "
@@ -156,25 +208,9 @@ class Config:
                 f"Received: min_hole={self.min_hole}, max_hole={self.max_hole}"
             )
         for name in ("alpha", "beta", "clue_weight", "warmup_epochs"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or value < 0
-            ):
-                raise ValueError(
-                    f"`{name}` must be a number >= 0. Received: {name}={value!r}"
-                )
+            check_number(name, getattr(self, name), low=0)
         for name in ("learning_rate", "d_learning_rate"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or value <= 0
-            ):
-                raise ValueError(
-                    f"`{name}` must be a number > 0. Received: {name}={value!r}"
-                )
+            check_number(name, getattr(self, name), low=0, low_inclusive=False)
 
     @property
     def method(self):
@@ -189,44 +225,34 @@ def dataset_label(name):
     return name
 
 
+SMOKE = dict(
+    epochs=2, batch_size=16, n_train=64, n_test=32, glimpses=2, core_units=32,
+    width=8, warmup_steps=2, figure_examples=2, monitor_examples=16,
+    eval_batch_size=32, jit_compile=False, bn_recalibration_batches=2,
+)  # fmt: skip
+
+
 def smoke_config(**overrides):
     """Seconds-long end-to-end run on tiny data and networks (used by the tests)."""
-    base = dict(
-        epochs=2,
-        batch_size=16,
-        n_train=64,
-        n_test=32,
-        glimpses=2,
-        core_units=32,
-        width=8,
-        warmup_steps=2,
-        figure_examples=2,
-        monitor_examples=16,
-        eval_batch_size=32,
-        jit_compile=False,
-        bn_recalibration_batches=2,
-    )
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return Config(**base)
-
-
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(
-            f"`{name}` must be an integer >= {low}. Received: {name}={value!r}"
-        )
+    return EXPERIMENT.smoke_config(**overrides)
 
 
 # === Data ===
 
 
-def load_images(config):
-    """Train and test images (float32 [0, 1], (N, 32, 32, C)), subsampled."""
-    x_train, x_test = load_inpainting_dataset(config.dataset, config.data_dir)
+def load_images(config, bundled=False, return_source=False):
+    """Train and test images (float32 [0, 1], (N, 32, 32, C)), subsampled;
+    with ``return_source`` also the DataSource."""
+    bundled = bundled and config.dataset in ("svhn", "mnist32")
+    x_train, x_test, source = load_inpainting_dataset(
+        config.dataset, config.data_dir, bundled=bundled, return_source=True
+    )
     if config.n_train is not None:
         x_train = x_train[: config.n_train]
     if config.n_test is not None:
         x_test = x_test[: config.n_test]
+    if return_source:
+        return x_train, x_test, source
     return x_train, x_test
 
 
@@ -243,55 +269,21 @@ def evaluation_masks(config, num_images, image_size=32):
     )
 
 
-def train_dataset(config, x_train):
-    """Shuffled, batched (image, mask) pairs; full batches only (batch norm)."""
-    import tensorflow as tf
-
-    dataset = inpainting_dataset(
+def train_dataset(config, x_train, epoch=None):
+    """Shuffled, batched (image, mask) pairs; full batches only (batch norm).
+    See `cram_keras.data.pipelines.inpainting_train_dataset` (`epoch`: the
+    order of that one epoch, independent of what ran before)."""
+    return inpainting_train_dataset(
         x_train,
+        config.batch_size,
         mask=config.mask,
-        batch_size=None,
-        shuffle=True,
         seed=config.seed,
         hole_size=config.hole_size,
         min_size=config.min_hole,
         max_size=config.max_hole,
+        augment=config.augment,
+        epoch=epoch,
     )
-    if config.augment:
-        dataset = dataset.map(
-            _augment_fn(config.seed), num_parallel_calls=tf.data.AUTOTUNE
-        )
-    dataset = dataset.batch(config.batch_size, drop_remainder=True)
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def _augment_fn(seed):
-    """One of the 8 flips / right-angle rotations of the image, and with
-    probability 1/2 its negative (SVHN digits come in both polarities). The
-    mask is independent of the image, so it is left as drawn."""
-    import tensorflow as tf
-
-    generator = tf.random.Generator.from_seed(seed)
-
-    def augment(image, mask):
-        draws = generator.uniform((4,))
-        image = tf.cond(
-            draws[0] < 0.5, lambda: tf.image.flip_left_right(image), lambda: image
-        )
-        image = tf.cond(
-            draws[1] < 0.5, lambda: tf.image.flip_up_down(image), lambda: image
-        )
-        image = tf.cond(
-            draws[2] < 0.5, lambda: tf.image.transpose(image), lambda: image
-        )
-        image = tf.cond(draws[3] < 0.5, lambda: 1.0 - image, lambda: image)
-        return image, mask
-
-    return augment
-
-
-def eval_dataset(images, masks, batch_size):
-    return inpainting_dataset(images, mask=masks, batch_size=batch_size, shuffle=False)
 
 
 # === Model ===
@@ -386,131 +378,68 @@ def compile_model(model, config):
 
 
 def load_checkpoint(path):
-    """A trained inpainter from `model.keras` (or a run directory holding it)."""
+    """A trained inpainter from `model.keras` (or a run directory holding it).
+
+    Raises `UsageError` (exit 2) for a missing file, a file that is not a
+    Keras model, or a model that is not an inpainter."""
     if os.path.isdir(path):
         path = os.path.join(path, "model.keras")
     if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"No inpainting checkpoint at {path!r}. Pass the model.keras file of "
-            "a finished run (or its run directory)."
+        raise UsageError(
+            f"--eval-only: no inpainting checkpoint at {path!r}. Pass the "
+            "model.keras file of a finished train_inpaint.py run (or its run "
+            "directory)."
         )
     import cram_keras.models.cram  # noqa: F401  Registers CRAMEncoder for loading.
+    import cram_keras.models.rnn_spn  # noqa: F401  So that the check below can say so.
 
-    return keras.models.load_model(path, compile=False)
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as err:  # noqa: BLE001  Anything that is not a model file.
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise UsageError(
+            f"--eval-only: {path!r} is not a readable Keras model file "
+            f"({type(err).__name__}: {first}). Pass the model.keras of a finished "
+            "train_inpaint.py run."
+        ) from None
+    if not isinstance(model, CRAMInpainter):
+        raise UsageError(
+            f"--eval-only: {path!r} holds a {type(model).__name__}, not an "
+            "inpainter (CRAMInpainter). Pass the model.keras of a train_inpaint.py "
+            "run."
+        )
+    return model
+
+
+def check_checkpoint_fits(model, x_test, config):
+    """The model was trained on images of the shape of --dataset's."""
+    expected = tuple(model.generator.image_size for _ in range(2)) + (
+        model.generator.channels,
+    )
+    received = tuple(x_test.shape[1:])
+    if expected != received:
+        raise UsageError(
+            f"--eval-only: the checkpoint was trained on {expected[0]}x{expected[1]} "
+            f"images with {expected[2]} channel(s), but --dataset {config.dataset} "
+            f"gives {received[0]}x{received[1]}x{received[2]}. Pass the --dataset "
+            "the model was trained on."
+        )
 
 
 # === Completion, figures, export ===
+
+
+def inpainting_figure(model, images, masks, path, extra=None, title=None):
+    """Fig. 7 of the paper; see `cram_keras.visualization.inpainting_figure`."""
+    from cram_keras import visualization
+
+    return visualization.inpainting_figure(model, images, masks, path, extra, title)
 
 
 def complete(model, images, masks, batch_size=256):
     """Completed images (NumPy) for `images` and `masks`, in batches."""
     out = model.predict(eval_dataset(images, masks, batch_size), verbose=0)
     return np.asarray(out, np.float32)
-
-
-def inpainting_figure(model, images, masks, path, extra=None, title=None):
-    """Fig. 7 of the paper: ground truth | input | generated | completed.
-
-    The input column shows the hole in grey (the encoder sees zeros there)
-    and, for CRAM, the glimpse windows (one colour per glimpse). `extra`
-    maps column titles to more completed images (other methods).
-    """
-    from cram_keras.visualization import plt, transform_outline
-
-    images = np.asarray(images, np.float32)
-    masks = np.asarray(masks, np.float32)
-    generated, tau = model.generate(images, masks, training=False)
-    generated = keras.ops.convert_to_numpy(generated)
-    tau = None if tau is None else keras.ops.convert_to_numpy(tau)
-    completed = images * (1.0 - masks) + generated * masks
-    columns = [
-        ("ground truth", images),
-        ("input", images * (1.0 - masks) + 0.5 * masks),
-        ("generated", generated),
-        ("completed", completed),
-    ]
-    columns += list((extra or {}).items())
-    n, cols = len(images), len(columns)
-    fig, axes = plt.subplots(
-        n, cols, figsize=(1.5 * cols, 1.5 * n + 0.3), squeeze=False
-    )
-    colors = (
-        "tab:red",
-        "tab:green",
-        "tab:blue",
-        "tab:orange",
-        "tab:purple",
-        "tab:cyan",
-    )
-    for j, (name, column) in enumerate(columns):
-        axes[0, j].set_title(name, fontsize=8)
-        for i in range(n):
-            image = np.clip(column[i], 0.0, 1.0)
-            axes[i, j].imshow(
-                image[..., 0] if image.shape[-1] == 1 else image,
-                cmap="gray",
-                vmin=0,
-                vmax=1,
-            )
-            axes[i, j].set_xticks([])
-            axes[i, j].set_yticks([])
-    if tau is not None:
-        height, width = images.shape[1:3]
-        for i in range(n):
-            for t, (s, tx, ty) in enumerate(tau[i]):
-                theta = np.array([[s, 0.0, tx], [0.0, s, ty]])
-                outline = transform_outline(theta, height, width)
-                axes[i, 1].plot(
-                    outline[:, 0], outline[:, 1], lw=0.8, color=colors[t % len(colors)]
-                )
-            axes[i, 1].set_xlim(-0.5, width - 0.5)
-            axes[i, 1].set_ylim(height - 0.5, -0.5)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path, np.concatenate([images, columns[1][1], generated, completed], axis=2)
-
-
-class InpaintingFigures(keras.callbacks.Callback):
-    """After every epoch: `figures/epoch_NNN.png` (Fig. 7 style) for fixed
-    test images, and the same strips as TensorBoard images."""
-
-    def __init__(self, images, masks, directory, tensorboard_dir=None):
-        super().__init__()
-        self.images = np.asarray(images, np.float32)
-        self.masks = np.asarray(masks, np.float32)
-        self.directory = directory
-        self.tensorboard_dir = tensorboard_dir
-        self._writer = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        os.makedirs(self.directory, exist_ok=True)
-        path = os.path.join(self.directory, f"epoch_{epoch + 1:03d}.png")
-        _, strips = inpainting_figure(
-            self.model, self.images, self.masks, path, title=f"epoch {epoch + 1}"
-        )
-        if self.tensorboard_dir is not None:
-            import tensorflow as tf
-
-            if self._writer is None:
-                self._writer = tf.summary.create_file_writer(
-                    os.path.join(self.tensorboard_dir, "images")
-                )
-            with self._writer.as_default():
-                tf.summary.image(
-                    "truth|input|generated|completed",
-                    np.clip(strips, 0.0, 1.0),
-                    step=epoch,
-                    max_outputs=len(strips),
-                )
-            self._writer.flush()
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
 
 
 def export_model(model, path, image_shape):
@@ -555,167 +484,222 @@ def _as_floats(scores):
 # === Entry points ===
 
 
-def _has_tensorboard():
-    """TensorFlow 2.21 no longer installs TensorBoard; without it, tf.summary
-    cannot write, so the run skips its TensorBoard logs and says so."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is not None:
-        return True
-    print(
-        "note: the tensorboard package is not installed, so no TensorBoard logs "
-        "are written (pip install tensorboard); log.csv and figures/ are."
-    )
-    return False
-
-
-def _elapsed_before(output_dir):
-    path = os.path.join(output_dir, "wall_clock.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return float(json.load(f)["seconds"])
-    return 0.0
-
-
-def _read_log(path):
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def train_and_evaluate(config, output_dir):
-    """Trains the inpainter of ``config``, scores it and the classical
-    baselines on the same test images and masks, and writes into
-    ``output_dir``:
-
-    config.json, log.csv, tensorboard/ (scalars and images; needs the
-    tensorboard package), figures/
-    (one Fig. 7 figure per epoch), inpaint.png (the final one), model.keras,
-    metrics.json, wall_clock.json, and saved_model/ with ``export``.
-
-    Rerunning with the same config resumes an interrupted run (model and all
-    three optimizers' state, from ``backup/``); a finished run is not trained
-    again. Returns the metrics dict.
-    """
-    prepare_run_dir(output_dir, config)
-    metrics_path = os.path.join(output_dir, "metrics.json")
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            metrics = json.load(f)
-        print(f"{output_dir} is complete; metrics: {metrics_path}")
-        return metrics
-
-    start = time.perf_counter()
-    before = _elapsed_before(output_dir)
-    keras.utils.set_random_seed(config.seed)
-    x_train, x_test = load_images(config)
-    if len(x_train) < config.batch_size:
-        raise ValueError(
-            f"{len(x_train)} training images are fewer than one batch of "
-            f"batch_size={config.batch_size}; lower --batch-size."
+class _Data:
+    def __init__(self, x_train, x_test, masks, source):
+        self.x_train, self.x_test, self.masks, self.source = (
+            x_train,
+            x_test,
+            masks,
+            source,
         )
-    masks = evaluation_masks(config, len(x_test), x_test.shape[1])
-    steps_per_epoch = len(x_train) // config.batch_size
-    model = compile_model(
-        build_model(config, x_test.shape[1:], steps_per_epoch), config
-    )
 
-    n_monitor = min(config.monitor_examples, len(x_test))
-    n_fig = min(config.figure_examples, len(x_test))
-    tensorboard_dir = (
-        os.path.join(output_dir, "tensorboard") if _has_tensorboard() else None
+
+def _source_label(source):
+    source = source.to_dict() if hasattr(source, "to_dict") else (source or {})
+    label = source.get("name") or "?"
+    if source.get("origin") == "bundled":
+        label += f" (bundled sample, {source.get('n_train')}/{source.get('n_test')})"
+    return label
+
+
+class InpaintingExperiment(Experiment):
+    name = "inpaint"
+    Config = Config
+    title = (
+        "Train and evaluate CRAM inpainting (Chung & Cho 2018, Sections III-B2, "
+        "IV-B, V-B, VI-B; Fig. 7): SVHN 32x32 with a centred 8x8 hole, scored "
+        "against OpenCV Telea / Navier-Stokes, mean fill and (with --encoder cnn) "
+        "the same GAN with a no-attention encoder."
     )
-    callbacks = [
-        EpochTimer(steps_per_epoch * config.batch_size),
-        WallClock(os.path.join(output_dir, "wall_clock.json"), before),
-        InpaintingFigures(
-            x_test[:n_fig],
-            masks[:n_fig],
-            os.path.join(output_dir, "figures"),
-            tensorboard_dir,
-        ),
-        keras.callbacks.CSVLogger(os.path.join(output_dir, "log.csv"), append=True),
-    ]
-    if tensorboard_dir is not None:
-        callbacks.append(
-            keras.callbacks.TensorBoard(tensorboard_dir, write_graph=False)
+    examples = """Examples:
+    python train_inpaint.py --epochs 50                    # the paper's SVHN run
+    python train_inpaint.py --epochs 50 --encoder cnn      # no-attention baseline
+    python train_inpaint.py --dataset mnist32 --data-dir ../shared/data/mnist --epochs 3
+    python train_inpaint.py --dataset npz:svhn_subset.npz --data-dir DIR --mask random
+    python train_inpaint.py --smoke                        # seconds, offline
+    python train_inpaint.py --eval-only runs/inpaint/RUN/model.keras
+
+The run directory gets config.json, log.csv, metrics.json (the model and the
+classical baselines on the same test images and masks), figures/ (one Fig. 7
+figure per epoch), inpaint.png, tensorboard/, checkpoints/, model.keras, and
+with --export a SavedModel. Rerunning the same command resumes a run."""
+    backends = ("tensorflow",)  # the inpainter's train_step is TensorFlow
+    smoke_overrides = SMOKE
+    speed_key = "train_images_per_second"
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--eval-only",
+            metavar="CHECKPOINT",
+            default=None,
+            help="do not train: score CHECKPOINT (a model.keras, or a run "
+            "directory) and the classical baselines on --dataset's test set with "
+            "--mask; eval_metrics.json goes to --output-dir (default: the "
+            "checkpoint's folder)",
         )
-    # Last, so that it saves only after the others have written their state.
-    callbacks.append(
-        keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup"))
-    )
-    model.fit(
-        train_dataset(config, x_train),
-        validation_data=eval_dataset(
-            x_test[:n_monitor], masks[:n_monitor], config.eval_batch_size
-        ),
-        epochs=config.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # train_dataset shuffles (and re-pairs random masks).
-    )
-    if config.bn_recalibration_batches:
-        model.recalibrate_batch_norm(
-            train_dataset(config, x_train), config.bn_recalibration_batches
+
+    def run_without_training(self, args, config):
+        if not args.eval_only:
+            return None
+        output_dir = args.output_dir or (
+            args.eval_only
+            if os.path.isdir(args.eval_only)
+            else os.path.dirname(os.path.abspath(args.eval_only))
         )
-    train_wall = before + time.perf_counter() - start
+        evaluate_checkpoint(config, args.eval_only, output_dir, bundled=args.smoke)
+        return 0
 
-    methods = score_methods(model, x_test, masks, config, config.method)
-    model.save(os.path.join(output_dir, "model.keras"))
-    inpainting_figure(
-        model,
-        x_test[:n_fig],
-        masks[:n_fig],
-        os.path.join(output_dir, "inpaint.png"),
-        title=f"{config.method} on {dataset_label(config.dataset)}",
-    )
-    if config.export:
-        export_model(model, os.path.join(output_dir, "saved_model"), x_test.shape[1:])
+    def run_name(self, config):
+        return (
+            f"{dataset_label(config.dataset)}_{config.encoder}_{config.mask}"
+            f"_seed{config.seed}"
+        )
 
-    log = _read_log(os.path.join(output_dir, "log.csv"))
-    speeds = [float(r["train_samples_per_second"]) for r in log[1:]] or [
-        float(r["train_samples_per_second"]) for r in log
-    ]
-    results = {
-        "methods": methods,
-        "method": config.method,
-        "dataset": config.dataset,
-        "mask": config.mask,
-        "n_train": int(len(x_train)),
-        "n_test": int(len(x_test)),
-        "epochs": len(log),
-        "steps": {
-            "generator": int(model.g_optimizer.iterations),
-            "local_discriminator": int(model.local_d_optimizer.iterations),
-            "global_discriminator": int(model.global_d_optimizer.iterations),
-        },
-        "warmup_steps": model.warmup_steps,
-        "parameters": {
-            name: int(sum(np.prod(v.shape) for v in layer.weights))
-            for name, layer in (
-                ("encoder", model.encoder),
-                ("generator", model.generator),
-                ("local_discriminator", model.local_discriminator),
-                ("global_discriminator", model.global_discriminator),
+    def load_data(self, config, log, smoke=False):
+        x_train, x_test, source = load_images(config, bundled=smoke, return_source=True)
+        masks = evaluation_masks(config, len(x_test), x_test.shape[1])
+        return _Data(x_train, x_test, masks, source)
+
+    def check_inputs(self, config, data):
+        check_images(config, data.x_train, data.x_test)
+
+    def steps_per_epoch(self, config, data):
+        return len(data.x_train) // config.batch_size
+
+    def train_dataset(self, config, data, epoch):
+        return train_dataset(config, data.x_train, epoch)
+
+    def valid_dataset(self, config, data):
+        n = min(config.monitor_examples, len(data.x_test))
+        return eval_dataset(data.x_test[:n], data.masks[:n], config.eval_batch_size)
+
+    def samples_per_epoch(self, config, data):
+        return self.steps_per_epoch(config, data) * config.batch_size
+
+    def build_model(self, config, data):
+        model = build_model(
+            config, data.x_test.shape[1:], self.steps_per_epoch(config, data)
+        )
+        return compile_model(model, config)
+
+    def epoch_callbacks(self, run, data):
+        if not run.is_chief:
+            return []
+        import importlib.util
+
+        n = min(run.config.figure_examples, len(data.x_test))
+        has_tb = importlib.util.find_spec("tensorboard") is not None
+        return [
+            InpaintingFigures(
+                data.x_test[:n],
+                data.masks[:n],
+                run.path("figures"),
+                run.path("tensorboard") if has_tb else None,
             )
-        },
-        "train_images_per_second": float(np.median(speeds)) if speeds else None,
-        "train_wall_seconds": train_wall,
-        "wall_seconds": before + time.perf_counter() - start,
-    }
-    from cram_keras.platform_info import describe
+        ]
 
-    results["hardware"] = describe()
-    write_json(metrics_path, results)
-    print(json.dumps(results, indent=2, sort_keys=True))
-    return results
+    def after_training(self, model, run, data):
+        config = run.config
+        if config.bn_recalibration_batches:
+            # Always from the final checkpoint's weights, with the same batches:
+            # a rerun after a kill here gives the same statistics.
+            keras.utils.set_random_seed(config.seed)
+            model.recalibrate_batch_norm(
+                train_dataset(config, data.x_train, epoch=config.epochs),
+                config.bn_recalibration_batches,
+            )
+
+    def evaluate(self, model, run, data):
+        from cram_keras.training.checkpoint import crash_point
+
+        config = run.config
+        crash_point("evaluate")
+        methods = score_methods(model, data.x_test, data.masks, config, config.method)
+        return {
+            "methods": methods,
+            "method": config.method,
+            "dataset": config.dataset,
+            "mask": config.mask,
+            "n_train": int(len(data.x_train)),
+            "n_test": int(len(data.x_test)),
+            "steps": {
+                "generator": int(model.g_optimizer.iterations),
+                "local_discriminator": int(model.local_d_optimizer.iterations),
+                "global_discriminator": int(model.global_d_optimizer.iterations),
+            },
+            "warmup_steps": model.warmup_steps,
+            "parameters": {
+                name: int(sum(np.prod(v.shape) for v in layer.weights))
+                for name, layer in (
+                    ("encoder", model.encoder),
+                    ("generator", model.generator),
+                    ("local_discriminator", model.local_discriminator),
+                    ("global_discriminator", model.global_discriminator),
+                )
+            },
+        }
+
+    def write_outputs(self, model, run, data, metrics):
+        config = run.config
+        n = min(config.figure_examples, len(data.x_test))
+        inpainting_figure(
+            model,
+            data.x_test[:n],
+            data.masks[:n],
+            run.path("inpaint.png"),
+            title=f"{config.method} on {_source_label(data.source)}",
+        )
+
+    def export(self, model, run, data, path):
+        export_model(model, path, data.x_test.shape[1:])
 
 
-def evaluate_checkpoint(config, checkpoint, output_dir):
+EXPERIMENT = InpaintingExperiment()
+
+
+def check_images(config, x_train, x_test):
+    """Refuses, before training, what would fail later (UsageError/DatasetError)."""
+    from cram_keras.data.errors import DatasetError
+
+    channels = x_test.shape[-1]
+    if channels not in (1, 3):
+        raise DatasetError(
+            f"{config.dataset}: images must have 1 or 3 channels (grey or RGB; the "
+            f"classical baselines and the figures need one of them). Received: "
+            f"{channels} channels, shape {tuple(x_test.shape[1:])}. Convert the "
+            "images to grey or RGB."
+        )
+    if x_test.shape[1:3] != (32, 32):
+        raise DatasetError(
+            f"{config.dataset}: images must be 32x32. Received: "
+            f"{tuple(x_test.shape[1:3])}. Resize them to 32x32."
+        )
+    check_batch_size(
+        config.batch_size,
+        len(x_train),
+        "training images",
+        "Training uses full batches only (batch norm); lower --batch-size.",
+    )
+
+
+def train_and_evaluate(config, output_dir, **kwargs):
+    """Trains the inpainter of ``config``, scores it and the classical
+    baselines on the same test images and masks, and writes the run into
+    ``output_dir`` (see `cram_keras.experiments.runner`): config.json,
+    log.csv, tensorboard/, figures/ (one Fig. 7 figure per epoch), inpaint.png,
+    checkpoints/, model.keras, metrics.json, and saved_model/ with ``export``.
+    Returns the metrics dict."""
+    from cram_keras.experiments.runner import run_experiment
+
+    return run_experiment(EXPERIMENT, config, output_dir, **kwargs)
+
+
+def evaluate_checkpoint(config, checkpoint, output_dir, bundled=False):
     """Scores a saved inpainter and the baselines on ``config``'s test set;
     writes ``eval_metrics.json`` and ``eval_inpaint.png`` into ``output_dir``."""
     model = load_checkpoint(checkpoint)
-    _, x_test = load_images(config)
+    _, x_test = load_images(config, bundled=bundled)
+    check_checkpoint_fits(model, x_test, config)
     masks = evaluation_masks(config, len(x_test), x_test.shape[1])
     method = "cnn_encoder" if isinstance(model.encoder, CNNEncoder) else "cram"
     start = time.perf_counter()

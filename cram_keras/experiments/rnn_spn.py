@@ -8,32 +8,28 @@ Paper setting (a GPU; the released code's protocol)::
     python train_rnn_spn.py --model conv                     # Table 1: 2.9 %
 
 RMSprop(5e-4, rho 0.9, eps 1e-6), gradients clipped elementwise to +-1 and
-then to global norm 5, learning rate / 1.5 on the code's schedule after epoch
-30, batch 100, up to 300 epochs, early stopping after 50 epochs without a
-better validation per-digit error, test errors at the best validation epoch.
+then to global norm 5 (`TwoStageClipOptimizer`), learning rate / 1.5 on the
+code's schedule after epoch 30, batch 100, up to 300 epochs, early stopping
+after 50 epochs without a better validation per-digit error, test errors at
+the best validation epoch.
 
 CPU-budget setting: the same architecture and data with ``--epochs`` small
 (see ``benchmarks/rnn_spn_budget.py`` for the committed command and its wall
-time).
+time). The run machinery (resume, checkpoints, strategies, flags) is
+`cram_keras.experiments.runner`; this module holds only what is RNN-SPN's.
 """
 
 import dataclasses
-import json
-import os
-import time
 
 import keras
-import numpy as np
 
-from cram_keras.experiments.config import prepare_run_dir, write_json
+from cram_keras.data.pipelines import array_batches, as_float, sequence_dataset
+from cram_keras.experiments.config import option
+from cram_keras.experiments.runner import Experiment, check_batch_size
 from cram_keras.models.rnn_spn import MODELS
-from cram_keras.training.callbacks import (
-    EpochTimer,
-    ResumableEarlyStopping,
-    WallClock,
-    step_decay_after,
-)
+from cram_keras.training.callbacks import step_decay_after
 from cram_keras.training.metrics import sequence_metrics
+from cram_keras.utils import check_choice, check_int, check_number
 
 MODEL_NAMES = tuple(MODELS)
 
@@ -43,44 +39,80 @@ class Config:
     """Every setting of an RNN-SPN run; the defaults are the paper setting."""
 
     # Model.
-    model: str = "rnn_spn"
-    downsample: float = 2.0
-    dropout: float = 0.0
+    model: str = option(
+        "rnn_spn",
+        "rnn_spn: GRU + transformer per step; ffn_spn: one transformer, three "
+        "heads; conv: the classifier alone",
+        choices=MODEL_NAMES,
+    )
+    downsample: float = option(
+        2.0,
+        "downsample factor d of the transformer: crops are int(100/d) pixels "
+        "wide (the paper's Table 1 tries 1..4)",
+    )
+    dropout: float = option(
+        0.0, "dropout of the classifier (released code: 0)", flag=False
+    )
+    gru_initializer: str = option(
+        "keras",
+        "initialisation of the RNN-SPN's GRU: keras (Glorot / orthogonal) or "
+        "lasagne (the released code's Normal(0, 0.1), zero biases)",
+        flag=False,
+        choices=("keras", "lasagne"),
+    )
     # Optimisation (released code).
-    epochs: int = 300
-    batch_size: int = 100
-    learning_rate: float = 5e-4
-    rho: float = 0.9
-    epsilon: float = 1e-6
-    clip_value: float = 1.0
-    clip_norm: float = 5.0
-    lr_decay_factor: float = 1.5
-    lr_decay_interval: int = 10
-    lr_no_decay_epochs: int = 30
-    patience: int = 50
-    # XLA measured slower on CPU for all three models (benchmarks/rnn_spn_speed.py).
-    jit_compile: bool = False
-    seed: int = 0
+    epochs: int = option(300, "maximum epochs")
+    batch_size: int = option(100, "global batch size (split over replicas)")
+    learning_rate: float = option(5e-4, "RMSprop learning rate", flag=False)
+    rho: float = option(0.9, "RMSprop rho", flag=False)
+    epsilon: float = option(1e-6, "RMSprop epsilon", flag=False)
+    clip_value: float = option(1.0, "elementwise gradient clip", flag=False)
+    clip_norm: float = option(5.0, "global-norm gradient clip", flag=False)
+    lr_decay_factor: float = option(1.5, "learning-rate divisor", flag=False)
+    lr_decay_interval: int = option(10, "epochs between decays", flag=False)
+    lr_no_decay_epochs: int = option(30, "epochs before the first decay", flag=False)
+    patience: int = option(
+        50,
+        "early stopping: epochs without a better validation per-digit error",
+        flag=False,
+    )
+    jit_compile: bool = option(
+        False,
+        "compile the train step with XLA (off by default: slower on CPU for these "
+        "models, see benchmarks/results/rnn_spn_speed.json)",
+    )
+    seed: int = option(0, "training seed (initial weights, batch order)")
     # Data.
-    data_dir: str | None = None
-    cache_dir: str | None = None  # None: $CRAM_KERAS_CACHE or ~/.cache/cram_keras
-    n_train: int = 60000
-    n_valid: int = 10000
-    n_test: int = 10000
-    data_seed: int = 1234
+    data_dir: str | None = option(
+        None,
+        "directory with the four official MNIST IDX .gz files; without it MNIST "
+        "comes from TFDS when prepared or reachable, else from the bundled sample",
+        metavar="DIR",
+    )
+    cache_dir: str | None = option(
+        None,
+        "where generated sequence sets are cached (none: $CRAM_KERAS_CACHE or "
+        "~/.cache/cram_keras)",
+        metavar="DIR",
+    )
+    n_train: int = option(60000, "training sequences to generate (the paper's 60,000)")
+    n_valid: int = option(10000, "validation sequences", flag=False)
+    n_test: int = option(10000, "test sequences", flag=False)
+    data_seed: int = option(1234, "seed of the sequence generator", flag=False)
     # Outputs.
-    figure_examples: int = 4
-    export: bool = False
+    figure_examples: int = option(4, "test images in attention.png", flag=False)
+    export: bool = option(
+        False, "also write a SavedModel (serve: images -> per-step class probabilities)"
+    )
 
     def __post_init__(self):
-        if self.model not in MODEL_NAMES:
-            raise ValueError(
-                f"`model` must be one of {MODEL_NAMES}. Received: model={self.model!r}"
-            )
-        if not self.downsample >= 1.0:
-            raise ValueError(
-                f"`downsample` must be >= 1. Received: downsample={self.downsample!r}"
-            )
+        check_choice("model", self.model, MODEL_NAMES)
+        check_choice("gru_initializer", self.gru_initializer, ("keras", "lasagne"))
+        check_number("downsample", self.downsample, low=1.0)
+        check_number("dropout", self.dropout, low=0.0, high=1.0, high_inclusive=False)
+        for name in ("learning_rate", "rho", "epsilon", "clip_value", "clip_norm"):
+            check_number(name, getattr(self, name), low=0.0, low_inclusive=False)
+        check_number("lr_decay_factor", self.lr_decay_factor, low=1.0)
         for name in (
             "epochs",
             "batch_size",
@@ -89,33 +121,35 @@ class Config:
             "n_valid",
             "n_test",
         ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"`{name}` must be a positive integer. Received: {name}={value!r}"
-                )
+            check_int(name, getattr(self, name), low=1)
+        for name in ("lr_decay_interval", "lr_no_decay_epochs", "seed", "data_seed"):
+            check_int(name, getattr(self, name), low=0)
+        check_int("figure_examples", self.figure_examples, low=0)
+
+
+SMOKE = dict(
+    epochs=2, batch_size=16, n_train=64, n_valid=32, n_test=32, patience=5,
+    figure_examples=2,
+)  # fmt: skip
 
 
 def smoke_config(**overrides):
     """Seconds-long end-to-end run on a tiny generated set (used by the tests)."""
-    base = dict(
-        epochs=2,
-        batch_size=16,
-        n_train=64,
-        n_valid=32,
-        n_test=32,
-        patience=5,
-        figure_examples=2,
-    )
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return Config(**base)
+    return EXPERIMENT.smoke_config(**overrides)
 
 
-def load_splits(config):
-    """Cluttered MNIST sequences as uint8 images (N, 100, 100, 1) and labels (N, 3)."""
+class _Data:
+    def __init__(self, splits, source):
+        self.splits = splits
+        self.source = source
+
+
+def load_splits(config, bundled=False):
+    """Cluttered MNIST sequences: ``({split: (uint8 (N, 100, 100, 1), (N, 3))},
+    DataSource)``."""
     from cram_keras.data.cluttered import load_cluttered_sequences
 
-    data = load_cluttered_sequences(
+    data, source = load_cluttered_sequences(
         data_dir=config.data_dir,
         cache_dir=config.cache_dir,
         seed=config.data_seed,
@@ -123,31 +157,14 @@ def load_splits(config):
         n_valid=config.n_valid,
         n_test=config.n_test,
         dtype="uint8",
+        bundled=bundled,
+        return_source=True,
     )
-    return {
+    splits = {
         split: (data[split].images, data[split].labels)
         for split in ("train", "valid", "test")
     }
-
-
-def make_dataset(images, labels, batch_size, shuffle_seed=None):
-    """uint8 NumPy arrays -> batched float32 [0, 1] ``tf.data.Dataset``."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-
-    def to_float(x, y):
-        x = tf.cast(x, tf.float32)
-        if images.dtype == np.uint8:
-            x = x / 255.0
-        return x, y
-
-    return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-        tf.data.AUTOTUNE
-    )
+    return splits, source
 
 
 def build_model(config):
@@ -155,43 +172,30 @@ def build_model(config):
     kwargs = dict(dropout=config.dropout)
     if config.model != "conv":
         kwargs["downsample_factor"] = config.downsample
+    if config.model == "rnn_spn":
+        kwargs["gru_initializer"] = config.gru_initializer
     return cls(name=config.model, **kwargs)
 
 
 def compile_model(model, config):
+    """RMSprop wrapped in two-stage clipping of the global-batch gradient."""
+    from cram_keras.training.clipping import TwoStageClipOptimizer
+
     model.compile(
-        optimizer=keras.optimizers.RMSprop(
-            learning_rate=config.learning_rate, rho=config.rho, epsilon=config.epsilon
+        optimizer=TwoStageClipOptimizer(
+            keras.optimizers.RMSprop(
+                learning_rate=config.learning_rate,
+                rho=config.rho,
+                epsilon=config.epsilon,
+            ),
+            clip_value=config.clip_value,
+            clip_norm=config.clip_norm,
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=sequence_metrics(),
-        gradient_clip_value=config.clip_value,
-        gradient_clip_norm=config.clip_norm,
         jit_compile=config.jit_compile,
     )
     return model
-
-
-def _as_float(images):
-    images = np.asarray(images)
-    return images.astype("float32") / 255.0 if images.dtype == np.uint8 else images
-
-
-def attention_figure(model, images, labels, path, align_corners=False):
-    """Fig. 3 of the paper for ``model`` on a few images."""
-    from cram_keras.visualization import plot_attention
-
-    x = _as_float(images)
-    if hasattr(model, "transforms"):
-        logits, thetas = model(x, training=False, return_transforms=True)
-        crops = keras.ops.convert_to_numpy(model.crops(x))
-        thetas = keras.ops.convert_to_numpy(thetas)
-    else:
-        logits, thetas, crops = model(x, training=False), None, None
-    predictions = np.argmax(keras.ops.convert_to_numpy(logits), axis=-1)
-    return plot_attention(
-        x, thetas, crops, labels, predictions, path, align_corners=align_corners
-    )
 
 
 def export_model(model, path, image_shape):
@@ -206,118 +210,113 @@ def export_model(model, path, image_shape):
     )
 
 
-def _elapsed_before(output_dir):
-    path = os.path.join(output_dir, "wall_clock.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return float(json.load(f)["seconds"])
-    return 0.0
+def _dataset(images, labels, batch_size, seed=None, epoch=None):
+    if keras.backend.backend() == "tensorflow":
+        return sequence_dataset(images, labels, batch_size, seed, epoch)
+    return array_batches((images, labels.astype("int32")), batch_size, seed, epoch)
 
 
-def train_and_evaluate(config, output_dir):
-    """Trains ``config.model``, evaluates it at the best validation epoch, and
-    writes every artifact into ``output_dir``:
-
-    config.json, log.csv, tensorboard/, early_stopping.json, best.weights.h5,
-    model.keras, metrics.json, attention.png, and saved_model/ with --export.
-
-    Rerunning with the same config resumes an interrupted run; a finished run
-    is not trained again. Returns the metrics dict.
-    """
-    prepare_run_dir(output_dir, config)
-    metrics_path = os.path.join(output_dir, "metrics.json")
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            metrics = json.load(f)
-        print(f"{output_dir} is complete; metrics: {metrics_path}")
-        return metrics
-
-    start = time.perf_counter()
-    before = _elapsed_before(output_dir)
-    keras.utils.set_random_seed(config.seed)
-    splits = load_splits(config)
-    x_train, y_train = splits["train"]
-    model = compile_model(build_model(config), config)
-    model(_as_float(x_train[:2]))  # build, so that BackupAndRestore can load
-
-    train = make_dataset(x_train, y_train, config.batch_size, shuffle_seed=config.seed)
-    valid = make_dataset(*splits["valid"], config.batch_size)
-    test = make_dataset(*splits["test"], config.batch_size)
-
-    early_stopping = ResumableEarlyStopping(
-        output_dir, monitor="val_digit_accuracy", mode="max", patience=config.patience
+class RNNSPNExperiment(Experiment):
+    name = "rnn_spn"
+    Config = Config
+    title = (
+        "Train and evaluate RNN-SPN, FFN-SPN or the CNN on cluttered MNIST "
+        "sequences (Sønderby et al. 2015, Table 1)."
     )
-    callbacks = [
-        EpochTimer(len(x_train)),
-        keras.callbacks.LearningRateScheduler(
-            lambda epoch: step_decay_after(
-                epoch,
-                config.learning_rate,
-                config.lr_decay_factor,
-                config.lr_decay_interval,
-                config.lr_no_decay_epochs,
+    examples = """Examples:
+    python train_rnn_spn.py --model rnn_spn --downsample 2          # paper setting
+    python train_rnn_spn.py --data-dir ../shared/data/mnist --epochs 3
+    python train_rnn_spn.py --smoke                                 # seconds, offline
+    python train_rnn_spn.py --set gru_initializer=lasagne --epochs 6"""
+    backends = ("tensorflow", "jax")
+    monitor = "val_digit_accuracy"
+    monitor_mode = "max"
+    smoke_overrides = SMOKE
+    speed_key = "train_sequences_per_second"
+
+    def run_name(self, config):
+        d = f"_d{config.downsample:g}" if config.model != "conv" else ""
+        return f"{config.model}{d}_seed{config.seed}"
+
+    def load_data(self, config, log, smoke=False):
+        splits, source = load_splits(config, bundled=smoke)
+        return _Data(splits, source)
+
+    def check_inputs(self, config, data):
+        check_batch_size(
+            config.batch_size,
+            len(data.splits["train"][0]),
+            "training sequences",
+            "Lower --batch-size or raise --n-train.",
+        )
+
+    def train_dataset(self, config, data, epoch):
+        x, y = data.splits["train"]
+        return _dataset(x, y, config.batch_size, config.seed, epoch)
+
+    def valid_dataset(self, config, data):
+        return _dataset(*data.splits["valid"], config.batch_size)
+
+    def samples_per_epoch(self, config, data):
+        return len(data.splits["train"][0])
+
+    def build_model(self, config, data):
+        model = compile_model(build_model(config), config)
+        model(keras.ops.zeros((1,) + data.splits["train"][0].shape[1:]))
+        return model
+
+    def example_batch(self, config, data):
+        x, y = data.splits["train"]
+        return as_float(x[:2]), y[:2].astype("int32")
+
+    def learning_rate(self, config, epoch):
+        return step_decay_after(
+            epoch,
+            config.learning_rate,
+            config.lr_decay_factor,
+            config.lr_decay_interval,
+            config.lr_no_decay_epochs,
+        )
+
+    def evaluate(self, model, run, data):
+        from cram_keras.training.checkpoint import crash_point
+
+        config = run.config
+        results = {}
+        for name in ("valid", "test"):
+            if name == "test":
+                crash_point("evaluate")
+            scores = run.evaluate(
+                model, _dataset(*data.splits[name], config.batch_size)
             )
-        ),
-        early_stopping,
-        WallClock(os.path.join(output_dir, "wall_clock.json"), before),
-        keras.callbacks.CSVLogger(os.path.join(output_dir, "log.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")),
-        # Last, so that it saves only after the others have written their state.
-        # Kept after training too, so that a run killed between the end of fit
-        # and metrics.json resumes at evaluation instead of from scratch.
-        keras.callbacks.BackupAndRestore(
-            os.path.join(output_dir, "backup"), delete_checkpoint=False
-        ),
-    ]
-    model.fit(
-        train,
-        validation_data=valid,
-        epochs=config.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # the dataset shuffles itself
-    )
-    early_stopping.restore_best()
+            results[f"{name}_per_digit_error"] = 1.0 - float(scores["digit_accuracy"])
+            results[f"{name}_sequence_error"] = 1.0 - float(scores["sequence_accuracy"])
+            results[f"{name}_loss"] = float(scores["loss"])
+        results.update(
+            model=config.model,
+            downsample=config.downsample if config.model != "conv" else None,
+            parameters=int(model.count_params()),
+        )
+        return results
 
-    results = {}
-    for name, ds in (("valid", valid), ("test", test)):
-        scores = model.evaluate(ds, return_dict=True, verbose=0)
-        results[f"{name}_per_digit_error"] = 1.0 - float(scores["digit_accuracy"])
-        results[f"{name}_sequence_error"] = 1.0 - float(scores["sequence_accuracy"])
-        results[f"{name}_loss"] = float(scores["loss"])
-    log = _read_log(os.path.join(output_dir, "log.csv"))
-    speeds = [float(r["train_samples_per_second"]) for r in log[1:]] or [
-        float(r["train_samples_per_second"]) for r in log
-    ]
-    results.update(
-        model=config.model,
-        downsample=config.downsample if config.model != "conv" else None,
-        epochs=len(log),
-        best_epoch=early_stopping.state["best_epoch"],
-        train_sequences_per_second=float(np.median(speeds)) if speeds else None,
-        parameters=int(model.count_params()),
-        wall_seconds=before + time.perf_counter() - start,
-    )
+    def write_outputs(self, model, run, data, metrics):
+        from cram_keras.visualization import attention_figure
 
-    model.save(os.path.join(output_dir, "model.keras"))
-    n_fig = min(config.figure_examples, len(splits["test"][0]))
-    attention_figure(
-        model,
-        splits["test"][0][:n_fig],
-        splits["test"][1][:n_fig],
-        os.path.join(output_dir, "attention.png"),
-    )
-    if config.export:
-        export_model(model, os.path.join(output_dir, "saved_model"), x_train.shape[1:])
-    results["wall_seconds"] = before + time.perf_counter() - start
-    write_json(metrics_path, results)
-    print(json.dumps(results, indent=2, sort_keys=True))
-    return results
+        images, labels = data.splits["test"]
+        n = min(run.config.figure_examples, len(images))
+        if n:
+            attention_figure(model, images[:n], labels[:n], run.path("attention.png"))
+
+    def export(self, model, run, data, path):
+        export_model(model, path, data.splits["train"][0].shape[1:])
 
 
-def _read_log(path):
-    import csv
+EXPERIMENT = RNNSPNExperiment()
 
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+
+def train_and_evaluate(config, output_dir, **kwargs):
+    """Trains ``config.model`` and writes every artifact into ``output_dir``
+    (see `cram_keras.experiments.runner`); returns the metrics dict."""
+    from cram_keras.experiments.runner import run_experiment
+
+    return run_experiment(EXPERIMENT, config, output_dir, **kwargs)

@@ -47,7 +47,7 @@ import keras
 import numpy as np
 
 from cram_keras.experiments.config import config_diff, config_to_dict
-from cram_keras.training.checkpoint import EpochCheckpoints
+from cram_keras.training.checkpoint import EpochCheckpoints, crash_point
 from cram_keras.training.distribute import Distribution
 from cram_keras.utils import atomic_path, read_json, write_json
 
@@ -95,6 +95,11 @@ class Run:
         if self.is_chief:
             write_json(self.path(name), payload)
 
+    def evaluate(self, model, dataset):
+        """``model.evaluate(dataset)`` as a dict of floats."""
+        scores = model.evaluate(dataset, return_dict=True, verbose=0)
+        return {k: float(v) for k, v in scores.items()}
+
 
 class Experiment:
     """The parts of an experiment that differ between the three scripts.
@@ -111,6 +116,7 @@ class Experiment:
     monitor = None  # e.g. "val_digit_accuracy": early stopping and best weights
     monitor_mode = "max"
     smoke_overrides = {}
+    speed_key = "train_samples_per_second"  # its name in metrics.json
 
     # === Config ===
 
@@ -134,8 +140,9 @@ class Experiment:
 
     # === Data ===
 
-    def load_data(self, config, log):
-        """Everything the run needs from disk; nothing is written yet."""
+    def load_data(self, config, log, smoke=False):
+        """Everything the run needs from disk; nothing is written yet.
+        ``smoke``: the bundled samples unless the config names a data source."""
         raise NotImplementedError
 
     def data_source(self, data):
@@ -163,6 +170,11 @@ class Experiment:
         """The compiled model (called inside the strategy's scope)."""
         raise NotImplementedError
 
+    def example_batch(self, config, data):
+        """A small ``(x, y)`` batch that builds the compiled loss and metrics
+        before ``fit`` (a distributed first batch cannot), or None."""
+        return None
+
     def learning_rate(self, config, epoch):
         """The learning rate of ``epoch``, or None to leave it alone."""
         return None
@@ -174,6 +186,10 @@ class Experiment:
         """Returns ``(model, summary)`` to replace the epoch loop (e.g. a
         hyperparameter search), or None for the standard loop."""
         return None
+
+    def summarize_log(self, rows):
+        """Per-epoch curves for metrics.json from the committed log rows."""
+        return {}
 
     def after_training(self, model, run, data):
         """Post-training step on the final weights (must be repeatable: a
@@ -189,6 +205,29 @@ class Experiment:
 
     def export(self, model, run, data, path):
         raise NotImplementedError
+
+
+def check_backend(experiment):
+    """The Keras backend, if ``experiment`` trains on it (else `UsageError`)."""
+    backend = keras.backend.backend()
+    if backend not in experiment.backends:
+        script = os.path.basename(sys.argv[0] or "") or experiment.name
+        if not script.startswith("train_"):
+            script = experiment.name
+        raise UsageError(
+            f"{script} trains on {' or '.join(experiment.backends)} only. "
+            f"Received: KERAS_BACKEND={backend!r}. Set KERAS_BACKEND="
+            f"{experiment.backends[0]} (or unset it)."
+        )
+    return backend
+
+
+def check_batch_size(batch_size, available, what, remedy):
+    """`UsageError` when one global batch needs more examples than there are."""
+    if batch_size > available:
+        raise UsageError(
+            f"--batch-size {batch_size} is larger than the {available} {what}. {remedy}"
+        )
 
 
 # === The run directory ===
@@ -271,6 +310,12 @@ def inspect_run_dir(directory, config, overwrite=False, log=print):
     return "new"
 
 
+def load_config(config_cls, directory):
+    """The Config stored in ``directory/config.json`` (run keys dropped)."""
+    stored = read_json(os.path.join(directory, CONFIG_FILE))
+    return config_cls(**{k: v for k, v in stored.items() if k not in RUN_KEYS})
+
+
 def _write_log_csv(path, rows):
     keys = sorted({k for row in rows for k in row} - {"epoch"})
     buffer = io.StringIO()
@@ -331,6 +376,20 @@ class _NaNGuard(keras.callbacks.Callback):
                 )
 
 
+class _CrashPoints(keras.callbacks.Callback):
+    """``batch:<epoch>``: a kill after the first batch of an epoch (tests)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:
+            crash_point(f"batch:{self.epoch}")
+
+    def on_test_begin(self, logs=None):
+        crash_point(f"validation:{self.epoch}")
+
+
 class _EpochTimer(keras.callbacks.Callback):
     """Training seconds of the epoch (validation excluded)."""
 
@@ -375,11 +434,39 @@ def _improved(value, best, mode):
 # === The run ===
 
 
-def _ensure_built(model):
-    """Builds the optimizer(s), so that a checkpoint's optimizer state loads."""
+def _ensure_built(model, example):
+    """Builds the optimizer(s), so that a checkpoint's optimizer state loads,
+    and the compiled loss and metrics from ``example`` (under a strategy, Keras
+    cannot build them from the first, distributed, batch)."""
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None and not optimizer.built:
         optimizer.build(model.trainable_variables)
+    if example is not None:
+        x, y = example
+        y_pred = model(x, training=False)
+        model.compute_loss(x=x, y=y, y_pred=y_pred)
+        model.compute_metrics(x, y, y_pred)
+        model.reset_metrics()
+
+
+def _work_around_multiworker_fit(model):
+    """Keras 3.15's ``fit`` under MultiWorkerMirroredStrategy fails twice
+    (tensorflow/tensorflow#72388): its symbolic build reduces the whole first
+    distributed batch, and its "mean" reduction of the per-replica logs
+    (``strategy.reduce(MEAN, v, axis=0)``) cannot take the 0-d scalars that a
+    step returns. The model, loss and metrics are already built
+    (`_ensure_built`), so the first step is skipped for this model; and its
+    train and test steps return every log as a 1-element vector, which the
+    same reduction averages over the replicas as on one machine."""
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    for name in ("train_step", "test_step"):
+        step = getattr(model, name)
+
+        def vector_logs(data, step=step):
+            logs = step(data)
+            return {k: keras.ops.reshape(v, (1,)) for k, v in logs.items()}
+
+        setattr(model, name, vector_logs)
 
 
 def _set_learning_rate(model, rate):
@@ -402,21 +489,23 @@ def run_experiment(
     metrics dict. See the module docstring for every step."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     distribution = distribution or Distribution("default")
-    backend = keras.backend.backend()
-    if backend not in experiment.backends:
+    backend = check_backend(experiment)
+    if getattr(config, "export", False) and backend != "tensorflow":
         raise UsageError(
-            f"{experiment.name} trains on {' or '.join(experiment.backends)} only. "
-            f"Received: KERAS_BACKEND={backend!r}. Set KERAS_BACKEND="
-            f"{experiment.backends[0]}."
+            "--export writes a TensorFlow SavedModel and needs "
+            f"KERAS_BACKEND=tensorflow. Received: KERAS_BACKEND={backend!r}. Drop "
+            "--export (model.keras is written on every backend) or switch backends."
         )
     state = inspect_run_dir(output_dir, config, overwrite, log)
     if state == "finished":
         metrics = read_json(os.path.join(output_dir, METRICS_FILE))
-        log(f"{output_dir} is complete; metrics: {os.path.join(output_dir, METRICS_FILE)}")
+        log(
+            f"{output_dir} is complete; metrics: {os.path.join(output_dir, METRICS_FILE)}"
+        )
         return metrics
 
     start = time.perf_counter()
-    data = experiment.load_data(config, log)
+    data = experiment.load_data(config, log, smoke)
     experiment.check_inputs(config, data)
     source = experiment.data_source(data)
     source = source.to_dict() if hasattr(source, "to_dict") else source
@@ -438,8 +527,11 @@ def run_experiment(
     else:
         model, summary = _train(experiment, run, data, distribution, verbose, start)
 
+    crash_point("after_fit")
     experiment.after_training(model, run, data)
+    crash_point("after_training")
     metrics = experiment.evaluate(model, run, data)
+    crash_point("after_evaluate")
     metrics.update(summary)
     from cram_keras.platform_info import describe
 
@@ -453,8 +545,10 @@ def run_experiment(
         with atomic_path(run.path("model.keras")) as tmp:
             model.save(tmp)
         experiment.write_outputs(model, run, data, metrics)
+        crash_point("after_outputs")
         if getattr(config, "export", False):
             _export(experiment, model, run, data)
+            crash_point("after_export")
     else:
         worker_dir = run.path("workers", f"worker-{distribution.worker_index}")
         os.makedirs(worker_dir, exist_ok=True)
@@ -487,7 +581,9 @@ def _train(experiment, run, data, distribution, verbose, start):
     keras.utils.set_random_seed(int(config.seed))  # the initial weights
     with distribution.scope():
         model = experiment.build_model(config, data)
-        _ensure_built(model)
+        _ensure_built(model, experiment.example_batch(config, data))
+    if distribution.name == "multiworker":
+        _work_around_multiworker_fit(model)
     record = checkpoints.latest(load=model.load_weights, log=run.log)
     if record is not None:
         if record.get("finished"):
@@ -519,7 +615,7 @@ def _train(experiment, run, data, distribution, verbose, start):
         if rate is not None:
             _set_learning_rate(model, rate)
         timer = _EpochTimer()
-        callbacks = [timer, _NaNGuard(run, epoch if record else 0)]
+        callbacks = [timer, _NaNGuard(run, epoch if record else 0), _CrashPoints()]
         tensorboard = _tensorboard_callback(run)
         if tensorboard is not None:
             callbacks.append(tensorboard)
@@ -579,15 +675,18 @@ def _train(experiment, run, data, distribution, verbose, start):
 
     if experiment.monitor and record is not None and record.get("best_weights"):
         model.load_weights(checkpoints.path(record, "best_weights"))
-    speeds = [r["train_samples_per_second"] for r in rows if r.get("train_samples_per_second")]
+    speeds = [
+        r["train_samples_per_second"] for r in rows if r.get("train_samples_per_second")
+    ]
     steady = speeds[1:] or speeds
     summary = {
         "epochs": len(rows),
         "best_epoch": early.get("best_epoch"),
         "stopped_early": early.get("stopped_epoch") is not None,
-        "train_samples_per_second": float(np.median(steady)) if steady else None,
+        experiment.speed_key: float(np.median(steady)) if steady else None,
         "train_wall_seconds": train_seconds_before + time.perf_counter() - loop_start,
         "_this_process_train_seconds": time.perf_counter() - loop_start,
     }
+    summary.update(experiment.summarize_log(rows))
     del start
     return model, summary

@@ -13,12 +13,10 @@ Deviations from paper and released code (DESIGN.md, CRAM table):
 * the clue loss is averaged over glimpses by default (`cram_keras.losses`).
 """
 
+import threading
+
 import keras
 from keras import ops
-
-# Private, but the only way to tell shape inference from a real forward pass;
-# keras is pinned to 3.15.x in pyproject.toml.
-from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 
 from cram_keras.layers.context_network import ContextNetwork
 from cram_keras.layers.conv_blocks import (
@@ -33,6 +31,11 @@ from cram_keras.layers.glimpse_network import GlimpseNetwork
 from cram_keras.layers.localization_network import LocalizationNetwork
 from cram_keras.layers.spatial_transformer import SpatialTransformer
 from cram_keras.losses import CLUE_REDUCTIONS, clue_loss
+
+# `(id(model), logits, clue term)` of the last `CRAMClassifier.call` on this thread,
+# for its `compute_loss` (the metric `clue_loss`). Per thread, because
+# `tf.distribute.MirroredStrategy` runs each replica's step in its own thread.
+_LAST_FORWARD = threading.local()
 
 
 def _split_inputs(name, inputs):
@@ -261,13 +264,24 @@ class CRAMClassifier(keras.Model):
     `val_loss` then measure the same objective. With `clue_weight=0` nothing
     is added and the loss is exactly `L_cls`.
 
+    Under `tf.distribute`, Keras divides `add_loss` terms by the number of
+    replicas, as it does the compiled loss, so the replicas' summed gradients
+    are the gradient of the global-batch `L_tot`.
+
     The unweighted `L_clue` (the mean fraction of the glimpses outside the
     clue) is reported as the metric `clue_loss` (`val_clue_loss` in
     validation), whatever `clue_weight`, so the no-clue ablation still shows
     where the glimpses went. It is updated in `compute_loss`, which Keras
     calls in the same trace as `call` in `train_step` and `test_step` on
-    every backend (the pattern documented in `keras.Model.compute_loss`);
-    `call` keeps the term of its last forward pass for it.
+    every backend (the pattern documented in `keras.Model.compute_loss`):
+    `call` hands it the term of its forward pass together with the logits it
+    returned, per thread (one per replica under `tf.distribute`), and
+    `compute_loss` uses the term only when its `y_pred` is those very logits.
+    (Shape inference, for example Keras' symbolic build at the start of
+    `fit`, runs `call` and `compute_loss` in separate traces: the symbolic
+    `y_pred` it passes never matches.) When this model is a layer of another
+    model, the outer model's `compute_loss` runs instead: `L_clue` is still
+    added to the loss, but `clue_loss` is not updated.
 
     The decoder is `dense(u1) -> BN -> ELU -> dense(u2) -> BN -> ELU ->
     dense(num_classes)` (paper V-A: "3-layer MLP"; no BN/ELU on the last).
@@ -342,7 +356,6 @@ class CRAMClassifier(keras.Model):
         self.decoder = MLP(self.decoder_units + (self.num_classes,), name="decoder")
         # === Metrics ===
         self.clue_loss_tracker = keras.metrics.Mean(name="clue_loss")
-        object.__setattr__(self, "_clue_term", None)
 
     def build(self, input_shape):
         build_once(self.encoder, input_shape)
@@ -359,17 +372,10 @@ class CRAMClassifier(keras.Model):
         )
         if self.clue_weight > 0:
             self.add_loss(self.clue_weight * term)
-        self._remember_clue_term(term)
+        _LAST_FORWARD.value = (id(self), logits, term)
         if return_glimpses:
             return logits, tau, patches
         return logits
-
-    def _remember_clue_term(self, term):
-        # Shape inference (`compute_output_spec`, e.g. Keras' symbolic build
-        # at the start of `fit`) runs `call` and `compute_loss` in separate
-        # symbolic traces: its tensors must not leak from one to the other.
-        if not in_symbolic_scope():
-            object.__setattr__(self, "_clue_term", term)
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
@@ -377,9 +383,9 @@ class CRAMClassifier(keras.Model):
         loss = super().compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
         )
-        term = self._clue_term
-        object.__setattr__(self, "_clue_term", None)
-        if term is not None and not in_symbolic_scope():
+        model_id, logits, term = getattr(_LAST_FORWARD, "value", (None, None, None))
+        if model_id == id(self) and logits is y_pred:
+            _LAST_FORWARD.value = (None, None, None)
             self.clue_loss_tracker.update_state(term)
         return loss
 

@@ -11,7 +11,9 @@ III-B2, IV-B, V-B; DESIGN.md, experiment E3).
   clue loss.
 - `CRAMInpainter`: the `keras.Model` that owns an encoder, the generator and
   both discriminators, with one optimizer per network and a custom
-  `train_step` (TensorFlow backend).
+  `train_step`: `fit`, `evaluate` and `predict` run on the TensorFlow
+  backend only (elsewhere they raise `NotImplementedError` naming the
+  backend); the networks' forward passes run on every backend.
 
 Every network follows the paper's rule (Sections V-A, V-B): batch
 normalisation and ELU after every layer except the last of each network. The
@@ -682,7 +684,33 @@ class CRAMInpainter(keras.Model):
         }
         return losses, gradients
 
-    def train_step(self, data):
+    def _require_tensorflow(self, method):
+        backend = keras.backend.backend()
+        if backend != "tensorflow":
+            raise NotImplementedError(
+                f"CRAMInpainter.{method}: the inpainter trains on TensorFlow only "
+                "(its train_step uses tf.GradientTape and tf.distribute); call "
+                "the model or its networks directly on other backends, or set "
+                f"KERAS_BACKEND=tensorflow. Received: backend={backend!r}"
+            )
+
+    def fit(self, *args, **kwargs):
+        self._require_tensorflow("fit")
+        return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        self._require_tensorflow("evaluate")
+        return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        self._require_tensorflow("predict")
+        return super().predict(*args, **kwargs)
+
+    def train_step(self, *args):
+        # `*args`: the JAX trainer calls train_step(state, data), TensorFlow
+        # train_step(data); the check names the backend in either case.
+        self._require_tensorflow("train_step")
+        (data,) = args
         # 1. Occlude: the encoder sees the image with zeros in the hole and
         #    the mask as its clue; the generator decodes z; the completed
         #    image is the input outside the hole and G(z) inside.
@@ -708,7 +736,9 @@ class CRAMInpainter(keras.Model):
             self.train_trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.train_trackers.items()}
 
-    def test_step(self, data):
+    def test_step(self, *args):
+        self._require_tensorflow("test_step")
+        (data,) = args
         images, mask = data
         completed = self([images, mask], training=False)
         self.test_trackers["hole_psnr"].update_state(hole_psnr(images, completed, mask))
@@ -754,7 +784,9 @@ class CRAMInpainter(keras.Model):
                 layer.momentum = momentum
         return used
 
-    def predict_step(self, data):
+    def predict_step(self, *args):
+        self._require_tensorflow("predict_step")
+        (data,) = args
         # `predict` takes the same (image, mask) datasets as fit and evaluate.
         images, mask = data[:2] if isinstance(data, (list, tuple)) else data
         return self([images, mask], training=False)

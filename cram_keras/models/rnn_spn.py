@@ -32,9 +32,9 @@ import keras
 from keras import layers, ops
 
 from cram_keras.layers import SpatialTransformer
-from cram_keras.training.clipping import TwoStageClipModel
 
 IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+GRU_INITIALIZERS = ("keras", "lasagne")
 
 
 def _check_positive_int(name, value):
@@ -83,6 +83,25 @@ def classification_cnn(filters, dense_units, dropout, name="classifier"):
     )
 
 
+def gru(units, initializer, name="rnn"):
+    """GRU(units) returning sequences, with Keras' or Lasagne's initialisers."""
+    if initializer not in GRU_INITIALIZERS:
+        raise ValueError(
+            f"`gru_initializer` must be one of {GRU_INITIALIZERS}. "
+            f"Received: gru_initializer={initializer!r}"
+        )
+    kwargs = {}
+    if initializer == "lasagne":
+        # lasagne.layers.GRULayer's defaults (released RNN-SPN code): W_in and
+        # W_hid Normal(std=0.1) for every gate and the candidate, b zeros.
+        kwargs = dict(
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.1),
+            recurrent_initializer=keras.initializers.RandomNormal(stddev=0.1),
+            bias_initializer="zeros",
+        )
+    return layers.GRU(units, return_sequences=True, name=name, **kwargs)
+
+
 def identity_affine_head(name):
     """Dense(6) that starts at the identity transform (zero kernel, identity bias)."""
     return layers.Dense(
@@ -94,7 +113,7 @@ def identity_affine_head(name):
 
 
 @keras.saving.register_keras_serializable(package="cram_keras")
-class RNNSPN(TwoStageClipModel):
+class RNNSPN(keras.Model):
     """Recurrent spatial transformer network for digit sequences.
 
     With image ``I`` of shape (B, H, W, C) and ``T = num_steps``:
@@ -119,7 +138,16 @@ class RNNSPN(TwoStageClipModel):
             paper's appendix says 256).
         dropout: dropout rate after the classifier's first two poolings (0.0).
         align_corners: sampling convention of the transformer (False).
+        gru_initializer: ``"keras"`` (Keras' GRU defaults: Glorot-uniform
+            input kernel, orthogonal recurrent kernel, zero biases) or
+            ``"lasagne"`` (the released code's Lasagne defaults: input and
+            recurrent kernels Normal(0, 0.1), zero biases). Default
+            ``"keras"``.
         **kwargs: passed to ``keras.Model``.
+
+    Train with ``cram_keras.training.clipping.TwoStageClipOptimizer`` to clip
+    the gradients as the paper (``cram_keras.experiments.rnn_spn.compile_model``
+    does).
 
     Call arguments:
         images: float tensor (B, H, W, C) in [0, 1].
@@ -149,6 +177,7 @@ class RNNSPN(TwoStageClipModel):
         dense_units=400,
         dropout=0.0,
         align_corners=False,
+        gru_initializer="keras",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -172,9 +201,10 @@ class RNNSPN(TwoStageClipModel):
         self.dense_units = dense_units
         self.dropout = dropout
         self.align_corners = align_corners
+        self.gru_initializer = gru_initializer
         # === Layers ===
         self.localization = localization_cnn(localization_filters)
-        self.rnn = layers.GRU(rnn_units, return_sequences=True, name="rnn")
+        self.rnn = gru(rnn_units, gru_initializer, name="rnn")
         self.transform_head = identity_affine_head("transform_head")
         self.transformer = SpatialTransformer(
             transform="affine",
@@ -228,11 +258,12 @@ class RNNSPN(TwoStageClipModel):
             dense_units=self.dense_units,
             dropout=self.dropout,
             align_corners=self.align_corners,
+            gru_initializer=self.gru_initializer,
         )
         return config
 
 
-class _MultiHeadClassifier(TwoStageClipModel):
+class _MultiHeadClassifier(keras.Model):
     """Shared parts of FFNSPN and ConvNet: a CNN with one softmax head per digit."""
 
     def __init__(

@@ -28,7 +28,7 @@ class SaliencyNetwork(keras.Model):
         for f in reversed(filters): deconv 3x3 stride 2 (f) -> BN -> ELU
         p    = sigmoid(conv 1x1 (1)), cropped back to H x W      (B, H, W, 1)
 
-    The clue is `p > 0.5` (see `cram_keras.experiments.cram_cls`). The
+    The clue is `p > 0.5` (see `cram_keras.training.saliency`). The
     paper's Fig. 6 is not legible enough to copy layer by layer; this is the
     smallest network of its kind: Noh et al.'s DeconvNet mirrors each
     pooling with an unpooling that reuses the pooling switches, ours with a
@@ -41,8 +41,9 @@ class SaliencyNetwork(keras.Model):
     `train_cls.py --clue saliency` trains this network on the training
     split's own ground-truth digit masks (cluttered MNIST) or, for SVHN,
     which has no masks, on contrast pseudo-masks; see
-    `cram_keras.experiments.cram_cls`. Any network of this class trained
-    elsewhere (e.g. on MSRA10k) can be passed as a `.keras` file instead.
+    `cram_keras.training.saliency` and `cram_keras.data.saliency_masks`. Any
+    network of this class trained elsewhere (e.g. on MSRA10k) can be passed
+    as a `.keras` file instead.
 
     Args:
         filters: filters of the convolution levels, coarsest last

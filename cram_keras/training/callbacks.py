@@ -1,8 +1,7 @@
-"""Callbacks that make long runs resumable and follow the papers' schedules."""
+"""The RNN-SPN learning-rate rule and the inpainting figures callback (the
+resumable run machinery is `cram_keras.experiments.runner`)."""
 
-import json
 import os
-import time
 
 import keras
 import numpy as np
@@ -29,122 +28,44 @@ def step_decay_after(epoch, base_lr, factor=1.5, interval=10, no_decay=30):
     return lr
 
 
-class ResumableEarlyStopping(keras.callbacks.Callback):
-    """Early stopping whose state and best weights survive an interruption.
+class InpaintingFigures(keras.callbacks.Callback):
+    """After every epoch: `figures/epoch_NNN.png` (Fig. 7 style, see
+    `cram_keras.visualization.inpainting_figure`) for fixed test images, and
+    the same strips as TensorBoard images (with `tensorboard_dir`)."""
 
-    Keras' ``EarlyStopping`` keeps the best weights in memory, so a run that is
-    killed and resumed with ``BackupAndRestore`` forgets them. This callback
-    writes its state (``best``, ``best_epoch``, ``wait``) to
-    ``<directory>/early_stopping.json`` and the best weights to
-    ``<directory>/best.weights.h5`` after every improving epoch, reloads both
-    when training (re)starts, and restores the best weights when training ends.
-
-    Args:
-        directory: where the state and weights live.
-        monitor: the logged quantity, e.g. ``"val_digit_accuracy"``.
-        mode: ``"max"`` or ``"min"``.
-        patience: epochs without improvement before stopping.
-    """
-
-    def __init__(self, directory, monitor, mode="max", patience=50):
+    def __init__(self, images, masks, directory, tensorboard_dir=None):
         super().__init__()
-        if mode not in ("max", "min"):
-            raise ValueError(f"`mode` must be 'max' or 'min'. Received: mode={mode!r}")
-        if patience < 1:
-            raise ValueError(f"`patience` must be >= 1. Received: patience={patience}")
+        self.images = np.asarray(images, np.float32)
+        self.masks = np.asarray(masks, np.float32)
         self.directory = directory
-        self.monitor = monitor
-        self.mode = mode
-        self.patience = patience
-        self.state_path = os.path.join(directory, "early_stopping.json")
-        self.weights_path = os.path.join(directory, "best.weights.h5")
-        self.state = {
-            "best": None,
-            "best_epoch": None,
-            "wait": 0,
-            "stopped_epoch": None,
-        }
-
-    def _improved(self, value):
-        best = self.state["best"]
-        if best is None:
-            return True
-        return value > best if self.mode == "max" else value < best
-
-    def on_train_begin(self, logs=None):
-        os.makedirs(self.directory, exist_ok=True)
-        if os.path.exists(self.state_path):
-            with open(self.state_path) as f:
-                self.state = json.load(f)
+        self.tensorboard_dir = tensorboard_dir
+        self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if self.monitor not in logs:
-            raise KeyError(
-                f"ResumableEarlyStopping monitors {self.monitor!r}, which is not "
-                f"among the logged values {sorted(logs)}."
-            )
-        value = float(logs[self.monitor])
-        if np.isfinite(value) and self._improved(value):
-            self.state.update(best=value, best_epoch=epoch, wait=0)
-            self.model.save_weights(self.weights_path)
-        else:
-            self.state["wait"] += 1
-            if self.state["wait"] >= self.patience:
-                self.state["stopped_epoch"] = epoch
-                self.model.stop_training = True
-        tmp = self.state_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.state, f)
-        os.replace(tmp, self.state_path)
+        from cram_keras.visualization import inpainting_figure
+
+        os.makedirs(self.directory, exist_ok=True)
+        path = os.path.join(self.directory, f"epoch_{epoch + 1:03d}.png")
+        _, strips = inpainting_figure(
+            self.model, self.images, self.masks, path, title=f"epoch {epoch + 1}"
+        )
+        if self.tensorboard_dir is not None:
+            import tensorflow as tf
+
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(
+                    os.path.join(self.tensorboard_dir, "images")
+                )
+            with self._writer.as_default():
+                tf.summary.image(
+                    "truth|input|generated|completed",
+                    np.clip(strips, 0.0, 1.0),
+                    step=epoch,
+                    max_outputs=len(strips),
+                )
+            self._writer.flush()
 
     def on_train_end(self, logs=None):
-        self.restore_best()
-
-    def restore_best(self):
-        """Loads the best weights seen so far, if any were saved."""
-        if os.path.exists(self.weights_path):
-            self.model.load_weights(self.weights_path)
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Adds ``train_seconds`` (training part of the epoch, validation excluded)
-    and ``train_samples_per_second`` to each epoch's logs."""
-
-    def __init__(self, samples_per_epoch):
-        super().__init__()
-        self.samples_per_epoch = samples_per_epoch
-        self._start = None
-        self._train_end = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-        self._train_end = None
-
-    def on_test_begin(self, logs=None):
-        if self._start is not None and self._train_end is None:
-            self._train_end = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        end = self._train_end if self._train_end is not None else time.perf_counter()
-        seconds = end - self._start
-        if logs is not None:
-            logs["train_seconds"] = seconds
-            logs["train_samples_per_second"] = self.samples_per_epoch / seconds
-
-
-class WallClock(keras.callbacks.Callback):
-    """Keeps ``<path>`` = total training wall time across interrupted sessions."""
-
-    def __init__(self, path, seconds_before=0.0):
-        super().__init__()
-        self.path = path
-        self.seconds_before = seconds_before
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = self.seconds_before + time.perf_counter() - self._start
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"seconds": seconds}, f)
-        os.replace(tmp, self.path)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

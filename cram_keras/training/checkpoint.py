@@ -51,6 +51,19 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
+CRASH_ENV = "CRAM_KERAS_CRASH_AT"
+
+
+def crash_point(name):
+    """Fault injection for the kill tests: SIGKILLs this process when the
+    environment variable ``CRAM_KERAS_CRASH_AT`` equals ``name`` (e.g.
+    ``checkpoint_tmp:1``, ``evaluate``). Does nothing otherwise."""
+    if os.environ.get(CRASH_ENV) == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class CheckpointError(RuntimeError):
     """No usable checkpoint although records exist (every one is damaged)."""
 
@@ -151,6 +164,7 @@ class EpochCheckpoints:
         path = os.path.join(self.directory, name)
         with atomic_path(path) as tmp:
             save(tmp)
+            crash_point(f"checkpoint_tmp:{name}")
         return name, os.path.getsize(path), sha256(path)
 
     def commit(self, epoch, save, state, best_improved=False, previous=None):
@@ -181,6 +195,7 @@ class EpochCheckpoints:
         elif previous is not None and previous.get("best_weights"):
             for key in ("best_weights", "best_weights_size", "best_weights_sha256"):
                 record[key] = previous[key]
+        crash_point(f"before_record:{epoch}")
         write_json(os.path.join(self.directory, f"epoch-{epoch:04d}.json"), record)
         _fsync_dir(self.directory)
         self._prune()

@@ -78,8 +78,7 @@ def _tf_config():
         ) from None
     if not isinstance(config, dict) or "cluster" not in config or "task" not in config:
         raise StrategyError(
-            "TF_CONFIG must hold 'cluster' and 'task'. "
-            f"Received: TF_CONFIG={raw!r}."
+            f"TF_CONFIG must hold 'cluster' and 'task'. Received: TF_CONFIG={raw!r}."
         )
     return config
 

@@ -37,14 +37,13 @@ Example:
 """
 
 import csv
-import json
 import os
 import time
 
 import keras_tuner as kt
 import numpy as np
 
-from cram_keras.experiments.config import write_json
+from cram_keras.utils import atomic_path, read_json, write_json
 
 OBJECTIVE = "val_accuracy"
 GLIMPSE_RANGE = (1, 8)
@@ -186,8 +185,7 @@ def trial_records(project_dir):
     path = os.path.join(project_dir, "trial_records.json")
     if not os.path.exists(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path)
 
 
 def trials_table(tuner, objective=OBJECTIVE):
@@ -235,15 +233,13 @@ def trials_table(tuner, objective=OBJECTIVE):
 
 def write_trials_table(rows, csv_path, json_path):
     """Writes `rows` as CSV (the `TABLE_COLUMNS`) and as JSON (everything)."""
-    tmp = csv_path + ".tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow(
                 {k: "" if row[k] is None else row[k] for k in TABLE_COLUMNS}
             )
-    os.replace(tmp, csv_path)
     write_json(json_path, {"trials": rows})
 
 

@@ -183,24 +183,14 @@ def test_invalid_digits():
 # === load_cluttered_sequences ===
 
 
-@pytest.fixture
-def use_fake_mnist(monkeypatch):
-    def use(mnist):
-        monkeypatch.setattr(cluttered, "load_mnist", lambda data_dir=None: mnist)
-
-    return use
-
-
 SMALL = {"n_train": 40, "n_valid": 30, "n_test": 30}
 
 
-def test_splits_come_from_disjoint_digit_ranges(
-    traceable_mnist, use_fake_mnist, tmp_path
-):
+def test_splits_come_from_disjoint_digit_ranges(traceable_mnist, tmp_path):
     fake = traceable_mnist
-    use_fake_mnist(fake.mnist)
+    mnist = fake.mnist
     splits = load_cluttered_sequences(
-        cache_dir=tmp_path, num_clutter=0, dtype="uint8", seed=3, **SMALL
+        mnist=mnist, cache_dir=tmp_path, num_clutter=0, dtype="uint8", seed=3, **SMALL
     )
     ranges = {
         "train": (0, 50_000),
@@ -227,12 +217,14 @@ def test_splits_come_from_disjoint_digit_ranges(
         ("split", {"train": {11}, "valid": {13}, "test": {17}}),
     ],
 )
-def test_clutter_sources(
-    range_valued_mnist, use_fake_mnist, tmp_path, clutter_from, expected
-):
-    use_fake_mnist(range_valued_mnist({(0, 50_000): 11, (50_000, 60_000): 13}, test=17))
+def test_clutter_sources(range_valued_mnist, tmp_path, clutter_from, expected):
+    mnist = range_valued_mnist({(0, 50_000): 11, (50_000, 60_000): 13}, test=17)
     splits = load_cluttered_sequences(
-        cache_dir=tmp_path, clutter_from=clutter_from, dtype="uint8", **SMALL
+        mnist=mnist,
+        cache_dir=tmp_path,
+        clutter_from=clutter_from,
+        dtype="uint8",
+        **SMALL,
     )
     for split, values in expected.items():
         data = splits[split]
@@ -242,11 +234,11 @@ def test_clutter_sources(
         assert set(outside.tolist()) == {0} | values, split
 
 
-def test_released_clutter_bank_weights(range_valued_mnist, use_fake_mnist, tmp_path):
+def test_released_clutter_bank_weights(range_valued_mnist, tmp_path):
     """The released bank is [train, valid, train]: 100,000 : 10,000 entries."""
-    use_fake_mnist(range_valued_mnist({(0, 50_000): 11, (50_000, 60_000): 13}, test=17))
+    mnist = range_valued_mnist({(0, 50_000): 11, (50_000, 60_000): 13}, test=17)
     test = load_cluttered_sequences(
-        cache_dir=tmp_path, n_train=0, n_valid=0, n_test=400, dtype="uint8"
+        mnist=mnist, cache_dir=tmp_path, n_train=0, n_valid=0, n_test=400, dtype="uint8"
     )["test"]
     values, counts = np.unique(
         _outside_boxes(test.images, test.boxes), return_counts=True
@@ -256,10 +248,10 @@ def test_released_clutter_bank_weights(range_valued_mnist, use_fake_mnist, tmp_p
 
 
 def test_cache_rerun_is_byte_identical_and_not_regenerated(
-    traceable_mnist, use_fake_mnist, tmp_path, monkeypatch
+    traceable_mnist, tmp_path, monkeypatch
 ):
-    use_fake_mnist(traceable_mnist.mnist)
-    first = load_cluttered_sequences(cache_dir=tmp_path, **SMALL)
+    mnist = traceable_mnist.mnist
+    first = load_cluttered_sequences(mnist=mnist, cache_dir=tmp_path, **SMALL)
     (path,) = tmp_path.glob("cluttered_sequences-*.npz")
     written = path.read_bytes()
 
@@ -267,7 +259,7 @@ def test_cache_rerun_is_byte_identical_and_not_regenerated(
         raise AssertionError("regenerated although cached")
 
     monkeypatch.setattr(cluttered, "make_cluttered_sequences", fail)
-    second = load_cluttered_sequences(cache_dir=tmp_path, **SMALL)
+    second = load_cluttered_sequences(mnist=mnist, cache_dir=tmp_path, **SMALL)
     assert path.read_bytes() == written
     for split in ("train", "valid", "test"):
         for name in ("images", "labels", "boxes", "digit_indices"):
@@ -276,29 +268,24 @@ def test_cache_rerun_is_byte_identical_and_not_regenerated(
     assert second["train"].images.dtype == np.float32
     # Another parameter is another file.
     monkeypatch.undo()
-    use_fake_mnist(traceable_mnist.mnist)
-    load_cluttered_sequences(cache_dir=tmp_path, **{**SMALL, "n_test": 31})
+    load_cluttered_sequences(mnist=mnist, cache_dir=tmp_path, **{**SMALL, "n_test": 31})
     assert len(list(tmp_path.glob("cluttered_sequences-*.npz"))) == 2
 
 
-def test_corrupt_cache_is_regenerated_with_warning(
-    traceable_mnist, use_fake_mnist, tmp_path
-):
-    use_fake_mnist(traceable_mnist.mnist)
-    first = load_cluttered_sequences(cache_dir=tmp_path, **SMALL)
+def test_corrupt_cache_is_regenerated_with_warning(traceable_mnist, tmp_path):
+    mnist = traceable_mnist.mnist
+    first = load_cluttered_sequences(mnist=mnist, cache_dir=tmp_path, **SMALL)
     (path,) = tmp_path.glob("*.npz")
     good = path.read_bytes()
     path.write_bytes(good[: len(good) // 2])
     with pytest.warns(UserWarning, match="could not be used.*regenerating"):
-        second = load_cluttered_sequences(cache_dir=tmp_path, **SMALL)
+        second = load_cluttered_sequences(mnist=mnist, cache_dir=tmp_path, **SMALL)
     np.testing.assert_array_equal(first["valid"].images, second["valid"].images)
     assert path.read_bytes() == good
 
 
-def test_interrupted_write_leaves_no_cache(
-    traceable_mnist, use_fake_mnist, tmp_path, monkeypatch
-):
-    use_fake_mnist(traceable_mnist.mnist)
+def test_interrupted_write_leaves_no_cache(traceable_mnist, tmp_path, monkeypatch):
+    mnist = traceable_mnist.mnist
 
     def interrupted(file, **arrays):
         file.write(b"PK\x03\x04 half a zip")
@@ -306,13 +293,15 @@ def test_interrupted_write_leaves_no_cache(
 
     monkeypatch.setattr(cache.np, "savez_compressed", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        load_cluttered_sequences(cache_dir=tmp_path, **SMALL)
+        load_cluttered_sequences(mnist=mnist, cache_dir=tmp_path, **SMALL)
     assert os.listdir(tmp_path) == []
 
 
-def test_without_cache_writes_nothing(traceable_mnist, use_fake_mnist, tmp_path):
-    use_fake_mnist(traceable_mnist.mnist)
-    data = load_cluttered_sequences(cache_dir=tmp_path, use_cache=False, **SMALL)
+def test_without_cache_writes_nothing(traceable_mnist, tmp_path):
+    mnist = traceable_mnist.mnist
+    data = load_cluttered_sequences(
+        mnist=mnist, cache_dir=tmp_path, use_cache=False, **SMALL
+    )
     assert len(data["train"]) == 40 and os.listdir(tmp_path) == []
 
 

@@ -139,12 +139,12 @@ def test_tfds_default_path_under_mock_data():
     assert mnist.y_train.min() >= 0 and mnist.y_train.max() <= 9
 
 
-def test_tfds_failure_suggests_data_dir(monkeypatch):
+def test_tfds_failure_suggests_the_data_dir_flag(monkeypatch):
     def load(name, **kwargs):
         raise ConnectionError("no route to host")
 
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", _fake_tfds(load))
-    with pytest.raises(DatasetError, match="no route to host.*data_dir"):
+    with pytest.raises(DatasetError, match="no route to host.*--data-dir DIR"):
         load_mnist()
 
 

@@ -157,24 +157,19 @@ def test_one_digit_cannot_clutter_itself():
 # === load_cluttered_translated ===
 
 
-@pytest.fixture
-def use_fake_mnist(monkeypatch):
-    def use(mnist):
-        monkeypatch.setattr(translated, "load_mnist", lambda data_dir=None: mnist)
-
-    return use
-
-
 SMALL = {"n_train": 30, "n_valid": 20, "n_test": 20}
 
 
-def test_splits_come_from_disjoint_digit_ranges(
-    traceable_mnist, use_fake_mnist, tmp_path
-):
+def test_splits_come_from_disjoint_digit_ranges(traceable_mnist, tmp_path):
     fake = traceable_mnist
-    use_fake_mnist(fake.mnist)
+    mnist = fake.mnist
     splits = load_cluttered_translated(
-        cache_dir=tmp_path, preset="cluttered100", num_clutter=0, dtype="uint8", **SMALL
+        mnist=mnist,
+        cache_dir=tmp_path,
+        preset="cluttered100",
+        num_clutter=0,
+        dtype="uint8",
+        **SMALL,
     )
     ranges = {
         "train": (0, 55_000),
@@ -195,11 +190,11 @@ def test_splits_come_from_disjoint_digit_ranges(
         np.testing.assert_array_equal(data.digit_indices + offset, codes)
 
 
-def test_each_split_clutters_with_its_own_digits(
-    range_valued_mnist, use_fake_mnist, tmp_path
-):
-    use_fake_mnist(range_valued_mnist({(0, 55_000): 11, (55_000, 60_000): 13}, test=17))
-    splits = load_cluttered_translated(cache_dir=tmp_path, dtype="uint8", **SMALL)
+def test_each_split_clutters_with_its_own_digits(range_valued_mnist, tmp_path):
+    mnist = range_valued_mnist({(0, 55_000): 11, (55_000, 60_000): 13}, test=17)
+    splits = load_cluttered_translated(
+        mnist=mnist, cache_dir=tmp_path, dtype="uint8", **SMALL
+    )
     for split, value in (("train", 11), ("valid", 13), ("test", 17)):
         data = splits[split]
         outside = _outside_box(data.images, data.boxes)
@@ -207,10 +202,10 @@ def test_each_split_clutters_with_its_own_digits(
 
 
 def test_cache_rerun_is_byte_identical_and_not_regenerated(
-    traceable_mnist, use_fake_mnist, tmp_path, monkeypatch
+    traceable_mnist, tmp_path, monkeypatch
 ):
-    use_fake_mnist(traceable_mnist.mnist)
-    first = load_cluttered_translated(cache_dir=tmp_path, **SMALL)
+    mnist = traceable_mnist.mnist
+    first = load_cluttered_translated(mnist=mnist, cache_dir=tmp_path, **SMALL)
     (path,) = tmp_path.glob("cluttered_translated-*.npz")
     written = path.read_bytes()
 
@@ -218,7 +213,7 @@ def test_cache_rerun_is_byte_identical_and_not_regenerated(
         raise AssertionError("regenerated although cached")
 
     monkeypatch.setattr(translated, "make_cluttered_translated", fail)
-    second = load_cluttered_translated(cache_dir=tmp_path, **SMALL)
+    second = load_cluttered_translated(mnist=mnist, cache_dir=tmp_path, **SMALL)
     assert path.read_bytes() == written
     for split in ("train", "valid", "test"):
         for name in ("images", "labels", "saliency", "boxes", "digit_indices"):

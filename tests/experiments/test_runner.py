@@ -56,7 +56,7 @@ class Toy(Experiment):
     def run_name(self, config):
         return f"toy_seed{config.seed}"
 
-    def load_data(self, config, log):
+    def load_data(self, config, log, smoke=False):
         type(self).loads += 1
         rng = np.random.default_rng(0)
         x = rng.normal(size=(config.n, 3)).astype("float32")
@@ -181,7 +181,7 @@ def test_a_run_without_completed_epochs_is_reused_with_a_new_config(tmp_path):
     out = tmp_path / "run"
 
     class Failing(Toy):
-        def load_data(self, config, log):
+        def load_data(self, config, log, smoke=False):
             raise UsageError("no data")
 
     with pytest.raises(UsageError):

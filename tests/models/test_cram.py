@@ -3,6 +3,7 @@ hand), the start glimpse, the loss with and without the clue term, gradients
 into the localisation network, `.keras` round trip. Backend-agnostic (also run
 under JAX); the gradient helper has one branch per backend."""
 
+import inspect
 import json
 
 import keras
@@ -177,6 +178,28 @@ def test_clue_weight_zero_is_exactly_the_cross_entropy():
         assert float(numpy(loss)) == pytest.approx(cross_entropy(y, logits), rel=1e-6)
     # The clue loss is still reported, but not added.
     assert 0.0 < float(numpy(model.clue_loss_tracker.result())) < 1.0
+
+
+def test_clue_loss_metric_counts_only_the_forward_pass_of_its_logits():
+    # Shape inference calls `compute_loss` with a `y_pred` of its own trace:
+    # only the logits `call` returned may carry that call's clue term.
+    model = tiny_classifier(clue_weight=0.0)
+    compile_tiny(model)
+    x, y = data()
+    logits, tau, _ = model(x, training=False, return_glimpses=True)
+    model.compute_loss(x, y, logits + 0.0, training=False)
+    assert float(numpy(model.clue_loss_tracker.count)) == 0.0
+    model.compute_loss(x, y, logits, training=False)
+    model.compute_loss(x, y, logits, training=False)  # used once only
+    assert float(numpy(model.clue_loss_tracker.count)) == 1.0
+    expected = float(numpy(clue_loss(x[1], tau, 6)))
+    assert float(numpy(model.clue_loss_tracker.result())) == pytest.approx(expected)
+
+
+def test_no_private_keras_imports():
+    import cram_keras.models.cram as cram_module
+
+    assert "keras.src" not in inspect.getsource(cram_module)
 
 
 @pytest.mark.slow  # two compiled steps (train, validation)

@@ -131,3 +131,43 @@ def test_keras_round_trip_gives_identical_outputs(cls, tmp_path):
 def test_bad_arguments_name_themselves(kwargs, name):
     with pytest.raises(ValueError, match=f"{name}="):
         RNNSPN(**kwargs)
+
+
+def gru_weights(**kwargs):
+    keras.utils.set_random_seed(0)
+    model = RNNSPN(rnn_units=32, classifier_filters=2, dense_units=4, **kwargs)
+    model(np.zeros((1, 100, 100, 1), "float32"))
+    cell = model.rnn.cell
+    return model, [
+        keras.ops.convert_to_numpy(w)
+        for w in (cell.kernel, cell.recurrent_kernel, cell.bias)
+    ]
+
+
+def test_lasagne_gru_initializer_draws_normal_0_1_weights_and_zero_biases():
+    # lasagne.layers.GRULayer's defaults: W_in, W_hid ~ Normal(0, 0.1), b = 0.
+    model, (kernel, recurrent, bias) = gru_weights(gru_initializer="lasagne")
+    assert kernel.shape == (9 * 9 * 20, 3 * 32)  # 155,520 draws
+    assert recurrent.shape == (32, 3 * 32)  # 3,072 draws
+    assert abs(kernel.std() - 0.1) < 0.002 and abs(kernel.mean()) < 0.002
+    assert abs(recurrent.std() - 0.1) < 0.005 and abs(recurrent.mean()) < 0.01
+    np.testing.assert_array_equal(bias, np.zeros_like(bias))
+    assert model.get_config()["gru_initializer"] == "lasagne"
+    assert RNNSPN.from_config(model.get_config()).gru_initializer == "lasagne"
+
+
+def test_default_gru_initializer_is_keras_glorot_and_orthogonal():
+    model, (kernel, recurrent, bias) = gru_weights()
+    assert model.gru_initializer == "keras"
+    # Glorot uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out)).
+    limit = np.sqrt(6.0 / sum(kernel.shape))
+    assert np.abs(kernel).max() <= limit
+    assert kernel.std() == pytest.approx(limit / np.sqrt(3.0), rel=0.01)
+    # Orthogonal (32, 96): orthonormal rows.
+    np.testing.assert_allclose(recurrent @ recurrent.T, np.eye(32), atol=1e-5)
+    np.testing.assert_array_equal(bias, np.zeros_like(bias))
+
+
+def test_bad_gru_initializer_names_itself():
+    with pytest.raises(ValueError, match="gru_initializer='glorot'"):
+        RNNSPN(gru_initializer="glorot")

@@ -53,9 +53,7 @@ def assert_run_artifacts(out, epochs):
         "glimpses.png",
         "glimpses.gif",
         "model.keras",
-        "best.weights.h5",
-        "early_stopping.json",
-        "wall_clock.json",
+        "checkpoints/epoch-0001.json",
     ):
         assert (out / name).exists(), name
     assert any((out / "tensorboard").rglob("events.out.tfevents*"))
@@ -135,7 +133,7 @@ def test_smoke_saliency_writes_every_artifact(fake_mnist_dir, tmp_path):
     )
     assert code == 0
     metrics = assert_run_artifacts(out, epochs=2)
-    for name in ("saliency.keras", "clues.npz", "log.csv", "metrics.json"):
+    for name in ("clues.npz", "metrics.json", "network/model.keras", "network/log.csv"):
         assert (out / "saliency" / name).exists(), name
     assert (
         metrics["clue"] == "saliency" and metrics["saliency_targets"] == "ground_truth"
@@ -145,13 +143,15 @@ def test_smoke_saliency_writes_every_artifact(fake_mnist_dir, tmp_path):
 
     # The clues are the thresholded output of the saved saliency network.
     from cram_keras.experiments import cram_cls
+    from cram_keras.experiments.runner import load_config
+    from cram_keras.training.saliency import saliency_clues
 
-    config = cram_cls.Config(**json.loads((out / "config.json").read_text()))
-    splits = cram_cls.load_splits(config)
+    config = load_config(cram_cls.Config, out)
+    splits, _ = cram_cls.load_splits(config)
     clues = cram_cls._load_clues(str(out / "saliency" / "clues.npz"), splits)
-    net = keras.models.load_model(out / "saliency" / "saliency.keras")
+    net = keras.models.load_model(out / "saliency" / "network" / "model.keras")
     for split in ("train", "test"):
-        expected = cram_cls.saliency_clues(net, splits[split]["images"], 0.5)
+        expected = saliency_clues(net, splits[split]["images"], 0.5)
         np.testing.assert_array_equal(clues[split], expected)
         assert set(np.unique(clues[split])) <= {0, 1}
 
@@ -207,66 +207,6 @@ def test_clue_none_feeds_zeros_and_adds_no_clue_loss(
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes_without_retraining_saliency(
-    fake_mnist_dir, tmp_path, monkeypatch
-):
-    from cram_keras.experiments import cram_cls
-
-    config = cram_cls.smoke_config(
-        clue="saliency",
-        epochs=2,
-        saliency_epochs=1,
-        figure_examples=0,
-        data_dir=str(fake_mnist_dir),
-        cache_dir=str(tmp_path / "cache"),
-    )
-    out = str(tmp_path / "run")
-    trained = []
-    train_saliency = cram_cls.train_saliency_network
-    monkeypatch.setattr(
-        cram_cls,
-        "train_saliency_network",
-        lambda *a, **k: trained.append(1) or train_saliency(*a, **k),
-    )
-    original = keras.callbacks.BackupAndRestore.on_epoch_end
-
-    def interrupt_after_epoch_0(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 0:
-            raise KeyboardInterrupt("simulated interruption")
-
-    monkeypatch.setattr(
-        keras.callbacks.BackupAndRestore, "on_epoch_end", interrupt_after_epoch_0
-    )
-    with pytest.raises(KeyboardInterrupt):
-        cram_cls.train_and_evaluate(config, out)
-    assert not os.path.exists(os.path.join(out, "metrics.json"))
-    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", original)
-
-    metrics = cram_cls.train_and_evaluate(config, out)
-    with open(os.path.join(out, "log.csv")) as f:
-        epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
-    assert epochs == [0, 1]  # epoch 0 is not trained twice
-    assert metrics["epochs"] == 2 and len(trained) == 1
-
-    # Rerunning a finished run does not train again.
-    monkeypatch.setattr(
-        keras.Model, "fit", lambda *a, **k: pytest.fail("a finished run was retrained")
-    )
-    assert cram_cls.train_and_evaluate(config, out) == metrics
-
-    # The same directory with another config is refused, not mixed.
-    other = cram_cls.smoke_config(
-        clue="saliency",
-        epochs=4,
-        data_dir=str(fake_mnist_dir),
-        cache_dir=str(tmp_path / "cache"),
-    )
-    with pytest.raises(ValueError, match="different config"):
-        cram_cls.train_and_evaluate(other, out)
-
-
-@pytest.mark.slow
 def test_tune_writes_trials_table_and_best_config(fake_mnist_dir, tmp_path):
     # The search's resumption is tested in tests/training/test_tuner.py.
     out = tmp_path / "run"
@@ -289,7 +229,7 @@ def test_tune_writes_trials_table_and_best_config(fake_mnist_dir, tmp_path):
 
 
 def test_contrast_pseudo_masks_mark_the_digit_on_either_background():
-    from cram_keras.experiments.cram_cls import contrast_pseudo_masks
+    from cram_keras.data.saliency_masks import contrast_pseudo_masks
 
     images = np.full((2, 12, 12, 3), 40, np.uint8)
     images[1] = 220  # light background, dark digit
@@ -357,9 +297,9 @@ def test_bad_values_fail_clearly(tmp_path, capsys):
 
 def test_bad_flags_exit_2_without_traceback():
     proc = run_script("--clue", "sometimes")
-    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+    assert proc.returncode == 2 and "must be one of" in proc.stderr
     proc = run_script("--glimpses", "two")
-    assert proc.returncode == 2 and "invalid int value" in proc.stderr
+    assert proc.returncode == 2 and "must be an integer" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -373,7 +313,7 @@ def test_missing_data_fails_clearly(tmp_path, capsys):
             str(tmp_path / "r"),
         ]
     )
-    assert code == 2
+    assert code == 1  # a data error
     assert "nowhere" in capsys.readouterr().err
 
 

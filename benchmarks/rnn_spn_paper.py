@@ -1,0 +1,189 @@
+#!/usr/bin/env python
+"""RNN-SPN Table 1 as a resumable campaign: the paper protocol on this CPU.
+
+The protocol is exactly the paper's (released code's): 60k / 10k / 10k
+generated sequences, d = 2, batch 100, RMSprop 5e-4 (rho 0.9, eps 1e-6),
+two-stage clipping (+-1, then global norm 5), the released code's
+learning-rate rule, early stopping with patience 50 on validation per-digit
+error, up to 300 epochs, test error at the best validation epoch. Models run
+one after the other (RNN-SPN, FFN-SPN, CNN), each in its own run directory;
+a killed campaign continues where it stopped when the same command is run
+again (the runner's crash-safe epoch checkpoints).
+
+Run it from a git worktree at a fixed commit, in the background:
+
+    git worktree add runs/campaign <commit>
+    cd runs/campaign && nohup python benchmarks/rnn_spn_paper.py \\
+        --data-dir /work/shared/data/mnist --runs-dir ../rnn_spn_paper \\
+        > ../rnn_spn_paper.log 2>&1 &
+
+and, whenever you stop, write the progress file from the run directories
+(it also evaluates the best-validation weights so far on the test set):
+
+    python benchmarks/rnn_spn_paper.py --report --data-dir /work/shared/data/mnist \\
+        --runs-dir runs/rnn_spn_paper --commit <commit>
+
+`benchmarks/results/rnn_spn_paper.json`: per model, epochs done, per-epoch
+validation per-digit and sequence errors, test errors at the best validation
+epoch so far, wall time, throughput, hardware, the campaign's commit and
+whether it has finished. A run whose directory is gone keeps its committed
+curve under ``lost_runs``.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+
+from cram_keras.experiments import rnn_spn
+from cram_keras.experiments.runner import CHECKPOINT_DIR, load_config
+from cram_keras.platform_info import describe
+from cram_keras.training.checkpoint import EpochCheckpoints
+from cram_keras.utils import read_json, write_json
+
+PAPER_TABLE_1 = {"rnn_spn": 0.015, "ffn_spn": 0.020, "conv": 0.029}
+MODELS = ("rnn_spn", "ffn_spn", "conv")
+
+
+def paper_config(model, data_dir, gru_initializer):
+    kwargs = dict(model=model, data_dir=data_dir)
+    if model == "rnn_spn":
+        kwargs["gru_initializer"] = gru_initializer
+    return rnn_spn.Config(**kwargs)
+
+
+def _commit():
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def report_model(run_dir, data_cache):
+    """Progress of one run directory, with the test error of the best
+    validation epoch so far (evaluated here)."""
+    record = EpochCheckpoints(os.path.join(run_dir, CHECKPOINT_DIR)).latest(
+        log=lambda message: print(message, file=sys.stderr)
+    )
+    if record is None:
+        return None
+    config = load_config(rnn_spn.Config, run_dir)
+    rows = record["log"]
+    early = record["early_stopping"]
+    entry = {
+        "epochs_done": len(rows),
+        "valid_per_digit_error": [1.0 - r["val_digit_accuracy"] for r in rows],
+        "valid_sequence_error": [1.0 - r["val_sequence_accuracy"] for r in rows],
+        "train_loss": [r["loss"] for r in rows],
+        "best_epoch": None if early["best_epoch"] is None else early["best_epoch"] + 1,
+        "finished": bool(record.get("finished")),
+        "stopped_early": early.get("stopped_epoch") is not None,
+        "train_wall_seconds": record.get("train_wall_seconds"),
+        "train_sequences_per_second": float(
+            np.median([r["train_samples_per_second"] for r in rows[1:] or rows])
+        ),
+        "gru_initializer": config.gru_initializer
+        if config.model == "rnn_spn"
+        else None,
+        "paper_per_digit_error": PAPER_TABLE_1[config.model],
+    }
+    best = record.get("best_weights")
+    if best:
+        key = (config.data_dir, config.n_train, config.data_seed)
+        if key not in data_cache:
+            data_cache[key] = rnn_spn.EXPERIMENT.load_data(config, print)
+        data = data_cache[key]
+        model = rnn_spn.EXPERIMENT.build_model(config, data)
+        model.load_weights(os.path.join(run_dir, CHECKPOINT_DIR, best))
+        test = rnn_spn._dataset(*data.splits["test"], config.batch_size)
+        scores = model.evaluate(test, return_dict=True, verbose=0)
+        entry["test_per_digit_error_at_best"] = 1.0 - float(scores["digit_accuracy"])
+        entry["test_sequence_error_at_best"] = 1.0 - float(scores["sequence_accuracy"])
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    if os.path.exists(metrics_path):
+        metrics = read_json(metrics_path)
+        entry["final_metrics"] = {
+            k: metrics[k]
+            for k in ("test_per_digit_error", "test_sequence_error", "wall_seconds")
+        }
+    return entry
+
+
+def write_report(args):
+    previous = read_json(args.output) if os.path.exists(args.output) else {}
+    results = {
+        "protocol": (
+            "paper: 60k/10k/10k sequences, d=2, batch 100, RMSprop 5e-4, two-stage "
+            "clipping, released LR rule, early stopping patience 50 on validation "
+            "per-digit error, up to 300 epochs, test at the best validation epoch"
+        ),
+        "command": "python benchmarks/rnn_spn_paper.py --data-dir DIR --runs-dir "
+        f"{args.runs_dir}",
+        "commit": args.commit or previous.get("commit") or _commit(),
+        "hardware": describe(),
+        "models": {},
+        "lost_runs": list(previous.get("lost_runs", [])),
+    }
+    cache = {}
+    for model in MODELS:
+        run_dir = os.path.join(args.runs_dir, model)
+        entry = report_model(run_dir, cache) if os.path.isdir(run_dir) else None
+        old = previous.get("models", {}).get(model)
+        if entry is None:
+            if old is not None:
+                results["models"][model] = old
+            continue
+        if old is not None and old.get("epochs_done", 0) > entry["epochs_done"]:
+            # The directory was restarted on a fresh machine: keep the lost curve.
+            results["lost_runs"].append(dict(old, model=model))
+        results["models"][model] = entry
+    write_json(args.output, results)
+    print(json.dumps(results["models"], indent=1)[:4000])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--data-dir", default=None, help="MNIST IDX directory (required offline)"
+    )
+    p.add_argument("--runs-dir", default="runs/rnn_spn_paper", help="run directories")
+    p.add_argument(
+        "--models", default=",".join(MODELS), help="comma-separated, in order"
+    )
+    p.add_argument(
+        "--gru-initializer",
+        default="lasagne",
+        choices=("keras", "lasagne"),
+        help="RNN-SPN's GRU initialisation (default: lasagne, the released code's; "
+        "see benchmarks/results/rnn_spn_init.json)",
+    )
+    p.add_argument("--report", action="store_true", help="only write the progress file")
+    p.add_argument(
+        "--commit", default=None, help="the campaign's commit (for --report)"
+    )
+    p.add_argument("--output", default="benchmarks/results/rnn_spn_paper.json")
+    args = p.parse_args(argv)
+    if args.report:
+        write_report(args)
+        return 0
+    print("campaign:", shlex.join(sys.argv), "commit", _commit(), flush=True)
+    for model in args.models.split(","):
+        config = paper_config(model, args.data_dir, args.gru_initializer)
+        rnn_spn.train_and_evaluate(config, os.path.join(args.runs_dir, model))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

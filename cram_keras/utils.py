@@ -1,0 +1,207 @@
+"""Small helpers shared by every layer of the package: crash-safe file writes
+and Keras-style argument checks.
+
+Files: `write_json` / `atomic_write_bytes` / `atomic_path` never leave a
+half-written file under the final name. They write to a temporary name in
+the same folder (``.<name>.<token>.tmp<ext>``, so that libraries that insist
+on an extension, such as Keras' ``.weights.h5`` or NumPy's ``.npz``, accept
+it), flush and ``os.fsync`` it, and ``os.replace`` it onto the final name;
+if the writer raises, the temporary file is removed and an existing file of
+that name is left as it was.
+
+Checks: `check_int`, `check_number`, `check_choice` and `check_int_list`
+raise ``ValueError("`name` must be ... Received: name=value")`` and return
+the value (as a Python int, float or list).
+"""
+
+import contextlib
+import csv
+import json
+import math
+import numbers
+import operator
+import os
+import secrets
+
+# === Files ===
+
+
+def _temporary_name(path):
+    folder, base = os.path.split(os.path.abspath(os.fspath(path)))
+    dot = base.find(".", 1)
+    ext = base[dot:] if dot > 0 else ""
+    return os.path.join(folder, f".{base}.{secrets.token_hex(4)}.tmp{ext}")
+
+
+def _fsync_file(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path` to write a file to (by any
+    library); on success the file is fsynced and renamed onto `path`, on an
+    exception it is removed and `path` is left untouched.
+
+    >>> with atomic_path("run/model.keras") as tmp:
+    ...     model.save(tmp)
+    """
+    path = os.fspath(path)
+    tmp = _temporary_name(path)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_bytes(path, data):
+    """Writes `data` (bytes) to `path` atomically; see `atomic_path`."""
+    with atomic_path(path) as tmp, open(tmp, "xb") as f:
+        f.write(data)
+    return path
+
+
+def write_json(path, payload):
+    """Writes `payload` as indented, key-sorted JSON to `path` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "x") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return path
+
+
+def read_json(path):
+    """The JSON value stored in `path`."""
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_csv_log(path):
+    """The rows of a CSV log (e.g. `keras.callbacks.CSVLogger`'s) as dicts of
+    strings; `[]` when the file does not exist yet."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# === Argument checks ===
+
+
+def _bounds(low, high, low_inclusive=True, high_inclusive=True):
+    if low is not None and high is not None:
+        left = "[" if low_inclusive else "("
+        right = "]" if high_inclusive else ")"
+        return f" in {left}{low}, {high}{right}"
+    if low is not None:
+        return f" {'>=' if low_inclusive else '>'} {low}"
+    if high is not None:
+        return f" {'<=' if high_inclusive else '<'} {high}"
+    return ""
+
+
+def check_int(name, value, low=None, high=None):
+    """Returns `value` as an int; raises `ValueError` unless it is an integer
+    (a bool is not; NumPy integers are) in `[low, high]` (`None`: unbounded).
+    """
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if (
+        number is None
+        or (low is not None and number < low)
+        or (high is not None and number > high)
+    ):
+        if low is not None and high is not None:
+            bounds = f" in {low}..{high}"
+        else:
+            bounds = _bounds(low, high)
+        raise ValueError(
+            f"`{name}` must be an integer{bounds}. Received: {name}={value!r}"
+        )
+    return number
+
+
+def check_number(
+    name,
+    value,
+    low=None,
+    high=None,
+    low_inclusive=True,
+    finite=True,
+    high_inclusive=True,
+):
+    """Returns `value` as a float; raises `ValueError` unless it is a real
+    number (a bool is not) within the bounds, and, with `finite`, neither NaN
+    nor infinite. `low_inclusive` / `high_inclusive`: whether the bound itself
+    is allowed."""
+    valid = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if valid:
+        number = float(value)
+        if math.isnan(number):
+            valid = False
+        elif finite and math.isinf(number):
+            valid = False
+        elif low is not None and not (number >= low if low_inclusive else number > low):
+            valid = False
+        elif high is not None and not (
+            number <= high if high_inclusive else number < high
+        ):
+            valid = False
+    if not valid:
+        kind = "a finite number" if finite else "a number"
+        bounds = _bounds(low, high, low_inclusive, high_inclusive)
+        raise ValueError(f"`{name}` must be {kind}{bounds}. Received: {name}={value!r}")
+    return number
+
+
+def check_choice(name, value, choices):
+    """Returns `value`; raises `ValueError` unless it is one of `choices`."""
+    if value not in tuple(choices):
+        raise ValueError(
+            f"`{name}` must be one of {tuple(choices)}. Received: {name}={value!r}"
+        )
+    return value
+
+
+def check_int_list(name, value, low=1):
+    """Returns `value` as a list; raises `ValueError` unless it is a non-empty
+    list or tuple of integers >= `low` (positive by default)."""
+    kind = "positive integers" if low == 1 else f"integers >= {low}"
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(
+            f"`{name}` must be a non-empty list of {kind}. Received: {name}={value!r}"
+        )
+    items = []
+    for item in value:
+        try:
+            items.append(check_int(name, item, low=low))
+        except ValueError:
+            raise ValueError(
+                f"`{name}` must be a non-empty list of {kind}. "
+                f"Received: {name}={value!r}"
+            ) from None
+    return items
+
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "check_choice",
+    "check_int",
+    "check_int_list",
+    "check_number",
+    "read_csv_log",
+    "read_json",
+    "write_json",
+]
