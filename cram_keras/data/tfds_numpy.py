@@ -86,6 +86,13 @@ def tfds_prepared_dir(name: str) -> str | None:
         The prepared version's folder (e.g.
         `~/tensorflow_datasets/mnist/3.0.1`) or `None`.
     """
+    import logging
+
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    # A half-written folder of an interrupted download makes TFDS log a
+    # warning here; the caller's one-line note says what happens instead.
+    absl_logger.setLevel(logging.ERROR)
     try:
         import tensorflow_datasets as tfds
 
@@ -94,4 +101,6 @@ def tfds_prepared_dir(name: str) -> str | None:
             return str(builder.data_dir)
     except Exception:  # Not prepared in any usable way.
         return None
+    finally:
+        absl_logger.setLevel(level)
     return None

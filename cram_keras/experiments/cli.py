@@ -210,6 +210,31 @@ def script(experiment_module):
     return script_main
 
 
+# Settings that change where files go, not the experiment.
+_NOT_IN_NAME = ("cache_dir",)
+
+
+def default_run_name(experiment, config, smoke=False):
+    """``<experiment.run_name(config)>[_smoke][_<hash>]``: the hash (6 hex
+    digits of the sorted non-default settings) tells apart runs that differ
+    in anything else, so a changed setting gets its own directory."""
+    import hashlib
+    import json
+
+    base = experiment.smoke_config() if smoke else experiment.Config()
+    changed = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.name not in _NOT_IN_NAME + tuple(experiment.name_fields)
+        and getattr(config, f.name) != getattr(base, f.name)
+    }
+    name = experiment.run_name(config) + ("_smoke" if smoke else "")
+    if changed:
+        text = json.dumps(changed, sort_keys=True, default=str)
+        name += "_" + hashlib.sha1(text.encode()).hexdigest()[:6]
+    return name
+
+
 def _error(message, code):
     print(f"error: {message}", file=sys.stderr)
     return code
@@ -248,7 +273,7 @@ def main(experiment, argv=None):
             output_dir = args.output_dir or os.path.join(
                 "runs",
                 experiment.name,
-                experiment.run_name(config) + ("_smoke" if args.smoke else ""),
+                default_run_name(experiment, config, args.smoke),
             )
             run_experiment(
                 experiment,

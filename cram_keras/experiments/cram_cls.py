@@ -785,6 +785,8 @@ class CRAMClassificationExperiment(Experiment):
     monitor_mode = "max"
     smoke_overrides = SMOKE
 
+    name_fields = ("dataset", "clue", "glimpses", "seed", "tune")
+
     def run_name(self, config):
         name = f"{config.dataset}_{config.clue}_g{config.glimpses}_seed{config.seed}"
         return name + ("_tune" if config.tune else "")

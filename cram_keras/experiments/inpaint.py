@@ -549,6 +549,8 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
         evaluate_checkpoint(config, args.eval_only, output_dir, bundled=args.smoke)
         return 0
 
+    name_fields = ("dataset", "encoder", "mask", "seed")
+
     def run_name(self, config):
         return (
             f"{dataset_label(config.dataset)}_{config.encoder}_{config.mask}"

@@ -234,6 +234,8 @@ class RNNSPNExperiment(Experiment):
     smoke_overrides = SMOKE
     speed_key = "train_sequences_per_second"
 
+    name_fields = ("model", "downsample", "seed")
+
     def run_name(self, config):
         d = f"_d{config.downsample:g}" if config.model != "conv" else ""
         return f"{config.model}{d}_seed{config.seed}"

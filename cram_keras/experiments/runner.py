@@ -117,6 +117,7 @@ class Experiment:
     monitor_mode = "max"
     smoke_overrides = {}
     speed_key = "train_samples_per_second"  # its name in metrics.json
+    name_fields = ("seed",)  # Config fields that run_name() spells out
 
     # === Config ===
 

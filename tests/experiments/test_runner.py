@@ -269,3 +269,17 @@ def test_cli_set_overrides_any_field_and_output_dir_under_a_file(tmp_path, capsy
     code = cli.main(Toy(), ["--output-dir", str(tmp_path / "file" / "run")])
     assert code == 2
     assert "is a regular file" in capsys.readouterr().err
+
+
+def test_default_run_name_tells_apart_every_changed_setting():
+    from cram_keras.experiments import rnn_spn
+
+    name = cli.default_run_name
+    paper = name(rnn_spn.EXPERIMENT, rnn_spn.Config())
+    assert paper == "rnn_spn_d2_seed0"
+    assert name(rnn_spn.EXPERIMENT, rnn_spn.Config(seed=3)) == "rnn_spn_d2_seed3"
+    fewer = name(rnn_spn.EXPERIMENT, rnn_spn.Config(n_train=20000))
+    other_rate = name(rnn_spn.EXPERIMENT, rnn_spn.Config(learning_rate=1e-3))
+    assert len({paper, fewer, other_rate}) == 3
+    # Where the cache lives does not change the experiment.
+    assert name(rnn_spn.EXPERIMENT, rnn_spn.Config(cache_dir="/tmp/x")) == paper
