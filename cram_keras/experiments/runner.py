@@ -391,6 +391,34 @@ class _CrashPoints(keras.callbacks.Callback):
         crash_point(f"validation:{self.epoch}")
 
 
+class _Progress(keras.callbacks.Callback):
+    """``Epoch e/E`` of the whole run (Keras' own header would say ``e/e``,
+    since the runner calls ``fit`` once per epoch), a progress bar on a
+    terminal, and one line of logs per epoch."""
+
+    def __init__(self, epochs, interactive):
+        super().__init__()
+        self.epochs = epochs
+        self.interactive = interactive
+        self.bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
+        if self.interactive:
+            self.bar = keras.utils.Progbar(target=None, unit_name="step")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bar is not None:
+            values = [(k, float(v)) for k, v in (logs or {}).items() if "loss" in k]
+            self.bar.update(batch + 1, values=values)
+
+    def on_epoch_end(self, epoch, logs=None):
+        text = " - ".join(
+            f"{k}: {float(v):.4g}" for k, v in sorted((logs or {}).items())
+        )
+        print(("\n" if self.bar is not None else "") + text, flush=True)
+
+
 class _EpochTimer(keras.callbacks.Callback):
     """Training seconds of the epoch (validation excluded)."""
 
@@ -605,7 +633,7 @@ def _train(experiment, run, data, distribution, verbose, start):
     first_epoch = 0 if record is None else record["epoch"] + 1
     finished = bool(record and record.get("finished"))
     patience = experiment.patience(config) if experiment.monitor else None
-    verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
+    interactive = sys.stdout.isatty() if verbose is None else verbose == 1
     valid = experiment.valid_dataset(config, data)
     samples = experiment.samples_per_epoch(config, data)
     loop_start = time.perf_counter()
@@ -616,7 +644,12 @@ def _train(experiment, run, data, distribution, verbose, start):
         if rate is not None:
             _set_learning_rate(model, rate)
         timer = _EpochTimer()
-        callbacks = [timer, _NaNGuard(run, epoch if record else 0), _CrashPoints()]
+        callbacks = [
+            timer,
+            _NaNGuard(run, epoch if record else 0),
+            _CrashPoints(),
+            _Progress(config.epochs, interactive),
+        ]
         tensorboard = _tensorboard_callback(run)
         if tensorboard is not None:
             callbacks.append(tensorboard)
@@ -628,7 +661,7 @@ def _train(experiment, run, data, distribution, verbose, start):
             epochs=epoch + 1,
             callbacks=callbacks,
             shuffle=False,  # the epoch's dataset is already in its epoch order
-            verbose=verbose,
+            verbose=0,  # _Progress reports the run's epochs
         )
         seconds = timer.seconds()
         row = {"epoch": epoch}
