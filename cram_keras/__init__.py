@@ -27,3 +27,6 @@ else:
     # Registers TwoStageClipOptimizer, so that `import cram_keras` suffices to
     # load a saved RNN-SPN model with its optimizer.
     from cram_keras.training import clipping as _clipping  # noqa: F401
+
+    # Registers the compiled metrics (e.g. RNN-SPN's sequence accuracy).
+    from cram_keras.training import metrics as _metrics  # noqa: F401

@@ -153,3 +153,124 @@ def pixel_coordinates(theta, in_h, in_w, out_h, out_w, align_corners):
     if align_corners:
         return (grid[..., 0] + 1) / 2 * (in_w - 1), (grid[..., 1] + 1) / 2 * (in_h - 1)
     return ((grid[..., 0] + 1) * in_w - 1) / 2, ((grid[..., 1] + 1) * in_h - 1) / 2
+
+
+# === SavedModel serving, in a fresh process ===
+
+_SERVE_SCRIPT = """
+import json, sys
+import numpy as np, tensorflow as tf
+
+saved_model, inputs_path, out_path, cases_path = sys.argv[1:5]
+served = tf.saved_model.load(saved_model)
+data = np.load(inputs_path)
+names = json.loads(str(data["__names__"]))
+good = [data[n] for n in names]
+np.save(out_path, served.serve(*[tf.constant(x) for x in good]).numpy())
+
+
+def variants(i, x):
+    n = names[i]
+    h, w, c = x.shape[1:]
+    yield n + ": height + 1", np.zeros((len(x), h + 1, w, c), np.float32)
+    yield n + ": channels + 1", np.zeros((len(x), h, w, c + 1), np.float32)
+    yield n + ": no batch axis", x[0]
+    yield n + ": NaN", np.where(np.arange(x.size).reshape(x.shape) == 0, np.nan, x).astype(np.float32)
+    if n in binary:
+        yield n + ": value 0.5", np.full_like(x, 0.5)
+    else:
+        yield n + ": uint8 0..255", np.full(x.shape, 255, np.uint8)
+        yield n + ": float 0..255", np.full_like(x, 255.0)
+
+
+binary = set(json.loads(str(data["__binary__"])))
+report = {}
+for i, x in enumerate(good):
+    for case, bad in variants(i, x):
+        args = list(good)
+        args[i] = bad
+        try:
+            served.serve(*args)
+            report[case] = ["accepted", ""]
+        except Exception as e:
+            report[case] = [type(e).__name__, str(e)]
+try:
+    served.serve(*good[:-1])
+    report["missing " + names[-1]] = ["accepted", ""]
+except Exception as e:
+    report["missing " + names[-1]] = [type(e).__name__, str(e)]
+with open(cases_path, "w") as f:
+    json.dump(report, f)
+"""
+
+
+def serve_in_fresh_process(saved_model, inputs, tmp_path, binary=(), env=None):
+    """Loads `saved_model` with plain TensorFlow in a new Python process and
+    calls its `serve` endpoint on `inputs` (a dict name -> float32 array, in
+    argument order) and on bad variants of each input: wrong height, wrong
+    channels, no batch axis, a NaN, and values outside the input's range
+    (0..255 as uint8 and as float for images; 0.5 for the inputs named in
+    `binary`), and with the last argument missing.
+
+    Returns `(output, report)`: the served output for the good inputs and
+    `{case: (exception type or "accepted", message)}`.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    inputs_path = os.path.join(tmp_path, "serve_inputs.npz")
+    np.savez(
+        inputs_path,
+        __names__=json.dumps(list(inputs)),
+        __binary__=json.dumps(list(binary)),
+        **inputs,
+    )
+    out_path = os.path.join(tmp_path, "served.npy")
+    cases_path = os.path.join(tmp_path, "serve_cases.json")
+    env = dict(os.environ if env is None else env, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _SERVE_SCRIPT,
+            str(saved_model),
+            inputs_path,
+            out_path,
+            cases_path,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(cases_path) as f:
+        report = json.load(f)
+    return np.load(out_path), report
+
+
+def assert_clear_serving_errors(report, specs):
+    """Every bad case in `report` (from `serve_in_fresh_process`) was refused
+    with a short message naming the input and what it expects; `specs` maps
+    each input name to its expected shape without the batch axis."""
+    for case, (kind, message) in report.items():
+        assert kind != "accepted", f"{case}: accepted"
+        name = case.split(":")[0].removeprefix("missing ")
+        if case.startswith("missing "):
+            # TensorFlow's own binding error, raised before the graph runs.
+            assert f"missing a required argument: '{name}'" in message, message
+            continue
+        assert kind == "InvalidArgumentError", (case, kind, message[:500])
+        assert len(message) < 600, (case, len(message), message[:600])
+        assert f"serve({name}): {name} must" in message, (case, message)
+        if "height" in case or "channels" in case or "batch" in case:
+            dims = ", ".join(str(d) for d in specs[name])
+            assert f"must have shape (batch, {dims}); received shape" in message
+        elif "0.5" in case:
+            assert "must hold only 0 and 1; received min] [0.5] [max] [0.5]" in message
+        elif "255" in case:
+            assert "in [0, 1]" in message and "[max] [255]" in message, message
+        else:  # one NaN
+            assert "[NaN or inf] [1]" in message, message

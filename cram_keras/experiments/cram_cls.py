@@ -661,7 +661,7 @@ def export_model(model, path, image_shape):
     {0, 1} (all zeros for a model trained with `clue="none"`; for
     `clue="saliency"`, the thresholded `saliency/saliency.keras` output).
     """
-    from cram_keras.training.export import export_saved_model
+    from cram_keras.training.export import InputSpec, export_saved_model
 
     def serve(images, clue):
         return keras.ops.softmax(model([images, clue], training=False), axis=-1)
@@ -671,8 +671,8 @@ def export_model(model, path, image_shape):
         path,
         serve,
         [
-            ("images", (None,) + tuple(image_shape), "float32"),
-            ("clue", (None, height, width, 1), "float32"),
+            InputSpec("images", tuple(image_shape), "unit"),
+            InputSpec("clue", (height, width, 1), "binary"),
         ],
         model,
     )

@@ -444,7 +444,7 @@ def complete(model, images, masks, batch_size=256):
 
 def export_model(model, path, image_shape):
     """SavedModel: ``serve(image, mask)`` -> completed image (B, H, W, C)."""
-    from cram_keras.training.export import export_saved_model
+    from cram_keras.training.export import InputSpec, export_saved_model
 
     def serve(image, mask):
         return model([image, mask], training=False)
@@ -454,8 +454,8 @@ def export_model(model, path, image_shape):
         path,
         serve,
         [
-            ("image", (None, height, width, channels), "float32"),
-            ("mask", (None, height, width, 1), "float32"),
+            InputSpec("image", (height, width, channels), "unit"),
+            InputSpec("mask", (height, width, 1), "binary"),
         ],
         model,
     )

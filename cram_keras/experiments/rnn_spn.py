@@ -200,13 +200,13 @@ def compile_model(model, config):
 
 def export_model(model, path, image_shape):
     """SavedModel: ``serve(images)`` -> per-step class probabilities (B, T, 10)."""
-    from cram_keras.training.export import export_saved_model
+    from cram_keras.training.export import InputSpec, export_saved_model
 
     def serve(images):
         return keras.ops.softmax(model(images, training=False), axis=-1)
 
     return export_saved_model(
-        path, serve, [("images", (None,) + tuple(image_shape), "float32")], model
+        path, serve, [InputSpec("images", tuple(image_shape), "unit")], model
     )
 
 

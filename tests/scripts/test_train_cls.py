@@ -11,12 +11,12 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
 from PIL import Image
+from testing import assert_clear_serving_errors, serve_in_fresh_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
@@ -93,28 +93,14 @@ def test_smoke_oracle_writes_every_artifact_and_exports(fake_mnist_dir, tmp_path
     rng = np.random.default_rng(0)
     x = rng.random((3, 60, 60, 1)).astype("float32")
     c = (rng.random((3, 60, 60, 1)) > 0.7).astype("float32")
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "c.npy", c)
-    script = textwrap.dedent(
-        f"""
-        import numpy as np, tensorflow as tf
-        served = tf.saved_model.load({str(out / "saved_model")!r})
-        probs = served.serve(
-            tf.constant(np.load({str(tmp_path / "x.npy")!r})),
-            tf.constant(np.load({str(tmp_path / "c.npy")!r})),
-        )
-        np.save({str(tmp_path / "served.npy")!r}, probs.numpy())
-        """
-    )
-    fresh = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
+    served, report = serve_in_fresh_process(
+        out / "saved_model",
+        {"images": x, "clue": c},
+        tmp_path,
+        binary=("clue",),
         env=ENV,
-        timeout=300,
     )
-    assert fresh.returncode == 0, fresh.stderr[-3000:]
-    served = np.load(tmp_path / "served.npy")
+    assert_clear_serving_errors(report, {"images": (60, 60, 1), "clue": (60, 60, 1)})
     import cram_keras.experiments.cram_cls  # noqa: F401  (registers CRAM)
 
     model = keras.models.load_model(out / "model.keras")

@@ -10,12 +10,12 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
 import scipy.io
+from testing import assert_clear_serving_errors, serve_in_fresh_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
@@ -98,25 +98,15 @@ def test_smoke_run_writes_every_artifact_exports_and_rescores(tiny_npz, tmp_path
     x = rng.random((3, 32, 32, 3)).astype("float32")
     m = np.zeros((3, 32, 32, 1), "float32")
     m[0, 12:20, 12:20] = m[1, 3:9, 20:30] = m[2, 0:16, 0:5] = 1.0
-    np.savez(tmp_path / "inputs.npz", x=x, m=m)
-    script = textwrap.dedent(
-        f"""
-        import numpy as np, tensorflow as tf
-        served = tf.saved_model.load({str(out / "saved_model")!r})
-        inputs = np.load({str(tmp_path / "inputs.npz")!r})
-        out = served.serve(tf.constant(inputs["x"]), tf.constant(inputs["m"]))
-        np.save({str(tmp_path / "served.npy")!r}, out.numpy())
-        """
-    )
-    fresh = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
+    served, report = serve_in_fresh_process(
+        out / "saved_model",
+        {"image": x, "mask": m},
+        tmp_path,
+        binary=("mask",),
         env=ENV,
-        timeout=300,
     )
-    assert fresh.returncode == 0, fresh.stderr[-3000:]
-    served = np.load(tmp_path / "served.npy")
+    # Bad inputs are refused with one short line each.
+    assert_clear_serving_errors(report, {"image": (32, 32, 3), "mask": (32, 32, 1)})
     from cram_keras.experiments.inpaint import load_checkpoint
 
     model = load_checkpoint(str(out / "model.keras"))

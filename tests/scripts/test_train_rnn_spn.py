@@ -7,11 +7,11 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
+from testing import assert_clear_serving_errors, serve_in_fresh_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
@@ -67,24 +67,10 @@ def test_smoke_run_writes_every_artifact_and_exports(fake_mnist_dir, tmp_path):
     # The SavedModel, reloaded with plain TensorFlow in a fresh process, gives
     # the Keras model's probabilities.
     x = np.random.default_rng(0).random((3, 100, 100, 1)).astype("float32")
-    np.save(tmp_path / "x.npy", x)
-    script = textwrap.dedent(
-        f"""
-        import numpy as np, tensorflow as tf
-        served = tf.saved_model.load({str(out / "saved_model")!r})
-        probs = served.serve(tf.constant(np.load({str(tmp_path / "x.npy")!r})))
-        np.save({str(tmp_path / "served.npy")!r}, probs.numpy())
-        """
+    served, report = serve_in_fresh_process(
+        out / "saved_model", {"images": x}, tmp_path, env=ENV
     )
-    fresh = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
-    assert fresh.returncode == 0, fresh.stderr[-3000:]
-    served = np.load(tmp_path / "served.npy")
+    assert_clear_serving_errors(report, {"images": (100, 100, 1)})
     import cram_keras  # noqa: F401  (registers the model classes)
 
     model = keras.models.load_model(out / "model.keras")
