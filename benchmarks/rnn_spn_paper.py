@@ -6,9 +6,11 @@ generated sequences, d = 2, batch 100, RMSprop 5e-4 (rho 0.9, eps 1e-6),
 two-stage clipping (+-1, then global norm 5), the released code's
 learning-rate rule, early stopping with patience 50 on validation per-digit
 error, up to 300 epochs, test error at the best validation epoch. Models run
-one after the other (RNN-SPN, FFN-SPN, CNN), each in its own run directory;
-a killed campaign continues where it stopped when the same command is run
-again (the runner's crash-safe epoch checkpoints).
+in stages, each in its own run directory: first RNN-SPN to 60 epochs, FFN-SPN
+and the CNN to 20 (`--schedule`), then each in turn to the end of its
+protocol. A killed campaign continues where it stopped when the same command
+is run again (the runner's crash-safe epoch checkpoints and
+`stop_after_epochs`).
 
 Run it from a git worktree at a fixed commit, in the background:
 
@@ -36,6 +38,7 @@ import os
 import shlex
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 
@@ -69,9 +72,10 @@ def _commit():
         return None
 
 
-def report_model(run_dir, data_cache):
+def report_model(run_dir, data_cache, attention_path=None):
     """Progress of one run directory, with the test error of the best
-    validation epoch so far (evaluated here)."""
+    validation epoch so far (evaluated here); with `attention_path`, also
+    the Fig. 3-style attention figure of the best weights so far."""
     record = EpochCheckpoints(os.path.join(run_dir, CHECKPOINT_DIR)).latest(
         log=lambda message: print(message, file=sys.stderr)
     )
@@ -104,11 +108,21 @@ def report_model(run_dir, data_cache):
             data_cache[key] = rnn_spn.EXPERIMENT.load_data(config, print)
         data = data_cache[key]
         model = rnn_spn.EXPERIMENT.build_model(config, data)
-        model.load_weights(os.path.join(run_dir, CHECKPOINT_DIR, best))
+        with warnings.catch_warnings():
+            # The checkpoint also holds the optimizer, which evaluation does not
+            # build; Keras warns that it skips those variables.
+            warnings.filterwarnings("ignore", message="Skipping variable loading")
+            model.load_weights(os.path.join(run_dir, CHECKPOINT_DIR, best))
         test = rnn_spn._dataset(*data.splits["test"], config.batch_size)
         scores = model.evaluate(test, return_dict=True, verbose=0)
         entry["test_per_digit_error_at_best"] = 1.0 - float(scores["digit_accuracy"])
         entry["test_sequence_error_at_best"] = 1.0 - float(scores["sequence_accuracy"])
+        if attention_path:
+            from cram_keras.visualization import attention_figure
+
+            images, labels = data.splits["test"]
+            attention_figure(model, images[:6], labels[:6], attention_path)
+            entry["attention_figure"] = attention_path
     metrics_path = os.path.join(run_dir, "metrics.json")
     if os.path.exists(metrics_path):
         metrics = read_json(metrics_path)
@@ -137,7 +151,10 @@ def write_report(args):
     cache = {}
     for model in MODELS:
         run_dir = os.path.join(args.runs_dir, model)
-        entry = report_model(run_dir, cache) if os.path.isdir(run_dir) else None
+        attention = args.attention_figure if model == "rnn_spn" else None
+        entry = (
+            report_model(run_dir, cache, attention) if os.path.isdir(run_dir) else None
+        )
         old = previous.get("models", {}).get(model)
         if entry is None:
             if old is not None:
@@ -148,7 +165,52 @@ def write_report(args):
             results["lost_runs"].append(dict(old, model=model))
         results["models"][model] = entry
     write_json(args.output, results)
+    if args.curves_figure:
+        learning_curves_figure(results, args.curves_figure)
     print(json.dumps(results["models"], indent=1)[:4000])
+
+
+def learning_curves_figure(results, path):
+    """Validation per-digit error against epoch (log scale) for every model,
+    with the paper's Table 1 test errors as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = {"rnn_spn": "RNN-SPN", "ffn_spn": "FFN-SPN", "conv": "CNN"}
+    colours = {"rnn_spn": "C0", "ffn_spn": "C1", "conv": "C2"}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for model in MODELS:
+        entry = results["models"].get(model)
+        if entry:
+            errors = np.asarray(entry["valid_per_digit_error"]) * 100
+            state = "finished" if entry["finished"] else "in progress"
+            ax.plot(
+                np.arange(1, len(errors) + 1),
+                errors,
+                marker=".",
+                color=colours[model],
+                label=f"{names[model]} (ours, validation; {len(errors)} epochs, {state})",
+            )
+        ax.axhline(
+            PAPER_TABLE_1[model] * 100,
+            color=colours[model],
+            linestyle="--",
+            linewidth=1,
+            label=f"{names[model]} paper test error {PAPER_TABLE_1[model] * 100:.1f} %",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch (60k training sequences each)")
+    ax.set_ylabel("per-digit error (%)")
+    ax.set_title("RNN-SPN Table 1 campaign: validation per-digit error, d = 2")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def main(argv=None):
@@ -169,20 +231,57 @@ def main(argv=None):
         help="RNN-SPN's GRU initialisation (default: lasagne, the released code's; "
         "see benchmarks/results/rnn_spn_init.json)",
     )
+    p.add_argument(
+        "--schedule",
+        default="rnn_spn:60,ffn_spn:20,conv:20",
+        help="first stage: model:epochs, in order (default: rnn_spn:60,ffn_spn:20,"
+        "conv:20); after it every model of --models trains to the end of its protocol",
+    )
     p.add_argument("--report", action="store_true", help="only write the progress file")
     p.add_argument(
         "--commit", default=None, help="the campaign's commit (for --report)"
     )
     p.add_argument("--output", default="benchmarks/results/rnn_spn_paper.json")
+    p.add_argument(
+        "--curves-figure",
+        default="assets/rnn_spn_paper_curves.png",
+        help="learning-curve figure written by --report ('' for none)",
+    )
+    p.add_argument(
+        "--attention-figure",
+        default="assets/rnn_spn_attention.png",
+        help="Fig. 3-style figure of the best RNN-SPN so far, written by --report "
+        "('' for none)",
+    )
     args = p.parse_args(argv)
     if args.report:
         write_report(args)
         return 0
     print("campaign:", shlex.join(sys.argv), "commit", _commit(), flush=True)
-    for model in args.models.split(","):
-        config = paper_config(model, args.data_dir, args.gru_initializer)
-        rnn_spn.train_and_evaluate(config, os.path.join(args.runs_dir, model))
+    models = args.models.split(",")
+    stages = [parse_schedule(args.schedule, models), [(m, None) for m in models]]
+    for stage in stages:
+        for model, epochs in stage:
+            config = paper_config(model, args.data_dir, args.gru_initializer)
+            print(f"campaign: {model} to {epochs or 'the end'}", flush=True)
+            rnn_spn.train_and_evaluate(
+                config, os.path.join(args.runs_dir, model), stop_after_epochs=epochs
+            )
     return 0
+
+
+def parse_schedule(text, models):
+    """``"rnn_spn:60,ffn_spn:20"`` -> ``[("rnn_spn", 60), ("ffn_spn", 20)]``."""
+    stage = []
+    for item in text.split(","):
+        model, _, epochs = item.partition(":")
+        if model not in models or not epochs.isdigit() or int(epochs) < 1:
+            raise SystemExit(
+                f"--schedule takes model:epochs items with models from {models} and "
+                f"positive epochs. Received: {item!r}"
+            )
+        stage.append((model, int(epochs)))
+    return stage
 
 
 if __name__ == "__main__":

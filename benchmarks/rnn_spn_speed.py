@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cram_keras.data.pipelines import sequence_dataset  # noqa: E402
 from cram_keras.experiments import rnn_spn  # noqa: E402
 from cram_keras.platform_info import describe  # noqa: E402
 from cram_keras.utils import write_json  # noqa: E402
@@ -36,10 +37,10 @@ def measure(model_name, jit, batch_size, steps, warmup):
     n = batch_size * (steps + warmup)
     x = rng.integers(0, 256, size=(n, 100, 100, 1), dtype=np.uint8)
     y = rng.integers(0, 10, size=(n, 3))
-    warm = rnn_spn.make_dataset(
+    warm = sequence_dataset(
         x[: batch_size * warmup], y[: batch_size * warmup], batch_size
     )
-    timed = rnn_spn.make_dataset(
+    timed = sequence_dataset(
         x[batch_size * warmup :], y[batch_size * warmup :], batch_size
     )
     timed = timed.cache()

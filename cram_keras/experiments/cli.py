@@ -159,6 +159,14 @@ def build_parser(experiment):
     common.add_argument(
         "--debug", action="store_true", help="show the traceback of user errors"
     )
+    common.add_argument(
+        "--stop-after-epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train until the run has N epochs, then exit 0 without evaluating; "
+        "the same command without it (or with a larger N) continues the run",
+    )
     add_config_flags(parser, experiment.Config, experiment.smoke_overrides)
     experiment.add_arguments(parser)
     return parser
@@ -282,6 +290,7 @@ def main(experiment, argv=None):
                 distribution,
                 overwrite=args.overwrite,
                 smoke=args.smoke,
+                stop_after_epochs=args.stop_after_epochs,
             )
         except (UsageError, StrategyError) as err:
             if args.debug:

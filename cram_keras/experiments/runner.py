@@ -513,9 +513,16 @@ def run_experiment(
     smoke=False,
     verbose=None,
     log=None,
+    stop_after_epochs=None,
 ):
     """Trains, evaluates and writes one run of ``experiment``; returns its
-    metrics dict. See the module docstring for every step."""
+    metrics dict. See the module docstring for every step.
+
+    ``stop_after_epochs``: train only until this many epochs of the run are
+    committed, then return ``None`` without evaluating (the run stays
+    resumable; a later call without it, or with a larger value, continues).
+    For training in stretches, e.g. a campaign over several sessions.
+    """
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     distribution = distribution or Distribution("default")
     backend = check_backend(experiment)
@@ -524,6 +531,15 @@ def run_experiment(
             "--export writes a TensorFlow SavedModel and needs "
             f"KERAS_BACKEND=tensorflow. Received: KERAS_BACKEND={backend!r}. Drop "
             "--export (model.keras is written on every backend) or switch backends."
+        )
+    if stop_after_epochs is not None and (
+        isinstance(stop_after_epochs, bool)
+        or not isinstance(stop_after_epochs, int)
+        or stop_after_epochs < 1
+    ):
+        raise UsageError(
+            "--stop-after-epochs must be a positive whole number of epochs. "
+            f"Received: {stop_after_epochs!r}."
         )
     state = inspect_run_dir(output_dir, config, overwrite, log)
     if state == "finished":
@@ -552,9 +568,23 @@ def run_experiment(
     with distribution.scope():
         custom = experiment.custom_training(run, data, distribution)
     if custom is not None:
+        if stop_after_epochs is not None:
+            log(
+                f"note: {experiment.name} trains this configuration in its own "
+                "loop; --stop-after-epochs does not apply and is ignored."
+            )
         model, summary = custom
     else:
-        model, summary = _train(experiment, run, data, distribution, verbose, start)
+        model, summary = _train(
+            experiment, run, data, distribution, verbose, start, stop_after_epochs
+        )
+        if "_paused_at" in summary:
+            log(
+                f"paused: {output_dir} has {summary['_paused_at']} of {config.epochs} "
+                "epochs; run the same command again (without --stop-after-epochs, "
+                "or with a larger value) to continue."
+            )
+            return None
 
     crash_point("after_fit")
     experiment.after_training(model, run, data)
@@ -604,7 +634,10 @@ def _export(experiment, model, run, data):
     os.replace(tmp, final)
 
 
-def _train(experiment, run, data, distribution, verbose, start):
+def _train(experiment, run, data, distribution, verbose, start, stop_after=None):
+    """The epoch loop; returns ``(model, summary)``, the summary only
+    ``{"_paused_at": epochs done}`` when it stopped at ``stop_after`` epochs
+    before the run finished."""
     config = run.config
     checkpoints = EpochCheckpoints(run.path(CHECKPOINT_DIR), write=run.is_chief)
     keras.utils.set_random_seed(int(config.seed))  # the initial weights
@@ -638,7 +671,8 @@ def _train(experiment, run, data, distribution, verbose, start):
     samples = experiment.samples_per_epoch(config, data)
     loop_start = time.perf_counter()
     epoch = first_epoch
-    while not finished and epoch < config.epochs:
+    limit = config.epochs if stop_after is None else min(config.epochs, stop_after)
+    while not finished and epoch < limit:
         keras.utils.set_random_seed(epoch_seed(config.seed, epoch))
         rate = experiment.learning_rate(config, epoch)
         if rate is not None:
@@ -707,6 +741,8 @@ def _train(experiment, run, data, distribution, verbose, start):
             _write_log_csv(run.path(LOG_FILE), rows)
         epoch += 1
 
+    if not finished:
+        return model, {"_paused_at": len(rows)}
     if experiment.monitor and record is not None and record.get("best_weights"):
         model.load_weights(checkpoints.path(record, "best_weights"))
     speeds = [

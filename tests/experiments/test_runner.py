@@ -143,6 +143,43 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_training_in_stretches_matches_an_uninterrupted_run(tmp_path, capsys):
+    reference = tmp_path / "reference"
+    run_experiment(Toy(), ToyConfig(), str(reference))
+
+    out = tmp_path / "run"
+    assert run_experiment(Toy(), ToyConfig(), str(out), stop_after_epochs=1) is None
+    assert _log_epochs(out) == [0]
+    assert not (out / "metrics.json").exists()
+    assert "paused:" in capsys.readouterr().err
+    # A smaller limit than the epochs done trains nothing and stays paused.
+    assert run_experiment(Toy(), ToyConfig(), str(out), stop_after_epochs=1) is None
+    assert run_experiment(Toy(), ToyConfig(), str(out), stop_after_epochs=3) is None
+    assert _log_epochs(out) == [0, 1, 2]
+    # A limit beyond the run's epochs finishes it.
+    metrics = run_experiment(Toy(), ToyConfig(), str(out), stop_after_epochs=10)
+    assert metrics["epochs"] == 4 and _log_epochs(out) == [0, 1, 2, 3]
+    for a, b in zip(_final_weights(out), _final_weights(reference), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_stop_after_epochs_must_be_a_positive_integer(bad, tmp_path):
+    with pytest.raises(UsageError, match="--stop-after-epochs must be a positive"):
+        run_experiment(Toy(), ToyConfig(), str(tmp_path / "r"), stop_after_epochs=bad)
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_stop_after_epochs_exits_0_and_resumes(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert cli.main(Toy(), ["--output-dir", out, "--stop-after-epochs", "2"]) == 0
+    assert _log_epochs(out) == [0, 1] and not os.path.exists(out + "/metrics.json")
+    assert cli.main(Toy(), ["--output-dir", out, "--stop-after-epochs", "0"]) == 2
+    assert "positive whole number" in capsys.readouterr().err
+    assert cli.main(Toy(), ["--output-dir", out]) == 0
+    assert _log_epochs(out) == [0, 1, 2, 3] and os.path.exists(out + "/metrics.json")
+
+
 class _Killed(Exception):
     pass
 
