@@ -22,6 +22,9 @@ import shlex
 import sys
 import time
 
+# As the training scripts: TensorFlow's oneDNN CPU kernels on unless set.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 from cram_keras.experiments import rnn_spn
 from cram_keras.experiments.runner import read_log
 from cram_keras.platform_info import describe

@@ -42,6 +42,9 @@ import warnings
 
 import numpy as np
 
+# As the training scripts: TensorFlow's oneDNN CPU kernels on unless set.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 from cram_keras.experiments import rnn_spn
 from cram_keras.experiments.runner import CHECKPOINT_DIR, load_config
 from cram_keras.platform_info import describe

@@ -20,3 +20,40 @@ def describe():
         else os.cpu_count()
     )
     return f"{cpu}, {cores} cores, no GPU" if cores else cpu
+
+
+def cpu_flags():
+    """The SIMD extensions of this CPU that matter for kernel choice
+    (e.g. ``["avx2", "fma"]``), from /proc/cpuinfo; [] where unknown."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [w for w in wanted if w in flags]
+    except OSError:
+        pass
+    return []
+
+
+def busy_fraction(seconds=1.0):
+    """Fraction of all CPU time used by anything during ``seconds`` (from
+    /proc/stat), or None where unavailable: a benchmark records it to show
+    that nothing else ran while it measured."""
+    import time
+
+    def read():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return idle, sum(values)
+
+    try:
+        idle0, total0 = read()
+        time.sleep(seconds)
+        idle1, total1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = total1 - total0
+    return None if total <= 0 else 1.0 - (idle1 - idle0) / total
