@@ -28,9 +28,11 @@ results (``benchmarks/results/inpaint_*.json``).
 All methods are scored by ``cram_keras.evaluation.baselines.evaluate_inpainting``
 on the same test images and masks (the centred hole, or random rectangles
 drawn once from ``test_mask_seed``). The final-epoch model is scored; the
-per-epoch validation numbers in ``log.csv`` (on the first
-``monitor_examples`` test images) are for watching the run only and select
-nothing.
+per-epoch validation numbers in ``log.csv`` and TensorBoard (on the first
+``monitor_examples`` test images) are computed with the batch-norm
+statistics the final scoring uses (recalibrated on the same training batches
+before every validation pass), so the last epoch's logged validation PSNR is
+the final score on those images; they select nothing.
 """
 
 import dataclasses
@@ -585,31 +587,31 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
         return compile_model(model, config)
 
     def epoch_callbacks(self, run, data):
+        from cram_keras.training.callbacks import BeforeValidation
+
+        # Every worker recalibrates (the statistics are part of the weights
+        # each one keeps); only the chief draws.
+        callbacks = [
+            BeforeValidation(lambda model: _recalibrate(model, run.config, data))
+        ]
         if not run.is_chief:
-            return []
+            return callbacks
         import importlib.util
 
         n = min(run.config.figure_examples, len(data.x_test))
         has_tb = importlib.util.find_spec("tensorboard") is not None
-        return [
+        return callbacks + [
             InpaintingFigures(
                 data.x_test[:n],
                 data.masks[:n],
                 run.path("figures"),
                 run.path("tensorboard") if has_tb else None,
+                note=f" ({validation_statistics(run.config)})",
             )
         ]
 
     def after_training(self, model, run, data):
-        config = run.config
-        if config.bn_recalibration_batches:
-            # Always from the final checkpoint's weights, with the same batches:
-            # a rerun after a kill here gives the same statistics.
-            keras.utils.set_random_seed(config.seed)
-            model.recalibrate_batch_norm(
-                train_dataset(config, data.x_train, epoch=config.epochs),
-                config.bn_recalibration_batches,
-            )
+        _recalibrate(model, run.config, data)
 
     def evaluate(self, model, run, data):
         from cram_keras.training.checkpoint import crash_point
@@ -630,6 +632,9 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
                 "global_discriminator": int(model.global_d_optimizer.iterations),
             },
             "warmup_steps": model.warmup_steps,
+            # The per-epoch validation metrics in log.csv / TensorBoard use
+            # the same statistics as these scores.
+            "batch_norm_statistics": validation_statistics(config),
             "parameters": {
                 name: int(sum(np.prod(v.shape) for v in layer.weights))
                 for name, layer in (
@@ -657,6 +662,32 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
 
 
 EXPERIMENT = InpaintingExperiment()
+
+
+def _recalibrate(model, config, data):
+    """Batch-norm statistics as the final scoring uses them: the average over
+    `config.bn_recalibration_batches` training batches, always the same
+    batches (a fixed seed and order), so the result depends only on the
+    weights: the recalibration before each epoch's validation and the one
+    before the final scoring agree, and a rerun after a kill gives the same
+    statistics. Nothing with `bn_recalibration_batches=0` (the moving
+    averages of training are used)."""
+    if not config.bn_recalibration_batches:
+        return
+    # Runs at the end of an epoch's fit (or after training): the next epoch
+    # reseeds everything, so resetting the seeds here changes no training.
+    keras.utils.set_random_seed(config.seed)
+    model.recalibrate_batch_norm(
+        train_dataset(config, data.x_train, epoch=config.epochs),
+        config.bn_recalibration_batches,
+    )
+
+
+def validation_statistics(config):
+    """How the batch-norm statistics of validation and scoring are set."""
+    if config.bn_recalibration_batches:
+        return f"BN recalibrated on {config.bn_recalibration_batches} training batches"
+    return "BN moving averages"
 
 
 def check_images(config, x_train, x_test):

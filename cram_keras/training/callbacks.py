@@ -1,5 +1,6 @@
-"""The RNN-SPN learning-rate rule and the inpainting figures callback (the
-resumable run machinery is `cram_keras.experiments.runner`)."""
+"""The RNN-SPN learning-rate rule and the inpainting callbacks (figures,
+batch-norm recalibration before validation); the resumable run machinery is
+`cram_keras.experiments.runner`."""
 
 import os
 
@@ -33,8 +34,9 @@ class InpaintingFigures(keras.callbacks.Callback):
     `cram_keras.visualization.inpainting_figure`) for fixed test images, and
     the same strips as TensorBoard images (with `tensorboard_dir`)."""
 
-    def __init__(self, images, masks, directory, tensorboard_dir=None):
+    def __init__(self, images, masks, directory, tensorboard_dir=None, note=""):
         super().__init__()
+        self.note = note
         self.images = np.asarray(images, np.float32)
         self.masks = np.asarray(masks, np.float32)
         self.directory = directory
@@ -47,7 +49,11 @@ class InpaintingFigures(keras.callbacks.Callback):
         os.makedirs(self.directory, exist_ok=True)
         path = os.path.join(self.directory, f"epoch_{epoch + 1:03d}.png")
         _, strips = inpainting_figure(
-            self.model, self.images, self.masks, path, title=f"epoch {epoch + 1}"
+            self.model,
+            self.images,
+            self.masks,
+            path,
+            title=f"epoch {epoch + 1}{self.note}",
         )
         if self.tensorboard_dir is not None:
             import tensorflow as tf
@@ -69,3 +75,19 @@ class InpaintingFigures(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class BeforeValidation(keras.callbacks.Callback):
+    """Calls ``fn(model)`` when ``fit`` starts its validation pass
+    (``on_test_begin``), i.e. after the epoch's training steps and before
+    the validation metrics and the epoch-end callbacks (figures, TensorBoard,
+    checkpoints). The inpainter uses it to recalibrate its batch-norm
+    statistics as the final scoring does, so that the logged validation
+    metrics are those the final scoring would give."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def on_test_begin(self, logs=None):
+        self.fn(self.model)

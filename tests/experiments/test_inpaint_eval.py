@@ -86,3 +86,44 @@ def test_augmentation_only_flips_rotates_or_negates_the_images():
         assert np.min(np.abs(variants - augmented).max(axis=(1, 2, 3))) < 1e-6
     # Not all identical to the originals (16 images, 16 possible variants each).
     assert sum(any(np.allclose(a, x) for x in images) for a in batch) < 16
+
+
+@pytest.mark.slow
+def test_logged_validation_is_the_final_score_on_the_same_images(tmp_path):
+    """The per-epoch validation metrics use the final scoring's batch-norm
+    statistics: with every test image monitored, the last epoch's logged
+    hole PSNR / L1 are the final scores, and the per-epoch figures and
+    metrics.json say which statistics they use."""
+    import csv
+
+    config = inpaint.smoke_config(
+        dataset="mnist32", n_test=24, monitor_examples=24, eval_batch_size=8
+    )
+    metrics = inpaint.train_and_evaluate(config, str(tmp_path / "run"), smoke=True)
+    with open(tmp_path / "run" / "log.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    scores = metrics["methods"]["cram"]
+    assert abs(float(last["val_hole_psnr"]) - scores["hole_psnr"]) < 1e-3
+    assert abs(float(last["val_hole_l1"]) - scores["hole_l1"]) < 1e-5
+    assert metrics["batch_norm_statistics"] == "BN recalibrated on 2 training batches"
+
+
+@pytest.mark.slow
+def test_without_recalibration_validation_uses_the_moving_averages(tmp_path):
+    config = inpaint.smoke_config(
+        dataset="mnist32",
+        n_test=16,
+        monitor_examples=16,
+        eval_batch_size=8,
+        bn_recalibration_batches=0,
+    )
+    metrics = inpaint.train_and_evaluate(config, str(tmp_path / "run"), smoke=True)
+    import csv
+
+    with open(tmp_path / "run" / "log.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert (
+        abs(float(last["val_hole_psnr"]) - metrics["methods"]["cram"]["hole_psnr"])
+        < 1e-3
+    )
+    assert metrics["batch_norm_statistics"] == "BN moving averages"
