@@ -80,9 +80,12 @@ def component_of(scope, sublayers):
     if "transformer" in lowered or "sampler" in lowered:
         return "sampler"
     segments = [re.sub(r"_\d+$", "", s) for s in scope.split("/")]
-    for segment in reversed(segments):  # the innermost known layer
-        if segment in sublayers:
-            return sublayers[segment]
+    for i in reversed(range(len(segments))):  # the innermost known layer
+        for parent in segments[:i]:
+            if (parent, segments[i]) in sublayers:
+                return sublayers[(parent, segments[i])]
+        if segments[i] in sublayers:
+            return sublayers[segments[i]]
     if re.search(r"optimizer|rm_?sprop|adam|clip", lowered):
         return "optimizer"
     if re.search(r"loss|crossentropy|compile_loss", lowered):
@@ -190,7 +193,7 @@ def sampler_target(shape_name):
 
     return (
         lambda: step(),
-        {},
+        None,
         f"forward + backward, batch {shape['batch']}, "
         + (f"{shape['input']} -> {shape['output']}, {shape['transform']}"),
     )
@@ -209,14 +212,15 @@ def _fit_target(model, x, y, batch_size):
 
 
 def _sublayers(model):
-    """Layer name -> label for the model's layers and the layers they hold
-    as attributes (e.g. the CRAM encoder's glimpse network and core)."""
+    """Layer name -> label for the model's layers, and (parent, name) ->
+    label for the layers they hold as attributes (e.g. the CRAM encoder's
+    glimpse network and core; two discriminators may both hold a "cnn")."""
     names = {}
     for layer in model.layers:
         names[layer.name] = layer.name
         for value in vars(layer).values():
             if isinstance(value, keras.layers.Layer) and value is not layer:
-                names.setdefault(value.name, f"{layer.name}/{value.name}")
+                names[(layer.name, value.name)] = f"{layer.name}/{value.name}"
     return names
 
 

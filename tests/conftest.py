@@ -1,5 +1,6 @@
-"""Test-wide settings: TensorFlow is the default backend, logs stay quiet, and
-the suite never touches the network.
+"""Test-wide settings: TensorFlow is the default backend, logs stay quiet,
+oneDNN kernels are on as in the scripts, and the suite never touches the
+network.
 
 The network guard: from the moment this file is imported, every Python-level
 outside connection fails with `NetworkBlockedError` (an `OSError`, so code
@@ -22,6 +23,10 @@ import socket
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["CRAM_KERAS_OFFLINE"] = "1"
+# As the training scripts do (their subprocess runs set it themselves):
+# TensorFlow's oneDNN CPU kernels, which it leaves off on CPUs without
+# AVX-512, so that in-process tests run the kernels the scripts run.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 # Loopback names, and this machine's own name (resolved from /etc/hosts).
 _LOCAL_NAMES = {

@@ -107,23 +107,3 @@ def test_logged_validation_is_the_final_score_on_the_same_images(tmp_path):
     assert abs(float(last["val_hole_l1"]) - scores["hole_l1"]) < 1e-5
     assert metrics["batch_norm_statistics"] == "BN recalibrated on 2 training batches"
 
-
-@pytest.mark.slow
-def test_without_recalibration_validation_uses_the_moving_averages(tmp_path):
-    config = inpaint.smoke_config(
-        dataset="mnist32",
-        n_test=16,
-        monitor_examples=16,
-        eval_batch_size=8,
-        bn_recalibration_batches=0,
-    )
-    metrics = inpaint.train_and_evaluate(config, str(tmp_path / "run"), smoke=True)
-    import csv
-
-    with open(tmp_path / "run" / "log.csv") as f:
-        last = list(csv.DictReader(f))[-1]
-    assert (
-        abs(float(last["val_hole_psnr"]) - metrics["methods"]["cram"]["hole_psnr"])
-        < 1e-3
-    )
-    assert metrics["batch_norm_statistics"] == "BN moving averages"
