@@ -54,9 +54,11 @@ class Config:
         0.0, "dropout of the classifier (released code: 0)", flag=False
     )
     gru_initializer: str = option(
-        "keras",
-        "initialisation of the RNN-SPN's GRU: keras (Glorot / orthogonal) or "
-        "lasagne (the released code's Normal(0, 0.1), zero biases)",
+        "lasagne",
+        "initialisation of the RNN-SPN's GRU: lasagne (the released code's "
+        "Normal(0, 0.1), zero biases; the default: benchmarks/results/"
+        "rnn_spn_init.json found no clear difference) or keras (Glorot / "
+        "orthogonal, the RNNSPN layer's own default)",
         flag=False,
         choices=("keras", "lasagne"),
     )
@@ -227,7 +229,7 @@ class RNNSPNExperiment(Experiment):
     python train_rnn_spn.py --model rnn_spn --downsample 2          # paper setting
     python train_rnn_spn.py --data-dir ../shared/data/mnist --epochs 3
     python train_rnn_spn.py --smoke                                 # seconds, offline
-    python train_rnn_spn.py --set gru_initializer=lasagne --epochs 6"""
+    python train_rnn_spn.py --set gru_initializer=keras --epochs 6"""
     backends = ("tensorflow", "jax")
     monitor = "val_digit_accuracy"
     monitor_mode = "max"
