@@ -284,3 +284,55 @@ def inpainting_figure(model, images, masks, path, extra=None, title=None):
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path, np.concatenate([images, columns[1][1], generated, completed], axis=2)
+
+
+# === CRAM inpainting: glimpse windows ===
+
+
+def glimpse_windows_figure(images, masks, taus, path, title=None):
+    """The glimpse windows (one colour per glimpse, numbered) over test images
+    with the hole outlined in white: where the inpainter's encoder looked."""
+    from matplotlib.patches import Rectangle
+
+    from cram_keras.evaluation.glimpses import window_boxes
+
+    images = np.asarray(images, np.float32)
+    n = len(images)
+    height, width = images.shape[1:3]
+    boxes = window_boxes(taus, height, width)
+    colors = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, n, figsize=(2.0 * n, 2.4), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        image = images[i, ..., 0] if images.shape[-1] == 1 else images[i]
+        ax.imshow(np.clip(image, 0, 1), cmap="gray", vmin=0, vmax=1)
+        ax.contour(np.asarray(masks[i])[..., 0], levels=[0.5], colors="white",
+                   linewidths=0.8)  # fmt: skip
+        # Pixel edges sit at -0.5 in imshow's coordinates.
+        for g, (x0, y0, x1, y1) in enumerate(boxes[i]):
+            ax.add_patch(
+                Rectangle(
+                    (x0 - 0.5, y0 - 0.5),
+                    x1 - x0,
+                    y1 - y0,
+                    fill=False,
+                    edgecolor=colors(g % 10),
+                    linewidth=1.2,
+                )  # fmt: skip
+            )
+            # Numbers side by side, so that stacked windows stay readable.
+            ax.text(
+                x0 + 0.2 + 2.2 * g,
+                y0 + 1.8,
+                str(g + 1),
+                color=colors(g % 10),
+                fontsize=7,
+            )
+        ax.set_xlim(-0.5, width - 0.5)
+        ax.set_ylim(height - 0.5, -0.5)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

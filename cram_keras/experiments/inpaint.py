@@ -479,6 +479,47 @@ def score_methods(model, x_test, masks, config, method):
     return methods
 
 
+def pathway_diagnostics(model, x_test, masks, batch_size=256):
+    """What each pathway of a CRAM encoder contributes, on the test images:
+    hole PSNR as scored, with the glimpse patches zeroed and with the context
+    network's state zeroed (`CRAMEncoder.call`'s `ablate`), and where the
+    glimpse windows go (`cram_keras.evaluation.glimpses.window_statistics`).
+
+    Returns `(diagnostics, taus)` with taus (N, G, 3), or `(None, None)` for
+    an encoder without glimpses.
+    """
+    import tensorflow as tf
+
+    from cram_keras.evaluation.glimpses import window_statistics
+    from cram_keras.evaluation.metrics import completed_image
+    from cram_keras.models.cram import CRAMEncoder
+
+    if not isinstance(model.encoder, CRAMEncoder):
+        return None, None
+    results, taus = {}, None
+    for ablate in (None, "glimpses", "context"):
+
+        @tf.function
+        def fill(images, mask, ablate=ablate):
+            generated, tau = model.generate(images, mask, ablate=ablate)
+            return completed_image(images, generated, mask), tau
+
+        completed, tau_batches = [], []
+        for start in range(0, len(x_test), batch_size):
+            images = tf.constant(x_test[start : start + batch_size], tf.float32)
+            mask = tf.constant(masks[start : start + batch_size], tf.float32)
+            out, tau = fill(images, mask)
+            completed.append(out.numpy())
+            tau_batches.append(tau.numpy())
+        scores = evaluate_inpainting(x_test, np.concatenate(completed), masks)
+        key = "hole_psnr" if ablate is None else f"hole_psnr_{ablate}_zeroed"
+        results[key] = float(scores["hole_psnr"])
+        if ablate is None:
+            taus = np.concatenate(tau_batches)
+    results["windows"] = window_statistics(taus, masks)
+    return results, taus
+
+
 def _as_floats(scores):
     return {k: float(v) for k, v in scores.items()}
 
@@ -619,6 +660,9 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
         config = run.config
         crash_point("evaluate")
         methods = score_methods(model, data.x_test, data.masks, config, config.method)
+        diagnostics, _ = pathway_diagnostics(
+            model, data.x_test, data.masks, config.eval_batch_size
+        )
         return {
             "methods": methods,
             "method": config.method,
@@ -635,6 +679,7 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
             # The per-epoch validation metrics in log.csv / TensorBoard use
             # the same statistics as these scores.
             "batch_norm_statistics": validation_statistics(config),
+            "pathway_diagnostics": diagnostics,
             "parameters": {
                 name: int(sum(np.prod(v.shape) for v in layer.weights))
                 for name, layer in (
@@ -656,6 +701,26 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
             run.path("inpaint.png"),
             title=f"{config.method} on {_source_label(data.source)}",
         )
+        if metrics.get("pathway_diagnostics"):
+            from cram_keras.visualization import glimpse_windows_figure
+
+            _, taus = model.generate(
+                keras.ops.convert_to_tensor(data.x_test[:n], "float32"),
+                keras.ops.convert_to_tensor(data.masks[:n], "float32"),
+            )
+            taus = keras.ops.convert_to_numpy(taus)
+
+            stats = metrics["pathway_diagnostics"]["windows"]
+            glimpse_windows_figure(
+                data.x_test[:n],
+                data.masks[:n],
+                taus,
+                run.path("glimpse_windows.png"),
+                title=(
+                    f"{config.method}: glimpse windows (mean s {stats['mean_scale']:.2f}, "
+                    f"ring covered {100 * (stats['ring_coverage'] or 0):.0f} %)"
+                ),
+            )
 
     def export(self, model, run, data, path):
         export_model(model, path, data.x_test.shape[1:])
@@ -738,6 +803,9 @@ def evaluate_checkpoint(config, checkpoint, output_dir, bundled=False):
     start = time.perf_counter()
     results = {
         "methods": score_methods(model, x_test, masks, config, method),
+        "pathway_diagnostics": pathway_diagnostics(
+            model, x_test, masks, config.eval_batch_size
+        )[0],
         "checkpoint": os.path.abspath(checkpoint),
         "dataset": config.dataset,
         "mask": config.mask,

@@ -183,17 +183,33 @@ class CRAMEncoder(keras.Model):
             [(batch, self.glimpse_units), [state_shape] * 2, [state_shape] * 2],
         )
 
-    def call(self, inputs, training=None, return_glimpses=False):
+    def call(self, inputs, training=None, return_glimpses=False, ablate=None):
+        """`z`, or `(z, taus, patches)` with `return_glimpses`.
+
+        `ablate` (diagnostics, inference): `"glimpses"` feeds the glimpse
+        network all-zero patches (the windows stay where the localisation
+        network puts them); `"context"` starts LSTM-2 and the first
+        localisation from a zero state instead of the context network's.
+        """
+        if ablate not in (None, "glimpses", "context"):
+            raise ValueError(
+                "`ablate` must be None, 'glimpses' or 'context'. "
+                f"Received: ablate={ablate!r}"
+            )
         images, clue = _split_inputs(self.name, inputs)
         clue = ops.cast(clue, images.dtype)
         state2 = self.context([images, clue], training=training)
         zeros = ops.zeros_like(state2[0])
+        if ablate == "context":
+            state2 = [zeros, zeros]
         state1 = [zeros, zeros]
         features = self.localization.features(images, clue, training=training)
         taus, patches = [], []
         for _ in range(self.num_glimpses):
             tau = self.localization([features, state2[0]], training=training)
             patch = self.transformer([images, tau])
+            if ablate == "glimpses":
+                patch = ops.zeros_like(patch)
             glimpse_vector = self.glimpse([patch, tau], training=training)
             _, _, state1, state2 = self.core(
                 [glimpse_vector, state1, state2], training=training

@@ -586,16 +586,18 @@ class CRAMInpainter(keras.Model):
 
     # --- Forward ------------------------------------------------------------
 
-    def generate(self, images, mask, training=False):
+    def generate(self, images, mask, training=False, ablate=None):
         """Generator output `G(z)` and the glimpses' `tau` (or None).
 
         The encoder sees `images * (1 - mask)` (zeros in the hole) and the
-        mask as the clue.
+        mask as the clue. `ablate` ("glimpses" or "context", CRAM encoders
+        only) cuts one pathway for diagnostics (`CRAMEncoder.call`).
         """
         mask = ops.cast(mask, images.dtype)
         occluded = images * (1.0 - mask)
+        kwargs = {} if ablate is None else {"ablate": ablate}
         z, tau, _ = self.encoder(
-            [occluded, mask], training=training, return_glimpses=True
+            [occluded, mask], training=training, return_glimpses=True, **kwargs
         )
         return self.generator(z, training=training), tau
 

@@ -106,4 +106,14 @@ def test_logged_validation_is_the_final_score_on_the_same_images(tmp_path):
     assert abs(float(last["val_hole_psnr"]) - scores["hole_psnr"]) < 1e-3
     assert abs(float(last["val_hole_l1"]) - scores["hole_l1"]) < 1e-5
     assert metrics["batch_norm_statistics"] == "BN recalibrated on 2 training batches"
-
+    # Pathway diagnostics: the unablated PSNR is the score; the ablations and
+    # window statistics are there, and the windows figure is drawn.
+    diagnostics = metrics["pathway_diagnostics"]
+    assert diagnostics["hole_psnr"] == pytest.approx(scores["hole_psnr"], abs=1e-4)
+    for key in ("hole_psnr_glimpses_zeroed", "hole_psnr_context_zeroed"):
+        assert np.isfinite(diagnostics[key])
+    windows = diagnostics["windows"]
+    assert 0.0 < windows["mean_scale"] <= 1.0
+    assert windows["mean_pairwise_distance_px"] >= 0.0
+    assert 0.0 <= windows["ring_coverage"] <= 1.0
+    assert (tmp_path / "run" / "glimpse_windows.png").exists()

@@ -320,3 +320,36 @@ def json_normalised(config):
 def test_classifier_bad_arguments_name_themselves(kwargs, name):
     with pytest.raises(ValueError, match=f"{name}="):
         CRAMClassifier(**kwargs)
+
+
+def _zeroed(layer, monkeypatch):
+    """Makes `layer` return zeros of its usual output structure."""
+    call = layer.call
+
+    def zeros(*args, **kwargs):
+        return keras.tree.map_structure(keras.ops.zeros_like, call(*args, **kwargs))
+
+    monkeypatch.setattr(layer, "call", zeros)
+
+
+def test_ablations_cut_exactly_one_pathway(monkeypatch):
+    """`ablate="glimpses"` is the encoder with an all-zero transformer output;
+    `ablate="context"` the encoder with an all-zero context state; both
+    differ from the full encoder."""
+    (images, clue), _ = data()
+    encoder = CRAMEncoder(**TINY)
+    full = numpy(encoder([images, clue]))
+    no_glimpses = numpy(encoder([images, clue], ablate="glimpses"))
+    no_context = numpy(encoder([images, clue], ablate="context"))
+    with pytest.raises(ValueError, match="ablate='patches'"):
+        encoder([images, clue], ablate="patches")
+    assert np.abs(full - no_glimpses).max() > 1e-6
+    assert np.abs(full - no_context).max() > 1e-6
+    with monkeypatch.context() as patch:
+        _zeroed(encoder.transformer, patch)
+        reference_glimpses = numpy(encoder([images, clue]))
+    with monkeypatch.context() as patch:
+        _zeroed(encoder.context, patch)
+        reference_context = numpy(encoder([images, clue]))
+    np.testing.assert_allclose(no_glimpses, reference_glimpses, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(no_context, reference_context, rtol=1e-6, atol=1e-7)

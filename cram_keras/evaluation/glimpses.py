@@ -1,0 +1,105 @@
+"""Where CRAM's glimpses go, from their parameters (NumPy).
+
+A glimpse `tau = (s, tx, ty)` (the `attention` transform, normalised
+coordinates, x first, `align_corners=False`) samples the window
+`[tx - s, tx + s] x [ty - s, ty + s]` of the image. In pixels of an image of
+width W, the normalised coordinate u lies at `(u + 1) * W / 2` (pixel
+edges at integers, pixel j's centre at j + 0.5), so the window spans
+columns `(tx - s + 1) * W / 2` to `(tx + s + 1) * W / 2`.
+"""
+
+import numpy as np
+
+
+def window_boxes(taus, height, width):
+    """Pixel boxes `(x0, y0, x1, y1)` (edges) of glimpses (..., 3) -> (..., 4)."""
+    taus = np.asarray(taus, np.float64)
+    s, tx, ty = taus[..., 0], taus[..., 1], taus[..., 2]
+    return np.stack(
+        [
+            (tx - s + 1.0) * width / 2.0,
+            (ty - s + 1.0) * height / 2.0,
+            (tx + s + 1.0) * width / 2.0,
+            (ty + s + 1.0) * height / 2.0,
+        ],
+        axis=-1,
+    )
+
+
+def ring(masks, width=2):
+    """The `width`-pixel ring around each hole (8-connected dilation of the
+    mask minus the mask): bool (N, H, W) from masks (N, H, W[, 1]), 1 = hole."""
+    hole = np.asarray(masks) > 0.5
+    if hole.ndim == 4:
+        hole = hole[..., 0]
+    grown = hole.copy()
+    for _ in range(width):
+        padded = np.pad(grown, ((0, 0), (1, 1), (1, 1)))
+        neighbours = [
+            padded[
+                :, 1 + dy : padded.shape[1] - 1 + dy, 1 + dx : padded.shape[2] - 1 + dx
+            ]
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+        ]
+        grown = np.logical_or.reduce(neighbours)
+    return grown & ~hole
+
+
+def union_covers(boxes, height, width):
+    """bool (N, H, W): pixel centres inside at least one of the (N, G, 4) boxes."""
+    ys = np.arange(height) + 0.5
+    xs = np.arange(width) + 0.5
+    x0, y0, x1, y1 = (boxes[..., i][..., None, None] for i in range(4))
+    inside = (
+        (xs[None, None, None, :] >= x0)
+        & (xs[None, None, None, :] <= x1)
+        & (ys[None, None, :, None] >= y0)
+        & (ys[None, None, :, None] <= y1)
+    )
+    return inside.any(axis=1)
+
+
+def window_statistics(taus, masks, ring_width=2):
+    """Statistics of the glimpse windows `taus` (N, G, 3) over holes `masks`
+    (N, H, W[, 1]):
+
+    - `mean_scale`: mean s (half the window side over the image side);
+    - `mean_pairwise_distance_px`: mean distance between the window centres
+      of two glimpses of the same image, over all pairs, in pixels (0 when
+      every glimpse looks at the same place; None for one glimpse);
+    - `ring_coverage`: the fraction of the hole's `ring_width`-pixel ring whose
+      pixel centres the union of the windows covers, averaged over images;
+    - `hole_coverage`: the same for the hole itself.
+    """
+    taus = np.asarray(taus, np.float64)
+    masks = np.asarray(masks)
+    height, width = masks.shape[1:3]
+    boxes = window_boxes(taus, height, width)
+    centres = np.stack(
+        [(boxes[..., 0] + boxes[..., 2]) / 2, (boxes[..., 1] + boxes[..., 3]) / 2], -1
+    )
+    glimpses = taus.shape[1]
+    if glimpses > 1:
+        i, j = np.triu_indices(glimpses, k=1)
+        distances = np.linalg.norm(centres[:, i] - centres[:, j], axis=-1)
+        pairwise = float(distances.mean())
+    else:
+        pairwise = None
+    covered = union_covers(boxes, height, width)
+    rings = ring(masks, ring_width)
+    hole = (masks[..., 0] if masks.ndim == 4 else masks) > 0.5
+
+    def fraction(region):
+        counts = region.sum(axis=(1, 2))
+        hits = (covered & region).sum(axis=(1, 2))
+        valid = counts > 0
+        return float((hits[valid] / counts[valid]).mean()) if valid.any() else None
+
+    return {
+        "mean_scale": float(taus[..., 0].mean()),
+        "mean_pairwise_distance_px": pairwise,
+        "ring_coverage": fraction(rings),
+        "hole_coverage": fraction(hole),
+        "ring_width_px": ring_width,
+    }
