@@ -55,6 +55,7 @@ from cram_keras.experiments.config import option
 from cram_keras.experiments.runner import Experiment, UsageError, check_batch_size
 from cram_keras.models.inpainting import (
     CNNEncoder,
+    ContextSkipEncoder,
     CRAMInpainter,
     GlobalDiscriminator,
     InpaintingGenerator,
@@ -70,9 +71,9 @@ from cram_keras.utils import (
     write_json,
 )
 
-ENCODERS = ("cram", "cnn")
+ENCODERS = ("cram", "cnn", "cram_skip")
 # Name of each encoder's model in metrics.json's "methods".
-METHOD_NAMES = {"cram": "cram", "cnn": "cnn_encoder"}
+METHOD_NAMES = {"cram": "cram", "cnn": "cnn_encoder", "cram_skip": "cram_skip"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +120,9 @@ class Config:
     encoder: str = option(
         "cram",
         "cram: the recurrent attention encoder with the mask as clue; cnn: the "
-        "no-attention baseline (a CNN on the occluded image, no clue loss)",
+        "no-attention baseline (a CNN on the occluded image, no clue loss); "
+        "cram_skip: beyond the paper, CRAM's z concatenated with a small CNN of "
+        "the whole occluded image (a context skip)",
         choices=ENCODERS,
     )
     glimpses: int = option(4, "glimpses of the CRAM encoder")
@@ -216,7 +219,7 @@ class Config:
 
     @property
     def method(self):
-        """This run's name in metrics.json: "cram" or "cnn_encoder"."""
+        """This run's name in metrics.json: "cram", "cnn_encoder" or "cram_skip"."""
         return METHOD_NAMES[self.encoder]
 
 
@@ -309,7 +312,7 @@ def build_encoder(config):
         )
     from cram_keras.models.cram import CRAMEncoder  # Imported only when used.
 
-    return CRAMEncoder(
+    cram = CRAMEncoder(
         num_glimpses=config.glimpses,
         glimpse_size=config.glimpse_size,
         core_units=config.core_units,
@@ -321,8 +324,18 @@ def build_encoder(config):
         initial_scale=config.initial_scale,
         glimpse_filters=(w // 4, w // 2, w),
         glimpse_units=4 * w,
-        name="encoder",
+        name="encoder" if config.encoder == "cram" else "cram",
     )
+    if config.encoder == "cram":
+        return cram
+    # The context skip: a CNN a quarter of the CNN baseline's width, whose
+    # z is a quarter of the core's.
+    skip = CNNEncoder(
+        units=max(config.core_units // 4, 1),
+        filters=(max(w // 4, 1), max(w // 2, 1), w),
+        name="skip",
+    )
+    return ContextSkipEncoder(cram, skip, name="encoder")
 
 
 def build_model(config, image_shape, steps_per_epoch):
@@ -492,17 +505,21 @@ def pathway_diagnostics(model, x_test, masks, batch_size=256):
 
     from cram_keras.evaluation.glimpses import window_statistics
     from cram_keras.evaluation.metrics import completed_image
-    from cram_keras.models.cram import CRAMEncoder
 
-    if not isinstance(model.encoder, CRAMEncoder):
+    ablations = getattr(model.encoder, "ablations", None)
+    if not ablations:
         return None, None
     results, taus = {}, None
-    for ablate in (None, "glimpses", "context"):
+    # Traced for more than a few batches; eager for a few (tracing costs more).
+    compiled = len(x_test) > 4 * batch_size
+    for ablate in (None, *ablations):
 
-        @tf.function
         def fill(images, mask, ablate=ablate):
             generated, tau = model.generate(images, mask, ablate=ablate)
             return completed_image(images, generated, mask), tau
+
+        if compiled:
+            fill = tf.function(fill)
 
         completed, tau_batches = [], []
         for start in range(0, len(x_test), batch_size):
@@ -799,7 +816,13 @@ def evaluate_checkpoint(config, checkpoint, output_dir, bundled=False):
     _, x_test = load_images(config, bundled=bundled)
     check_checkpoint_fits(model, x_test, config)
     masks = evaluation_masks(config, len(x_test), x_test.shape[1])
-    method = "cnn_encoder" if isinstance(model.encoder, CNNEncoder) else "cram"
+    method = (
+        "cnn_encoder"
+        if isinstance(model.encoder, CNNEncoder)
+        else "cram_skip"
+        if isinstance(model.encoder, ContextSkipEncoder)
+        else "cram"
+    )
     start = time.perf_counter()
     results = {
         "methods": score_methods(model, x_test, masks, config, method),

@@ -4,6 +4,7 @@ Keras' serialisation, so that ``keras.models.load_model`` finds them."""
 from cram_keras.models.cram import CRAMClassifier, CRAMEncoder
 from cram_keras.models.inpainting import (
     CNNEncoder,
+    ContextSkipEncoder,
     CRAMInpainter,
     GlobalDiscriminator,
     InpaintingGenerator,
@@ -22,6 +23,7 @@ __all__ = [
     "LocalDiscriminator",
     "GlobalDiscriminator",
     "CNNEncoder",
+    "ContextSkipEncoder",
     "CRAMInpainter",
     "SaliencyNetwork",
 ]

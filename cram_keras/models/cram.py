@@ -183,6 +183,9 @@ class CRAMEncoder(keras.Model):
             [(batch, self.glimpse_units), [state_shape] * 2, [state_shape] * 2],
         )
 
+    # Pathways that `call(..., ablate=...)` can cut (diagnostics).
+    ablations = ("glimpses", "context")
+
     def call(self, inputs, training=None, return_glimpses=False, ablate=None):
         """`z`, or `(z, taus, patches)` with `return_glimpses`.
 

@@ -9,6 +9,8 @@ III-B2, IV-B, V-B; DESIGN.md, experiment E3).
 - `CNNEncoder`: the no-attention baseline encoder; same call interface as
   `CRAMEncoder` (`[images, clue]` -> `z`), but it ignores the clue and has no
   clue loss.
+- `ContextSkipEncoder`: beyond the paper, a CRAM encoder's `z` concatenated
+  with a small `CNNEncoder` of the whole occluded image.
 - `CRAMInpainter`: the `keras.Model` that owns an encoder, the generator and
   both discriminators, with one optimizer per network and a custom
   `train_step`: `fit`, `evaluate` and `predict` run on the TensorFlow
@@ -46,6 +48,7 @@ from cram_keras.evaluation.metrics import completed_image, hole_l1, hole_psnr, s
 from cram_keras.layers.conv_blocks import (
     MLP,
     ConvStack,
+    build_once,
     check_bool,
     check_int_tuple,
     check_positive_int,
@@ -407,6 +410,78 @@ class CNNEncoder(keras.layers.Layer):
             units=self.units, filters=list(self.filters), use_clue=self.use_clue
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ContextSkipEncoder(keras.layers.Layer):
+    """CRAM plus a context skip (beyond the paper): a CRAM encoder's `z`
+    concatenated with a small CNN encoding of the whole occluded image.
+
+        z = concat(CRAM([images, clue]), CNN(images))      (B, units + skip units)
+
+    The CNN is a `CNNEncoder` (no clue). It gives the generator the hole's
+    surroundings directly, around the attention; `ablate` measures how much
+    each pathway carries (`CRAMEncoder.call`, plus `"skip"`: the CNN's part
+    of `z` zeroed).
+
+    Args:
+        cram: a `CRAMEncoder`.
+        skip: a `CNNEncoder`.
+        **kwargs: base layer keyword arguments.
+
+    Call arguments: as `CRAMEncoder` (`[images, clue]`, `training`,
+    `return_glimpses`, `ablate` in None, "glimpses", "context", "skip").
+    """
+
+    ablations = ("glimpses", "context", "skip")
+
+    def __init__(self, cram, skip, **kwargs):
+        super().__init__(**kwargs)
+        self.cram = cram
+        self.skip = skip
+
+    @property
+    def glimpse_size(self):
+        """The CRAM encoder's glimpse size (the clue loss samples with it)."""
+        return self.cram.glimpse_size
+
+    def build(self, input_shape):
+        build_once(self.cram, input_shape)
+        build_once(self.skip, input_shape)
+
+    def call(self, inputs, training=None, return_glimpses=False, ablate=None):
+        if ablate not in (None,) + self.ablations:
+            raise ValueError(
+                f"`ablate` must be None or one of {self.ablations}. "
+                f"Received: ablate={ablate!r}"
+            )
+        kwargs = {} if ablate in (None, "skip") else {"ablate": ablate}
+        z, tau, patches = self.cram(
+            inputs, training=training, return_glimpses=True, **kwargs
+        )
+        context = self.skip(inputs, training=training)
+        if ablate == "skip":
+            context = ops.zeros_like(context)
+        z = ops.concatenate([z, ops.cast(context, z.dtype)], axis=-1)
+        return (z, tau, patches) if return_glimpses else z
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], self.cram.core_units + self.skip.units)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            cram=keras.layers.serialize(self.cram),
+            skip=keras.layers.serialize(self.skip),
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["cram"] = keras.layers.deserialize(config["cram"])
+        config["skip"] = keras.layers.deserialize(config["skip"])
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -117,3 +117,35 @@ def test_logged_validation_is_the_final_score_on_the_same_images(tmp_path):
     assert windows["mean_pairwise_distance_px"] >= 0.0
     assert 0.0 <= windows["ring_coverage"] <= 1.0
     assert (tmp_path / "run" / "glimpse_windows.png").exists()
+
+
+@pytest.mark.slow
+def test_context_skip_variant_trains_scores_reloads_and_diagnoses(tmp_path):
+    """`--encoder cram_skip` (beyond the paper): scored as "cram_skip", with
+    the skip pathway among the diagnostics, and its model.keras reloads to
+    the same completions."""
+    import keras
+
+    from cram_keras.models.inpainting import ContextSkipEncoder
+
+    config = inpaint.smoke_config(
+        dataset="mnist32", encoder="cram_skip", n_test=16, epochs=1
+    )
+    metrics = inpaint.train_and_evaluate(config, str(tmp_path / "run"), smoke=True)
+    assert set(metrics["methods"]) >= {"cram_skip", "telea"}
+    diagnostics = metrics["pathway_diagnostics"]
+    assert diagnostics["hole_psnr"] == pytest.approx(
+        metrics["methods"]["cram_skip"]["hole_psnr"], abs=1e-4
+    )
+    assert {"hole_psnr_glimpses_zeroed", "hole_psnr_context_zeroed",
+            "hole_psnr_skip_zeroed"} <= set(diagnostics)  # fmt: skip
+    model = inpaint.load_checkpoint(str(tmp_path / "run" / "model.keras"))
+    assert isinstance(model.encoder, ContextSkipEncoder)
+    x = np.random.default_rng(0).random((2, 32, 32, 1)).astype("float32")
+    m = np.zeros((2, 32, 32, 1), "float32")
+    m[:, 12:20, 12:20] = 1
+    z = keras.ops.convert_to_numpy(model.encoder([x * (1 - m), m]))
+    assert z.shape == (2, config.core_units + config.core_units // 4)
+    cut = keras.ops.convert_to_numpy(model.encoder([x * (1 - m), m], ablate="skip"))
+    np.testing.assert_array_equal(cut[:, config.core_units :], 0.0)
+    np.testing.assert_allclose(cut[:, : config.core_units], z[:, : config.core_units])
