@@ -28,7 +28,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 from cram_keras.experiments import rnn_spn
 from cram_keras.experiments.runner import read_log
 from cram_keras.platform_info import describe
-from cram_keras.utils import write_json
+from cram_keras.utils import read_json, write_json
 
 INITIALIZERS = ("keras", "lasagne")
 
@@ -41,6 +41,28 @@ def first_epoch_below(errors, threshold):
     return None
 
 
+def markdown_table(results):
+    """Validation per-digit error per epoch, one row per run (README)."""
+    epochs = results["epochs"]
+    lines = [
+        "| run | "
+        + " | ".join(f"epoch {e}" for e in range(1, epochs + 1))
+        + " | first below 50 % | first below 20 % | test per-digit error |",
+        "|---|" + "---|" * (epochs + 3),
+    ]
+    for _, run in sorted(results["runs"].items()):
+        errors = run["valid_per_digit_error_per_epoch"]
+        cells = [f"{100 * e:.1f} %" for e in errors] + [""] * (epochs - len(errors))
+        lines.append(
+            f"| {run['gru_initializer']}, seed {run['seed']} | "
+            + " | ".join(cells)
+            + f" | {run['first_epoch_below_50'] or '-'} | "
+            f"{run['first_epoch_below_20'] or '-'} | "
+            f"{100 * run['test_per_digit_error']:.1f} % |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -51,7 +73,13 @@ def main(argv=None):
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     p.add_argument("--runs-dir", default="runs/rnn_spn_init", help="run directories")
     p.add_argument("--output", default="benchmarks/results/rnn_spn_init.json")
+    p.add_argument(
+        "--table", action="store_true", help="print the results file as a table"
+    )
     args = p.parse_args(argv)
+    if args.table:
+        print(markdown_table(read_json(args.output)))
+        return 0
 
     seeds = [int(s) for s in args.seeds.split(",")]
     results = {

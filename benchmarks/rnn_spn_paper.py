@@ -171,6 +171,45 @@ def write_report(args):
     if args.curves_figure:
         learning_curves_figure(results, args.curves_figure)
     print(json.dumps(results["models"], indent=1)[:4000])
+    print(markdown_table(results))
+
+
+def markdown_table(results):
+    """The README's Table 1 rows from the progress file."""
+    names = {"rnn_spn": "RNN-SPN, d = 2", "ffn_spn": "FFN-SPN, d = 2", "conv": "CNN"}
+    lines = [
+        "| model | paper: per-digit test error | ours: per-digit test error "
+        "(best validation epoch) | ours: sequence test error | epochs done (best) "
+        "| training wall hours (2 cores) | train sequences/s | state |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model in MODELS:
+        entry = results["models"].get(model)
+        paper = f"{PAPER_TABLE_1[model] * 100:.1f} %"
+        if not entry:
+            lines.append(
+                f"| {names[model]} | {paper} | not started | | 0 | | | queued |"
+            )
+            continue
+        state = (
+            "early-stopped"
+            if entry["stopped_early"]
+            else "finished (300 epochs)"
+            if entry["finished"]
+            else "in progress"
+        )
+        hours = (entry.get("train_wall_seconds") or 0.0) / 3600
+        test = entry.get("test_per_digit_error_at_best")
+        seq = entry.get("test_sequence_error_at_best")
+        lines.append(
+            f"| {names[model]} | {paper} | "
+            + (f"{test * 100:.1f} %" if test is not None else "")
+            + " | "
+            + (f"{seq * 100:.1f} %" if seq is not None else "")
+            + f" | {entry['epochs_done']} ({entry['best_epoch']}) | {hours:.1f} | "
+            f"{entry['train_sequences_per_second']:.0f} | {state} |"
+        )
+    return "\n".join(lines)
 
 
 def learning_curves_figure(results, path):
