@@ -159,6 +159,58 @@ def keras_step(
     return step, to_nhwc
 
 
+def in_graph_steps(images, theta, params, cotangent, out_size, transform, repeats):
+    """Ten (`repeats`) forward + backward sampler calls on different
+    transforms, as one step: ours inside one compiled function (the layer),
+    torch's as ten calls in a row. Only per-call sums leave the step, so the
+    ratio compares kernel time with as little dispatch and copying as each
+    library allows."""
+    scales = 1.0 + 0.002 * np.arange(repeats, dtype=np.float32)
+    thetas = theta[None] * scales[:, None, None, None]
+    stacked = params[None] * scales[:, None, None]
+
+    images_t = torch.tensor(images.transpose(0, 3, 1, 2).copy(), requires_grad=True)
+    cotangent_t = torch.tensor(cotangent.transpose(0, 3, 1, 2).copy())
+    thetas_t = [torch.tensor(t, requires_grad=True) for t in thetas]
+    size = (images.shape[0], images.shape[3], *out_size)
+
+    def torch_repeated():
+        sums = []
+        for theta_t in thetas_t:
+            grid = torch.nn.functional.affine_grid(theta_t, size, align_corners=False)
+            output = torch.nn.functional.grid_sample(
+                images_t, grid, mode="bilinear", padding_mode="zeros",
+                align_corners=False,
+            )  # fmt: skip
+            grads = torch.autograd.grad(output, (images_t, theta_t), cotangent_t)
+            sums.append(float(output.sum() + grads[0].sum() + grads[1].sum()))
+        return sums
+
+    layer = SpatialTransformer(transform, output_size=out_size)
+    images_tf, cotangent_tf = tf.constant(images), tf.constant(cotangent)
+    stacked_tf = tf.constant(stacked)
+
+    @tf.function
+    def compiled():
+        sums = []
+        for i in range(repeats):
+            inputs = stacked_tf[i]
+            with tf.GradientTape() as tape:
+                tape.watch([images_tf, inputs])
+                output = layer([images_tf, inputs])
+            grads = tape.gradient(
+                output, [images_tf, inputs], output_gradients=cotangent_tf
+            )
+            sums.append(
+                tf.reduce_sum(output)
+                + tf.reduce_sum(grads[0])
+                + tf.reduce_sum(grads[1])
+            )
+        return tf.stack(sums)
+
+    return torch_repeated, lambda: compiled().numpy()
+
+
 def measure(steps, rounds, calls, warmup):
     for step in steps.values():
         for _ in range(warmup):
@@ -233,7 +285,32 @@ def run_shape(name, shape, args):
     print(f"{name}: torch {times['torch']['median']:.3f} ms")
     for label, ratio in ratios.items():
         print(f"  {label:10s} {times[label]['median']:8.3f} ms  {ratio:5.2f}x torch")
+    in_graph = None
+    if args.in_graph:
+        repeats = 10
+        torch_x, layer_x = in_graph_steps(
+            images, theta, params, cotangent, out_size, transform, repeats
+        )
+        t = measure(
+            {"torch_x10": torch_x, "layer_x10_in_graph": layer_x},
+            max(args.rounds // 3, 3),
+            max(args.calls // 2, 2),
+            max(args.warmup // 4, 3),
+        )
+        in_graph = {
+            "repeats": repeats,
+            "times_ms": t,
+            "per_call_ms": {k: v["median"] / repeats for k, v in t.items()},
+            "ratio_to_torch": t["layer_x10_in_graph"]["median"]
+            / t["torch_x10"]["median"],
+        }
+        print(
+            f"  in-graph: torch {t['torch_x10']['median'] / repeats:.3f} ms/call, "
+            f"layer {t['layer_x10_in_graph']['median'] / repeats:.3f} ms/call, "
+            f"{in_graph['ratio_to_torch']:.2f}x torch"
+        )
     return {
+        "in_graph_x10": in_graph,
         "batch": shape["batch"],
         "input_hwc": list(shape["input"]),
         "output_hw": list(out_size),
@@ -331,6 +408,13 @@ def main():
         "--separable-sweep",
         action="store_true",
         help="also time scale_translate_sample's two paths over SWEEP sizes",
+    )
+    parser.add_argument(
+        "--no-in-graph",
+        dest="in_graph",
+        action="store_false",
+        help="skip the in-graph measurement (ten sampler calls in one compiled "
+        "function against ten torch calls)",
     )
     parser.add_argument("--output", type=pathlib.Path)
     parser.add_argument(
