@@ -84,6 +84,89 @@ def budget_figure(models, config, path, examples=8):
     )
 
 
+DEFAULT_VARIANTS = (
+    "cram:encoder=cram",
+    "cnn_encoder:encoder=cnn",
+    "cram_skip:encoder=cram_skip",
+)
+# Per-run numbers copied from each run's metrics.json.
+RUN_KEYS = (
+    "epochs", "steps", "warmup_steps", "parameters", "n_train", "n_test",
+    "train_images_per_second", "train_wall_seconds", "wall_seconds",
+)  # fmt: skip
+
+
+def parse_variant(text):
+    """`NAME:KEY=VALUE KEY=VALUE ...` -> (name, overrides); `encoder` is one of
+    the keys (default cram)."""
+    name, _, rest = text.partition(":")
+    name = name.strip()
+    if not name or name in CLASSICAL:
+        raise SystemExit(
+            "error: --variant takes NAME:KEY=VALUE [KEY=VALUE ...] with a new "
+            f"NAME (not one of {CLASSICAL}). Received: {text!r}"
+        )
+    overrides = _parse_set(rest.split())
+    overrides.setdefault("encoder", "cram")
+    return name, overrides
+
+
+def _parse_seeds(text):
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SystemExit(
+            f"error: --seeds takes distinct ints, e.g. 0,1. Received: {text!r}"
+        )
+    return seeds
+
+
+def _final_train_recon(run_dir):
+    """The last epoch's mean training hole L1 (log.csv `recon_loss`)."""
+    import csv
+
+    path = os.path.join(run_dir, "log.csv")
+    if not os.path.exists(path):
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return float(rows[-1]["recon_loss"]) if rows and "recon_loss" in rows[-1] else None
+
+
+def _mean_and_spread(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {
+        "mean": float(np.mean(values)),
+        "min": float(np.min(values)),
+        "max": float(np.max(values)),
+    }
+
+
+def summarise(per_seed):
+    """Mean / min / max over seeds of every scalar score and diagnostic."""
+    first = next(iter(per_seed.values()))
+    out = {}
+    for group in ("scores", "pathway_diagnostics"):
+        if first.get(group) is None:
+            continue
+        keys = [k for k, v in first[group].items() if isinstance(v, (int, float))]
+        if group == "pathway_diagnostics" and "windows" in first[group]:
+            for key in first[group]["windows"]:
+                out[f"windows.{key}"] = _mean_and_spread(
+                    [r[group]["windows"][key] for r in per_seed.values()]
+                )
+        for key in keys:
+            out[key] = _mean_and_spread([r[group][key] for r in per_seed.values()])
+    out["train_recon_loss"] = _mean_and_spread(
+        [r["train_recon_loss"] for r in per_seed.values()]
+    )
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -97,57 +180,111 @@ def main(argv=None):
         default=None,
         help="first N training images only (default: all)",
     )
+    p.add_argument(
+        "--n-test",
+        type=int,
+        default=None,
+        help="first N test images only (default: all)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="default: 64")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="any other experiment config field (JSON value), for both models",
+        help="any other experiment config field (JSON value), for every model",
     )  # fmt: skip
+    p.add_argument(
+        "--variant", action="append", default=None, metavar="NAME:KEY=VALUE ...",
+        help="a model to train: a name and its config fields on top of --set, e.g. "
+        "'spread:encoder=cram glimpse_start=spread' (repeatable; default: "
+        + ", ".join(repr(v) for v in DEFAULT_VARIANTS) + ")",
+    )  # fmt: skip
+    p.add_argument(
+        "--seeds", default="0", help="training seeds, comma-separated (default: 0)"
+    )
     p.add_argument("--runs-dir", default="runs/inpaint_budget", help="run directories")
     p.add_argument("--output", required=True, help="results JSON")
-    p.add_argument("--figure", default=None, help="Fig. 7-style PNG to write")
+    p.add_argument(
+        "--figure",
+        default=None,
+        help="Fig. 7-style PNG to write (needs the variants 'cram' and 'cnn_encoder'; "
+        "their first seed)",
+    )
     args = p.parse_args(argv)
+    variants = dict(parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS))
+    if len(variants) != len(args.variant or DEFAULT_VARIANTS):
+        raise SystemExit("error: two --variant share a name")
+    seeds = _parse_seeds(args.seeds)
+    if args.figure and not {"cram", "cnn_encoder"} <= set(variants):
+        raise SystemExit(
+            "error: --figure needs the variants 'cram' and 'cnn_encoder'. "
+            f"Received variants: {sorted(variants)}"
+        )
 
     base = inpaint.Config(
         dataset=args.dataset,
         data_dir=args.data_dir,
         epochs=args.epochs,
         n_train=args.n_train,
+        n_test=args.n_test,
         batch_size=args.batch_size,
     )
     base = apply_overrides(base, _parse_set(args.set))
-    tag = inpaint.METHOD_NAMES
+    # Every config is checked before the first run trains.
+    configs = {
+        (name, seed): dataclasses.replace(apply_overrides(base, overrides), seed=seed)
+        for name, overrides in variants.items()
+        for seed in seeds
+    }
     start = time.perf_counter()
-    results = {"methods": {}, "runs": {}}
+    results = {"methods": {}, "seed_stats": {}, "runs": {}, "variants": {}}
+    classical = {}
     models = {}
-    for encoder in ("cram", "cnn"):
-        config = dataclasses.replace(base, encoder=encoder)
+    for (name, seed), config in configs.items():
         run_dir = os.path.join(
-            args.runs_dir, inpaint.dataset_label(args.dataset), encoder
+            args.runs_dir, inpaint.dataset_label(args.dataset), name, f"seed{seed}"
         )
         metrics = inpaint.train_and_evaluate(config, run_dir)
-        results["methods"][tag[encoder]] = metrics["methods"][tag[encoder]]
-        for name in CLASSICAL:
-            scores = metrics["methods"][name]
-            if name in results["methods"]:  # Same test images and masks: same scores.
+        method = inpaint.METHOD_NAMES[config.encoder]
+        for cname in CLASSICAL:
+            scores = metrics["methods"][cname]
+            if cname in classical:  # Same test images and masks: same scores.
                 for key, value in scores.items():
-                    assert np.isclose(results["methods"][name][key], value), (name, key)
+                    assert np.isclose(classical[cname][key], value), (cname, key)
             else:
-                results["methods"][name] = scores
-        results["runs"][tag[encoder]] = {
-            key: metrics[key]
-            for key in (
-                "epochs", "steps", "warmup_steps", "parameters", "n_train", "n_test",
-                "train_images_per_second", "train_wall_seconds", "wall_seconds",
-            )
-        }  # fmt: skip
-        results["runs"][tag[encoder]]["run_dir"] = run_dir
-        models[encoder] = inpaint.load_checkpoint(os.path.join(run_dir, "model.keras"))
+                classical[cname] = scores
+        run = {key: metrics[key] for key in RUN_KEYS}
+        run.update(
+            run_dir=run_dir,
+            scores=metrics["methods"][method],
+            pathway_diagnostics=metrics.get("pathway_diagnostics"),
+            train_recon_loss=_final_train_recon(run_dir),
+        )
+        results["runs"].setdefault(name, {})[str(seed)] = run
+        results["variants"][name] = variants[name]
+        if seed == seeds[0] and name in ("cram", "cnn_encoder"):
+            models[name] = os.path.join(run_dir, "model.keras")
+    for name, per_seed in results["runs"].items():
+        results["seed_stats"][name] = summarise(per_seed)
+        results["methods"][name] = {
+            key: results["seed_stats"][name][key]["mean"]
+            for key in classical["mean_fill"]
+        }
+    results["methods"].update(classical)
     if args.figure:
         os.makedirs(os.path.dirname(args.figure) or ".", exist_ok=True)
-        budget_figure(models, base, args.figure)
+        loaded = {
+            "cram": inpaint.load_checkpoint(models["cram"]),
+            "cnn": inpaint.load_checkpoint(models["cnn_encoder"]),
+        }
+        budget_figure(loaded, base, args.figure)
 
-    best_classical = max(CLASSICAL, key=lambda n: results["methods"][n]["hole_psnr"])
+    best_classical = max(CLASSICAL, key=lambda n: classical[n]["hole_psnr"])
     psnr = {n: s["hole_psnr"] for n, s in results["methods"].items()}
+    first = next(iter(results["runs"].values()))[str(seeds[0])]
+    summary = {"best_classical": best_classical}
+    for name in variants:
+        summary[f"{name}_minus_best_classical_db"] = psnr[name] - psnr[best_classical]
+        if "cnn_encoder" in variants and name != "cnn_encoder":
+            summary[f"{name}_minus_cnn_encoder_db"] = psnr[name] - psnr["cnn_encoder"]
     results.update(
         command="python "
         + " ".join(
@@ -156,27 +293,63 @@ def main(argv=None):
         ),
         hardware=describe(),
         dataset=args.dataset,
-        n_train=results["runs"]["cram"]["n_train"],
-        n_test=results["runs"]["cram"]["n_test"],
+        n_train=first["n_train"],
+        n_test=first["n_test"],
         epochs=args.epochs,
+        seeds=seeds,
         config={k: v for k, v in dataclasses.asdict(base).items() if k != "encoder"},
         wall_seconds=time.perf_counter() - start,
-        training_wall_seconds=sum(r["wall_seconds"] for r in results["runs"].values()),
-        summary={
-            "best_classical": best_classical,
-            "cram_minus_best_classical_db": psnr["cram"] - psnr[best_classical],
-            "cram_minus_cnn_encoder_db": psnr["cram"] - psnr["cnn_encoder"],
-        },
+        training_wall_seconds=sum(
+            r["wall_seconds"] for per in results["runs"].values() for r in per.values()
+        ),
+        summary=summary,
     )
+    notes = []
     if args.n_train is not None:
-        results["notes"] = (
-            f"Trained on the first {results['n_train']} training images only "
-            "(subsampled for the CPU budget); scored on the whole test set."
-        )
+        notes.append(f"Trained on the first {first['n_train']} training images only.")
+    if args.n_test is not None:
+        notes.append(f"Scored on the first {first['n_test']} test images only.")
+    notes.append(
+        "methods[variant] is the mean over seeds; seed_stats[variant] has mean / min / "
+        "max of every score and pathway diagnostic, runs[variant][seed] each run."
+    )
+    results["notes"] = " ".join(notes)
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     write_json(args.output, results)
-    print(json.dumps(results, indent=2, sort_keys=True))
+    print_table(results)
     return 0
+
+
+def print_table(results):
+    """A markdown table of the variants: hole PSNR (mean, seed range), pathway
+    diagnostics and the windows' statistics."""
+    print(
+        "| model | hole PSNR (dB), mean [min, max] | glimpses zeroed | context zeroed "
+        "| mean scale | mean pairwise distance (px) | 2-px ring covered | train hole L1 |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+
+    def cell(stats, fmt="{:.2f}"):
+        if not stats:
+            return "-"
+        return (fmt + " [" + fmt + ", " + fmt + "]").format(
+            stats["mean"], stats["min"], stats["max"]
+        )
+
+    for name, stats in results["seed_stats"].items():
+        row = [
+            name,
+            cell(stats.get("hole_psnr")),
+            cell(stats.get("hole_psnr_glimpses_zeroed")),
+            cell(stats.get("hole_psnr_context_zeroed")),
+            cell(stats.get("windows.mean_scale"), "{:.3f}"),
+            cell(stats.get("windows.mean_pairwise_distance_px"), "{:.1f}"),
+            cell(stats.get("windows.ring_coverage"), "{:.2f}"),
+            cell(stats.get("train_recon_loss"), "{:.3f}"),
+        ]
+        print("| " + " | ".join(row) + " |")
+    for name in CLASSICAL:
+        print(f"| {name} | {results['methods'][name]['hole_psnr']:.2f} | | | | | | |")
 
 
 if __name__ == "__main__":

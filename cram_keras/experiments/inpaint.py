@@ -126,6 +126,14 @@ class Config:
         choices=ENCODERS,
     )
     glimpses: int = option(4, "glimpses of the CRAM encoder")
+    glimpse_start: str = option(
+        "shared",
+        "shared: one localisation network places every glimpse, all starting at "
+        "the same centred window (the paper); per_step: beyond the paper, each "
+        "glimpse step has its own learned start, beginning centred; spread: the "
+        "same, beginning around the image centre (right, below, left, above)",
+        choices=("shared", "per_step", "spread"),
+    )
     glimpse_size: int = option(12, "glimpse patch side in pixels", flag=False)
     min_scale: float = option(
         0.375, "smallest glimpse window (12 of 32 pixels)", flag=False
@@ -324,6 +332,7 @@ def build_encoder(config):
         initial_scale=config.initial_scale,
         glimpse_filters=(w // 4, w // 2, w),
         glimpse_units=4 * w,
+        glimpse_start=config.glimpse_start,
         name="encoder" if config.encoder == "cram" else "cram",
     )
     if config.encoder == "cram":

@@ -14,6 +14,9 @@ from cram_keras.layers.conv_blocks import (
     check_positive_int,
 )
 
+# Where per-glimpse starts begin (`LocalizationNetwork(steps=..., layout=...)`).
+LAYOUTS = ("centred", "spread")
+
 
 @keras.saving.register_keras_serializable(package="cram_keras")
 class LocalizationNetwork(keras.layers.Layer):
@@ -46,6 +49,19 @@ class LocalizationNetwork(keras.layers.Layer):
     at a scale of about 1.38 with a translation of about 0.38, and its window
     could leave the image).
 
+    **Per-glimpse starts** (`steps`, beyond the paper). With `steps=None`
+    (the paper's eq. 5) one network places every glimpse, and at the start
+    all of them are the same centred window; in practice they stay together
+    (the core state does not separate them). With `steps=N` the head gets a
+    learned bias per glimpse step, `(N, 3)`, added to its output: the
+    network then also sees the step index (a one-hot input to its last
+    layer). `layout="centred"` starts that bias at zero (every glimpse
+    centred, as before, but free to part); `layout="spread"` starts glimpse
+    n's window centred at `r * (cos 2 pi n / N, sin 2 pi n / N)` with
+    `r = min(initial_scale / 2, 0.9 * (1 - initial_scale))`: around the image
+    centre, each window still containing it (for N = 4: right, below, left,
+    above; N = 1 stays centred).
+
     Defaults: `min_scale=0.2` is one glimpse pixel per image pixel for the
     paper-style 12 px glimpse on a 60x60 image (smaller windows only
     upsample); `initial_scale=0.5` starts with a window of half the image side
@@ -70,6 +86,10 @@ class LocalizationNetwork(keras.layers.Layer):
             the released code's hidden / 2).
         min_scale: smallest half-size `s` of the window, in (0, 1) (0.2).
         initial_scale: `s` before training, in (`min_scale`, 1) (0.5).
+        steps: None (one placement for all glimpses, the paper) or the number
+            of glimpse steps N, each with its own learned start (see above).
+        layout: `"centred"` or `"spread"`: where the per-glimpse starts begin
+            (only with `steps`).
         **kwargs: base layer keyword arguments.
 
     Call arguments:
@@ -78,6 +98,8 @@ class LocalizationNetwork(keras.layers.Layer):
             `(B, state_units)` (`h_0` of the context network for the first
             glimpse).
         training: Python bool, batch normalisation mode.
+        step: the glimpse index n in [0, steps) (a Python int); required
+            with `steps`, ignored without.
 
     Returns:
         `tau` of shape `(B, 3)`: `(s, tx, ty)`.
@@ -96,11 +118,25 @@ class LocalizationNetwork(keras.layers.Layer):
         units=256,
         min_scale=0.2,
         initial_scale=0.5,
+        steps=None,
+        layout="centred",
         **kwargs,
     ):
         super().__init__(**kwargs)
         # === Config ===
         self.filters = check_int_tuple("filters", filters)
+        self.steps = None if steps is None else check_positive_int("steps", steps)
+        if layout not in LAYOUTS:
+            raise ValueError(
+                f"`layout` must be one of {LAYOUTS}. Received: layout={layout!r}"
+            )
+        if layout != "centred" and steps is None:
+            raise ValueError(
+                "`layout` sets where per-glimpse starts begin, so it needs "
+                f"`steps` (the number of glimpses). Received: layout={layout!r}, "
+                "steps=None"
+            )
+        self.layout = layout
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
         self.units = check_positive_int("units", units)
         if not isinstance(min_scale, (int, float)) or not 0.0 < min_scale < 1.0:
@@ -135,6 +171,19 @@ class LocalizationNetwork(keras.layers.Layer):
             name="head",
         )
 
+    def start_offsets(self):
+        """Initial per-step head bias (steps, 3) for `layout` (zeros: centred)."""
+        offsets = [[0.0, 0.0, 0.0] for _ in range(self.steps)]
+        if self.layout == "spread" and self.steps > 1:
+            room = 1.0 - self.initial_scale
+            radius = min(self.initial_scale / 2.0, 0.9 * room)
+            for n in range(self.steps):
+                angle = 2.0 * math.pi * n / self.steps
+                # tx = room * tanh(b) at the start (the head's kernel is zero).
+                offsets[n][1] = math.atanh(radius * math.cos(angle) / room)
+                offsets[n][2] = math.atanh(radius * math.sin(angle) / room)
+        return offsets
+
     def build_features(self, input_shape):
         """Builds the two CNNs for `[images_shape, clue_shape]`; returns (B, F)."""
         image_shape, clue_shape = check_image_and_clue(self.name, input_shape)
@@ -162,13 +211,26 @@ class LocalizationNetwork(keras.layers.Layer):
         build_once(self.state_mlp, state_shape)
         build_once(self.hidden, (None, features_shape[-1] + self.units))
         build_once(self.head, (None, self.units))
+        if self.steps is not None:
+            self.step_bias = self.add_weight(
+                name="step_bias",
+                shape=(self.steps, 3),
+                initializer=keras.initializers.Constant(self.start_offsets()),
+            )
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, step=None):
         features, state = inputs
         hidden = ops.concatenate(
             [features, self.state_mlp(state, training=training)], axis=-1
         )
         raw = self.head(self.hidden(hidden, training=training))
+        if self.steps is not None:
+            if not isinstance(step, int) or not 0 <= step < self.steps:
+                raise ValueError(
+                    f"`{self.name}` has a start per glimpse step: pass "
+                    f"`step`, an int in [0, {self.steps}). Received: step={step!r}"
+                )
+            raw = raw + ops.cast(self.step_bias[step], raw.dtype)
         return self.attention_parameters(raw)
 
     def attention_parameters(self, raw):
@@ -189,6 +251,8 @@ class LocalizationNetwork(keras.layers.Layer):
             units=self.units,
             min_scale=self.min_scale,
             initial_scale=self.initial_scale,
+            steps=self.steps,
+            layout=self.layout,
         )
         return config
 

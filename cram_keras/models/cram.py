@@ -36,6 +36,8 @@ from cram_keras.losses import CLUE_REDUCTIONS, clue_loss
 # for its `compute_loss` (the metric `clue_loss`). Per thread, because
 # `tf.distribute.MirroredStrategy` runs each replica's step in its own thread.
 _LAST_FORWARD = threading.local()
+# How the glimpses start (`CRAMEncoder(glimpse_start=...)`).
+GLIMPSE_STARTS = ("shared", "per_step", "spread")
 
 
 def _split_inputs(name, inputs):
@@ -85,6 +87,11 @@ class CRAMEncoder(keras.Model):
         initial_scale: glimpse half-size at the start, in (min_scale, 1) (0.5).
         glimpse_filters: filters of the glimpse CNN (`(16, 32, 64)`).
         glimpse_units: size of the glimpse vector (256).
+        glimpse_start: `"shared"` (the paper: one localisation network places
+            every glimpse, all starting at the same centred window),
+            `"per_step"` (beyond the paper: each glimpse step has its own
+            learned start, all beginning centred) or `"spread"` (the same,
+            beginning around the centre; see `LocalizationNetwork`).
         **kwargs: passed to `keras.Model`.
 
     Call arguments:
@@ -121,9 +128,16 @@ class CRAMEncoder(keras.Model):
         initial_scale=0.5,
         glimpse_filters=(16, 32, 64),
         glimpse_units=256,
+        glimpse_start="shared",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if glimpse_start not in GLIMPSE_STARTS:
+            raise ValueError(
+                f"`glimpse_start` must be one of {GLIMPSE_STARTS}. "
+                f"Received: glimpse_start={glimpse_start!r}"
+            )
+        self.glimpse_start = glimpse_start
         # === Config ===
         self.num_glimpses = check_positive_int("num_glimpses", num_glimpses)
         self.glimpse_size = check_positive_int("glimpse_size", glimpse_size)
@@ -155,6 +169,8 @@ class CRAMEncoder(keras.Model):
             units=self.localization_units,
             min_scale=min_scale,
             initial_scale=initial_scale,
+            steps=None if glimpse_start == "shared" else self.num_glimpses,
+            layout="spread" if glimpse_start == "spread" else "centred",
             name="localization",
         )
         self.min_scale = self.localization.min_scale
@@ -208,8 +224,8 @@ class CRAMEncoder(keras.Model):
         state1 = [zeros, zeros]
         features = self.localization.features(images, clue, training=training)
         taus, patches = [], []
-        for _ in range(self.num_glimpses):
-            tau = self.localization([features, state2[0]], training=training)
+        for step in range(self.num_glimpses):
+            tau = self.localization([features, state2[0]], training=training, step=step)
             patch = self.transformer([images, tau])
             if ablate == "glimpses":
                 patch = ops.zeros_like(patch)
@@ -260,6 +276,7 @@ class CRAMEncoder(keras.Model):
             initial_scale=self.initial_scale,
             glimpse_filters=list(self.glimpse_filters),
             glimpse_units=self.glimpse_units,
+            glimpse_start=self.glimpse_start,
         )
         return config
 
