@@ -53,6 +53,7 @@ from cram_keras.data.pipelines import inpainting_train_dataset
 from cram_keras.evaluation.baselines import BASELINES, evaluate_inpainting
 from cram_keras.experiments.config import option
 from cram_keras.experiments.runner import Experiment, UsageError, check_batch_size
+from cram_keras.models.cram import GLIMPSE_STARTS, CRAMEncoder
 from cram_keras.models.inpainting import (
     CNNEncoder,
     ContextSkipEncoder,
@@ -132,7 +133,7 @@ class Config:
         "the same centred window (the paper); per_step: beyond the paper, each "
         "glimpse step has its own learned start, beginning centred; spread: the "
         "same, beginning around the image centre (right, below, left, above)",
-        choices=("shared", "per_step", "spread"),
+        choices=GLIMPSE_STARTS,
     )
     glimpse_size: int = option(12, "glimpse patch side in pixels", flag=False)
     min_scale: float = option(
@@ -196,6 +197,7 @@ class Config:
             )
         check_choice("encoder", self.encoder, ENCODERS)
         check_choice("mask", self.mask, MASK_KINDS)
+        check_choice("glimpse_start", self.glimpse_start, GLIMPSE_STARTS)
         positive = (
             "hole_size", "min_hole", "max_hole", "glimpses", "glimpse_size",
             "core_units", "width", "epochs", "batch_size", "figure_examples",
@@ -318,8 +320,6 @@ def build_encoder(config):
         return CNNEncoder(
             units=config.core_units, filters=(w, 2 * w, 4 * w), name="encoder"
         )
-    from cram_keras.models.cram import CRAMEncoder  # Imported only when used.
-
     cram = CRAMEncoder(
         num_glimpses=config.glimpses,
         glimpse_size=config.glimpse_size,

@@ -145,6 +145,9 @@ def test_localization_window_stays_inside_the_image(magnitude):
         (dict(initial_scale=1.0), "initial_scale"),
         (dict(units=0), "units"),
         (dict(filters=()), "filters"),
+        (dict(steps=0), "steps"),
+        (dict(steps=4, layout="ring"), "layout"),
+        (dict(layout="spread"), "layout"),
     ],
 )
 def test_localization_bad_arguments_name_themselves(kwargs, name):
@@ -154,6 +157,48 @@ def test_localization_bad_arguments_name_themselves(kwargs, name):
 
 def test_localization_config_round_trip():
     assert_config_round_trip(make_localization(min_scale=0.1, initial_scale=0.3))
+    assert_config_round_trip(make_localization(steps=3, layout="spread"))
+
+
+@pytest.mark.parametrize("steps", [1, 4, 6])
+def test_localization_spread_starts_around_the_centre(steps):
+    # Independent geometry: glimpse n's window centred at radius r on the
+    # angle 2 pi n / N, r = min(s0 / 2, 0.9 (1 - s0)); one glimpse stays centred.
+    s0 = 0.4
+    loc = make_localization(
+        min_scale=0.25, initial_scale=s0, steps=steps, layout="spread"
+    )
+    features = loc.features(random_images(3), random_clue(3))
+    state = RNG.normal(size=(3, 7)).astype("float32")
+    radius = 0.0 if steps == 1 else min(s0 / 2, 0.9 * (1 - s0))
+    for n in range(steps):
+        tau = numpy(loc([features, state], step=n))
+        angle = 2 * np.pi * n / steps
+        expected = [s0, radius * np.cos(angle), radius * np.sin(angle)]
+        np.testing.assert_allclose(tau, np.tile(expected, (3, 1)), atol=1e-6)
+        # Each window contains the image centre.
+        assert np.all(np.abs(tau[:, 1:]) < tau[:, :1])
+    with pytest.raises(ValueError, match="step=None"):
+        loc([features, state])
+    with pytest.raises(ValueError, match=f"step={steps}"):
+        loc([features, state], step=steps)
+
+
+def test_localization_per_step_starts_are_learned_separately():
+    # Centred per-step starts: all glimpses begin at the shared window, and
+    # each step's bias gets the gradient of its own glimpse only.
+    loc = make_localization(initial_scale=0.5, steps=2)
+    features = loc.features(random_images(2), random_clue(2))
+    state = np.zeros((2, 7), "float32")
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        taus = [loc([features, state], step=n) for n in range(2)]
+        loss = tf.reduce_sum(taus[0][:, 1])  # moves only glimpse 0's tx
+    np.testing.assert_allclose(numpy(taus[0]), numpy(taus[1]), atol=0)
+    grad = numpy(tape.gradient(loss, loc.step_bias))
+    # d tx / d b = (1 - s) (1 - tanh(b)^2) = 0.5 per image at b = 0.
+    np.testing.assert_allclose(grad, [[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]], atol=1e-6)
 
 
 # === Glimpse network ===

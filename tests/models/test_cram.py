@@ -102,7 +102,26 @@ def test_encoder_starts_with_the_centred_glimpse_of_the_image():
         np.testing.assert_allclose(numpy(patches)[:, n], expected, atol=1e-5)
 
 
+def test_encoder_spread_start_samples_each_window():
+    encoder = CRAMEncoder(
+        **TINY, min_scale=0.25, initial_scale=0.5, glimpse_start="spread"
+    )
+    (x, c), _ = data()
+    _, tau, patches = encoder([x, c], training=False, return_glimpses=True)
+    # Two glimpses: right of the centre, then left (r = s0 / 2 = 0.25).
+    starts = np.array([[0.5, 0.25, 0.0], [0.5, -0.25, 0.0]], "float32")
+    np.testing.assert_allclose(
+        numpy(tau), np.broadcast_to(starts, (4, 2, 3)), atol=1e-6
+    )
+    st = SpatialTransformer(transform="attention", output_size=(6, 6))
+    for n in range(2):
+        expected = numpy(st([x, np.tile(starts[n : n + 1], (4, 1))]))
+        np.testing.assert_allclose(numpy(patches)[:, n], expected, atol=1e-5)
+
+
 def test_encoder_bad_arguments_name_themselves():
+    with pytest.raises(ValueError, match="glimpse_start='ring'"):
+        CRAMEncoder(glimpse_start="ring")
     with pytest.raises(ValueError, match="num_glimpses="):
         CRAMEncoder(num_glimpses=0)
     with pytest.raises(ValueError, match="initial_scale="):
@@ -288,7 +307,9 @@ def test_classification_gradients_reach_the_localisation_network():
 
 
 def test_keras_round_trip_gives_identical_predictions(tmp_path):
-    model = tiny_classifier(clue_weight=0.25, min_scale=0.1, initial_scale=0.3)
+    model = tiny_classifier(
+        clue_weight=0.25, min_scale=0.1, initial_scale=0.3, glimpse_start="spread"
+    )
     compile_tiny(model)
     x, _ = data()
     model(x, training=True)  # moves the batch-norm statistics off their start
@@ -300,6 +321,7 @@ def test_keras_round_trip_gives_identical_predictions(tmp_path):
     assert json_normalised(restored.get_config()) == json_normalised(model.get_config())
     assert restored.clue_weight == 0.25
     assert restored.encoder.initial_scale == 0.3
+    assert restored.encoder.glimpse_start == "spread"
     _, tau, _ = restored(x, training=False, return_glimpses=True)
     assert tuple(tau.shape) == (4, 2, 3)
 
