@@ -39,13 +39,16 @@ import shlex
 import sys
 import time
 
-import numpy as np
+# As train_inpaint.py: TensorFlow's oneDNN CPU kernels on unless set.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from cram_keras.evaluation.baselines import navier_stokes_inpaint
-from cram_keras.experiments import inpaint
-from cram_keras.experiments.config import apply_overrides
-from cram_keras.platform_info import describe
-from cram_keras.utils import write_json
+import numpy as np  # noqa: E402
+
+from cram_keras.evaluation.baselines import navier_stokes_inpaint  # noqa: E402
+from cram_keras.experiments import inpaint  # noqa: E402
+from cram_keras.experiments.config import apply_overrides  # noqa: E402
+from cram_keras.platform_info import describe  # noqa: E402
+from cram_keras.utils import write_json  # noqa: E402
 
 CLASSICAL = ("telea", "navier_stokes", "mean_fill")
 

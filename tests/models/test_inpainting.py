@@ -506,6 +506,37 @@ def test_batch_norm_recalibration_averages_the_batch_statistics():
     ]
 
 
+def test_batch_norm_recalibration_is_the_plain_average_over_batches():
+    # Training mode normalises with batch statistics, so each batch's
+    # statistics depend on the weights and that batch only: recalibrating on
+    # [A, B] must give the mean of recalibrating on [A] and on [B].
+    model = compile_adam(tiny_model())
+    images, masks = images_and_masks(8)
+    model.fit(images, masks, batch_size=8, epochs=1, verbose=0)
+    norms = [
+        x
+        for net in (model.encoder, model.generator)
+        for x in net._flatten_layers()
+        if isinstance(x, keras.layers.BatchNormalization)
+    ]
+
+    def statistics(batches):
+        model.recalibrate_batch_norm(batches, num_batches=len(batches))
+        return [
+            ops.convert_to_numpy(v).astype("float64")
+            for x in norms
+            for v in (x.moving_mean, x.moving_variance)
+        ]
+
+    a, b = (images[:4], masks[:4]), (images[4:], masks[4:])
+    both, only_a, only_b = statistics([a, b]), statistics([a]), statistics([b])
+    for ab, sa, sb in zip(both, only_a, only_b, strict=True):
+        np.testing.assert_allclose(ab, (sa + sb) / 2, rtol=1e-5, atol=1e-6)
+    assert any(np.abs(sa - sb).max() > 1e-4 for sa, sb in zip(only_a, only_b, strict=True))
+    if keras.backend.backend() == "tensorflow":  # compiled once per model
+        assert model._recalibration_fn.experimental_get_tracing_count() == 1
+
+
 def test_saved_and_reloaded_model_completes_identically(tmp_path):
     model = compile_adam(tiny_model(), rate=1e-2)
     images, masks = images_and_masks(8)
