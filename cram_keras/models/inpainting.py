@@ -839,7 +839,8 @@ class CRAMInpainter(keras.Model):
         average of the per-batch statistics. Nothing else changes (no
         gradients, no optimizer step). The discriminators are not used for
         inference and are left alone. On TensorFlow the forward pass is one
-        compiled function, traced once per model.
+        compiled function, traced once per model (eager for at most 4 batches,
+        where tracing would cost more than it saves).
 
         Returns:
             The number of batches used.
@@ -859,7 +860,8 @@ class CRAMInpainter(keras.Model):
         try:
             for layer in norms:
                 layer.momentum = 0.0  # The moving statistics := the batch's.
-            forward = self._recalibration_forward()
+            # Compiled for more than a few batches (tracing costs more).
+            forward = self._recalibration_forward(compiled=num_batches > 4)
             for images, mask in dataset:
                 if used >= num_batches:
                     break
@@ -881,11 +883,11 @@ class CRAMInpainter(keras.Model):
                 variable.assign((total / used).astype(variable.dtype))
         return used
 
-    def _recalibration_forward(self):
+    def _recalibration_forward(self, compiled=True):
         """`generate(images, mask, training=True)`, compiled on TensorFlow.
         Traced with the batch norms' momentum 0 (a constant of the trace), and
         only ever called so."""
-        if keras.backend.backend() != "tensorflow":
+        if not compiled or keras.backend.backend() != "tensorflow":
             return lambda images, mask: self.generate(images, mask, training=True)
         if getattr(self, "_recalibration_fn", None) is None:
             import tensorflow as tf

@@ -160,7 +160,7 @@ def test_localization_config_round_trip():
     assert_config_round_trip(make_localization(steps=3, layout="spread"))
 
 
-@pytest.mark.parametrize("steps", [1, 4, 6])
+@pytest.mark.parametrize("steps", [1, 3])
 def test_localization_spread_starts_around_the_centre(steps):
     # Independent geometry: glimpse n's window centred at radius r on the
     # angle 2 pi n / N, r = min(s0 / 2, 0.9 (1 - s0)); one glimpse stays centred.
@@ -184,6 +184,10 @@ def test_localization_spread_starts_around_the_centre(steps):
         loc([features, state], step=steps)
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="gradient by tf.GradientTape; the step bias is plain keras.ops",
+)
 def test_localization_per_step_starts_are_learned_separately():
     # Centred per-step starts: all glimpses begin at the shared window, and
     # each step's bias gets the gradient of its own glimpse only.
