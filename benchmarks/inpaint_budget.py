@@ -1,15 +1,22 @@
 #!/usr/bin/env python
 """CPU-budget protocol for E3 (CRAM inpainting, paper Section VI-B, Fig. 7).
 
-Trains CRAM and the no-attention CNN encoder, one after the other, with the
-same generator, discriminators, losses, data, epochs and batch size (so the
-same number of optimizer steps), scores both and the classical baselines
+Trains named model variants (`--variant NAME:KEY=VALUE ...`; by default
+CRAM, the no-attention CNN encoder and the context-skip CRAM) for each of
+`--seeds`, one after the other, with the same generator, discriminators,
+losses, data, epochs and batch size (so the same number of optimizer
+steps), scores every run (with its pathway diagnostics) and the classical baselines
 (OpenCV Telea, OpenCV Navier-Stokes, mean fill) with `evaluate_inpainting`
 on the same test images and masks, and writes a results JSON and a
 Fig. 7-style PNG (ground truth | input with CRAM's glimpses | CRAM generated
 | CRAM completed | CNN-encoder completed | Navier-Stokes completed).
 
-The committed results came from (wall times and hardware in the JSON files;
+The results JSON holds every run (`runs[variant][seed]`), mean / min / max
+over seeds (`seed_stats`), and the seed means (`methods`); the script prints
+the markdown table of the README. The issue-12 study (README, CRAM
+inpainting) ran six variants over seeds 0 and 1; its command is in the README.
+
+The older committed results came from (wall times and hardware in the JSON files;
 Adam 5e-4 instead of the paper's 1e-4 because the budget is a few hundred
 steps; on MNIST the first 8,000 training images and a 1-epoch warm-up):
 
