@@ -34,7 +34,19 @@ JAX_ENV = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
 @pytest.mark.slow
 def test_sampler_and_layer_tests_pass_on_jax():
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider"]
+        # One process (-n 0): JAX compiles each primitive once per process, and
+        # two inner workers inside an outer one would oversubscribe the cores.
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rA",
+            "-n",
+            "0",
+            "-p",
+            "no:cacheprovider",
+        ]
         + [str(f) for f in FILES],
         cwd=TESTS.parent,
         env=JAX_ENV,
