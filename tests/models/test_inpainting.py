@@ -1,13 +1,9 @@
 """CRAM inpainting networks and the GAN model: shapes and architecture, the
 local crop, the completed image, the losses (against NumPy references with
-stub networks), optimizer isolation, warm-up, tf.distribute scaling and
-serialisation."""
+stub networks), optimizer isolation, warm-up and serialisation (mirrored training:
+tests/training/test_distribute.py)."""
 
-import inspect
 import os
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -394,79 +390,9 @@ def test_each_optimizer_updates_only_its_own_network():
 
 
 # === tf.distribute ===
-
-
-@pytest.mark.slow
-def test_mirrored_training_matches_one_device_on_a_duplicated_batch(tmp_path):
-    # Two logical CPUs; the global batch is [x, x], so each replica sees x
-    # and batch norm the same statistics as one device on [x, x]. With the
-    # losses divided by the global batch, the summed replica gradients are
-    # the one-device gradients: the weights after one SGD step agree.
-    helpers = "\n".join(
-        inspect.getsource(obj) for obj in (FixedGlimpseEncoder, images_and_masks)
-    )
-    script = (
-        textwrap.dedent(
-            """
-        import tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        import keras, numpy as np
-        from keras import layers, ops
-        from cram_keras.data.masks import random_rectangle_masks
-        from cram_keras.models.inpainting import (
-            CNNEncoder, CRAMInpainter, GlobalDiscriminator, InpaintingGenerator,
-            LocalDiscriminator)
-        """
-        )
-        + helpers
-        + textwrap.dedent(
-            """
-        def build():
-            model = CRAMInpainter(
-                FixedGlimpseEncoder((0.5, 0.1, -0.1), glimpse_size=8),
-                InpaintingGenerator(32, 1, filters=(8, 4, 4)),
-                LocalDiscriminator(16, filters=(4, 4, 4, 4), units=8),
-                GlobalDiscriminator(filters=(4, 4, 4), units=8),
-                beta=0.5, clue_weight=0.3)
-            model.build([(None, 32, 32, 1), (None, 32, 32, 1)])
-            model.compile(g_optimizer=keras.optimizers.SGD(0.5),
-                          local_d_optimizer=keras.optimizers.SGD(0.5),
-                          global_d_optimizer=keras.optimizers.SGD(0.5),
-                          jit_compile=False)
-            return model
-
-        x, m = images_and_masks(4)
-        data = tf.data.Dataset.from_tensors(
-            (np.concatenate([x, x]), np.concatenate([m, m])))
-        keras.utils.set_random_seed(0)
-        single = build()
-        initial = single.get_weights()
-        single.fit(data, epochs=1, verbose=0)
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        with strategy.scope():
-            mirrored = build()
-        mirrored.set_weights(initial)
-        mirrored.fit(data, epochs=1, verbose=0)
-        assert strategy.num_replicas_in_sync == 2
-        pairs = list(zip(single.get_weights(), mirrored.get_weights(), initial))
-        worst = max(float(np.max(np.abs(a - b))) for a, b, _ in pairs)
-        moved = max(float(np.max(np.abs(a - c))) for a, _, c in pairs)
-        print("worst", worst, "moved", moved)
-        assert moved > 1e-3 and worst < 1e-5, (worst, moved)
-        """
-        )
-    )
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+# Mirrored training of the inpainter (three optimizers, the clue loss divided
+# by the replicas, three steps, logged losses) against one device:
+# tests/training/test_distribute.py, case (c).
 
 
 # === Evaluation and serialisation ===
