@@ -16,7 +16,11 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
-from testing import assert_clear_serving_errors, serve_in_fresh_process
+from testing import (
+    assert_clear_serving_errors,
+    run_script_in_process,
+    serve_in_fresh_process,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
@@ -282,9 +286,9 @@ def test_bad_values_fail_clearly(tmp_path, capsys):
 
 
 def test_bad_flags_exit_2_without_traceback():
-    proc = run_script("--clue", "sometimes")
+    proc = run_script_in_process(SCRIPT, "--clue", "sometimes")
     assert proc.returncode == 2 and "must be one of" in proc.stderr
-    proc = run_script("--glimpses", "two")
+    proc = run_script_in_process(SCRIPT, "--glimpses", "two")
     assert proc.returncode == 2 and "must be an integer" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -304,7 +308,7 @@ def test_missing_data_fails_clearly(tmp_path, capsys):
 
 
 def test_help_documents_every_flag():
-    proc = run_script("--help")
+    proc = run_script_in_process(SCRIPT, "--help")
     assert proc.returncode == 0
     for flag in (
         "--dataset",

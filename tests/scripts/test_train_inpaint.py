@@ -15,9 +15,14 @@ import keras
 import numpy as np
 import pytest
 import scipy.io
-from testing import assert_clear_serving_errors, serve_in_fresh_process
+from testing import (
+    assert_clear_serving_errors,
+    run_script_in_process,
+    serve_in_fresh_process,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "train_inpaint.py")
 ENV = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
 
 
@@ -159,8 +164,9 @@ def test_truncated_svhn_file_fails_with_a_clear_message(tmp_path):
     )
     data = (tmp_path / "full.mat").read_bytes()
     (tmp_path / "train_32x32.mat").write_bytes(data[: len(data) // 3])
-    proc = run_script("--dataset", "svhn", "--data-dir", str(tmp_path), "--smoke",
-                      "--output-dir", str(tmp_path / "run"))  # fmt: skip
+    proc = run_script_in_process(SCRIPT, "--dataset", "svhn", "--data-dir",
+                                 str(tmp_path), "--smoke",
+                                 "--output-dir", str(tmp_path / "run"))  # fmt: skip
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     # TensorFlow's own log lines may precede it; the error is one clear line.
@@ -171,7 +177,7 @@ def test_truncated_svhn_file_fails_with_a_clear_message(tmp_path):
 
 
 def test_bad_flags_fail_clearly(tmp_path, capsys):
-    proc = run_script("--encoder", "rnn")
+    proc = run_script_in_process(SCRIPT, "--encoder", "rnn")
     assert proc.returncode == 2 and "must be one of" in proc.stderr
     script = load_script()
     out = str(tmp_path / "run")

@@ -11,7 +11,11 @@ import sys
 import keras
 import numpy as np
 import pytest
-from testing import assert_clear_serving_errors, serve_in_fresh_process
+from testing import (
+    assert_clear_serving_errors,
+    run_script_in_process,
+    serve_in_fresh_process,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
@@ -93,9 +97,10 @@ def test_smoke_run_writes_every_artifact_and_exports(fake_mnist_dir, tmp_path):
 
 
 def test_bad_flags_fail_clearly():
-    proc = run_script("--model", "transformer")
+    script = os.path.join(ROOT, "train_rnn_spn.py")
+    proc = run_script_in_process(script, "--model", "transformer")
     assert proc.returncode == 2 and "must be one of" in proc.stderr
-    proc = run_script("--downsample", "0.5", "--smoke")
+    proc = run_script_in_process(script, "--downsample", "0.5", "--smoke")
     assert proc.returncode == 2 and "downsample=0.5" in proc.stderr
 
 
@@ -103,11 +108,5 @@ def test_bad_flags_fail_clearly():
     "script", ["train_cls.py", "train_inpaint.py", "train_rnn_spn.py"]
 )
 def test_help_works(script):
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, script), "--help"],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=120,
-    )
+    proc = run_script_in_process(os.path.join(ROOT, script), "--help")
     assert proc.returncode == 0 and "--smoke" in proc.stdout
