@@ -222,19 +222,52 @@ def plot_glimpses(
 # === CRAM inpainting ===
 
 
+def tile_mosaic(columns, gap=2, background=1.0):
+    """Images laid out as one array: `columns` is a list of (N, H, W, C)
+    arrays, column j of row i at rows `i * (H + gap)` and columns
+    `j * (W + gap)`, `background` between the tiles.
+
+    Returns:
+        `(mosaic, step)`: the (N (H + gap) - gap, J (W + gap) - gap, C) array
+        and `step = (H + gap, W + gap)`, the offset from one tile to the next.
+    """
+    first = np.asarray(columns[0])
+    n, height, width, channels = first.shape
+    step = (height + gap, width + gap)
+    mosaic = np.full(
+        (n * step[0] - gap, len(columns) * step[1] - gap, channels),
+        background,
+        np.float32,
+    )
+    for j, column in enumerate(columns):
+        column = np.asarray(column)
+        if column.shape != first.shape:
+            raise ValueError(
+                "every column must have the shape of the first. Received: "
+                f"column {j} of shape {column.shape}, the first {first.shape}"
+            )
+        for i in range(n):
+            y, x = i * step[0], j * step[1]
+            mosaic[y : y + height, x : x + width] = column[i]
+    return mosaic, step
+
+
 def inpainting_figure(model, images, masks, path, extra=None, title=None):
     """Fig. 7 of the CRAM paper: ground truth | input | generated | completed.
 
     The input column shows the hole in grey (the encoder sees zeros there)
     and, for CRAM, the glimpse windows (one colour per glimpse). `extra`
     maps column titles to more completed images (other methods). `model` is
-    a `CRAMInpainter` (its `generate` is called).
+    a `CRAMInpainter` (its `generate` is called). Drawn as one image of
+    tiles (`tile_mosaic`) on a single axes: a grid of axes costs seconds per
+    figure, and the training runs draw one every epoch.
 
     Returns:
         `(path, strips)`: the strips (N, H, 4 W, C) are the four columns side
         by side (for TensorBoard).
     """
     import keras
+    from matplotlib.patches import Rectangle
 
     images = np.asarray(images, np.float32)
     masks = np.asarray(masks, np.float32)
@@ -250,36 +283,46 @@ def inpainting_figure(model, images, masks, path, extra=None, title=None):
     ]
     columns += list((extra or {}).items())
     n, cols = len(images), len(columns)
-    fig, axes = plt.subplots(
-        n, cols, figsize=(1.5 * cols, 1.5 * n + 0.3), squeeze=False
+    height, width = images.shape[1:3]
+    mosaic, (step_y, step_x) = tile_mosaic(
+        [np.clip(column, 0.0, 1.0) for _, column in columns]
     )
-    for j, (name, column) in enumerate(columns):
-        axes[0, j].set_title(name, fontsize=8)
-        for i in range(n):
-            image = np.clip(column[i], 0.0, 1.0)
-            axes[i, j].imshow(
-                image[..., 0] if image.shape[-1] == 1 else image,
-                cmap="gray",
-                vmin=0,
-                vmax=1,
-            )
-            axes[i, j].set_xticks([])
-            axes[i, j].set_yticks([])
+    fig, ax = plt.subplots(figsize=(1.5 * cols, 1.5 * n + 0.3))
+    ax.imshow(
+        mosaic[..., 0] if mosaic.shape[-1] == 1 else mosaic,
+        cmap="gray",
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
+    # Column titles as top tick labels, no ticks.
+    ax.xaxis.tick_top()
+    ax.set_xticks([j * step_x + (width - 1) / 2 for j in range(cols)])
+    ax.set_xticklabels([name for name, _ in columns], fontsize=8)
+    ax.set_yticks([])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     if tau is not None:
-        height, width = images.shape[1:3]
         for i in range(n):
+            # The input tile of row i; outlines are clipped to it.
+            oy, ox = i * step_y, step_x
+            tile = Rectangle(
+                (ox - 0.5, oy - 0.5), width, height, transform=ax.transData
+            )
             for t, glimpse in enumerate(tau[i]):
                 outline = transform_outline(_theta(glimpse), height, width)
-                axes[i, 1].plot(
-                    outline[:, 0],
-                    outline[:, 1],
+                (line,) = ax.plot(
+                    outline[:, 0] + ox,
+                    outline[:, 1] + oy,
                     lw=0.8,
                     color=_COLORS[t % len(_COLORS)],
                 )
-            axes[i, 1].set_xlim(-0.5, width - 0.5)
-            axes[i, 1].set_ylim(height - 0.5, -0.5)
-    if title:
-        fig.suptitle(title, fontsize=9)
+                line.set_clip_path(tile)
+    ax.set_xlim(-0.5, mosaic.shape[1] - 0.5)
+    ax.set_ylim(mosaic.shape[0] - 0.5, -0.5)
+    if title:  # Placed above the column titles (the top tick labels).
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
