@@ -16,7 +16,7 @@ over seeds (`seed_stats`), and the seed means (`methods`); the script prints
 the markdown table of the README. The issue-12 study (README, CRAM
 inpainting) ran six variants over seeds 0 and 1; its command is in the README.
 
-The older committed results came from (wall times and hardware in the JSON files;
+The committed results came from (wall times and hardware in the JSON files;
 Adam 5e-4 instead of the paper's 1e-4 because the budget is a few hundred
 steps; on MNIST the first 8,000 training images and a 1-epoch warm-up):
 
