@@ -29,8 +29,7 @@ os.environ["CRAM_KERAS_OFFLINE"] = "1"
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 # Tests run tiny shapes, so XLA's compile time is what they pay, not the
 # compiled code's speed: JAX compiles every eager op, and the JAX reruns and
-# smoke scripts compile whole training steps. XLA's -O0 cuts the JAX rerun of
-# the layer tests by a quarter (169 s against 222 s on 2 shared cores).
+# smoke scripts compile whole training steps; XLA's -O0 compiles faster.
 # Inherited by the subprocesses; an XLA_FLAGS of the caller is kept.
 os.environ.setdefault(
     "XLA_FLAGS",
