@@ -174,7 +174,7 @@ def make_steps(images, params, cotangent):
         "fused_tf_gradient": fused(False),
     }
     images_t, cotangent_t = tf.constant(images), tf.constant(cotangent)
-    steps, calls = {}, {}
+    steps = {}
     for name, forward in forwards.items():
 
         @tf.function
@@ -188,7 +188,6 @@ def make_steps(images, params, cotangent):
         def forward_only(images, p, forward=forward):
             return forward(images, p)
 
-        calls[name] = full
         steps[name] = lambda p, full=full: [
             t.numpy() for t in full(images_t, tf.constant(p), cotangent_t)
         ]
