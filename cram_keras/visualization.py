@@ -43,6 +43,10 @@ def plot_attention(
 ):
     """Draws the paper's Fig. 3: input, input with the attended windows, crops.
 
+    One image of tiles on a single axes (`tile_mosaic`); the crops are shown
+    at the input's size (nearest neighbour), each row's label and prediction
+    on its left.
+
     Args:
         images: (N, H, W, C) in [0, 1].
         thetas: (N, T, 2, 3) affine matrices, or None for a model without
@@ -51,44 +55,108 @@ def plot_attention(
         labels, predictions: (N, T) integers.
         path: PNG file to write.
     """
-    images = np.asarray(images)
-    n = images.shape[0]
+    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    height, width = images.shape[1:3]
     steps = 0 if crops is None else crops.shape[1]
-    cols = 2 + steps
-    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n), squeeze=False)
-    for i in range(n):
-        image = images[i, ..., 0] if images.shape[-1] == 1 else images[i]
-        axes[i, 0].imshow(image, cmap="gray", vmin=0, vmax=1)
-        axes[i, 0].set_title(f"label {''.join(map(str, labels[i]))}", fontsize=8)
-        axes[i, 1].imshow(image, cmap="gray", vmin=0, vmax=1)
-        axes[i, 1].set_title(f"pred {''.join(map(str, predictions[i]))}", fontsize=8)
-        if thetas is not None:
+    columns = [("input", "black", images), ("windows", "black", images)]
+    columns += [
+        (
+            f"crop {t + 1}",
+            _COLORS[t % len(_COLORS)],
+            _resize_nearest(np.clip(crops[:, t], 0.0, 1.0), height, width),
+        )
+        for t in range(steps)
+    ]
+    rows = [
+        f"label {''.join(map(str, label))}\npred {''.join(map(str, pred))}"
+        for label, pred in zip(labels, predictions, strict=True)
+    ]
+    fig, ax, (step_y, step_x) = _mosaic_figure(columns, rows, tile_inches=1.6)
+    if thetas is not None:
+        for i in range(len(images)):
             for t in range(thetas.shape[1]):
-                outline = transform_outline(
-                    thetas[i, t], images.shape[1], images.shape[2], align_corners
-                )
-                axes[i, 1].plot(
-                    outline[:, 0],
-                    outline[:, 1],
+                outline = transform_outline(thetas[i, t], height, width, align_corners)
+                _draw_outline(
+                    ax,
+                    outline,
+                    (i * step_y, step_x),
+                    (height, width),
                     color=_COLORS[t % len(_COLORS)],
                     lw=1.2,
                 )
-            axes[i, 1].set_xlim(-0.5, images.shape[2] - 0.5)
-            axes[i, 1].set_ylim(images.shape[1] - 0.5, -0.5)
-        for t in range(steps):
-            crop = crops[i, t, ..., 0] if crops.shape[-1] == 1 else crops[i, t]
-            ax = axes[i, 2 + t]
-            ax.imshow(np.clip(crop, 0, 1), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(f"crop {t + 1}", fontsize=8, color=_COLORS[t % len(_COLORS)])
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
     if title:
-        fig.suptitle(title, fontsize=9)
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _resize_nearest(tiles, height, width):
+    """(N, h, w, C) -> (N, height, width, C), nearest neighbour: each output
+    pixel shows the input pixel its centre falls in (what `imshow` does when
+    it stretches a small image over a larger axes)."""
+    tiles = np.asarray(tiles)
+    rows = np.floor((np.arange(height) + 0.5) * tiles.shape[1] / height).astype(int)
+    cols = np.floor((np.arange(width) + 0.5) * tiles.shape[2] / width).astype(int)
+    return tiles[:, rows][:, :, cols]
+
+
+def _mosaic_figure(columns, row_labels=None, tile_inches=1.5, gap=2):
+    """One axes showing `columns` as a `tile_mosaic`: each column is
+    `(title, colour, tiles (N, H, W, C))`; the titles become coloured top
+    tick labels and `row_labels` (one string per row) left tick labels.
+
+    Returns:
+        `(fig, ax, step)`, `step` the offset (rows, columns) between tiles.
+    """
+    channels = max(np.asarray(tiles).shape[-1] for _, _, tiles in columns)
+    tiles = [
+        np.repeat(t, channels, axis=-1) if t.shape[-1] != channels else t
+        for t in (np.asarray(tiles, np.float32) for _, _, tiles in columns)
+    ]
+    mosaic, step = tile_mosaic(tiles, gap=gap)
+    n, (height, width) = tiles[0].shape[0], tiles[0].shape[1:3]
+    label_inches = 0.0 if row_labels is None else 0.9
+    fig, ax = plt.subplots(
+        figsize=(tile_inches * len(columns) + label_inches, tile_inches * n + 0.3)
+    )
+    ax.imshow(
+        mosaic[..., 0] if channels == 1 else mosaic,
+        cmap="gray",
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
+    # Column titles as top tick labels, row labels as left ones, no ticks.
+    ax.xaxis.tick_top()
+    ax.set_xticks([j * step[1] + (width - 1) / 2 for j in range(len(columns))])
+    ax.set_xticklabels([name for name, _, _ in columns], fontsize=8)
+    for label, (_, color, _) in zip(ax.get_xticklabels(), columns, strict=True):
+        label.set_color(color)
+    if row_labels is None:
+        ax.set_yticks([])
+    else:
+        ax.set_yticks([i * step[0] + (height - 1) / 2 for i in range(n)])
+        ax.set_yticklabels(row_labels, fontsize=7)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_xlim(-0.5, mosaic.shape[1] - 0.5)
+    ax.set_ylim(mosaic.shape[0] - 0.5, -0.5)
+    return fig, ax, step
+
+
+def _draw_outline(ax, outline, offset, size, **style):
+    """`outline` (K, 2) drawn on the tile at `offset` (row, column pixels) of
+    a mosaic, clipped to that tile of `size` (height, width)."""
+    from matplotlib.patches import Rectangle
+
+    oy, ox = offset
+    tile = Rectangle((ox - 0.5, oy - 0.5), size[1], size[0], transform=ax.transData)
+    (line,) = ax.plot(outline[:, 0] + ox, outline[:, 1] + oy, **style)
+    line.set_clip_path(tile)
+    return line
 
 
 def attention_figure(model, images, labels, path, align_corners=False):
@@ -122,47 +190,36 @@ def _theta(tau):
 
 
 def _draw_glimpses(images, clues, labels, predictions, taus, patches, upto, title=None):
+    """The glimpse figure up to step `upto` (later glimpses' tiles grey), as
+    one mosaic on a single axes (`_mosaic_figure`)."""
+    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
     n, steps = taus.shape[0], taus.shape[1]
     colors = plt.get_cmap("tab10")
-    cols = 2 + steps
-    fig, axes = plt.subplots(
-        n, cols, figsize=(1.6 * cols, 1.7 * n + 0.3), squeeze=False
-    )
     height, width = images.shape[1:3]
+    columns = [("input", "black", images), ("clue", "black", clues)]
+    for t in range(steps):
+        tiles = _resize_nearest(np.clip(patches[:, t], 0.0, 1.0), height, width)
+        if t > upto:
+            tiles = np.full_like(tiles, 0.92)
+        columns.append((f"glimpse {t + 1}", colors(t % 10), tiles))
+    rows = [
+        f"label {label}\npred {pred}"
+        for label, pred in zip(labels, predictions, strict=True)
+    ]
+    fig, ax, (step_y, step_x) = _mosaic_figure(columns, rows, tile_inches=1.5)
     for i in range(n):
-        image = images[i, ..., 0] if images.shape[-1] == 1 else images[i]
-        panels = (
-            (axes[i, 0], image, f"label {labels[i]} pred {predictions[i]}"),
-            (axes[i, 1], clues[i, ..., 0], "clue"),
-        )
-        for ax, picture, text in panels:
-            ax.imshow(picture, cmap="gray", vmin=0, vmax=1)
-            ax.set_title(text, fontsize=7)
+        for column in (0, 1):  # Boxes over the input and over the clue.
             for t in range(upto + 1):
-                outline = transform_outline(_theta(taus[i, t]), height, width)
-                ax.plot(
-                    outline[:, 0],
-                    outline[:, 1],
+                _draw_outline(
+                    ax,
+                    transform_outline(_theta(taus[i, t]), height, width),
+                    (i * step_y, column * step_x),
+                    (height, width),
                     color=colors(t % 10),
                     lw=2.0 if t == upto else 1.0,
                 )
-            ax.set_xlim(-0.5, width - 0.5)
-            ax.set_ylim(height - 0.5, -0.5)
-        for t in range(steps):
-            ax = axes[i, 2 + t]
-            if t <= upto:
-                crop = (
-                    patches[i, t, ..., 0] if patches.shape[-1] == 1 else patches[i, t]
-                )
-                ax.imshow(np.clip(crop, 0, 1), cmap="gray", vmin=0, vmax=1)
-            else:
-                ax.set_facecolor("0.92")
-            ax.set_title(f"glimpse {t + 1}", fontsize=7, color=colors(t % 10))
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
     if title:
-        fig.suptitle(title, fontsize=8)
+        ax.set_title(title, fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -267,7 +324,6 @@ def inpainting_figure(model, images, masks, path, extra=None, title=None):
         by side (for TensorBoard).
     """
     import keras
-    from matplotlib.patches import Rectangle
 
     images = np.asarray(images, np.float32)
     masks = np.asarray(masks, np.float32)
@@ -282,45 +338,23 @@ def inpainting_figure(model, images, masks, path, extra=None, title=None):
         ("completed", completed),
     ]
     columns += list((extra or {}).items())
-    n, cols = len(images), len(columns)
+    n = len(images)
     height, width = images.shape[1:3]
-    mosaic, (step_y, step_x) = tile_mosaic(
-        [np.clip(column, 0.0, 1.0) for _, column in columns]
+    fig, ax, (step_y, step_x) = _mosaic_figure(
+        [(name, "black", np.clip(column, 0.0, 1.0)) for name, column in columns]
     )
-    fig, ax = plt.subplots(figsize=(1.5 * cols, 1.5 * n + 0.3))
-    ax.imshow(
-        mosaic[..., 0] if mosaic.shape[-1] == 1 else mosaic,
-        cmap="gray",
-        vmin=0,
-        vmax=1,
-        interpolation="nearest",
-    )
-    # Column titles as top tick labels, no ticks.
-    ax.xaxis.tick_top()
-    ax.set_xticks([j * step_x + (width - 1) / 2 for j in range(cols)])
-    ax.set_xticklabels([name for name, _ in columns], fontsize=8)
-    ax.set_yticks([])
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
     if tau is not None:
         for i in range(n):
-            # The input tile of row i; outlines are clipped to it.
-            oy, ox = i * step_y, step_x
-            tile = Rectangle(
-                (ox - 0.5, oy - 0.5), width, height, transform=ax.transData
-            )
+            # On the input tile of row i, clipped to it.
             for t, glimpse in enumerate(tau[i]):
-                outline = transform_outline(_theta(glimpse), height, width)
-                (line,) = ax.plot(
-                    outline[:, 0] + ox,
-                    outline[:, 1] + oy,
+                _draw_outline(
+                    ax,
+                    transform_outline(_theta(glimpse), height, width),
+                    (i * step_y, step_x),
+                    (height, width),
                     lw=0.8,
                     color=_COLORS[t % len(_COLORS)],
                 )
-                line.set_clip_path(tile)
-    ax.set_xlim(-0.5, mosaic.shape[1] - 0.5)
-    ax.set_ylim(mosaic.shape[0] - 0.5, -0.5)
     if title:  # Placed above the column titles (the top tick labels).
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
