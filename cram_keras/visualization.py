@@ -110,11 +110,9 @@ def _mosaic_figure(columns, row_labels=None, tile_inches=1.5, gap=2):
     Returns:
         `(fig, ax, step)`, `step` the offset (rows, columns) between tiles.
     """
-    channels = max(np.asarray(tiles).shape[-1] for _, _, tiles in columns)
-    tiles = [
-        np.repeat(t, channels, axis=-1) if t.shape[-1] != channels else t
-        for t in (np.asarray(tiles, np.float32) for _, _, tiles in columns)
-    ]
+    tiles = [np.asarray(tiles, np.float32) for _, _, tiles in columns]
+    channels = max(t.shape[-1] for t in tiles)  # Grey tiles beside RGB: repeated.
+    tiles = [t if t.shape[-1] == channels else t.repeat(channels, -1) for t in tiles]
     mosaic, step = tile_mosaic(tiles, gap=gap)
     n, (height, width) = tiles[0].shape[0], tiles[0].shape[1:3]
     label_inches = 0.0 if row_labels is None else 0.9
