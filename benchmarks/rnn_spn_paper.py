@@ -45,6 +45,8 @@ import numpy as np
 # As the training scripts: TensorFlow's oneDNN CPU kernels on unless set.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+import keras  # noqa: E402 - after the oneDNN setting
+
 from cram_keras.experiments import rnn_spn
 from cram_keras.experiments.runner import CHECKPOINT_DIR, load_config
 from cram_keras.platform_info import describe
@@ -144,10 +146,12 @@ def write_report(args):
             "clipping, released LR rule, early stopping patience 50 on validation "
             "per-digit error, up to 300 epochs, test at the best validation epoch"
         ),
-        "command": "python benchmarks/rnn_spn_paper.py --data-dir DIR --runs-dir "
+        "command": args.command
+        or "python benchmarks/rnn_spn_paper.py --data-dir DIR --runs-dir "
         f"{args.runs_dir}",
         "commit": args.commit or previous.get("commit") or _commit(),
         "hardware": describe(),
+        "backend": keras.backend.backend(),
         "models": {},
         "lost_runs": list(previous.get("lost_runs", [])),
     }
@@ -180,7 +184,7 @@ def markdown_table(results):
     lines = [
         "| model | paper: per-digit test error | ours: per-digit test error "
         "(best validation epoch) | ours: sequence test error | epochs done (best) "
-        "| training wall hours (2 cores) | train sequences/s | state |",
+        "| training wall hours | train sequences/s | state |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for model in MODELS:
@@ -194,7 +198,7 @@ def markdown_table(results):
         state = (
             "early-stopped"
             if entry["stopped_early"]
-            else "finished (300 epochs)"
+            else f"finished ({entry['epochs_done']} epochs)"
             if entry["finished"]
             else "in progress"
         )
@@ -245,7 +249,11 @@ def learning_curves_figure(results, path):
     ax.set_yscale("log")
     ax.set_xlabel("epoch (60k training sequences each)")
     ax.set_ylabel("per-digit error (%)")
-    ax.set_title("RNN-SPN Table 1 campaign: validation per-digit error, d = 2")
+    ax.set_title(
+        "RNN-SPN Table 1 campaign: validation per-digit error, d = 2\n"
+        f"{results.get('hardware', '')} ({results.get('backend', 'tensorflow')})",
+        fontsize=9,
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -283,7 +291,17 @@ def main(argv=None):
     p.add_argument(
         "--commit", default=None, help="the campaign's commit (for --report)"
     )
-    p.add_argument("--output", default="benchmarks/results/rnn_spn_paper.json")
+    p.add_argument(
+        "--command",
+        default=None,
+        help="the campaign's command line, recorded by --report (default: this "
+        "script's)",
+    )
+    p.add_argument(
+        "--output",
+        default="benchmarks/results/rnn_spn_paper.json",
+        help="the progress file written by --report",
+    )
     p.add_argument(
         "--curves-figure",
         default="assets/rnn_spn_paper_curves.png",

@@ -2,6 +2,30 @@
 
 import os
 import platform
+import sys
+
+
+def accelerators():
+    """Names of the GPUs/TPUs the loaded backends see (``[]`` for none).
+
+    Only backends already imported are asked, so describing the machine never
+    imports TensorFlow or JAX by itself."""
+    names = []
+    if "jax" in sys.modules:
+        try:
+            devices = sys.modules["jax"].devices()
+            names = [d.device_kind for d in devices if d.platform != "cpu"]
+        except Exception:  # noqa: BLE001 - a broken plugin must not break a log line
+            names = []
+    if not names and "tensorflow" in sys.modules:
+        try:
+            tf = sys.modules["tensorflow"]
+            for device in tf.config.list_physical_devices("GPU"):
+                details = tf.config.experimental.get_device_details(device)
+                names.append(details.get("device_name", device.name))
+        except Exception:  # noqa: BLE001
+            pass
+    return names
 
 
 def describe():
@@ -19,7 +43,13 @@ def describe():
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count()
     )
-    return f"{cpu}, {cores} cores, no GPU" if cores else cpu
+    found = accelerators()
+    if found:
+        kinds = sorted(set(found))
+        accel = ", ".join(f"{found.count(k)} x {k}" for k in kinds)
+    else:
+        accel = "no GPU"
+    return f"{cpu}, {cores} cores, {accel}" if cores else f"{cpu}, {accel}"
 
 
 def cpu_flags():

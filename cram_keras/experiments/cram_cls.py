@@ -66,7 +66,12 @@ from cram_keras.data.pipelines import as_float, image_dataset
 from cram_keras.data.pipelines import clue_dataset as make_dataset
 from cram_keras.data.saliency_masks import saliency_targets
 from cram_keras.experiments.config import config_to_dict, option
-from cram_keras.experiments.runner import Experiment, UsageError, check_batch_size
+from cram_keras.experiments.runner import (
+    Experiment,
+    UsageError,
+    check_batch_size,
+    jit_compile_for_backend,
+)
 from cram_keras.losses import clue_loss
 from cram_keras.models.cram import CRAMClassifier, CRAMEncoder
 from cram_keras.models.saliency import SaliencyNetwork
@@ -179,7 +184,8 @@ class Config:
     seed: int = option(0, "training seed")
     jit_compile: bool = option(
         False,
-        "compile the train step with XLA (slower on CPU for this model)",
+        "compile the train step with XLA on TensorFlow (slower on CPU for this "
+        "model); on JAX the step is always compiled with jax.jit unless run_eagerly",
         flag=False,
     )
     run_eagerly: bool = option(False, "run the train step eagerly", flag=False)
@@ -567,7 +573,7 @@ def compile_model(model, config, learning_rate=None):
         optimizer=keras.optimizers.Adam(learning_rate or config.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-        jit_compile=config.jit_compile,
+        jit_compile=jit_compile_for_backend(config.jit_compile, config.run_eagerly),
         run_eagerly=config.run_eagerly,
     )
     return model

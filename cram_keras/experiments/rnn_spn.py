@@ -25,7 +25,11 @@ import keras
 
 from cram_keras.data.pipelines import array_batches, as_float, sequence_dataset
 from cram_keras.experiments.config import option
-from cram_keras.experiments.runner import Experiment, check_batch_size
+from cram_keras.experiments.runner import (
+    Experiment,
+    check_batch_size,
+    jit_compile_for_backend,
+)
 from cram_keras.models.rnn_spn import MODELS
 from cram_keras.training.callbacks import step_decay_after
 from cram_keras.training.metrics import sequence_metrics
@@ -80,8 +84,9 @@ class Config:
     )
     jit_compile: bool = option(
         False,
-        "compile the train step with XLA (off by default: slower on CPU for these "
-        "models, see benchmarks/results/rnn_spn_speed.json)",
+        "compile the train step with XLA on TensorFlow (off by default: slower on "
+        "CPU for these models, see benchmarks/results/rnn_spn_speed.json); on JAX "
+        "the step is always compiled with jax.jit",
     )
     seed: int = option(0, "training seed (initial weights, batch order)")
     # Data.
@@ -195,7 +200,7 @@ def compile_model(model, config):
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=sequence_metrics(),
-        jit_compile=config.jit_compile,
+        jit_compile=jit_compile_for_backend(config.jit_compile),
     )
     return model
 

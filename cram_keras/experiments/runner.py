@@ -223,6 +223,17 @@ def check_backend(experiment):
     return backend
 
 
+def jit_compile_for_backend(flag, run_eagerly=False):
+    """`jit_compile` for ``model.compile``: ``flag`` on TensorFlow (XLA, off
+    by default since it is slower on CPU for these models); always on for
+    JAX, where `jax.jit` is the only compiled path (without it every op of
+    the step is dispatched one by one: about 6x slower even on CPU for the
+    RNN-SPN smoke run, far more on a GPU), unless the step runs eagerly."""
+    if run_eagerly:
+        return False
+    return True if keras.backend.backend() == "jax" else bool(flag)
+
+
 def check_batch_size(batch_size, available, what, remedy):
     """`UsageError` when one global batch needs more examples than there are."""
     if batch_size > available:
