@@ -13,7 +13,10 @@ which it is below 50 % and 20 %.
     python benchmarks/rnn_spn_init.py --data-dir ../shared/data/mnist --seeds 0,1
 
 Writes benchmarks/results/rnn_spn_init.json (rewritten after every run, so
-an interrupted protocol keeps what it measured; rerunning resumes).
+an interrupted protocol keeps what it measured; rerunning resumes). Runs
+already in that file (same epochs and training-set size) are kept, not
+retrained, also where their run directories are gone; each run records the
+machine it trained on.
 """
 
 import argparse
@@ -82,6 +85,9 @@ def main(argv=None):
         return 0
 
     seeds = [int(s) for s in args.seeds.split(",")]
+    previous = read_json(args.output) if os.path.exists(args.output) else {}
+    if (previous.get("epochs"), previous.get("n_train")) != (args.epochs, args.n_train):
+        previous = {}  # another protocol: nothing to keep
     results = {
         "command": "python "
         + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
@@ -93,6 +99,15 @@ def main(argv=None):
     start = time.perf_counter()
     for seed in seeds:
         for init in INITIALIZERS:
+            key = f"{init}_seed{seed}"
+            if key in previous.get("runs", {}):
+                # Measured before (perhaps on another machine, whose run
+                # directory is gone): kept, not retrained.
+                kept = dict(previous["runs"][key])
+                kept.setdefault("hardware", previous.get("hardware"))
+                results["runs"][key] = kept
+                print(f"{key}: kept from {args.output}")
+                continue
             config = rnn_spn.Config(
                 model="rnn_spn",
                 gru_initializer=init,
@@ -114,6 +129,7 @@ def main(argv=None):
                 "test_per_digit_error": metrics["test_per_digit_error"],
                 "train_sequences_per_second": metrics["train_sequences_per_second"],
                 "wall_seconds": metrics["wall_seconds"],
+                "hardware": describe(),
             }
             results["protocol_wall_seconds"] = time.perf_counter() - start
             write_json(args.output, results)

@@ -81,11 +81,20 @@ def report_model(run_dir, data_cache, attention_path=None):
     """Progress of one run directory, with the test error of the best
     validation epoch so far (evaluated here); with `attention_path`, also
     the Fig. 3-style attention figure of the best weights so far."""
-    record = EpochCheckpoints(os.path.join(run_dir, CHECKPOINT_DIR)).latest(
-        log=lambda message: print(message, file=sys.stderr)
-    )
+    checkpoints = EpochCheckpoints(os.path.join(run_dir, CHECKPOINT_DIR))
+    messages = []
+    record = checkpoints.latest(log=messages.append)
     if record is None:
-        return None
+        # No record with intact weights: a run brought back from another
+        # machine with its logs only. Its newest readable record still holds
+        # the whole per-epoch log.
+        record = _newest_readable_record(checkpoints)
+        if record is None:
+            return None
+        print(f"{run_dir}: no weights here; reporting its per-epoch log only")
+    else:
+        for message in messages:
+            print(message, file=sys.stderr)
     config = load_config(rnn_spn.Config, run_dir)
     rows = record["log"]
     early = record["early_stopping"]
@@ -106,8 +115,27 @@ def report_model(run_dir, data_cache, attention_path=None):
         else None,
         "paper_per_digit_error": PAPER_TABLE_1[config.model],
     }
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    metrics = read_json(metrics_path) if os.path.exists(metrics_path) else None
+    if metrics is not None:
+        entry["final_metrics"] = {
+            k: metrics[k]
+            for k in ("test_per_digit_error", "test_sequence_error", "wall_seconds")
+        }
     best = record.get("best_weights")
-    if best:
+    best_path = os.path.join(run_dir, CHECKPOINT_DIR, best) if best else None
+    if best_path and not os.path.exists(best_path):
+        # Weights not kept (e.g. a run brought back from another machine
+        # with its logs only): a finished run's metrics.json holds the test
+        # errors the runner measured after restoring the best weights; an
+        # unfinished one has no test error to report.
+        source = "test errors from metrics.json" if metrics else "no test error"
+        print(f"{run_dir}: {best} not here; {source}")
+        best_path = None
+    if best_path is None and metrics is not None:
+        entry["test_per_digit_error_at_best"] = metrics["test_per_digit_error"]
+        entry["test_sequence_error_at_best"] = metrics["test_sequence_error"]
+    elif best_path:
         key = (config.data_dir, config.n_train, config.data_seed)
         if key not in data_cache:
             data_cache[key] = rnn_spn.EXPERIMENT.load_data(config, print)
@@ -117,7 +145,7 @@ def report_model(run_dir, data_cache, attention_path=None):
             # The checkpoint also holds the optimizer, which evaluation does not
             # build; Keras warns that it skips those variables.
             warnings.filterwarnings("ignore", message="Skipping variable loading")
-            model.load_weights(os.path.join(run_dir, CHECKPOINT_DIR, best))
+            model.load_weights(best_path)
         test = rnn_spn._dataset(*data.splits["test"], config.batch_size)
         scores = model.evaluate(test, return_dict=True, verbose=0)
         entry["test_per_digit_error_at_best"] = 1.0 - float(scores["digit_accuracy"])
@@ -128,14 +156,17 @@ def report_model(run_dir, data_cache, attention_path=None):
             images, labels = data.splits["test"]
             attention_figure(model, images[:6], labels[:6], attention_path)
             entry["attention_figure"] = attention_path
-    metrics_path = os.path.join(run_dir, "metrics.json")
-    if os.path.exists(metrics_path):
-        metrics = read_json(metrics_path)
-        entry["final_metrics"] = {
-            k: metrics[k]
-            for k in ("test_per_digit_error", "test_sequence_error", "wall_seconds")
-        }
     return entry
+
+
+def _newest_readable_record(checkpoints):
+    """The newest checkpoint record that parses, weights or not."""
+    for _, path in checkpoints.records():
+        try:
+            return read_json(path)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def write_report(args):
@@ -150,11 +181,13 @@ def write_report(args):
         or "python benchmarks/rnn_spn_paper.py --data-dir DIR --runs-dir "
         f"{args.runs_dir}",
         "commit": args.commit or previous.get("commit") or _commit(),
-        "hardware": describe(),
-        "backend": keras.backend.backend(),
+        "hardware": args.hardware or describe(),
+        "backend": args.backend or keras.backend.backend(),
         "models": {},
         "lost_runs": list(previous.get("lost_runs", [])),
     }
+    if args.note:
+        results["note"] = args.note
     cache = {}
     for model in MODELS:
         run_dir = os.path.join(args.runs_dir, model)
@@ -249,10 +282,13 @@ def learning_curves_figure(results, path):
     ax.set_yscale("log")
     ax.set_xlabel("epoch (60k training sequences each)")
     ax.set_ylabel("per-digit error (%)")
+    import textwrap
+
+    machine = f"{results.get('hardware', '')} ({results.get('backend', 'tensorflow')})"
     ax.set_title(
         "RNN-SPN Table 1 campaign: validation per-digit error, d = 2\n"
-        f"{results.get('hardware', '')} ({results.get('backend', 'tensorflow')})",
-        fontsize=9,
+        + "\n".join(textwrap.wrap(machine, 110)),
+        fontsize=8,
     )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
@@ -296,6 +332,21 @@ def main(argv=None):
         default=None,
         help="the campaign's command line, recorded by --report (default: this "
         "script's)",
+    )
+    p.add_argument(
+        "--hardware",
+        default=None,
+        help="the machine the runs trained on, recorded by --report (default: "
+        "this machine's description)",
+    )
+    p.add_argument(
+        "--backend",
+        default=None,
+        help="the Keras backend the runs trained with, recorded by --report "
+        "(default: this process's)",
+    )
+    p.add_argument(
+        "--note", default=None, help="a remark stored with the progress file"
     )
     p.add_argument(
         "--output",

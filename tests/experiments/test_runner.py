@@ -320,3 +320,24 @@ def test_default_run_name_tells_apart_every_changed_setting():
     assert len({paper, fewer, other_rate}) == 3
     # Where the cache lives does not change the experiment.
     assert name(rnn_spn.EXPERIMENT, rnn_spn.Config(cache_dir="/tmp/x")) == paper
+
+
+@pytest.mark.parametrize(
+    "backend, flag, run_eagerly, expected",
+    [
+        ("tensorflow", False, False, False),
+        ("tensorflow", True, False, True),
+        # On JAX, "not compiled" would dispatch every op of the step alone.
+        ("jax", False, False, True),
+        ("jax", True, False, True),
+        ("jax", False, True, False),
+        ("tensorflow", True, True, False),
+    ],
+)
+def test_jit_compile_follows_the_backend(
+    backend, flag, run_eagerly, expected, monkeypatch
+):
+    from cram_keras.experiments import runner
+
+    monkeypatch.setattr(runner.keras.backend, "backend", lambda: backend)
+    assert runner.jit_compile_for_backend(flag, run_eagerly) is expected

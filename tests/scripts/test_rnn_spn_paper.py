@@ -1,0 +1,120 @@
+"""benchmarks/rnn_spn_paper.py, the Table 1 campaign's progress report: test
+errors of the best validation epoch re-evaluated from the checkpoint equal
+the runner's own final evaluation; a finished run brought back without its
+weights is reported from its metrics.json, one without weights or metrics by
+its per-epoch log alone; the table names each run's state."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+from cram_keras.experiments import rnn_spn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _load_campaign():
+    path = os.path.join(ROOT, "benchmarks", "rnn_spn_paper.py")
+    spec = importlib.util.spec_from_file_location("rnn_spn_paper", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+campaign = _load_campaign()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, fake_mnist_dir):
+    """A finished two-epoch RNN-SPN smoke run on the fake MNIST files."""
+    root = tmp_path_factory.mktemp("campaign")
+    config = rnn_spn.smoke_config(
+        data_dir=str(fake_mnist_dir), cache_dir=str(root / "cache")
+    )
+    run_dir = root / "runs" / "rnn_spn"
+    metrics = rnn_spn.train_and_evaluate(config, str(run_dir), verbose=0)
+    return run_dir, metrics
+
+
+def _best_weights(run_dir):
+    record = json.loads((run_dir / "checkpoints" / "epoch-0001.json").read_text())
+    return run_dir / "checkpoints" / record["best_weights"]
+
+
+def test_report_reevaluates_the_best_checkpoint(finished_run, tmp_path):
+    run_dir, metrics = finished_run
+    figure = tmp_path / "attention.png"
+    entry = campaign.report_model(str(run_dir), {}, str(figure))
+    assert entry["epochs_done"] == 2 and entry["finished"]
+    # The runner evaluated the restored best weights itself at the end of
+    # training; the report loads the checkpoint file and evaluates again.
+    assert entry["test_per_digit_error_at_best"] == pytest.approx(
+        metrics["test_per_digit_error"], abs=1e-6
+    )
+    assert entry["final_metrics"]["test_per_digit_error"] == pytest.approx(
+        metrics["test_per_digit_error"]
+    )
+    assert figure.stat().st_size > 0
+
+
+def test_report_without_weights_uses_metrics_or_names_the_file(
+    finished_run, tmp_path, capsys
+):
+    import shutil
+
+    run_dir, metrics = finished_run
+    copy = tmp_path / "rnn_spn"
+    shutil.copytree(run_dir, copy)
+    best = _best_weights(copy)
+    best.unlink()
+    entry = campaign.report_model(str(copy), {})
+    assert entry["test_per_digit_error_at_best"] == metrics["test_per_digit_error"]
+    assert entry["test_sequence_error_at_best"] == metrics["test_sequence_error"]
+    assert f"{best.name} not here" in capsys.readouterr().out
+
+    # Logs only, as brought back from another machine: every weights file
+    # gone, the run unfinished. The curve is reported, without a test error.
+    (copy / "metrics.json").unlink()
+    for weights in (copy / "checkpoints").glob("*.weights.h5"):
+        weights.unlink()
+    capsys.readouterr()
+    entry = campaign.report_model(str(copy), {})
+    out = capsys.readouterr().out
+    assert "no weights here; reporting its per-epoch log only" in out
+    assert f"{best.name} not here; no test error" in out
+    assert entry["epochs_done"] == 2 and len(entry["valid_per_digit_error"]) == 2
+    assert "test_per_digit_error_at_best" not in entry
+
+
+def test_table_states_and_schedule():
+    entry = dict(
+        epochs_done=96,
+        best_epoch=46,
+        stopped_early=True,
+        finished=True,
+        train_wall_seconds=3600.0,
+        test_per_digit_error_at_best=0.0244,
+        test_sequence_error_at_best=0.072,
+        train_sequences_per_second=18332.0,
+    )
+    running = dict(entry, stopped_early=False, finished=False, epochs_done=20)
+    done = dict(entry, stopped_early=False, finished=True, epochs_done=300)
+    table = campaign.markdown_table(
+        {"models": {"ffn_spn": entry, "rnn_spn": running, "conv": done}}
+    )
+    rows = {line.split(" | ")[0]: line for line in table.splitlines()[2:]}
+    assert (
+        "| 2.4 % | 7.2 % | 96 (46) | 1.0 | 18332 | early-stopped |"
+        in rows["| FFN-SPN, d = 2"]
+    )
+    assert rows["| RNN-SPN, d = 2"].endswith("| in progress |")
+    assert rows["| CNN"].endswith("| finished (300 epochs) |")
+    assert campaign.parse_schedule("rnn_spn:60,conv:20", ["rnn_spn", "conv"]) == [
+        ("rnn_spn", 60),
+        ("conv", 20),
+    ]
+    for bad in ("rnn_spn:0", "rnn_spn", "cnn:20", "rnn_spn:x"):
+        with pytest.raises(SystemExit, match="--schedule takes model:epochs"):
+            campaign.parse_schedule(bad, ["rnn_spn", "conv"])
