@@ -217,7 +217,7 @@ def markdown_table(results):
     lines = [
         "| model | paper: per-digit test error | ours: per-digit test error "
         "(best validation epoch) | ours: sequence test error | epochs done (best) "
-        "| training wall hours | train sequences/s | state |",
+        "| training wall time | train sequences/s | state |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for model in MODELS:
@@ -235,7 +235,10 @@ def markdown_table(results):
             if entry["finished"]
             else "in progress"
         )
-        hours = (entry.get("train_wall_seconds") or 0.0) / 3600
+        seconds = entry.get("train_wall_seconds") or 0.0
+        wall = (
+            f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+        )
         test = entry.get("test_per_digit_error_at_best")
         seq = entry.get("test_sequence_error_at_best")
         lines.append(
@@ -243,7 +246,7 @@ def markdown_table(results):
             + (f"{test * 100:.1f} %" if test is not None else "")
             + " | "
             + (f"{seq * 100:.1f} %" if seq is not None else "")
-            + f" | {entry['epochs_done']} ({entry['best_epoch']}) | {hours:.1f} | "
+            + f" | {entry['epochs_done']} ({entry['best_epoch']}) | {wall} | "
             f"{entry['train_sequences_per_second']:.0f} | {state} |"
         )
     return "\n".join(lines)

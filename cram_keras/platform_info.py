@@ -43,6 +43,17 @@ def describe():
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count()
     )
+    # The same model name ("AMD EPYC") covers CPUs with and without AVX-512,
+    # which changes every kernel's speed: name the widest vector extension.
+    flags = cpu_flags()
+    if "avx512f" in flags:
+        simd = "AVX-512" + (" with BF16" if "avx512_bf16" in flags else "")
+    elif "avx2" in flags:
+        simd = "AVX2"
+    else:
+        simd = None
+    if simd:
+        cpu = f"{cpu} ({simd})"
     found = accelerators()
     if found:
         kinds = sorted(set(found))

@@ -74,3 +74,17 @@ def test_a_broken_backend_does_not_break_the_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "jax", broken)
     monkeypatch.setitem(sys.modules, "tensorflow", _fake_tf([]))
     assert platform_info.describe().endswith(", no GPU")
+
+
+def test_the_widest_vector_extension_is_named(monkeypatch):
+    monkeypatch.setitem(sys.modules, "jax", _fake_jax(_Device("cpu", "cpu")))
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    for flags, label in (
+        (["avx2", "fma", "avx512f", "avx512_bf16"], "(AVX-512 with BF16), "),
+        (["avx2", "fma", "avx512f"], "(AVX-512), "),
+        (["avx2", "fma"], "(AVX2), "),
+    ):
+        monkeypatch.setattr(platform_info, "cpu_flags", lambda flags=flags: flags)
+        assert label in platform_info.describe()
+    monkeypatch.setattr(platform_info, "cpu_flags", lambda: [])
+    assert "AVX" not in platform_info.describe()

@@ -60,3 +60,38 @@ def test_what_jax_cannot_do_is_refused_in_one_line(args, message, tmp_path):
     assert len(error_lines) == 1 and message in error_lines[0]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_run_started_on_jax_finishes_on_tensorflow(tmp_path):
+    """A run directory is portable across backends: the first epoch on JAX,
+    the rest on TensorFlow from JAX's checkpoint (as the Table 1 GPU run
+    finished on a CPU machine)."""
+    import csv
+
+    out = tmp_path / "run"
+    first = run(
+        "train_rnn_spn.py", "--smoke", "--stop-after-epochs", "1",
+        "--output-dir", str(out),
+    )  # fmt: skip
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    with open(out / "log.csv") as f:
+        jax_rows = list(csv.DictReader(f))
+    assert len(jax_rows) == 1 and not (out / "metrics.json").exists()
+
+    second = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_rnn_spn.py"), "--smoke",
+         "--output-dir", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=900,
+        env=dict(ENV, KERAS_BACKEND="tensorflow"),
+    )  # fmt: skip
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
+    assert "resuming" in second.stdout + second.stderr
+    assert "after epoch 1 of 2" in second.stdout + second.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backend"] == "tensorflow" and metrics["epochs"] == 2
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    # The JAX epoch is kept as it was, and one more epoch was trained.
+    assert len(rows) == 2 and rows[0] == jax_rows[0]
+    assert rows[1]["epoch"] != rows[0]["epoch"]

@@ -99,17 +99,25 @@ def test_table_states_and_schedule():
         test_sequence_error_at_best=0.072,
         train_sequences_per_second=18332.0,
     )
-    running = dict(entry, stopped_early=False, finished=False, epochs_done=20)
+    running = dict(
+        entry,
+        stopped_early=False,
+        finished=False,
+        epochs_done=20,
+        train_wall_seconds=90,
+    )
     done = dict(entry, stopped_early=False, finished=True, epochs_done=300)
     table = campaign.markdown_table(
         {"models": {"ffn_spn": entry, "rnn_spn": running, "conv": done}}
     )
     rows = {line.split(" | ")[0]: line for line in table.splitlines()[2:]}
     assert (
-        "| 2.4 % | 7.2 % | 96 (46) | 1.0 | 18332 | early-stopped |"
+        "| 2.4 % | 7.2 % | 96 (46) | 1.0 h | 18332 | early-stopped |"
         in rows["| FFN-SPN, d = 2"]
     )
-    assert rows["| RNN-SPN, d = 2"].endswith("| in progress |")
+    assert rows["| RNN-SPN, d = 2"].endswith(
+        "| 20 (46) | 2 min | 18332 | in progress |"
+    )
     assert rows["| CNN"].endswith("| finished (300 epochs) |")
     assert campaign.parse_schedule("rnn_spn:60,conv:20", ["rnn_spn", "conv"]) == [
         ("rnn_spn", 60),
