@@ -48,7 +48,11 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 import keras  # noqa: E402 - after the oneDNN setting
 
 from cram_keras.experiments import rnn_spn
-from cram_keras.experiments.runner import CHECKPOINT_DIR, load_config
+from cram_keras.experiments.runner import (
+    CHECKPOINT_DIR,
+    dtype_policy_scope,
+    load_config,
+)
 from cram_keras.platform_info import describe
 from cram_keras.training.checkpoint import EpochCheckpoints
 from cram_keras.utils import read_json, write_json
@@ -140,7 +144,8 @@ def report_model(run_dir, data_cache, attention_path=None):
         if key not in data_cache:
             data_cache[key] = rnn_spn.EXPERIMENT.load_data(config, print)
         data = data_cache[key]
-        model = rnn_spn.EXPERIMENT.build_model(config, data)
+        with dtype_policy_scope(config):
+            model = rnn_spn.EXPERIMENT.build_model(config, data)
         with warnings.catch_warnings():
             # The checkpoint also holds the optimizer, which evaluation does not
             # build; Keras warns that it skips those variables.

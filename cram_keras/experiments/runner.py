@@ -33,6 +33,7 @@ collective steps must match) and only the chief writes; the other workers
 write just ``workers/worker-<i>/final.weights.h5``.
 """
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -295,6 +296,15 @@ def inspect_run_dir(directory, config, overwrite=False, log=print):
         }
     except (OSError, ValueError):
         previous = {}
+    if previous:
+        # A setting added to the Config after this run started: the run was
+        # trained with what its default reproduces (new settings default to
+        # the earlier behaviour), so it is not a difference.
+        defaults = _field_defaults(config)
+        previous = {
+            **{k: defaults[k] for k in current if k not in previous and k in defaults},
+            **previous,
+        }
     differing = config_diff(previous, current)
     checkpoints = EpochCheckpoints(os.path.join(directory, CHECKPOINT_DIR))
     finished = os.path.isfile(os.path.join(directory, METRICS_FILE))
@@ -320,6 +330,34 @@ def inspect_run_dir(directory, config, overwrite=False, log=print):
     )
     _clear_run_dir(directory)
     return "new"
+
+
+def _field_defaults(config):
+    """``{field: default}`` of a Config dataclass, in config.json form."""
+    values = {}
+    for field in dataclasses.fields(config):
+        if field.default is not dataclasses.MISSING:
+            values[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            values[field.name] = field.default_factory()
+    return json.loads(json.dumps(values, default=list))
+
+
+@contextlib.contextmanager
+def dtype_policy_scope(config):
+    """Builds and trains under ``config.dtype_policy`` where the experiment
+    has that setting (e.g. ``"mixed_bfloat16"``); restores the global policy
+    afterwards."""
+    policy = getattr(config, "dtype_policy", None)
+    if policy is None:
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def load_config(config_cls, directory):
@@ -574,64 +612,66 @@ def run_experiment(
             dict(config_to_dict(config), data_source=source),
         )
     experiment.prepare(run, data)
-
-    custom = None
-    with distribution.scope():
-        custom = experiment.custom_training(run, data, distribution)
-    if custom is not None:
-        if stop_after_epochs is not None:
-            log(
-                f"note: {experiment.name} trains this configuration in its own "
-                "loop; --stop-after-epochs does not apply and is ignored."
+    with dtype_policy_scope(config):
+        custom = None
+        with distribution.scope():
+            custom = experiment.custom_training(run, data, distribution)
+        if custom is not None:
+            if stop_after_epochs is not None:
+                log(
+                    f"note: {experiment.name} trains this configuration in its own "
+                    "loop; --stop-after-epochs does not apply and is ignored."
+                )
+            model, summary = custom
+        else:
+            model, summary = _train(
+                experiment, run, data, distribution, verbose, start, stop_after_epochs
             )
-        model, summary = custom
-    else:
-        model, summary = _train(
-            experiment, run, data, distribution, verbose, start, stop_after_epochs
+            if "_paused_at" in summary:
+                log(
+                    f"paused: {output_dir} has {summary['_paused_at']} of {config.epochs} "
+                    "epochs; run the same command again (without --stop-after-epochs, "
+                    "or with a larger value) to continue."
+                )
+                return None
+
+        crash_point("after_fit")
+        experiment.after_training(model, run, data)
+        crash_point("after_training")
+        metrics = experiment.evaluate(model, run, data)
+        crash_point("after_evaluate")
+        metrics.update(summary)
+        from cram_keras.platform_info import describe
+
+        metrics.update(
+            backend=backend,
+            distribution=distribution.describe(),
+            data_source=source,
+            hardware=describe(),
         )
-        if "_paused_at" in summary:
-            log(
-                f"paused: {output_dir} has {summary['_paused_at']} of {config.epochs} "
-                "epochs; run the same command again (without --stop-after-epochs, "
-                "or with a larger value) to continue."
-            )
-            return None
-
-    crash_point("after_fit")
-    experiment.after_training(model, run, data)
-    crash_point("after_training")
-    metrics = experiment.evaluate(model, run, data)
-    crash_point("after_evaluate")
-    metrics.update(summary)
-    from cram_keras.platform_info import describe
-
-    metrics.update(
-        backend=backend,
-        distribution=distribution.describe(),
-        data_source=source,
-        hardware=describe(),
-    )
-    if run.is_chief:
-        with atomic_path(run.path("model.keras")) as tmp:
-            model.save(tmp)
-        experiment.write_outputs(model, run, data, metrics)
-        crash_point("after_outputs")
-        if getattr(config, "export", False):
-            _export(experiment, model, run, data)
-            crash_point("after_export")
-    else:
-        worker_dir = run.path("workers", f"worker-{distribution.worker_index}")
-        os.makedirs(worker_dir, exist_ok=True)
-        with atomic_path(os.path.join(worker_dir, "final.weights.h5")) as tmp:
-            model.save_weights(tmp)
-    metrics["wall_seconds"] = summary.get("train_wall_seconds", 0.0) + (
-        time.perf_counter() - start - summary.get("_this_process_train_seconds", 0.0)
-    )
-    metrics.pop("_this_process_train_seconds", None)
-    if run.is_chief:
-        write_json(run.path(METRICS_FILE), metrics)
-    print(json.dumps(metrics, indent=2, sort_keys=True, default=str))
-    return metrics
+        if run.is_chief:
+            with atomic_path(run.path("model.keras")) as tmp:
+                model.save(tmp)
+            experiment.write_outputs(model, run, data, metrics)
+            crash_point("after_outputs")
+            if getattr(config, "export", False):
+                _export(experiment, model, run, data)
+                crash_point("after_export")
+        else:
+            worker_dir = run.path("workers", f"worker-{distribution.worker_index}")
+            os.makedirs(worker_dir, exist_ok=True)
+            with atomic_path(os.path.join(worker_dir, "final.weights.h5")) as tmp:
+                model.save_weights(tmp)
+        metrics["wall_seconds"] = summary.get("train_wall_seconds", 0.0) + (
+            time.perf_counter()
+            - start
+            - summary.get("_this_process_train_seconds", 0.0)
+        )
+        metrics.pop("_this_process_train_seconds", None)
+        if run.is_chief:
+            write_json(run.path(METRICS_FILE), metrics)
+        print(json.dumps(metrics, indent=2, sort_keys=True, default=str))
+        return metrics
 
 
 def _export(experiment, model, run, data):

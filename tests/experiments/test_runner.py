@@ -341,3 +341,40 @@ def test_jit_compile_follows_the_backend(
 
     monkeypatch.setattr(runner.keras.backend, "backend", lambda: backend)
     assert runner.jit_compile_for_backend(flag, run_eagerly) is expected
+
+
+def test_a_setting_added_after_a_run_started_takes_its_default(tmp_path):
+    """A run directory written before a Config gained a field (its
+    config.json lacks the key) resumes as long as the new field keeps its
+    default; a non-default value is a real difference."""
+    out = tmp_path / "run"
+    run_experiment(Toy(), ToyConfig(epochs=2), str(out), stop_after_epochs=1)
+    stored = json.loads((out / "config.json").read_text())
+    del stored["poison_epoch"]  # as written by the older version
+    (out / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(UsageError, match=r"poison_epoch: -1 -> 5"):
+        run_experiment(Toy(), ToyConfig(epochs=2, poison_epoch=5), str(out))
+    metrics = run_experiment(Toy(), ToyConfig(epochs=2), str(out))
+    assert metrics["epochs"] == 2 and _log_epochs(out) == [0, 1]
+
+
+def test_dtype_policy_scope_sets_and_restores_the_global_policy():
+    from cram_keras.experiments.runner import dtype_policy_scope
+
+    @dataclasses.dataclass(frozen=True)
+    class WithPolicy:
+        dtype_policy: str = "mixed_bfloat16"
+
+    before = keras.config.dtype_policy().name
+    with dtype_policy_scope(WithPolicy()):
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+        layer = keras.layers.Dense(2)
+        layer.build((None, 3))
+        assert layer.compute_dtype == "bfloat16"
+        assert layer.kernel.dtype == "float32"
+    assert keras.config.dtype_policy().name == before
+    with pytest.raises(RuntimeError), dtype_policy_scope(WithPolicy()):
+        raise RuntimeError("training failed")
+    assert keras.config.dtype_policy().name == before
+    with dtype_policy_scope(ToyConfig()):  # no such setting: left alone
+        assert keras.config.dtype_policy().name == before

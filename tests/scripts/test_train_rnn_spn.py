@@ -110,3 +110,26 @@ def test_bad_flags_fail_clearly():
 def test_help_works(script):
     proc = run_script_in_process(os.path.join(ROOT, script), "--help")
     assert proc.returncode == 0 and "--smoke" in proc.stdout
+
+
+def test_mixed_bfloat16_trains_in_bfloat16_with_float32_weights(tmp_path):
+    from cram_keras.experiments import rnn_spn
+
+    out = tmp_path / "run"
+    config = rnn_spn.smoke_config(dtype_policy="mixed_bfloat16", epochs=1)
+    metrics = rnn_spn.train_and_evaluate(config, str(out), smoke=True, verbose=0)
+    assert np.isfinite(metrics["test_loss"])
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["dtype_policy"] == "mixed_bfloat16"
+    # model.keras holds float32 weights; loaded under the run's policy it
+    # computes in bfloat16 as in training (its sub-layers take the policy
+    # in force when they are built).
+    from cram_keras.experiments.runner import dtype_policy_scope
+
+    with dtype_policy_scope(config):
+        model = keras.models.load_model(out / "model.keras")
+    kernels = [w for w in model.weights if "kernel" in w.path]
+    assert kernels and all(w.dtype == "float32" for w in kernels)
+    logits = model(np.zeros((2, 100, 100, 1), "float32"))
+    assert keras.backend.standardize_dtype(logits.dtype) == "bfloat16"
