@@ -4,27 +4,37 @@
 # until they finish or STOP_AFTER seconds have passed; then the progress file
 # (per-epoch validation errors, test errors at the best validation epoch so
 # far) and the two figures are written by `rnn_spn_paper.py --report`.
+# Without STOP_AFTER (or with 0) every model trains to the end of its
+# protocol; a time-limited lease passes the seconds it can spend.
 #
 # Made for the project's borrowed GPU machine (JAX with CUDA, no TensorFlow,
 # no network; see the device tool's README), run from the repository root:
 #
-#   OUT=/some/dir DATA_DIR=.devdata/mnist STOP_AFTER=420 \
-#       bash benchmarks/rnn_spn_paper_gpu.sh
+#   OUT=/some/dir DATA_DIR=.devdata/mnist bash benchmarks/rnn_spn_paper_gpu.sh
+#   OUT=/some/dir DATA_DIR=.devdata/mnist STOP_AFTER=440 RESUME_PACK=rnn_spn \
+#       bash benchmarks/rnn_spn_paper_gpu.sh     # what the committed run did
 #
 # DATA_DIR holds the four official MNIST IDX .gz files; .whl (optional) holds
 # wheels the machine lacks (keras, namex, optree for Python 3.12), installed
-# into /tmp/site. Everything written lands in $OUT: the progress file
-# rnn_spn_paper_gpu.json, the learning curves, the attention figure, each
-# model's console log and a tarball of the run directories' logs and
-# checkpoint records (no weights). The runs stay in RUNS_DIR, so rerunning
-# the script on the same machine continues them (crash-safe checkpoints).
+# into /tmp/site. What comes out, in $OUT (at most a few files, as a lease
+# allows): run_logs.tar.gz (each run directory's config, log.csv, checkpoint
+# records and metrics, and each model's console log; no weights),
+# report.tar.gz (the progress file rnn_spn_paper_gpu.json, the learning
+# curves, the attention figure and the report's log) and, with RESUME_PACK,
+# resume.tar.part-*. The runs stay in RUNS_DIR, so rerunning the script on
+# the same machine continues them (crash-safe checkpoints).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:?set OUT to the output folder}
 DATA_DIR=${DATA_DIR:-.devdata/mnist}
 RUNS_DIR=${RUNS_DIR:-runs/rnn_spn_paper_gpu}
-STOP_AFTER=${STOP_AFTER:-420}
+STOP_AFTER=${STOP_AFTER:-0}
 MODELS=${MODELS:-rnn_spn ffn_spn conv}
+case "$STOP_AFTER" in
+  '' | *[!0-9]*)
+    echo "STOP_AFTER must be a whole number of seconds (0: no limit). Received: '$STOP_AFTER'" >&2
+    exit 2 ;;
+esac
 start=$(date +%s)
 mkdir -p "$OUT" "$RUNS_DIR"
 
@@ -58,12 +68,16 @@ for model in $MODELS; do
     --models "$model" --schedule "$model:300" > "$RUNS_DIR/train_$model.log" 2>&1 &
   pids+=($!)
 done
-echo "training ${MODELS} (pids ${pids[*]}) until $STOP_AFTER s after the start"
+if [ "$STOP_AFTER" -gt 0 ]; then
+  echo "training ${MODELS} (pids ${pids[*]}) until $STOP_AFTER s after the start"
+else
+  echo "training ${MODELS} (pids ${pids[*]}) to the end of the protocol"
+fi
 while :; do
   running=0
   for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && running=1; done
   [ "$running" = 0 ] && break
-  [ $(( $(date +%s) - start )) -ge "$STOP_AFTER" ] && break
+  [ "$STOP_AFTER" -gt 0 ] && [ $(( $(date +%s) - start )) -ge "$STOP_AFTER" ] && break
   sleep 5
 done
 for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done

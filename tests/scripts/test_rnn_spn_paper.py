@@ -126,3 +126,26 @@ def test_table_states_and_schedule():
     for bad in ("rnn_spn:0", "rnn_spn", "cnn:20", "rnn_spn:x"):
         with pytest.raises(SystemExit, match="--schedule takes model:epochs"):
             campaign.parse_schedule(bad, ["rnn_spn", "conv"])
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"STOP_AFTER": "7m"}, "STOP_AFTER must be a whole number of seconds"),
+        ({"STOP_AFTER": "-5"}, "STOP_AFTER must be a whole number of seconds"),
+        ({}, "set OUT to the output folder"),
+    ],
+)
+def test_gpu_script_refuses_bad_settings_before_anything_runs(env, message, tmp_path):
+    import subprocess
+
+    script = os.path.join(ROOT, "benchmarks", "rnn_spn_paper_gpu.sh")
+    base = {k: v for k, v in os.environ.items() if k not in ("OUT", "STOP_AFTER")}
+    if "STOP_AFTER" in env:
+        base["OUT"] = str(tmp_path / "out")
+    proc = subprocess.run(
+        ["bash", script], env={**base, **env}, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode != 0 and message in proc.stderr
+    assert not (tmp_path / "out").exists()
