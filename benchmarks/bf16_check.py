@@ -92,7 +92,7 @@ def main(argv=None):
             speed = json.load(f)["speed"]
     for policy in POLICIES if not speed else ():
         keras.utils.set_random_seed(0)
-        step = keras_rnn_spn("rnn_spn", 100, None if policy == "float32" else policy)
+        step = keras_rnn_spn("rnn_spn", 100, policy)
         median, times, busy = _median_step(step, args.steps, args.warmup)
         speed[policy] = {
             "sequences_per_second": 100 / median,

@@ -60,16 +60,14 @@ def keras_step(model, data):
 _BATCH = [100]
 
 
-def keras_rnn_spn(name, batch, policy=None):
+def keras_rnn_spn(name, batch, policy="float32"):
     from cram_keras.experiments import rnn_spn
+    from cram_keras.experiments.runner import dtype_policy_scope
 
-    if policy:
-        keras.mixed_precision.set_global_policy(policy)
-    try:
-        config = rnn_spn.Config(model=name, batch_size=batch)
+    config = rnn_spn.Config(model=name, batch_size=batch, dtype_policy=policy)
+    # The scripts' --dtype-policy: the model is built under the policy.
+    with dtype_policy_scope(config):
         model = rnn_spn.compile_model(rnn_spn.build_model(config), config)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     rng = np.random.default_rng(0)
     x = rng.random((batch * 4, 100, 100, 1), dtype=np.float32)
     y = rng.integers(0, 10, (batch * 4, 3)).astype("int32")
@@ -77,11 +75,13 @@ def keras_rnn_spn(name, batch, policy=None):
     return keras_step(model, (x, y))
 
 
-def keras_cram_cls(batch):
+def keras_cram_cls(batch, policy="float32"):
     from cram_keras.experiments import cram_cls
+    from cram_keras.experiments.runner import dtype_policy_scope
 
-    config = cram_cls.Config(batch_size=batch)
-    model = cram_cls.compile_model(cram_cls.build_model(config), config)
+    config = cram_cls.Config(batch_size=batch, dtype_policy=policy)
+    with dtype_policy_scope(config):
+        model = cram_cls.compile_model(cram_cls.build_model(config), config)
     rng = np.random.default_rng(0)
     images = rng.random((batch * 4, 60, 60, 1), dtype=np.float32)
     clue = (rng.random((batch * 4, 60, 60, 1)) > 0.8).astype("float32")
@@ -128,7 +128,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile")
     p.add_argument(
-        "--bf16", action="store_true", help="also RNN-SPN with mixed_bfloat16"
+        "--bf16",
+        action="store_true",
+        help="also RNN-SPN and the CRAM classifier with --dtype-policy mixed_bfloat16",
     )
     p.add_argument("--output", default="benchmarks/results/train_speed.json")
     args = p.parse_args(argv)
@@ -156,6 +158,11 @@ def main(argv=None):
             100,
         )
     settings["keras/cram_classifier"] = (lambda: keras_cram_cls(64), 64)
+    if args.bf16:
+        settings["keras_mixed_bfloat16/cram_classifier"] = (
+            lambda: keras_cram_cls(64, "mixed_bfloat16"),
+            64,
+        )
     settings["keras/cram_inpainter"] = (lambda: keras_inpaint(64), 64)
 
     results = {}
@@ -180,11 +187,17 @@ def main(argv=None):
 
     ratios = {}
     for name in ("rnn_spn", "ffn_spn", "conv"):
-        ours = results.get(f"keras/{name}", {}).get("per_second")
-        for peer in ("torch_eager", "torch_compile"):
-            theirs = results.get(f"{peer}/{name}", {}).get("per_second")
-            if ours and theirs:
-                ratios[f"{name}: keras / {peer}"] = ours / theirs
+        for ours_key in ("keras", "keras_mixed_bfloat16"):
+            ours = results.get(f"{ours_key}/{name}", {}).get("per_second")
+            for peer in ("torch_eager", "torch_compile"):
+                theirs = results.get(f"{peer}/{name}", {}).get("per_second")
+                if ours and theirs:
+                    ratios[f"{name}: {ours_key} / {peer}"] = ours / theirs
+    for name in ("rnn_spn", "cram_classifier"):
+        bf16 = results.get(f"keras_mixed_bfloat16/{name}", {}).get("per_second")
+        f32 = results.get(f"keras/{name}", {}).get("per_second")
+        if bf16 and f32:
+            ratios[f"{name}: keras_mixed_bfloat16 / keras"] = bf16 / f32
     write_json(
         args.output,
         {

@@ -42,6 +42,21 @@ def option(default=_MISSING, help="", *, flag=True, choices=None, metavar=None):
     return dataclasses.field(default=default, metadata=metadata)
 
 
+DTYPE_POLICIES = ("float32", "mixed_bfloat16")
+
+
+def dtype_policy_option():
+    """The ``dtype_policy`` setting of the experiments that train on every
+    backend; `runner.dtype_policy_scope` applies it."""
+    return option(
+        "float32",
+        "Keras dtype policy: float32 (the papers'), or mixed_bfloat16 (bfloat16 "
+        "compute, float32 weights; faster on CPUs with AVX512_BF16 or AMX and "
+        "on GPUs: benchmarks/README.md; beyond the papers)",
+        choices=DTYPE_POLICIES,
+    )
+
+
 def field_help(field):
     return field.metadata.get("help", "") if field.metadata else ""
 

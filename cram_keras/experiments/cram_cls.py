@@ -65,7 +65,12 @@ import numpy as np
 from cram_keras.data.pipelines import as_float, image_dataset
 from cram_keras.data.pipelines import clue_dataset as make_dataset
 from cram_keras.data.saliency_masks import saliency_targets
-from cram_keras.experiments.config import config_to_dict, option
+from cram_keras.experiments.config import (
+    DTYPE_POLICIES,
+    config_to_dict,
+    dtype_policy_option,
+    option,
+)
 from cram_keras.experiments.runner import (
     Experiment,
     UsageError,
@@ -181,6 +186,7 @@ class Config:
     batch_size: int = option(64, "global batch size (split over replicas)")
     learning_rate: float = option(1e-4, "Adam learning rate (paper V-A)")
     patience: int = option(20, "early stopping patience (epochs)", flag=False)
+    dtype_policy: str = dtype_policy_option()
     seed: int = option(0, "training seed")
     jit_compile: bool = option(
         False,
@@ -229,6 +235,7 @@ class Config:
         if self.clue is None:
             resolve("clue", "saliency" if svhn else "oracle")
         check_choice("clue", self.clue, CLUES)
+        check_choice("dtype_policy", self.dtype_policy, DTYPE_POLICIES)
         if svhn and self.clue == "oracle":
             raise ValueError(
                 "SVHN has no ground-truth saliency, so there is no oracle clue. "

@@ -24,7 +24,11 @@ import dataclasses
 import keras
 
 from cram_keras.data.pipelines import array_batches, as_float, sequence_dataset
-from cram_keras.experiments.config import option
+from cram_keras.experiments.config import (
+    DTYPE_POLICIES,
+    dtype_policy_option,
+    option,
+)
 from cram_keras.experiments.runner import (
     Experiment,
     check_batch_size,
@@ -88,13 +92,7 @@ class Config:
         "CPU for these models, see benchmarks/results/rnn_spn_speed.json); on JAX "
         "the step is always compiled with jax.jit",
     )
-    dtype_policy: str = option(
-        "float32",
-        "Keras dtype policy: float32 (the paper's), or mixed_bfloat16 (bfloat16 "
-        "compute, float32 weights; faster on CPUs with AVX512_BF16 or AMX and "
-        "on GPUs: benchmarks/results/bf16_check.json; beyond the paper)",
-        choices=("float32", "mixed_bfloat16"),
-    )
+    dtype_policy: str = dtype_policy_option()
     seed: int = option(0, "training seed (initial weights, batch order)")
     # Data.
     data_dir: str | None = option(
@@ -122,7 +120,7 @@ class Config:
     def __post_init__(self):
         check_choice("model", self.model, MODEL_NAMES)
         check_choice("gru_initializer", self.gru_initializer, ("keras", "lasagne"))
-        check_choice("dtype_policy", self.dtype_policy, ("float32", "mixed_bfloat16"))
+        check_choice("dtype_policy", self.dtype_policy, DTYPE_POLICIES)
         check_number("downsample", self.downsample, low=1.0)
         check_number("dropout", self.dropout, low=0.0, high=1.0, high_inclusive=False)
         for name in ("learning_rate", "rho", "epsilon", "clip_value", "clip_norm"):

@@ -47,7 +47,7 @@ import time
 import keras
 import numpy as np
 
-from cram_keras.experiments.config import config_diff, config_to_dict
+from cram_keras.experiments.config import config_diff, config_to_dict, field_default
 from cram_keras.training.checkpoint import EpochCheckpoints, crash_point
 from cram_keras.training.distribute import Distribution
 from cram_keras.utils import atomic_path, read_json, write_json
@@ -334,12 +334,7 @@ def inspect_run_dir(directory, config, overwrite=False, log=print):
 
 def _field_defaults(config):
     """``{field: default}`` of a Config dataclass, in config.json form."""
-    values = {}
-    for field in dataclasses.fields(config):
-        if field.default is not dataclasses.MISSING:
-            values[field.name] = field.default
-        elif field.default_factory is not dataclasses.MISSING:
-            values[field.name] = field.default_factory()
+    values = {f.name: field_default(f) for f in dataclasses.fields(config)}
     return json.loads(json.dumps(values, default=list))
 
 

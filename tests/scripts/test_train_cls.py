@@ -330,3 +330,17 @@ def test_help_documents_every_flag():
         "--n-train",
     ):
         assert flag in proc.stdout, flag
+
+
+def test_mixed_bfloat16_classifier_trains_with_the_clue_loss(tmp_path):
+    from cram_keras.experiments import cram_cls
+
+    out = tmp_path / "run"
+    config = cram_cls.smoke_config(
+        clue="oracle", dtype_policy="mixed_bfloat16", epochs=1
+    )
+    metrics = cram_cls.train_and_evaluate(config, str(out), smoke=True, verbose=0)
+    assert np.isfinite(metrics["test_loss"]) and np.isfinite(metrics["test_clue_loss"])
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["dtype_policy"] == "mixed_bfloat16"
