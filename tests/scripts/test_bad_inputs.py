@@ -190,3 +190,21 @@ def test_a_changed_config_over_completed_epochs_names_the_fields(tmp_path, capsy
     code, error = run(rnn_spn.EXPERIMENT, [*argv, "--batch-size", "8"], capsys)
     assert code == 2
     assert "batch_size: 16 -> 8" in error and "--overwrite" in error
+
+
+@pytest.mark.parametrize(
+    "experiment, argv",
+    [
+        (rnn_spn.EXPERIMENT, ["--dtype-policy", "mixed_float16"]),
+        (cram_cls.EXPERIMENT, ["--set", "dtype_policy=float16"]),
+    ],
+)
+def test_an_unsupported_dtype_policy_names_the_supported_ones(
+    experiment, argv, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    code, error = run(experiment, ["--smoke", *argv, "--output-dir", str(out)], capsys)
+    assert code == 2
+    assert "`dtype_policy` must be one of ('float32', 'mixed_bfloat16')" in error
+    assert "Received: dtype_policy=" in error
+    assert not out.exists()
