@@ -9,8 +9,11 @@ an upstream cotangent) of
 - `layer`: `SpatialTransformer` on `[images, params]`, with the shape's
   transform: "affine" for RNN-SPN, "attention" (s, tx, ty) for CRAM, whose
   axis-aligned maps take the separable matmul path;
+- `layer_native`, `fused_native`: the same with the compiled TensorFlow
+  kernel on (`cram_keras.ops.native_sampler`, built on first use);
 
-ours each with and without `jit_compile=True`, on identical inputs, in one
+ours each with and without `jit_compile=True` (the native kinds without:
+under XLA they take the keras.ops path), on identical inputs, in one
 process with the same number of threads for both libraries. Each timed call
 includes the `tf.function` dispatch and fetching the results to NumPy (torch:
 the autograd call). The protocol: warm-up calls, then `--rounds` rounds in
@@ -49,9 +52,10 @@ from cram_keras.ops import (  # noqa: E402
     affine_grid,
     affine_sample,
     bilinear_sample,
+    native_sampler,
     sampling,
 )
-from cram_keras.platform_info import describe  # noqa: E402
+from cram_keras.platform_info import busy_fraction, describe  # noqa: E402
 
 SHAPES = {
     # RNN-SPN: 100x100 cluttered MNIST sequences, downsample factor d = 2,
@@ -125,6 +129,8 @@ def keras_step(
     kind, images, theta, params, cotangent, out_size, transform, jit_compile
 ):
     images_t, cotangent_t = tf.constant(images), tf.constant(cotangent)
+    native = kind.endswith("_native")
+    kind = kind.removesuffix("_native")
     if kind == "layer":
         layer = SpatialTransformer(transform, output_size=out_size)
         inputs = tf.constant(params)
@@ -146,6 +152,10 @@ def keras_step(
         grads = tape.gradient(output, [images, inputs], output_gradients=cotangent)
         return [output, *grads]
 
+    # Traced now, with the compiled kernel on or off; later calls reuse it.
+    with native_sampler.native_sampler(native):
+        compiled.get_concrete_function(images_t, inputs, cotangent_t)
+
     def step():
         return [t.numpy() for t in compiled(images_t, inputs, cotangent_t)]
 
@@ -159,7 +169,9 @@ def keras_step(
     return step, to_nhwc
 
 
-def in_graph_steps(images, theta, params, cotangent, out_size, transform, repeats):
+def in_graph_steps(
+    images, theta, params, cotangent, out_size, transform, repeats, native=False
+):
     """Ten (`repeats`) forward + backward sampler calls on different
     transforms, as one step: ours inside one compiled function (the layer),
     torch's as ten calls in a row. Only per-call sums leave the step, so the
@@ -208,6 +220,8 @@ def in_graph_steps(images, theta, params, cotangent, out_size, transform, repeat
             )
         return tf.stack(sums)
 
+    with native_sampler.native_sampler(native):
+        compiled.get_concrete_function()
     return torch_repeated, lambda: compiled().numpy()
 
 
@@ -265,7 +279,7 @@ def run_shape(name, shape, args):
     steps, converters = {}, {}
     steps["torch"], converters["torch"] = torch_step(images, theta, cotangent, out_size)
     for kind in args.kinds:
-        for jit in (False, True):
+        for jit in (False,) if kind.endswith("_native") else (False, True):
             label = f"{kind}_xla" if jit else kind
             steps[label], converters[label] = keras_step(
                 kind, images, theta, params, cotangent, out_size, transform, jit
@@ -291,8 +305,13 @@ def run_shape(name, shape, args):
         torch_x, layer_x = in_graph_steps(
             images, theta, params, cotangent, out_size, transform, repeats
         )
+        contenders = {"torch_x10": torch_x, "layer_x10_in_graph": layer_x}
+        if "layer_native" in args.kinds:
+            contenders["layer_native_x10_in_graph"] = in_graph_steps(
+                images, theta, params, cotangent, out_size, transform, repeats, True
+            )[1]
         t = measure(
-            {"torch_x10": torch_x, "layer_x10_in_graph": layer_x},
+            contenders,
             max(args.rounds // 3, 3),
             max(args.calls // 2, 2),
             max(args.warmup // 4, 3),
@@ -303,12 +322,18 @@ def run_shape(name, shape, args):
             "per_call_ms": {k: v["median"] / repeats for k, v in t.items()},
             "ratio_to_torch": t["layer_x10_in_graph"]["median"]
             / t["torch_x10"]["median"],
+            "ratios_to_torch": {
+                k: v["median"] / t["torch_x10"]["median"]
+                for k, v in t.items()
+                if k != "torch_x10"
+            },
         }
-        print(
-            f"  in-graph: torch {t['torch_x10']['median'] / repeats:.3f} ms/call, "
-            f"layer {t['layer_x10_in_graph']['median'] / repeats:.3f} ms/call, "
-            f"{in_graph['ratio_to_torch']:.2f}x torch"
-        )
+        for label, ratio in in_graph["ratios_to_torch"].items():
+            print(
+                f"  in-graph: torch {t['torch_x10']['median'] / repeats:.3f} ms/call, "
+                f"{label} {t[label]['median'] / repeats:.3f} ms/call, "
+                f"{ratio:.2f}x torch"
+            )
     return {
         "in_graph_x10": in_graph,
         "batch": shape["batch"],
@@ -401,8 +426,10 @@ def main():
     parser.add_argument(
         "--kinds",
         nargs="+",
-        default=["ops", "fused", "layer"],
-        choices=["ops", "fused", "layer"],
+        default=["ops", "fused", "layer", "fused_native", "layer_native"],
+        choices=["ops", "fused", "layer", "fused_native", "layer_native"],
+        help="contenders besides torch (default: all); the *_native kinds "
+        "compile the TensorFlow kernel on first use (needs g++)",
     )
     parser.add_argument(
         "--separable-sweep",
@@ -418,6 +445,11 @@ def main():
     )
     parser.add_argument("--output", type=pathlib.Path)
     parser.add_argument(
+        "--note",
+        default="",
+        help="recorded with the run, e.g. what else ran on the machine",
+    )
+    parser.add_argument(
         "--append",
         action="store_true",
         help="add this run to the runs already in --output instead of replacing",
@@ -428,6 +460,7 @@ def main():
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     load_before = os.getloadavg()
+    busy_before = busy_fraction(2.0)
     started = datetime.datetime.now(datetime.timezone.utc)
     shapes = {name: run_shape(name, SHAPES[name], args) for name in args.shapes}
     run = {
@@ -440,6 +473,8 @@ def main():
             "before": list(load_before),
             "after": list(os.getloadavg()),
         },
+        "cpu_busy_before": busy_before,
+        "note": args.note,
         "threads": args.threads,
         "protocol": {
             "rounds": args.rounds,

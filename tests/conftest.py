@@ -20,6 +20,8 @@ import ipaddress
 import os
 import socket
 
+import pytest
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["CRAM_KERAS_OFFLINE"] = "1"
@@ -106,3 +108,35 @@ def _guarded_getaddrinfo(host, *args, **kwargs):
 socket.socket.connect = _guarded_connect
 socket.socket.connect_ex = _guarded_connect_ex
 socket.getaddrinfo = _guarded_getaddrinfo
+
+
+# === The two sampler kernels ===
+# Modules marked `pytest.mark.usefixtures("sampler_kernel")` (the sampling
+# ops and the SpatialTransformer tests) run every test twice: with the
+# keras.ops sampler and with the compiled TensorFlow kernel
+# (cram_keras.ops.native_sampler). The kernel is built once per test session
+# into a folder shared by the xdist workers.
+
+
+@pytest.fixture(scope="session")
+def native_sampler_cache(tmp_path_factory):
+    # The parent of the per-worker base temp is shared by all xdist workers.
+    path = tmp_path_factory.getbasetemp().parent / "native_sampler_cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(params=["keras_ops", "native"])
+def sampler_kernel(request, monkeypatch):
+    from cram_keras.ops import native_sampler
+
+    if request.param == "native":
+        from testing import native_sampler_unavailable
+
+        reason = native_sampler_unavailable()
+        if reason:
+            pytest.skip(reason)
+        cache = request.getfixturevalue("native_sampler_cache")
+        monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(cache))
+    with native_sampler.native_sampler(request.param == "native"):
+        yield request.param

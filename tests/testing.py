@@ -12,6 +12,8 @@ Test modules import it as `from testing import ...` (pytest puts `tests/` on
   parsing and validation paths (no new Python and TensorFlow start-up).
 - `vjp(fn, primals, cotangent)`: output and vector-Jacobian products on the
   current backend (TensorFlow, JAX or PyTorch).
+- `native_sampler_unavailable()`: why the compiled TensorFlow sampler
+  cannot be built here, or None.
 - `supports_float64()`: whether keras.ops compute in float64 on this
   backend (only TensorFlow; elsewhere Keras promotes float64 to float32).
 - `reference_affine_grid`, `reference_bilinear_sample`, `pixel_coordinates`:
@@ -319,3 +321,16 @@ def assert_clear_serving_errors(report, specs):
             assert "in [0, 1]" in message and "[max] [255]" in message, message
         else:  # one NaN
             assert "[NaN or inf] [1]" in message, message
+
+
+def native_sampler_unavailable():
+    """Why the compiled TensorFlow sampler cannot be built here (None: it can)."""
+    import os
+    import shutil
+
+    if keras.backend.backend() != "tensorflow":
+        return "the compiled sampler is a TensorFlow kernel"
+    compiler = os.environ.get("CXX") or "g++"
+    if shutil.which(compiler) is None:
+        return f"no C++ compiler ({compiler}) to build the compiled sampler"
+    return None

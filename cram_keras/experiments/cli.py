@@ -109,7 +109,9 @@ def build_parser(experiment):
             "Exit codes: 0 done; 2 usage or config error; 1 data error or "
             "diverged training. Rerunning the same command resumes an "
             "interrupted run. Every setting of the config can also be given "
-            "with --set key=value."
+            "with --set key=value. Environment: CRAM_KERAS_NATIVE_SAMPLER=1 "
+            "samples with the compiled TensorFlow kernel (built on first use "
+            "with g++; same values, faster; see cram_keras.ops.native_sampler)."
         ),
     )
     from cram_keras.training.distribute import STRATEGIES
@@ -267,6 +269,7 @@ def main(experiment, argv=None):
         try:
             config = resolve_config(experiment, args)
             backend = check_backend(experiment)
+            _prepare_native_sampler()
             for name in ("cache_dir",):
                 if getattr(config, name, None):
                     check_output_dir(
@@ -312,6 +315,20 @@ def main(experiment, argv=None):
         )
         return 130
     return 0
+
+
+def _prepare_native_sampler():
+    """With CRAM_KERAS_NATIVE_SAMPLER=1, builds and loads the compiled sampler
+    now, so that a missing compiler or a wrong backend is refused before
+    anything is written."""
+    from cram_keras.experiments.runner import UsageError
+    from cram_keras.ops import native_sampler
+
+    try:
+        if native_sampler.is_enabled():
+            native_sampler.use_native_sampler()
+    except native_sampler.NativeSamplerError as err:
+        raise UsageError(str(err)) from None
 
 
 def _make_deterministic(backend):

@@ -30,12 +30,16 @@ The general path (`pixel_sampler.sample_pixels`) has a hand-written
 backward pass (`keras.ops.custom_gradient`): all four corners are fetched
 with a single gather, the image gradient is a single segment sum, and the
 coordinate gradient reuses the gathered corners. The separable path is
-`separable_sampler.separable_sample`.
+`separable_sampler.separable_sample`. On TensorFlow an opt-in compiled
+kernel (`native_sampler`, ``CRAM_KERAS_NATIVE_SAMPLER=1``) replaces both
+with one fused pass per direction; the `keras.ops` paths stay the reference
+and the fallback.
 """
 
 import numpy as np
 from keras import ops
 
+from cram_keras.ops import native_sampler
 from cram_keras.ops.pixel_sampler import sample_pixels
 from cram_keras.ops.separable_sampler import separable_sample
 
@@ -196,7 +200,10 @@ def scale_translate_sample(
     # x depends on the column j only, y on the row i only: (B, w) and (B, h).
     x = _scale_translate_coordinates(params[:, 0::2], width, out_w, align_corners)
     y = _scale_translate_coordinates(params[:, 1::2], height, out_h, align_corners)
-    if height * width / out_w + width <= SEPARABLE_MAX_COST:
+    # The compiled kernel (opt-in, TensorFlow) beats the matmuls at every
+    # size measured (benchmarks/README.md).
+    native = native_sampler.applicable(images, x)
+    if not native and height * width / out_w + width <= SEPARABLE_MAX_COST:
         return separable_sample(images, x, y, padding)
     x = ops.broadcast_to(ops.expand_dims(x, 1), (ops.shape(x)[0], out_h, out_w))
     y = ops.broadcast_to(ops.expand_dims(y, 2), (ops.shape(y)[0], out_h, out_w))

@@ -21,6 +21,8 @@ import functools
 
 import keras
 
+from cram_keras.ops import native_sampler
+
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
@@ -133,9 +135,12 @@ def export_saved_model(path, fn, input_specs, trackable):
     def serve(*inputs):
         return fn(*(checked_input(x, s) for x, s in zip(inputs, specs, strict=True)))
 
-    archive = keras.export.ExportArchive()
-    archive.track(trackable)
-    signature = [tf.TensorSpec(None, tf.float32, name=s.name) for s in specs]
-    archive.add_endpoint(name="serve", fn=serve, input_signature=signature)
-    archive.write_out(path, verbose=False)
+    # Traced with the keras.ops sampler even when the compiled kernel is on:
+    # the SavedModel must load where that library is not built.
+    with native_sampler.native_sampler(False):
+        archive = keras.export.ExportArchive()
+        archive.track(trackable)
+        signature = [tf.TensorSpec(None, tf.float32, name=s.name) for s in specs]
+        archive.add_endpoint(name="serve", fn=serve, input_signature=signature)
+        archive.write_out(path, verbose=False)
     return path

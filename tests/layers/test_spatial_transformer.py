@@ -18,6 +18,9 @@ from testing import (
 
 from cram_keras.layers import SpatialTransformer
 
+# Every test runs with the keras.ops sampler and the compiled kernel.
+pytestmark = pytest.mark.usefixtures("sampler_kernel")
+
 IDENTITY = {
     "affine": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
     "attention": [1.0, 0.0, 0.0],

@@ -29,6 +29,9 @@ from cram_keras.ops import (
     scale_translate_sample,
 )
 
+# Every test runs with the keras.ops sampler and the compiled kernel.
+pytestmark = pytest.mark.usefixtures("sampler_kernel")
+
 # Most tests share these shapes (and the golden file's): on the JAX backend,
 # eager ops compile once per shape, so fewer shapes make a faster run.
 IN_SIZE, OUT_SIZE = (5, 6), (4, 5)

@@ -20,6 +20,9 @@ from testing import to_numpy, vjp
 
 from cram_keras.ops import affine_grid, affine_sample, bilinear_sample
 
+# Every test runs with the keras.ops sampler and the compiled kernel.
+pytestmark = pytest.mark.usefixtures("sampler_kernel")
+
 GOLDEN = pathlib.Path(__file__).parents[1] / "fixtures" / "grid_sample_golden.npz"
 
 

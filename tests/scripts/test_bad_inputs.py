@@ -208,3 +208,37 @@ def test_an_unsupported_dtype_policy_names_the_supported_ones(
     assert "`dtype_policy` must be one of ('float32', 'mixed_bfloat16')" in error
     assert "Received: dtype_policy=" in error
     assert not out.exists()
+
+
+@pytest.mark.parametrize("experiment", [rnn_spn.EXPERIMENT, inpaint.EXPERIMENT])
+def test_a_bad_native_sampler_setting_is_refused_before_training(
+    experiment, monkeypatch, tmp_path, capsys
+):
+    from cram_keras.ops import native_sampler
+
+    monkeypatch.setenv(native_sampler.ENV_VAR, "yes")
+    monkeypatch.setitem(native_sampler._state, "enabled", None)
+    out = tmp_path / "run"
+    code, error = run(experiment, ["--smoke", "--output-dir", str(out)], capsys)
+    assert code == 2
+    assert "CRAM_KERAS_NATIVE_SAMPLER must be 1" in error
+    assert "Received: CRAM_KERAS_NATIVE_SAMPLER='yes'" in error
+    assert not out.exists()
+
+
+def test_the_native_sampler_without_a_compiler_is_refused_before_training(
+    monkeypatch, tmp_path, capsys
+):
+    from cram_keras.ops import native_sampler
+
+    monkeypatch.setenv(native_sampler.ENV_VAR, "1")
+    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    monkeypatch.setitem(native_sampler._state, "enabled", None)
+    monkeypatch.setitem(native_sampler._state, "library", None)
+    out = tmp_path / "run"
+    code, error = run(rnn_spn.EXPERIMENT, ["--smoke", "--output-dir", str(out)], capsys)
+    assert code == 2
+    assert "'no-such-compiler' was not found" in error
+    assert "CRAM_KERAS_NATIVE_SAMPLER=0" in error
+    assert not out.exists()

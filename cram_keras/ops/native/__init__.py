@@ -1,0 +1,1 @@
+"""The C++ source of the compiled sampler kernel; see `cram_keras.ops.native_sampler`."""

@@ -1,0 +1,290 @@
+// Fused bilinear sampling at pixel coordinates for TensorFlow on the CPU:
+// the optional fast path of cram_keras.ops.pixel_sampler.sample_pixels.
+//
+// The same arithmetic as the keras.ops reference (pixel_sampler.py): pixel
+// centres at integer coordinates; coordinates clamped to [-2, size + 1]
+// ("zeros") or [0, size - 1] ("border"), NaN to the lower bound; a corner
+// outside the image reads 0; interpolation written as lerps, so a zero
+// fraction returns the corner value exactly. One pass over the output per
+// direction, as torch's grid_sample kernels do.
+//
+// CramSampleAtPixels:     images (B, H, W, C), x, y (B, h, w) -> (B, h, w, C)
+// CramSampleAtPixelsGrad: images, x, y, upstream (B, h, w, C)
+//                         -> grad_images (B, H, W, C), grad_x, grad_y (B, h, w)
+//
+// The forward pass is split over output rows, the backward pass over images
+// (each image's gradient is written by one thread only: no atomics).
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace {
+
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::shape_inference::DimensionHandle;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
+
+absl::Status SampleShape(InferenceContext* c) {
+  ShapeHandle images, x, y;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &images));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &x));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 3, &y));
+  TF_RETURN_IF_ERROR(c->Merge(x, y, &x));
+  DimensionHandle batch;
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(images, 0), c->Dim(x, 0), &batch));
+  c->set_output(0, c->MakeShape({batch, c->Dim(x, 1), c->Dim(x, 2), c->Dim(images, 3)}));
+  return absl::OkStatus();
+}
+
+absl::Status SampleGradShape(InferenceContext* c) {
+  ShapeHandle images, x;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &images));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &x));
+  c->set_output(0, images);
+  c->set_output(1, x);
+  c->set_output(2, x);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+REGISTER_OP("CramSampleAtPixels")
+    .Input("images: float")
+    .Input("x: float")
+    .Input("y: float")
+    .Output("output: float")
+    .Attr("padding: {'zeros', 'border'}")
+    .SetShapeFn(SampleShape);
+
+REGISTER_OP("CramSampleAtPixelsGrad")
+    .Input("images: float")
+    .Input("x: float")
+    .Input("y: float")
+    .Input("upstream: float")
+    .Output("grad_images: float")
+    .Output("grad_x: float")
+    .Output("grad_y: float")
+    .Attr("padding: {'zeros', 'border'}")
+    .SetShapeFn(SampleGradShape);
+
+namespace {
+
+// One output pixel's corners: clamped integer part and fraction per axis.
+struct Corners {
+  int64_t x0, y0;
+  float fx, fy;
+};
+
+inline void Split(float coordinate, int64_t size, bool zeros, int64_t* lower,
+                  float* fraction) {
+  const float low = zeros ? -2.0f : 0.0f;
+  const float high = zeros ? static_cast<float>(size) + 1.0f
+                           : static_cast<float>(size) - 1.0f;
+  float c = std::isnan(coordinate) ? low
+                                   : std::fmin(std::fmax(coordinate, low), high);
+  const float floor_c = std::floor(c);
+  *fraction = c - floor_c;
+  *lower = static_cast<int64_t>(floor_c);
+}
+
+class SampleCommon : public OpKernel {
+ public:
+  explicit SampleCommon(OpKernelConstruction* context) : OpKernel(context) {
+    std::string padding;
+    OP_REQUIRES_OK(context, context->GetAttr("padding", &padding));
+    zeros_ = padding == "zeros";
+  }
+
+ protected:
+  // Checks images (B, H, W, C) and x, y (B, h, w).
+  static absl::Status CheckInputs(const Tensor& images, const Tensor& x,
+                                  const Tensor& y) {
+    if (images.dims() != 4) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "images must be (batch, height, width, channels), got shape ",
+          images.shape().DebugString()));
+    }
+    if (x.dims() != 3 || x.shape() != y.shape()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "x and y must both be (batch, out_height, out_width), got ",
+          x.shape().DebugString(), " and ", y.shape().DebugString()));
+    }
+    if (x.dim_size(0) != images.dim_size(0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("x has batch ", x.dim_size(0), " but images have batch ",
+                       images.dim_size(0)));
+    }
+    return absl::OkStatus();
+  }
+  bool zeros_;
+};
+
+class SampleOp : public SampleCommon {
+ public:
+  using SampleCommon::SampleCommon;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& images = context->input(0);
+    const Tensor& x = context->input(1);
+    const Tensor& y = context->input(2);
+    OP_REQUIRES_OK(context, CheckInputs(images, x, y));
+    const int64_t batch = images.dim_size(0), height = images.dim_size(1),
+                  width = images.dim_size(2), channels = images.dim_size(3);
+    const int64_t out_h = x.dim_size(1), out_w = x.dim_size(2);
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(
+                       0, TensorShape({batch, out_h, out_w, channels}), &output));
+    const float* image_data = images.flat<float>().data();
+    const float* x_data = x.flat<float>().data();
+    const float* y_data = y.flat<float>().data();
+    float* out = output->flat<float>().data();
+    const bool zeros = zeros_;
+    // One unit of work: one output row of one image.
+    auto rows = [&](int64_t start, int64_t limit) {
+      for (int64_t row = start; row < limit; ++row) {
+        const int64_t b = row / out_h;
+        const float* image = image_data + b * height * width * channels;
+        for (int64_t j = 0; j < out_w; ++j) {
+          const int64_t p = row * out_w + j;
+          int64_t x0, y0;
+          float fx, fy;
+          Split(x_data[p], width, zeros, &x0, &fx);
+          Split(y_data[p], height, zeros, &y0, &fy);
+          const bool in_x0 = x0 >= 0 && x0 < width;
+          const bool in_x1 = x0 + 1 >= 0 && x0 + 1 < width;
+          const bool in_y0 = y0 >= 0 && y0 < height;
+          const bool in_y1 = y0 + 1 >= 0 && y0 + 1 < height;
+          const float* r0 = image + (y0 * width + x0) * channels;
+          const float* r1 = r0 + width * channels;
+          float* o = out + p * channels;
+          for (int64_t c = 0; c < channels; ++c) {
+            const float v00 = (in_y0 && in_x0) ? r0[c] : 0.0f;
+            const float v01 = (in_y0 && in_x1) ? r0[channels + c] : 0.0f;
+            const float v10 = (in_y1 && in_x0) ? r1[c] : 0.0f;
+            const float v11 = (in_y1 && in_x1) ? r1[channels + c] : 0.0f;
+            const float top = v00 + fx * (v01 - v00);
+            const float dy = (v10 + fx * (v11 - v10)) - top;
+            o[c] = top + fy * dy;
+          }
+        }
+      }
+    };
+    auto* workers = context->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(workers->num_threads, workers->workers, batch * out_h,
+                      /*cost_per_unit=*/out_w * (20 + 12 * channels), rows);
+  }
+};
+
+class SampleGradOp : public SampleCommon {
+ public:
+  using SampleCommon::SampleCommon;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& images = context->input(0);
+    const Tensor& x = context->input(1);
+    const Tensor& y = context->input(2);
+    const Tensor& upstream = context->input(3);
+    OP_REQUIRES_OK(context, CheckInputs(images, x, y));
+    const int64_t batch = images.dim_size(0), height = images.dim_size(1),
+                  width = images.dim_size(2), channels = images.dim_size(3);
+    const int64_t out_h = x.dim_size(1), out_w = x.dim_size(2);
+    OP_REQUIRES(context,
+                upstream.shape() == TensorShape({batch, out_h, out_w, channels}),
+                absl::InvalidArgumentError(absl::StrCat(
+                    "upstream must have the output's shape ",
+                    TensorShape({batch, out_h, out_w, channels}).DebugString(),
+                    ", got ", upstream.shape().DebugString())));
+    Tensor *grad_images = nullptr, *grad_x = nullptr, *grad_y = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, images.shape(), &grad_images));
+    OP_REQUIRES_OK(context, context->allocate_output(1, x.shape(), &grad_x));
+    OP_REQUIRES_OK(context, context->allocate_output(2, y.shape(), &grad_y));
+    const float* image_data = images.flat<float>().data();
+    const float* x_data = x.flat<float>().data();
+    const float* y_data = y.flat<float>().data();
+    const float* up_data = upstream.flat<float>().data();
+    float* gi_data = grad_images->flat<float>().data();
+    float* gx_data = grad_x->flat<float>().data();
+    float* gy_data = grad_y->flat<float>().data();
+    const bool zeros = zeros_;
+    const int64_t image_size = height * width * channels;
+    const int64_t pixels = out_h * out_w;
+    auto images_range = [&](int64_t start, int64_t limit) {
+      for (int64_t b = start; b < limit; ++b) {
+        const float* image = image_data + b * image_size;
+        float* grad_image = gi_data + b * image_size;
+        std::memset(grad_image, 0, sizeof(float) * image_size);
+        for (int64_t q = 0; q < pixels; ++q) {
+          const int64_t p = b * pixels + q;
+          int64_t x0, y0;
+          float fx, fy;
+          Split(x_data[p], width, zeros, &x0, &fx);
+          Split(y_data[p], height, zeros, &y0, &fy);
+          const bool in_x0 = x0 >= 0 && x0 < width;
+          const bool in_x1 = x0 + 1 >= 0 && x0 + 1 < width;
+          const bool in_y0 = y0 >= 0 && y0 < height;
+          const bool in_y1 = y0 + 1 >= 0 && y0 + 1 < height;
+          const int64_t offset = (y0 * width + x0) * channels;
+          const int64_t below = width * channels;
+          const float* u = up_data + p * channels;
+          float slope_x = 0.0f, slope_y = 0.0f;
+          for (int64_t c = 0; c < channels; ++c) {
+            const float v00 = (in_y0 && in_x0) ? image[offset + c] : 0.0f;
+            const float v01 = (in_y0 && in_x1) ? image[offset + channels + c] : 0.0f;
+            const float v10 = (in_y1 && in_x0) ? image[offset + below + c] : 0.0f;
+            const float v11 =
+                (in_y1 && in_x1) ? image[offset + below + channels + c] : 0.0f;
+            const float dx_top = v01 - v00;
+            const float dx_bottom = v11 - v10;
+            const float top = v00 + fx * dx_top;
+            const float dy = (v10 + fx * dx_bottom) - top;
+            slope_x += u[c] * (dx_top + fy * (dx_bottom - dx_top));
+            slope_y += u[c] * dy;
+            const float up_bottom = u[c] * fy;
+            const float up_top = u[c] - up_bottom;
+            const float up_01 = up_top * fx;
+            const float up_11 = up_bottom * fx;
+            if (in_y0 && in_x0) grad_image[offset + c] += up_top - up_01;
+            if (in_y0 && in_x1) grad_image[offset + channels + c] += up_01;
+            if (in_y1 && in_x0) grad_image[offset + below + c] += up_bottom - up_11;
+            if (in_y1 && in_x1) grad_image[offset + below + channels + c] += up_11;
+          }
+          if (!zeros) {
+            // Border padding: torch counts the clamped region and the border
+            // itself as clipped (zero gradient).
+            const float xo = x_data[p], yo = y_data[p];
+            if (!(xo > 0.0f && xo < static_cast<float>(width) - 1.0f)) slope_x = 0.0f;
+            if (!(yo > 0.0f && yo < static_cast<float>(height) - 1.0f)) slope_y = 0.0f;
+          }
+          gx_data[p] = slope_x;
+          gy_data[p] = slope_y;
+        }
+      }
+    };
+    auto* workers = context->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(workers->num_threads, workers->workers, batch,
+                      /*cost_per_unit=*/pixels * (40 + 30 * channels) + image_size,
+                      images_range);
+  }
+};
+
+}  // namespace
+
+REGISTER_KERNEL_BUILDER(Name("CramSampleAtPixels").Device(tensorflow::DEVICE_CPU),
+                        SampleOp);
+REGISTER_KERNEL_BUILDER(Name("CramSampleAtPixelsGrad").Device(tensorflow::DEVICE_CPU),
+                        SampleGradOp);

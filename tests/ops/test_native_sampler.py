@@ -1,0 +1,322 @@
+"""The compiled TensorFlow sampler kernel (cram_keras.ops.native_sampler).
+
+Its values and gradients are checked against torch's golden numbers, the
+NumPy reference and finite differences by running the whole of
+`test_sampling.py`, `test_sampling_golden.py` and
+`test_spatial_transformer.py` a second time with the kernel on (the
+`sampler_kernel` fixture in `tests/conftest.py`). This file checks what is
+particular to the kernel: that it is really the one that runs, where it
+steps aside for the keras.ops path, and how it fails.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from testing import native_sampler_unavailable
+
+pytestmark = pytest.mark.skipif(
+    native_sampler_unavailable() is not None,
+    reason=str(native_sampler_unavailable()),
+)
+
+REPO = pathlib.Path(__file__).parents[2]
+
+
+@pytest.fixture
+def native(monkeypatch, native_sampler_cache):
+    from cram_keras.ops import native_sampler
+
+    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(native_sampler_cache))
+    with native_sampler.native_sampler(True):
+        yield native_sampler
+
+
+def op_types(fn, *args):
+    """Op types of `fn`'s graph and of its gradient's graph (TensorFlow)."""
+    import tensorflow as tf
+
+    args = [tf.constant(a) for a in args]
+
+    @tf.function
+    def with_gradient(*args):
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            loss = tf.reduce_sum(tf.square(fn(*args)))
+        return tape.gradient(loss, args)
+
+    graph = with_gradient.get_concrete_function(*args).graph
+    types = {op.type for op in graph.get_operations()}
+    for function in graph.as_graph_def().library.function:
+        types.update(node.op for node in function.node_def)
+    return types
+
+
+def inputs(batch=3, size=(12, 10), channels=2, out=(6, 5), seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.random((batch, *size, channels), dtype=np.float32)
+    theta = np.tile(
+        np.array([[0.7, 0.2, 0.1], [-0.1, 0.8, 0.0]], np.float32), (batch, 1, 1)
+    )
+    theta = theta + 0.05 * rng.standard_normal(theta.shape).astype(np.float32)
+    return images, theta, out
+
+
+def test_the_kernel_runs_when_on_and_not_when_off(native):
+    from cram_keras.ops import affine_sample, scale_translate_sample
+
+    images, theta, out = inputs()
+    params = np.array([[0.5, 0.6, 0.1, -0.2]] * 3, np.float32)
+
+    def affine(images, theta):
+        return affine_sample(images, theta, out)
+
+    def axis_aligned(images, params):
+        return scale_translate_sample(images, params, out)
+
+    for fn, args in ((affine, (images, theta)), (axis_aligned, (images, params))):
+        types = op_types(fn, *args)
+        assert {"CramSampleAtPixels", "CramSampleAtPixelsGrad"} <= types
+        with native.native_sampler(False):
+            types = op_types(fn, *args)
+        assert not any(t.startswith("CramSample") for t in types)
+
+
+def test_xla_functions_take_the_keras_ops_path(native):
+    import tensorflow as tf
+
+    from cram_keras.ops import affine_sample
+
+    images, theta, out = inputs()
+
+    def fn(images, theta):
+        return affine_sample(images, theta, out)
+
+    compiled = tf.function(fn, jit_compile=True)
+    graph = compiled.get_concrete_function(
+        tf.constant(images), tf.constant(theta)
+    ).graph
+    assert not any(op.type.startswith("CramSample") for op in graph.get_operations())
+    np.testing.assert_allclose(
+        compiled(images, theta).numpy(), fn(images, theta).numpy(), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float64", "bfloat16", "float16"])
+def test_other_dtypes_take_the_keras_ops_path(native, dtype):
+    from cram_keras.ops import affine_sample
+
+    images, theta, out = inputs()
+    images = keras.ops.cast(images, dtype)
+    if dtype == "float64":
+        theta = theta.astype(np.float64)
+
+    types = op_types(lambda i, t: affine_sample(i, t, out), images, theta)
+    assert not any(t.startswith("CramSample") for t in types)
+
+
+def sample_both(native, images, x, y, padding, cotangent):
+    import tensorflow as tf
+
+    from cram_keras.ops.pixel_sampler import sample_pixels
+
+    results = []
+    for on in (False, True):
+        with native.native_sampler(on):
+            args = [tf.constant(a) for a in (images, x, y)]
+            with tf.GradientTape() as tape:
+                tape.watch(args)
+                output = sample_pixels(*args, padding)
+            grads = tape.gradient(output, args, output_gradients=cotangent)
+            results.append([output.numpy()] + [g.numpy() for g in grads])
+    return results
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border"])
+def test_non_finite_and_huge_coordinates_match_the_keras_ops_path(native, padding):
+    rng = np.random.default_rng(1)
+    images = rng.standard_normal((2, 6, 7, 3)).astype(np.float32)
+    x = rng.uniform(-3, 10, (2, 4, 5)).astype(np.float32)
+    y = rng.uniform(-3, 9, (2, 4, 5)).astype(np.float32)
+    bad = [np.nan, np.inf, -np.inf, 1e30, -1e30, 3.0, 6.0, -1.0, 0.0]
+    x[0, 0, :5], y[0, 1, :5] = bad[:5], bad[:5]
+    x[1, :2, :] = np.array(bad[4:] * 2, np.float32).reshape(2, 5)
+    y[1, 2, :] = bad[4:]
+    cotangent = rng.standard_normal((2, 4, 5, 3)).astype(np.float32)
+    reference, fused = sample_both(native, images, x, y, padding, cotangent)
+    np.testing.assert_array_equal(fused[0], reference[0])  # same arithmetic
+    for name, a, b in zip(
+        ("grad_images", "grad_x", "grad_y"), fused[1:], reference[1:], strict=True
+    ):
+        assert np.all(np.isfinite(a)), name
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_gradients_are_deterministic(native):
+    rng = np.random.default_rng(2)
+    images = rng.random((8, 20, 20, 1), dtype=np.float32)
+    x = rng.uniform(-2, 21, (8, 15, 15)).astype(np.float32)
+    y = rng.uniform(-2, 21, (8, 15, 15)).astype(np.float32)
+    cotangent = rng.standard_normal((8, 15, 15, 1)).astype(np.float32)
+    first = sample_both(native, images, x, y, "zeros", cotangent)[1]
+    second = sample_both(native, images, x, y, "zeros", cotangent)[1]
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rnn_spn_gradients_match_the_keras_ops_path(native):
+    import tensorflow as tf
+
+    from cram_keras.models import RNNSPN
+
+    keras.utils.set_random_seed(0)
+    model = RNNSPN(num_steps=3, localization_filters=4, classifier_filters=4,
+                   dense_units=8, rnn_units=8)  # fmt: skip
+    images = np.random.default_rng(3).random((2, 40, 40, 1), dtype=np.float32)
+    model(images)
+
+    def gradients():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(model(images)))
+        return loss.numpy(), [
+            g.numpy() for g in tape.gradient(loss, model.trainable_weights)
+        ]
+
+    loss, fused = gradients()
+    with native.native_sampler(False):
+        reference_loss, reference = gradients()
+    np.testing.assert_allclose(loss, reference_loss, rtol=1e-6)
+    for a, b, w in zip(fused, reference, model.trainable_weights, strict=True):
+        np.testing.assert_allclose(
+            a, b, rtol=1e-4, atol=1e-6 * np.abs(b).max(), err_msg=w.path
+        )
+
+
+def test_kernel_refuses_mismatched_shapes(native):
+    import tensorflow as tf
+
+    library = native.load()
+    images = tf.zeros((2, 5, 5, 1))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="x and y must both be"):
+        library.cram_sample_at_pixels(
+            images, tf.zeros((2, 3, 3)), tf.zeros((2, 3, 4)), padding="zeros"
+        )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="images have batch 2"):
+        library.cram_sample_at_pixels(
+            images, tf.zeros((3, 3, 3)), tf.zeros((3, 3, 3)), padding="zeros"
+        )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="upstream must have"):
+        library.cram_sample_at_pixels_grad(
+            images,
+            tf.zeros((2, 3, 3)),
+            tf.zeros((2, 3, 3)),
+            tf.zeros((2, 3, 3, 2)),
+            padding="zeros",
+        )
+
+
+def test_saved_model_export_traces_the_keras_ops_path(native, tmp_path):
+    import tensorflow as tf
+
+    from cram_keras.layers import SpatialTransformer
+    from cram_keras.training.export import InputSpec, export_saved_model
+
+    layer = SpatialTransformer("affine", output_size=(6, 5))
+    images, theta, _ = inputs(channels=1)
+    params = theta.reshape(-1, 6)
+    layer([images, params])
+    path = export_saved_model(
+        str(tmp_path / "saved"),
+        lambda image: layer([image, tf.constant(params)]),
+        [InputSpec("image", (12, 10, 1))],
+        layer,
+    )
+    assert b"CramSample" not in (tmp_path / "saved" / "saved_model.pb").read_bytes()
+    loaded = tf.saved_model.load(path)
+    np.testing.assert_allclose(
+        loaded.serve(images).numpy(), layer([images, params]).numpy(), atol=1e-6
+    )
+
+
+def test_a_missing_compiler_is_refused_with_what_to_do(monkeypatch, tmp_path):
+    from cram_keras.ops import native_sampler
+
+    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    monkeypatch.setitem(native_sampler._state, "library", None)
+    with pytest.raises(native_sampler.NativeSamplerError) as info:
+        native_sampler.use_native_sampler()
+    message = str(info.value)
+    assert "'no-such-compiler' was not found" in message
+    assert "CRAM_KERAS_NATIVE_SAMPLER=0" in message
+    assert not native_sampler.is_enabled() or os.environ.get(native_sampler.ENV_VAR)
+
+
+def test_a_compiler_error_is_reported(monkeypatch, tmp_path):
+    from cram_keras.ops import native_sampler
+
+    broken = tmp_path / "broken.cc"
+    broken.write_text("this is not C++;\n")
+    monkeypatch.setattr(native_sampler, "SOURCE", broken)
+    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setitem(native_sampler._state, "library", None)
+    with pytest.raises(
+        native_sampler.NativeSamplerError, match="Compiling the sampler kernel failed"
+    ):
+        native_sampler.build()
+    assert not list((tmp_path / "cache").glob("*.so"))  # no half-written library
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "2"])
+def test_a_bad_environment_value_names_the_valid_ones(monkeypatch, value):
+    from cram_keras.ops import native_sampler
+
+    monkeypatch.setenv(native_sampler.ENV_VAR, value)
+    monkeypatch.setitem(native_sampler._state, "enabled", None)
+    with pytest.raises(native_sampler.NativeSamplerError) as info:
+        native_sampler.is_enabled()
+    assert "must be 1" in str(info.value)
+    assert f"Received: CRAM_KERAS_NATIVE_SAMPLER={value!r}" in str(info.value)
+
+
+def test_use_native_sampler_refuses_a_non_bool():
+    from cram_keras.ops import native_sampler
+
+    with pytest.raises(TypeError, match="Received: enabled='yes'"):
+        native_sampler.use_native_sampler("yes")
+
+
+def run_python(code, tmp_path, **env):
+    environment = dict(os.environ, PYTHONPATH=str(REPO), **env)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+        env=environment, timeout=300,
+    )  # fmt: skip
+
+
+def test_the_build_command_builds_and_checks(tmp_path):
+    result = run_python(
+        "import sys; from cram_keras.ops.native.__main__ import main; sys.exit(main([]))",
+        tmp_path,
+        CRAM_KERAS_CACHE_DIR=str(tmp_path / "cache"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "it agrees with the keras.ops sampler" in result.stdout
+    assert len(list((tmp_path / "cache").glob("cram_sampler-tf*.so"))) == 1
+
+
+def test_on_jax_the_kernel_is_refused_with_what_to_do(tmp_path):
+    pytest.importorskip("jax")
+    result = run_python(
+        "from cram_keras.ops import native_sampler\n"
+        "try:\n    native_sampler.use_native_sampler()\n"
+        "except native_sampler.NativeSamplerError as e:\n    print(e)\n",
+        tmp_path,
+        KERAS_BACKEND="jax",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "is a TensorFlow kernel; the Keras backend is 'jax'" in result.stdout
