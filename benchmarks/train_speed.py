@@ -4,9 +4,10 @@ steps of RNN-SPN, FFN-SPN and the CNN (sequences/s), the CRAM classifier and
 the CRAM inpainter (images/s), and a PyTorch implementation of the three
 Table 1 models (`benchmarks/torch_rnn_spn.py`: same layers, sizes, optimiser
 and clipping) timed in the same run, eager and with `torch.compile` where it
-works here; optionally Keras' `mixed_bfloat16` policy.
+works here; optionally Keras' `mixed_bfloat16` policy and the compiled
+TensorFlow sampler kernel (`--native`, `cram_keras.ops.native_sampler`).
 
-    python benchmarks/train_speed.py
+    python benchmarks/train_speed.py --bf16 --native
 
 Both libraries use the same threads (default 2). Every figure is the median
 step of `--steps` timed steps after `--warmup` untimed ones, on random
@@ -119,6 +120,48 @@ def torch_rnn_spn(name, batch, compiled):
     return lambda: step(images, labels)
 
 
+def _with_native_sampler(make):
+    """`make()` with the compiled sampler kernel on while the step is traced."""
+    from cram_keras.ops import native_sampler
+
+    with native_sampler.native_sampler(True):
+        step = make()
+        step()  # traced (and run once) with the kernel
+    return step
+
+
+def _throughput(key, batch, median, times, busy):
+    """One setting's entry in the result file (and a line on stdout)."""
+    unit = "images/s" if "cram" in key else "sequences/s"
+    print(f"{key}: {batch / median:.1f} {unit}", flush=True)
+    return {
+        "per_second": batch / median,
+        "unit": unit,
+        "median_step_seconds": median,
+        "step_seconds": times,
+        "batch": batch,
+        "cpu_busy_before": busy,
+    }
+
+
+def _alternating(steps, args, rounds=6):
+    """Step times of each of `steps`, timed in alternating rounds (the order
+    reversed every other round) after `args.warmup` untimed steps each."""
+    for step in steps.values():
+        for _ in range(args.warmup):
+            step()
+    times = {label: [] for label in steps}
+    per_round = max(1, args.steps * 2 // rounds)
+    for r in range(rounds):
+        labels = list(steps) if r % 2 == 0 else list(steps)[::-1]
+        for label in labels:
+            for _ in range(per_round):
+                start = time.perf_counter()
+                steps[label]()
+                times[label].append(time.perf_counter() - start)
+    return times
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -131,6 +174,13 @@ def main(argv=None):
         "--bf16",
         action="store_true",
         help="also RNN-SPN and the CRAM classifier with --dtype-policy mixed_bfloat16",
+    )
+    p.add_argument(
+        "--native",
+        action="store_true",
+        help="also time every model with a sampler with the compiled TensorFlow "
+        "sampler kernel (CRAM_KERAS_NATIVE_SAMPLER=1; needs g++) against the "
+        "keras.ops sampler, in alternating rounds",
     )
     p.add_argument("--output", default="benchmarks/results/train_speed.json")
     args = p.parse_args(argv)
@@ -164,6 +214,11 @@ def main(argv=None):
             64,
         )
     settings["keras/cram_inpainter"] = (lambda: keras_inpaint(64), 64)
+    native_pairs = {}
+    if args.native:
+        for key, (make, batch) in settings.items():
+            if key.startswith("keras/") and key != "keras/conv":
+                native_pairs[key.removeprefix("keras/")] = (make, batch)
 
     results = {}
     for key, (make, batch) in settings.items():
@@ -175,15 +230,21 @@ def main(argv=None):
             results[key] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
             print(key, "failed:", results[key]["error"], flush=True)
             continue
-        results[key] = {
-            "per_second": batch / median,
-            "unit": "images/s" if "cram" in key else "sequences/s",
-            "median_step_seconds": median,
-            "step_seconds": times,
-            "batch": batch,
-            "cpu_busy_before": busy,
-        }
-        print(f"{key}: {batch / median:.1f} {results[key]['unit']}", flush=True)
+        results[key] = _throughput(key, batch, median, times, busy)
+
+    # The compiled sampler kernel against the keras.ops sampler: both steps
+    # built side by side and timed in alternating rounds, so that the
+    # machine's drift during the run does not enter the ratio.
+    for name, (make, batch) in native_pairs.items():
+        keras.utils.set_random_seed(0)
+        plain = make()
+        keras.utils.set_random_seed(0)
+        native = _with_native_sampler(make)
+        busy = busy_fraction(0.5)
+        times = _alternating({"keras": plain, "keras_native": native}, args)
+        for label, t in times.items():
+            key = f"{label}_alternating/{name}"
+            results[key] = _throughput(key, batch, float(np.median(t)), t, busy)
 
     ratios = {}
     for name in ("rnn_spn", "ffn_spn", "conv"):
@@ -193,11 +254,17 @@ def main(argv=None):
                 theirs = results.get(f"{peer}/{name}", {}).get("per_second")
                 if ours and theirs:
                     ratios[f"{name}: {ours_key} / {peer}"] = ours / theirs
-    for name in ("rnn_spn", "cram_classifier"):
-        bf16 = results.get(f"keras_mixed_bfloat16/{name}", {}).get("per_second")
+    for name in ("rnn_spn", "ffn_spn", "cram_classifier", "cram_inpainter"):
         f32 = results.get(f"keras/{name}", {}).get("per_second")
+        bf16 = results.get(f"keras_mixed_bfloat16/{name}", {}).get("per_second")
         if bf16 and f32:
             ratios[f"{name}: keras_mixed_bfloat16 / keras"] = bf16 / f32
+        plain = results.get(f"keras_alternating/{name}", {}).get("per_second")
+        native = results.get(f"keras_native_alternating/{name}", {}).get("per_second")
+        if plain and native:
+            ratios[f"{name}: keras_native / keras (alternating rounds)"] = (
+                native / plain
+            )
     write_json(
         args.output,
         {

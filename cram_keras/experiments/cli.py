@@ -327,6 +327,11 @@ def _prepare_native_sampler():
     try:
         if native_sampler.is_enabled():
             native_sampler.use_native_sampler()
+            print(
+                "note: sampling with the compiled TensorFlow kernel "
+                f"({native_sampler.library_path()})",
+                file=sys.stderr,
+            )
     except native_sampler.NativeSamplerError as err:
         raise UsageError(str(err)) from None
 

@@ -320,3 +320,15 @@ def test_on_jax_the_kernel_is_refused_with_what_to_do(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "is a TensorFlow kernel; the Keras backend is 'jax'" in result.stdout
+
+
+def test_a_script_trains_with_the_kernel(native, monkeypatch, tmp_path, capsys):
+    from cram_keras.experiments import cli, rnn_spn
+
+    monkeypatch.setenv(native.ENV_VAR, "1")
+    out = tmp_path / "run"
+    code = cli.main(rnn_spn.EXPERIMENT, ["--smoke", "--output-dir", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "note: sampling with the compiled TensorFlow kernel" in captured.err
+    assert (out / "metrics.json").exists()
