@@ -51,6 +51,11 @@ class SpatialTransformer(keras.layers.Layer):
     compute dtype itself and keeps the parameters at full precision. The
     output has the compute dtype.
 
+    On TensorFlow (CPU, float32, outside XLA) an opt-in compiled kernel
+    samples in one fused pass per direction, with the same values:
+    `CRAM_KERAS_NATIVE_SAMPLER=1` or
+    `cram_keras.ops.native_sampler.use_native_sampler()` (see there).
+
     Args:
         transform: `"affine"` (default), `"attention"` or `"anisotropic"`.
         output_size: tuple `(height, width)` of the output. Give exactly one
