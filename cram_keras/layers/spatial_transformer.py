@@ -171,9 +171,8 @@ class SpatialTransformer(keras.layers.Layer):
                 padding=self.padding,
                 align_corners=self.align_corners,
             )
-        if self.transform == "attention":
-            scale, shift_x, shift_y = params[:, 0], params[:, 1], params[:, 2]
-            params = ops.stack([scale, scale, shift_x, shift_y], axis=-1)
+        # "attention" (s, tx, ty) and "anisotropic" (sx, sy, tx, ty) are both
+        # parameterisations that scale_translate_sample takes as they are.
         return scale_translate_sample(
             images,
             params,

@@ -80,7 +80,9 @@ def use_native_sampler(enabled=True):
     backend, no C++ compiler, a compiler error), with what to do.
     """
     if not isinstance(enabled, bool):
-        raise TypeError(f"`enabled` must be True or False. Received: enabled={enabled!r}")
+        raise TypeError(
+            f"`enabled` must be True or False. Received: enabled={enabled!r}"
+        )
     if enabled:
         load()
     _state["enabled"] = enabled
@@ -222,7 +224,9 @@ def applicable(images, x):
 
 def sample(images, x, y, padding):
     """Bilinear sampling at pixel coordinates with the compiled kernel;
-    the contract of `pixel_sampler.sample_pixels`."""
+    the contract of `pixel_sampler.sample_pixels`, except that x and y may
+    also be broadcast along the output rows or columns ((B, 1, w) and
+    (B, h, 1) for an axis-aligned map)."""
     import tensorflow as tf
 
     library = load()

@@ -172,7 +172,8 @@ def scale_translate_sample(
 
     Args:
         images: float tensor of shape `(batch, height, width, channels)`.
-        params: float tensor of shape `(batch, 4)`: `(sx, sy, tx, ty)`.
+        params: float tensor of shape `(batch, 4)`: `(sx, sy, tx, ty)`, or
+            `(batch, 3)`: `(s, tx, ty)` with one scale for both axes.
         output_size: tuple `(out_height, out_width)`.
         padding: `"zeros"` or `"border"`, see `bilinear_sample`.
         align_corners: bool, see `affine_grid`.
@@ -187,23 +188,33 @@ def scale_translate_sample(
     images = _check_images(images)
     params = ops.convert_to_tensor(params)
     shape = tuple(params.shape)
-    if len(shape) != 2 or shape[1] != 4 or not _is_float(params.dtype):
+    if len(shape) != 2 or shape[1] not in (3, 4) or not _is_float(params.dtype):
         raise ValueError(
             "`params` must be a float tensor of shape (batch, 4) holding "
-            f"(sx, sy, tx, ty). Received: params.shape={shape}, "
-            f"params.dtype={_dtype_name(params.dtype)}"
+            "(sx, sy, tx, ty) or (batch, 3) holding (s, tx, ty). Received: "
+            f"params.shape={shape}, params.dtype={_dtype_name(params.dtype)}"
         )
     _check_batch(shape[0], images.shape[0], "params")
     height, width = images.shape[1], images.shape[2]
     dtype = _coordinate_dtype(params.dtype)
     params = ops.cast(params, dtype)
-    # x depends on the column j only, y on the row i only: (B, w) and (B, h).
-    x = _scale_translate_coordinates(params[:, 0::2], width, out_w, align_corners)
-    y = _scale_translate_coordinates(params[:, 1::2], height, out_h, align_corners)
-    # The compiled kernel (opt-in, TensorFlow) beats the matmuls at every
-    # size measured (benchmarks/README.md).
-    native = native_sampler.applicable(images, x)
-    if not native and height * width / out_w + width <= SEPARABLE_MAX_COST:
+    # x depends on the column j only, y on the row i only: (B, w) and (B, h),
+    # each one matmul of the params (no slicing: fewer kernels per call).
+    scale_x, scale_y = 0, (1 if shape[1] == 4 else 0)
+    shift_x, shift_y = shape[1] - 2, shape[1] - 1
+    x = _scale_translate_coordinates(
+        params, scale_x, shift_x, width, out_w, align_corners
+    )
+    y = _scale_translate_coordinates(
+        params, scale_y, shift_y, height, out_h, align_corners
+    )
+    if native_sampler.applicable(images, x):
+        # The compiled kernel (opt-in, TensorFlow) takes x (B, 1, w) and
+        # y (B, h, 1) as they are, broadcast over the rows and columns.
+        return native_sampler.sample(
+            images, ops.expand_dims(x, 1), ops.expand_dims(y, 2), padding
+        )
+    if height * width / out_w + width <= SEPARABLE_MAX_COST:
         return separable_sample(images, x, y, padding)
     x = ops.broadcast_to(ops.expand_dims(x, 1), (ops.shape(x)[0], out_h, out_w))
     y = ops.broadcast_to(ops.expand_dims(y, 2), (ops.shape(y)[0], out_h, out_w))
@@ -281,12 +292,17 @@ def _affine_pixel_coordinates(row, in_size, out_h, out_w, align_corners):
     return ops.reshape(ops.matmul(row, terms) + offset, (-1, out_h, out_w))
 
 
-def _scale_translate_coordinates(scale_shift, in_size, out_size, align_corners):
-    """Pixel coordinates (B, out) of `(scale, shift)` pairs (B, 2) on one axis."""
+def _scale_translate_coordinates(
+    params, scale, shift, in_size, out_size, align_corners
+):
+    """Pixel coordinates (B, out) on one axis, whose scale and shift are
+    columns `scale` and `shift` of `params` (B, P)."""
     terms, half, offset = _pixel_terms(in_size, out_size, align_corners)
-    terms = np.stack([terms, np.full(out_size, half)])
-    terms = ops.convert_to_tensor(terms.astype(_dtype_name(scale_shift.dtype)))
-    return ops.matmul(scale_shift, terms) + offset
+    matrix = np.zeros((params.shape[1], out_size))
+    matrix[scale] = terms
+    matrix[shift] = half
+    matrix = ops.convert_to_tensor(matrix.astype(_dtype_name(params.dtype)))
+    return ops.matmul(params, matrix) + offset
 
 
 # === Validation ===

@@ -156,6 +156,39 @@ def test_non_finite_and_huge_coordinates_match_the_keras_ops_path(native, paddin
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("padding", ["zeros", "border"])
+def test_broadcast_coordinates_equal_full_coordinates(native, padding):
+    """x (B, 1, w) and y (B, h, 1), as an axis-aligned map gives them: the
+    values of the full (B, h, w) grids, and their gradients summed over the
+    broadcast axis."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(4)
+    images = tf.constant(rng.standard_normal((3, 9, 8, 2)).astype(np.float32))
+    x = tf.constant(rng.uniform(-3, 10, (3, 1, 6)).astype(np.float32))
+    y = tf.constant(rng.uniform(-3, 11, (3, 5, 1)).astype(np.float32))
+    cotangent = tf.constant(rng.standard_normal((3, 5, 6, 2)).astype(np.float32))
+
+    def run(broadcast):
+        with tf.GradientTape() as tape:
+            tape.watch([images, x, y])
+            if broadcast:
+                output = native.sample(images, x, y, padding)
+            else:
+                full_x = tf.broadcast_to(x, (3, 5, 6))
+                full_y = tf.broadcast_to(y, (3, 5, 6))
+                output = native.sample(images, full_x, full_y, padding)
+        grads = tape.gradient(output, [images, x, y], output_gradients=cotangent)
+        return [output.numpy()] + [g.numpy() for g in grads]
+
+    broadcast, full = run(True), run(False)
+    assert broadcast[0].shape == (3, 5, 6, 2)
+    assert broadcast[2].shape == (3, 1, 6) and broadcast[3].shape == (3, 5, 1)
+    np.testing.assert_array_equal(broadcast[0], full[0])
+    for a, b in zip(broadcast[1:], full[1:], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_gradients_are_deterministic(native):
     rng = np.random.default_rng(2)
     images = rng.random((8, 20, 20, 1), dtype=np.float32)
@@ -204,6 +237,10 @@ def test_kernel_refuses_mismatched_shapes(native):
     with pytest.raises(tf.errors.InvalidArgumentError, match="x and y must both be"):
         library.cram_sample_at_pixels(
             images, tf.zeros((2, 3, 3)), tf.zeros((2, 3, 4)), padding="zeros"
+        )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="x and y must both be"):
+        library.cram_sample_at_pixels(
+            images, tf.zeros((2, 2, 3)), tf.zeros((2, 3, 1)), padding="zeros"
         )
     with pytest.raises(tf.errors.InvalidArgumentError, match="images have batch 2"):
         library.cram_sample_at_pixels(

@@ -361,6 +361,43 @@ def test_scale_translate_sample_matches_reference(
 
 
 @pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("padding", ["zeros", "border"])
+def test_scale_translate_sample_takes_one_scale_for_both_axes(
+    path, align_corners, padding
+):
+    """params (B, 3) = (s, tx, ty) is (s, s, tx, ty): values against the
+    reference, gradients against the (B, 4) form's chain rule. The params
+    keep every sampling point off pixel centres (kinks, where the one-sided
+    gradient would depend on the last bit of the coordinate)."""
+    rng = np.random.default_rng(15)
+    images = random_images(rng)
+    params3 = np.array([[0.83, 0.13, -0.23], [1.4, 1.1, -0.95]], np.float32)
+    params4 = params3[:, [0, 0, 1, 2]]
+    out_size = (5, 4)
+    expected = reference_bilinear_sample(
+        images,
+        reference_affine_grid(scale_translate_theta(params4), *out_size, align_corners),
+        padding,
+        align_corners,
+    )
+    cotangent = rng.standard_normal((2, *out_size, images.shape[-1])).astype(np.float32)
+    output, (grad_images, grad3) = vjp(
+        lambda i, p: scale_translate_sample(i, p, out_size, padding, align_corners),
+        [images, params3],
+        cotangent,
+    )
+    _, (grad_images4, grad4) = vjp(
+        lambda i, p: scale_translate_sample(i, p, out_size, padding, align_corners),
+        [images, params4],
+        cotangent,
+    )
+    np.testing.assert_allclose(output, expected, atol=2e-6)
+    np.testing.assert_allclose(grad_images, grad_images4, rtol=1e-5, atol=1e-6)
+    chained = np.stack([grad4[:, 0] + grad4[:, 1], grad4[:, 2], grad4[:, 3]], -1)
+    np.testing.assert_allclose(grad3, chained, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize("size", [IN_SIZE, (7, 9), (1, 4), (3, 1)])
 def test_scale_translate_sample_identity_is_exact(path, align_corners, size):
     images = random_images(np.random.default_rng(15), size=size)
@@ -518,9 +555,10 @@ BAD_CALLS = {
         r"`align_corners` must be a bool\. Received: align_corners='yes'",
     ),
     "scale_translate params": (
-        lambda: scale_translate_sample(IMAGES, np.zeros((2, 3), np.float32), (3, 3)),
+        lambda: scale_translate_sample(IMAGES, np.zeros((2, 5), np.float32), (3, 3)),
         r"`params` must be a float tensor of shape \(batch, 4\) holding "
-        r"\(sx, sy, tx, ty\)\. Received: params\.shape=\(2, 3\)",
+        r"\(sx, sy, tx, ty\) or \(batch, 3\) holding \(s, tx, ty\)\. "
+        r"Received: params\.shape=\(2, 5\)",
     ),
 }
 

@@ -8,13 +8,18 @@
 // fraction returns the corner value exactly. One pass over the output per
 // direction, as torch's grid_sample kernels do.
 //
-// CramSampleAtPixels:     images (B, H, W, C), x, y (B, h, w) -> (B, h, w, C)
+// CramSampleAtPixels:     images (B, H, W, C), x, y -> (B, h, w, C)
 // CramSampleAtPixelsGrad: images, x, y, upstream (B, h, w, C)
-//                         -> grad_images (B, H, W, C), grad_x, grad_y (B, h, w)
+//                         -> grad_images (B, H, W, C), grad_x, grad_y
+//
+// x and y are (B, h, w), or broadcast to it along the output rows or columns:
+// (B, 1, w) and (B, h, 1) for an axis-aligned map, where x depends on the
+// column only and y on the row only. Their gradients have their own shapes.
 //
 // The forward pass is split over output rows, the backward pass over images
 // (each image's gradient is written by one thread only: no atomics).
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -38,25 +43,47 @@ using tensorflow::shape_inference::DimensionHandle;
 using tensorflow::shape_inference::InferenceContext;
 using tensorflow::shape_inference::ShapeHandle;
 
+// One output dimension from the coordinates' dimensions a and b, which are
+// equal or one of them is 1 (broadcast).
+absl::Status BroadcastDim(InferenceContext* c, DimensionHandle a,
+                          DimensionHandle b, DimensionHandle* out) {
+  if (c->ValueKnown(a) && c->Value(a) == 1) {
+    *out = b;
+    return absl::OkStatus();
+  }
+  if (c->ValueKnown(b) && c->Value(b) == 1) {
+    *out = a;
+    return absl::OkStatus();
+  }
+  if (!c->ValueKnown(a) || !c->ValueKnown(b)) {
+    *out = c->UnknownDim();
+    return absl::OkStatus();
+  }
+  return c->Merge(a, b, out);
+}
+
 absl::Status SampleShape(InferenceContext* c) {
   ShapeHandle images, x, y;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &images));
   TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &x));
   TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 3, &y));
-  TF_RETURN_IF_ERROR(c->Merge(x, y, &x));
-  DimensionHandle batch;
+  DimensionHandle batch, out_h, out_w;
   TF_RETURN_IF_ERROR(c->Merge(c->Dim(images, 0), c->Dim(x, 0), &batch));
-  c->set_output(0, c->MakeShape({batch, c->Dim(x, 1), c->Dim(x, 2), c->Dim(images, 3)}));
+  TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(y, 0), &batch));
+  TF_RETURN_IF_ERROR(BroadcastDim(c, c->Dim(x, 1), c->Dim(y, 1), &out_h));
+  TF_RETURN_IF_ERROR(BroadcastDim(c, c->Dim(x, 2), c->Dim(y, 2), &out_w));
+  c->set_output(0, c->MakeShape({batch, out_h, out_w, c->Dim(images, 3)}));
   return absl::OkStatus();
 }
 
 absl::Status SampleGradShape(InferenceContext* c) {
-  ShapeHandle images, x;
+  ShapeHandle images, x, y;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &images));
   TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &x));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 3, &y));
   c->set_output(0, images);
   c->set_output(1, x);
-  c->set_output(2, x);
+  c->set_output(2, y);
   return absl::OkStatus();
 }
 
@@ -110,24 +137,53 @@ class SampleCommon : public OpKernel {
   }
 
  protected:
-  // Checks images (B, H, W, C) and x, y (B, h, w).
+  // Sizes of one call, and the strides that broadcast x and y.
+  struct Geometry {
+    int64_t batch, height, width, channels, out_h, out_w;
+    int64_t x_size, x_row, x_col;  // per image; steps per output row, column
+    int64_t y_size, y_row, y_col;
+  };
+
+  // Checks images (B, H, W, C) and x, y (B, h, w) or broadcast to it.
   static absl::Status CheckInputs(const Tensor& images, const Tensor& x,
-                                  const Tensor& y) {
+                                  const Tensor& y, Geometry* g) {
     if (images.dims() != 4) {
       return absl::InvalidArgumentError(absl::StrCat(
           "images must be (batch, height, width, channels), got shape ",
           images.shape().DebugString()));
     }
-    if (x.dims() != 3 || x.shape() != y.shape()) {
+    auto mismatch = [&]() {
       return absl::InvalidArgumentError(absl::StrCat(
-          "x and y must both be (batch, out_height, out_width), got ",
+          "x and y must both be (batch, out_height, out_width), or broadcast to "
+          "it along the rows or columns, got ",
           x.shape().DebugString(), " and ", y.shape().DebugString()));
+    };
+    if (x.dims() != 3 || y.dims() != 3 || x.dim_size(0) != y.dim_size(0)) {
+      return mismatch();
+    }
+    for (int axis = 1; axis < 3; ++axis) {
+      const int64_t a = x.dim_size(axis), b = y.dim_size(axis);
+      if (a != b && a != 1 && b != 1) return mismatch();
     }
     if (x.dim_size(0) != images.dim_size(0)) {
       return absl::InvalidArgumentError(
           absl::StrCat("x has batch ", x.dim_size(0), " but images have batch ",
                        images.dim_size(0)));
     }
+    g->batch = images.dim_size(0);
+    g->height = images.dim_size(1);
+    g->width = images.dim_size(2);
+    g->channels = images.dim_size(3);
+    g->out_h = std::max(x.dim_size(1), y.dim_size(1));
+    g->out_w = std::max(x.dim_size(2), y.dim_size(2));
+    if (x.dim_size(1) == 0 || y.dim_size(1) == 0) g->out_h = 0;
+    if (x.dim_size(2) == 0 || y.dim_size(2) == 0) g->out_w = 0;
+    g->x_size = x.dim_size(1) * x.dim_size(2);
+    g->x_row = x.dim_size(1) == 1 ? 0 : x.dim_size(2);
+    g->x_col = x.dim_size(2) == 1 ? 0 : 1;
+    g->y_size = y.dim_size(1) * y.dim_size(2);
+    g->y_row = y.dim_size(1) == 1 ? 0 : y.dim_size(2);
+    g->y_col = y.dim_size(2) == 1 ? 0 : 1;
     return absl::OkStatus();
   }
   bool zeros_;
@@ -141,10 +197,10 @@ class SampleOp : public SampleCommon {
     const Tensor& images = context->input(0);
     const Tensor& x = context->input(1);
     const Tensor& y = context->input(2);
-    OP_REQUIRES_OK(context, CheckInputs(images, x, y));
-    const int64_t batch = images.dim_size(0), height = images.dim_size(1),
-                  width = images.dim_size(2), channels = images.dim_size(3);
-    const int64_t out_h = x.dim_size(1), out_w = x.dim_size(2);
+    Geometry g;
+    OP_REQUIRES_OK(context, CheckInputs(images, x, y, &g));
+    const int64_t batch = g.batch, height = g.height, width = g.width,
+                  channels = g.channels, out_h = g.out_h, out_w = g.out_w;
     Tensor* output = nullptr;
     OP_REQUIRES_OK(context,
                    context->allocate_output(
@@ -157,14 +213,16 @@ class SampleOp : public SampleCommon {
     // One unit of work: one output row of one image.
     auto rows = [&](int64_t start, int64_t limit) {
       for (int64_t row = start; row < limit; ++row) {
-        const int64_t b = row / out_h;
+        const int64_t b = row / out_h, i = row % out_h;
         const float* image = image_data + b * height * width * channels;
+        const float* x_row = x_data + b * g.x_size + i * g.x_row;
+        const float* y_row = y_data + b * g.y_size + i * g.y_row;
         for (int64_t j = 0; j < out_w; ++j) {
           const int64_t p = row * out_w + j;
           int64_t x0, y0;
           float fx, fy;
-          Split(x_data[p], width, zeros, &x0, &fx);
-          Split(y_data[p], height, zeros, &y0, &fy);
+          Split(x_row[j * g.x_col], width, zeros, &x0, &fx);
+          Split(y_row[j * g.y_col], height, zeros, &y0, &fy);
           const bool in_x0 = x0 >= 0 && x0 < width;
           const bool in_x1 = x0 + 1 >= 0 && x0 + 1 < width;
           const bool in_y0 = y0 >= 0 && y0 < height;
@@ -199,10 +257,10 @@ class SampleGradOp : public SampleCommon {
     const Tensor& x = context->input(1);
     const Tensor& y = context->input(2);
     const Tensor& upstream = context->input(3);
-    OP_REQUIRES_OK(context, CheckInputs(images, x, y));
-    const int64_t batch = images.dim_size(0), height = images.dim_size(1),
-                  width = images.dim_size(2), channels = images.dim_size(3);
-    const int64_t out_h = x.dim_size(1), out_w = x.dim_size(2);
+    Geometry g;
+    OP_REQUIRES_OK(context, CheckInputs(images, x, y, &g));
+    const int64_t batch = g.batch, height = g.height, width = g.width,
+                  channels = g.channels, out_h = g.out_h, out_w = g.out_w;
     OP_REQUIRES(context,
                 upstream.shape() == TensorShape({batch, out_h, out_w, channels}),
                 absl::InvalidArgumentError(absl::StrCat(
@@ -228,12 +286,23 @@ class SampleGradOp : public SampleCommon {
         const float* image = image_data + b * image_size;
         float* grad_image = gi_data + b * image_size;
         std::memset(grad_image, 0, sizeof(float) * image_size);
+        // Coordinate gradients accumulate over the outputs that share a
+        // (broadcast) coordinate.
+        float* gx_image = gx_data + b * g.x_size;
+        float* gy_image = gy_data + b * g.y_size;
+        std::memset(gx_image, 0, sizeof(float) * g.x_size);
+        std::memset(gy_image, 0, sizeof(float) * g.y_size);
         for (int64_t q = 0; q < pixels; ++q) {
           const int64_t p = b * pixels + q;
+          const int64_t i = q / out_w, j = q % out_w;
+          const int64_t xq = i * g.x_row + j * g.x_col;
+          const int64_t yq = i * g.y_row + j * g.y_col;
+          const float xo = x_data[b * g.x_size + xq];
+          const float yo = y_data[b * g.y_size + yq];
           int64_t x0, y0;
           float fx, fy;
-          Split(x_data[p], width, zeros, &x0, &fx);
-          Split(y_data[p], height, zeros, &y0, &fy);
+          Split(xo, width, zeros, &x0, &fx);
+          Split(yo, height, zeros, &y0, &fy);
           const bool in_x0 = x0 >= 0 && x0 < width;
           const bool in_x1 = x0 + 1 >= 0 && x0 + 1 < width;
           const bool in_y0 = y0 >= 0 && y0 < height;
@@ -266,12 +335,11 @@ class SampleGradOp : public SampleCommon {
           if (!zeros) {
             // Border padding: torch counts the clamped region and the border
             // itself as clipped (zero gradient).
-            const float xo = x_data[p], yo = y_data[p];
             if (!(xo > 0.0f && xo < static_cast<float>(width) - 1.0f)) slope_x = 0.0f;
             if (!(yo > 0.0f && yo < static_cast<float>(height) - 1.0f)) slope_y = 0.0f;
           }
-          gx_data[p] = slope_x;
-          gy_data[p] = slope_y;
+          gx_image[xq] += slope_x;
+          gy_image[yq] += slope_y;
         }
       }
     };
