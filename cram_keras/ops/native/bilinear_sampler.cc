@@ -227,14 +227,16 @@ class SampleOp : public SampleCommon {
           const bool in_x1 = x0 + 1 >= 0 && x0 + 1 < width;
           const bool in_y0 = y0 >= 0 && y0 < height;
           const bool in_y1 = y0 + 1 >= 0 && y0 + 1 < height;
-          const float* r0 = image + (y0 * width + x0) * channels;
-          const float* r1 = r0 + width * channels;
+          // Offsets, not pointers: a corner outside the image is never
+          // read, and no pointer is formed outside the tensor.
+          const int64_t r0 = (y0 * width + x0) * channels;
+          const int64_t r1 = r0 + width * channels;
           float* o = out + p * channels;
           for (int64_t c = 0; c < channels; ++c) {
-            const float v00 = (in_y0 && in_x0) ? r0[c] : 0.0f;
-            const float v01 = (in_y0 && in_x1) ? r0[channels + c] : 0.0f;
-            const float v10 = (in_y1 && in_x0) ? r1[c] : 0.0f;
-            const float v11 = (in_y1 && in_x1) ? r1[channels + c] : 0.0f;
+            const float v00 = (in_y0 && in_x0) ? image[r0 + c] : 0.0f;
+            const float v01 = (in_y0 && in_x1) ? image[r0 + channels + c] : 0.0f;
+            const float v10 = (in_y1 && in_x0) ? image[r1 + c] : 0.0f;
+            const float v11 = (in_y1 && in_x1) ? image[r1 + channels + c] : 0.0f;
             const float top = v00 + fx * (v01 - v00);
             const float dy = (v10 + fx * (v11 - v10)) - top;
             o[c] = top + fy * dy;
