@@ -189,6 +189,25 @@ def test_broadcast_coordinates_equal_full_coordinates(native, padding):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("padding", ["zeros", "border"])
+def test_integer_and_near_integer_coordinates_match_the_keras_ops_path(native, padding):
+    """The kernel's own floor (no library call) at the points where a floor
+    can go wrong: integers, -0.0, and just either side of an integer, inside,
+    on the border and in the zero padding."""
+    values = [-3.0, -2.0, -1.5, -1.0, -1e-7, -0.0, 0.0, 1e-7, 0.9999999, 1.0,
+              2.5, 5.0, 5.0000005, 6.0, 6.9999995, 7.0, 8.0]  # fmt: skip
+    grid = np.array(values, np.float32)
+    x = np.broadcast_to(grid, (len(values), len(values)))[None].copy()
+    y = x.transpose(0, 2, 1).copy()
+    rng = np.random.default_rng(5)
+    images = rng.standard_normal((1, 7, 7, 2)).astype(np.float32)
+    cotangent = rng.standard_normal((1, *x.shape[1:], 2)).astype(np.float32)
+    reference, fused = sample_both(native, images, x, y, padding, cotangent)
+    np.testing.assert_array_equal(fused[0], reference[0])
+    for a, b in zip(fused[1:], reference[1:], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 def test_gradients_are_deterministic(native):
     rng = np.random.default_rng(2)
     images = rng.random((8, 20, 20, 1), dtype=np.float32)

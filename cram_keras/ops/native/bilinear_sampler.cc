@@ -121,11 +121,17 @@ inline void Split(float coordinate, int64_t size, bool zeros, int64_t* lower,
   const float low = zeros ? -2.0f : 0.0f;
   const float high = zeros ? static_cast<float>(size) + 1.0f
                            : static_cast<float>(size) - 1.0f;
-  float c = std::isnan(coordinate) ? low
-                                   : std::fmin(std::fmax(coordinate, low), high);
-  const float floor_c = std::floor(c);
-  *fraction = c - floor_c;
-  *lower = static_cast<int64_t>(floor_c);
+  // Comparisons instead of fmin / fmax / isnan / floor: no library calls in
+  // the inner loop on a baseline x86-64 build. NaN fails every comparison,
+  // so it goes to `low` like the keras.ops path's where(isnan, low, ...).
+  float c = coordinate > low ? coordinate : low;  // NaN -> low
+  c = c < high ? c : high;
+  // floor of a value in [-2, size + 1]: truncate, then step down for
+  // negative non-integers (exact for |c| < 2^23).
+  int64_t whole = static_cast<int64_t>(c);
+  if (static_cast<float>(whole) > c) --whole;
+  *fraction = c - static_cast<float>(whole);
+  *lower = whole;
 }
 
 class SampleCommon : public OpKernel {
@@ -294,9 +300,8 @@ class SampleGradOp : public SampleCommon {
         float* gy_image = gy_data + b * g.y_size;
         std::memset(gx_image, 0, sizeof(float) * g.x_size);
         std::memset(gy_image, 0, sizeof(float) * g.y_size);
-        for (int64_t q = 0; q < pixels; ++q) {
+        for (int64_t q = 0, i = 0, j = 0; q < pixels; ++q) {
           const int64_t p = b * pixels + q;
-          const int64_t i = q / out_w, j = q % out_w;
           const int64_t xq = i * g.x_row + j * g.x_col;
           const int64_t yq = i * g.y_row + j * g.y_col;
           const float xo = x_data[b * g.x_size + xq];
@@ -342,6 +347,10 @@ class SampleGradOp : public SampleCommon {
           }
           gx_image[xq] += slope_x;
           gy_image[yq] += slope_y;
+          if (++j == out_w) {  // (i, j) of output pixel q, without a division
+            j = 0;
+            ++i;
+          }
         }
       }
     };
