@@ -209,6 +209,9 @@ def test_the_wheel_contains_the_bundled_files(tmp_path):
             data = archive.read(f"cram_keras/data/bundled/{name}")
             if name in BUNDLED_SHA256:
                 assert hashlib.sha256(data).hexdigest() == BUNDLED_SHA256[name]
+        # The compiled sampler's source, built on first use after install.
+        source_code = archive.read("cram_keras/ops/native/bilinear_sampler.cc")
+        assert b'REGISTER_OP("CramSampleAtPixels")' in source_code
 
 
 # === DataSource ===
