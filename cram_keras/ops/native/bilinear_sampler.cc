@@ -110,12 +110,6 @@ REGISTER_OP("CramSampleAtPixelsGrad")
 
 namespace {
 
-// One output pixel's corners: clamped integer part and fraction per axis.
-struct Corners {
-  int64_t x0, y0;
-  float fx, fy;
-};
-
 inline void Split(float coordinate, int64_t size, bool zeros, int64_t* lower,
                   float* fraction) {
   const float low = zeros ? -2.0f : 0.0f;
@@ -132,6 +126,35 @@ inline void Split(float coordinate, int64_t size, bool zeros, int64_t* lower,
   if (static_cast<float>(whole) > c) --whole;
   *fraction = c - static_cast<float>(whole);
   *lower = whole;
+}
+
+// One output pixel's four corners in an image of height x width x channels:
+// the fractions, the offsets of the top-left corner's row and of the row
+// below (offsets, not pointers: a corner outside the image is never read,
+// and no pointer is formed outside the tensor), and which corners lie inside.
+struct Corners {
+  float fx, fy;
+  int64_t r0, r1;
+  bool in00, in01, in10, in11;
+};
+
+inline Corners Locate(float x, float y, int64_t width, int64_t height,
+                      int64_t channels, bool zeros) {
+  Corners k;
+  int64_t x0, y0;
+  Split(x, width, zeros, &x0, &k.fx);
+  Split(y, height, zeros, &y0, &k.fy);
+  const bool in_x0 = x0 >= 0 && x0 < width;
+  const bool in_x1 = x0 + 1 >= 0 && x0 + 1 < width;
+  const bool in_y0 = y0 >= 0 && y0 < height;
+  const bool in_y1 = y0 + 1 >= 0 && y0 + 1 < height;
+  k.r0 = (y0 * width + x0) * channels;
+  k.r1 = k.r0 + width * channels;
+  k.in00 = in_y0 && in_x0;
+  k.in01 = in_y0 && in_x1;
+  k.in10 = in_y1 && in_x0;
+  k.in11 = in_y1 && in_x1;
+  return k;
 }
 
 class SampleCommon : public OpKernel {
@@ -225,27 +248,17 @@ class SampleOp : public SampleCommon {
         const float* y_row = y_data + b * g.y_size + i * g.y_row;
         for (int64_t j = 0; j < out_w; ++j) {
           const int64_t p = row * out_w + j;
-          int64_t x0, y0;
-          float fx, fy;
-          Split(x_row[j * g.x_col], width, zeros, &x0, &fx);
-          Split(y_row[j * g.y_col], height, zeros, &y0, &fy);
-          const bool in_x0 = x0 >= 0 && x0 < width;
-          const bool in_x1 = x0 + 1 >= 0 && x0 + 1 < width;
-          const bool in_y0 = y0 >= 0 && y0 < height;
-          const bool in_y1 = y0 + 1 >= 0 && y0 + 1 < height;
-          // Offsets, not pointers: a corner outside the image is never
-          // read, and no pointer is formed outside the tensor.
-          const int64_t r0 = (y0 * width + x0) * channels;
-          const int64_t r1 = r0 + width * channels;
+          const Corners k = Locate(x_row[j * g.x_col], y_row[j * g.y_col],
+                                   width, height, channels, zeros);
           float* o = out + p * channels;
           for (int64_t c = 0; c < channels; ++c) {
-            const float v00 = (in_y0 && in_x0) ? image[r0 + c] : 0.0f;
-            const float v01 = (in_y0 && in_x1) ? image[r0 + channels + c] : 0.0f;
-            const float v10 = (in_y1 && in_x0) ? image[r1 + c] : 0.0f;
-            const float v11 = (in_y1 && in_x1) ? image[r1 + channels + c] : 0.0f;
-            const float top = v00 + fx * (v01 - v00);
-            const float dy = (v10 + fx * (v11 - v10)) - top;
-            o[c] = top + fy * dy;
+            const float v00 = k.in00 ? image[k.r0 + c] : 0.0f;
+            const float v01 = k.in01 ? image[k.r0 + channels + c] : 0.0f;
+            const float v10 = k.in10 ? image[k.r1 + c] : 0.0f;
+            const float v11 = k.in11 ? image[k.r1 + channels + c] : 0.0f;
+            const float top = v00 + k.fx * (v01 - v00);
+            const float dy = (v10 + k.fx * (v11 - v10)) - top;
+            o[c] = top + k.fy * dy;
           }
         }
       }
@@ -306,24 +319,15 @@ class SampleGradOp : public SampleCommon {
           const int64_t yq = i * g.y_row + j * g.y_col;
           const float xo = x_data[b * g.x_size + xq];
           const float yo = y_data[b * g.y_size + yq];
-          int64_t x0, y0;
-          float fx, fy;
-          Split(xo, width, zeros, &x0, &fx);
-          Split(yo, height, zeros, &y0, &fy);
-          const bool in_x0 = x0 >= 0 && x0 < width;
-          const bool in_x1 = x0 + 1 >= 0 && x0 + 1 < width;
-          const bool in_y0 = y0 >= 0 && y0 < height;
-          const bool in_y1 = y0 + 1 >= 0 && y0 + 1 < height;
-          const int64_t offset = (y0 * width + x0) * channels;
-          const int64_t below = width * channels;
+          const Corners k = Locate(xo, yo, width, height, channels, zeros);
+          const float fx = k.fx, fy = k.fy;
           const float* u = up_data + p * channels;
           float slope_x = 0.0f, slope_y = 0.0f;
           for (int64_t c = 0; c < channels; ++c) {
-            const float v00 = (in_y0 && in_x0) ? image[offset + c] : 0.0f;
-            const float v01 = (in_y0 && in_x1) ? image[offset + channels + c] : 0.0f;
-            const float v10 = (in_y1 && in_x0) ? image[offset + below + c] : 0.0f;
-            const float v11 =
-                (in_y1 && in_x1) ? image[offset + below + channels + c] : 0.0f;
+            const float v00 = k.in00 ? image[k.r0 + c] : 0.0f;
+            const float v01 = k.in01 ? image[k.r0 + channels + c] : 0.0f;
+            const float v10 = k.in10 ? image[k.r1 + c] : 0.0f;
+            const float v11 = k.in11 ? image[k.r1 + channels + c] : 0.0f;
             const float dx_top = v01 - v00;
             const float dx_bottom = v11 - v10;
             const float top = v00 + fx * dx_top;
@@ -334,10 +338,10 @@ class SampleGradOp : public SampleCommon {
             const float up_top = u[c] - up_bottom;
             const float up_01 = up_top * fx;
             const float up_11 = up_bottom * fx;
-            if (in_y0 && in_x0) grad_image[offset + c] += up_top - up_01;
-            if (in_y0 && in_x1) grad_image[offset + channels + c] += up_01;
-            if (in_y1 && in_x0) grad_image[offset + below + c] += up_bottom - up_11;
-            if (in_y1 && in_x1) grad_image[offset + below + channels + c] += up_11;
+            if (k.in00) grad_image[k.r0 + c] += up_top - up_01;
+            if (k.in01) grad_image[k.r0 + channels + c] += up_01;
+            if (k.in10) grad_image[k.r1 + c] += up_bottom - up_11;
+            if (k.in11) grad_image[k.r1 + channels + c] += up_11;
           }
           if (!zeros) {
             // Border padding: torch counts the clamped region and the border
