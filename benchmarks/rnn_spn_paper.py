@@ -1,35 +1,41 @@
 #!/usr/bin/env python
-"""RNN-SPN Table 1 as a resumable campaign: the paper protocol on this CPU.
+"""RNN-SPN Table 1 as a resumable campaign: the paper protocol.
 
 The protocol is exactly the paper's (released code's): 60k / 10k / 10k
-generated sequences, d = 2, batch 100, RMSprop 5e-4 (rho 0.9, eps 1e-6),
-two-stage clipping (+-1, then global norm 5), the released code's
-learning-rate rule, early stopping with patience 50 on validation per-digit
-error, up to 300 epochs, test error at the best validation epoch. Models run
-in stages, each in its own run directory: first RNN-SPN to 60 epochs, FFN-SPN
-and the CNN to 20 (`--schedule`), then each in turn to the end of its
-protocol. A killed campaign continues where it stopped when the same command
-is run again (the runner's crash-safe epoch checkpoints and
-`stop_after_epochs`).
+generated sequences, batch 100, RMSprop 5e-4 (rho 0.9, eps 1e-6), two-stage
+clipping (+-1, then global norm 5), the released code's learning-rate rule,
+early stopping with patience 50 on validation per-digit error, up to 300
+epochs, test error at the best validation epoch. The downsample factor d of
+the SPN models is `--downsample` (default 2; Table 1 has d = 1..4). Models
+run in stages, each in its own run directory (`<model>` for d = 2 and the
+CNN, `<model>_d<d>` otherwise): first RNN-SPN to 60 epochs, FFN-SPN and the
+CNN to 20 (`--schedule`), then each in turn to the end of its protocol. A
+killed campaign continues where it stopped when the same command is run
+again (the runner's crash-safe epoch checkpoints and `stop_after_epochs`).
 
-Run it from a git worktree at a fixed commit, in the background:
+Run it from a git worktree at a fixed commit, in the background (MNIST_DIR
+holds the four official MNIST IDX .gz files):
 
     git worktree add runs/campaign <commit>
     cd runs/campaign && nohup python benchmarks/rnn_spn_paper.py \\
-        --data-dir /work/shared/data/mnist --runs-dir ../rnn_spn_paper \\
+        --data-dir MNIST_DIR --runs-dir ../rnn_spn_paper \\
         > ../rnn_spn_paper.log 2>&1 &
 
 and, whenever you stop, write the progress file from the run directories
-(it also evaluates the best-validation weights so far on the test set):
+(it also evaluates the best-validation weights so far on the test set, and
+measures each SPN step's window area there):
 
-    python benchmarks/rnn_spn_paper.py --report --data-dir /work/shared/data/mnist \\
-        --runs-dir runs/rnn_spn_paper --commit <commit>
+    python benchmarks/rnn_spn_paper.py --report --data-dir MNIST_DIR \\
+        --runs-dir runs/rnn_spn_paper --commit <commit> \\
+        --attention-figure rnn_spn_d3=assets/rnn_spn_attention_d3.png
 
-`benchmarks/results/rnn_spn_paper.json`: per model, epochs done, per-epoch
-validation per-digit and sequence errors, test errors at the best validation
-epoch so far, wall time, throughput, hardware, the campaign's commit and
-whether it has finished. A run whose directory is gone keeps its committed
-curve under ``lost_runs``.
+`benchmarks/results/rnn_spn_paper.json`: one row per run directory (model
+and d), with its epochs done, per-epoch validation per-digit and sequence
+errors, test errors at the best validation epoch so far, the mean window
+area of each step as a fraction of the image (`window_area_per_step`, the
+zoom), wall time, throughput, hardware, the campaign's commit and whether
+it has finished. A run whose directory is gone keeps its committed row, or
+its curve under ``lost_runs`` when a restarted run replaced it.
 """
 
 import argparse
@@ -57,14 +63,47 @@ from cram_keras.platform_info import describe
 from cram_keras.training.checkpoint import EpochCheckpoints
 from cram_keras.utils import read_json, write_json
 
-PAPER_TABLE_1 = {"rnn_spn": 0.015, "ffn_spn": 0.020, "conv": 0.029}
+# Table 1 of the paper: per-digit test error by model and downsample factor d
+# (the CNN has no transformer).
+PAPER_TABLE_1 = {
+    ("rnn_spn", 1.0): 0.018,
+    ("rnn_spn", 2.0): 0.015,
+    ("rnn_spn", 3.0): 0.018,
+    ("rnn_spn", 4.0): 0.023,
+    ("ffn_spn", 1.0): 0.044,
+    ("ffn_spn", 2.0): 0.020,
+    ("ffn_spn", 3.0): 0.029,
+    ("ffn_spn", 4.0): 0.053,
+    ("conv", None): 0.029,
+}
 MODELS = ("rnn_spn", "ffn_spn", "conv")
+NAMES = {"rnn_spn": "RNN-SPN", "ffn_spn": "FFN-SPN", "conv": "CNN"}
 
 
-def paper_config(model, data_dir, gru_initializer):
+def paper_error(model, downsample):
+    return PAPER_TABLE_1.get((model, None if model == "conv" else float(downsample)))
+
+
+def row_key(model, downsample=2.0):
+    """A run directory's name and its row's key: the model for the d = 2
+    rows (and the CNN), ``<model>_d<d>`` for the other factors."""
+    if model == "conv" or float(downsample) == 2.0:
+        return model
+    return f"{model}_d{float(downsample):g}"
+
+
+def row_name(model, downsample):
+    if model == "conv":
+        return NAMES[model]
+    return f"{NAMES[model]}, d = {float(downsample):g}"
+
+
+def paper_config(model, data_dir, gru_initializer, downsample=2.0):
     kwargs = dict(model=model, data_dir=data_dir)
     if model == "rnn_spn":
         kwargs["gru_initializer"] = gru_initializer
+    if model != "conv":
+        kwargs["downsample"] = float(downsample)
     return rnn_spn.Config(**kwargs)
 
 
@@ -117,7 +156,10 @@ def report_model(run_dir, data_cache, attention_path=None):
         "gru_initializer": config.gru_initializer
         if config.model == "rnn_spn"
         else None,
-        "paper_per_digit_error": PAPER_TABLE_1[config.model],
+        "model": config.model,
+        "downsample": None if config.model == "conv" else config.downsample,
+        "dropout": config.dropout,
+        "paper_per_digit_error": paper_error(config.model, config.downsample),
     }
     metrics_path = os.path.join(run_dir, "metrics.json")
     metrics = read_json(metrics_path) if os.path.exists(metrics_path) else None
@@ -155,6 +197,10 @@ def report_model(run_dir, data_cache, attention_path=None):
         scores = model.evaluate(test, return_dict=True, verbose=0)
         entry["test_per_digit_error_at_best"] = 1.0 - float(scores["digit_accuracy"])
         entry["test_sequence_error_at_best"] = 1.0 - float(scores["sequence_accuracy"])
+        if hasattr(model, "transforms"):
+            entry["window_area_per_step"] = window_areas(
+                model, data.splits["test"][0], config.batch_size
+            )
         if attention_path:
             from cram_keras.visualization import attention_figure
 
@@ -162,6 +208,20 @@ def report_model(run_dir, data_cache, attention_path=None):
             attention_figure(model, images[:6], labels[:6], attention_path)
             entry["attention_figure"] = attention_path
     return entry
+
+
+def window_areas(model, images, batch_size):
+    """Zoom: the mean area of each step's sampling window as a fraction of
+    the image (|det A| of its affine transform), over `images`; a list with
+    one value per step."""
+    from cram_keras.data.pipelines import as_float
+    from cram_keras.evaluation.glimpses import affine_window_area
+
+    areas = []
+    for start in range(0, len(images), batch_size):
+        params = model.transforms(as_float(images[start : start + batch_size]))
+        areas.append(affine_window_area(keras.ops.convert_to_numpy(params)))
+    return [float(v) for v in np.concatenate(areas).mean(axis=0)]
 
 
 def _newest_readable_record(checkpoints):
@@ -194,21 +254,31 @@ def write_report(args):
     if args.note:
         results["note"] = args.note
     cache = {}
-    for model in MODELS:
-        run_dir = os.path.join(args.runs_dir, model)
-        attention = args.attention_figure if model == "rnn_spn" else None
-        entry = (
-            report_model(run_dir, cache, attention) if os.path.isdir(run_dir) else None
+    found = (
+        sorted(
+            name
+            for name in os.listdir(args.runs_dir)
+            if os.path.exists(os.path.join(args.runs_dir, name, "config.json"))
         )
-        old = previous.get("models", {}).get(model)
+        if os.path.isdir(args.runs_dir)
+        else []
+    )
+    keys = list(dict.fromkeys(list(previous.get("models", {})) + found))
+    for key in sorted(keys, key=_row_order):
+        run_dir = os.path.join(args.runs_dir, key)
+        attention = None
+        if key in args.attention_figures:
+            attention = args.attention_figures[key]
+        entry = report_model(run_dir, cache, attention) if key in found else None
+        old = previous.get("models", {}).get(key)
         if entry is None:
             if old is not None:
-                results["models"][model] = old
+                results["models"][key] = old
             continue
         if old is not None and old.get("epochs_done", 0) > entry["epochs_done"]:
             # The directory was restarted on a fresh machine: keep the lost curve.
-            results["lost_runs"].append(dict(old, model=model))
-        results["models"][model] = entry
+            results["lost_runs"].append(dict(old, model=key))
+        results["models"][key] = entry
     write_json(args.output, results)
     if args.curves_figure:
         learning_curves_figure(results, args.curves_figure)
@@ -216,22 +286,45 @@ def write_report(args):
     print(markdown_table(results))
 
 
+def _row_order(key):
+    """Table 1's order: RNN-SPN d = 1..4, FFN-SPN d = 1..4, the CNN."""
+    model, _, d = key.partition("_d")
+    if model not in MODELS:
+        model, d = key, ""
+    return (MODELS.index(model) if model in MODELS else len(MODELS), float(d or 2), key)
+
+
+def _key_model(key):
+    """(model, d) of a row key (``rnn_spn``, ``ffn_spn_d3``, ``conv``)."""
+    model, _, d = key.partition("_d")
+    return model, (None if model == "conv" else float(d or 2))
+
+
+def table_rows():
+    """Every row of the paper's Table 1 as its key, in the table's order."""
+    return sorted(
+        (row_key(model, d if d is not None else 2.0) for model, d in PAPER_TABLE_1),
+        key=_row_order,
+    )
+
+
 def markdown_table(results):
-    """The README's Table 1 rows from the progress file."""
-    names = {"rnn_spn": "RNN-SPN, d = 2", "ffn_spn": "FFN-SPN, d = 2", "conv": "CNN"}
+    """Table 1 from the progress file: the paper's nine rows, ours beside."""
     lines = [
         "| model | paper: per-digit test error | ours: per-digit test error "
         "(best validation epoch) | ours: sequence test error | epochs done (best) "
         "| training wall time | train sequences/s | state |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for model in MODELS:
-        entry = results["models"].get(model)
-        paper = f"{PAPER_TABLE_1[model] * 100:.1f} %"
+    keys = table_rows() + [k for k in results["models"] if k not in table_rows()]
+    for key in keys:
+        model, d = _key_model(key)
+        entry = results["models"].get(key)
+        error = paper_error(model, d or 2.0)
+        paper = f"{error * 100:.1f} %" if error is not None else ""
+        name = row_name(model, d or 2.0)
         if not entry:
-            lines.append(
-                f"| {names[model]} | {paper} | not started | | 0 | | | queued |"
-            )
+            lines.append(f"| {name} | {paper} | not run | | 0 | | | not run |")
             continue
         state = (
             "early-stopped"
@@ -247,7 +340,7 @@ def markdown_table(results):
         test = entry.get("test_per_digit_error_at_best")
         seq = entry.get("test_sequence_error_at_best")
         lines.append(
-            f"| {names[model]} | {paper} | "
+            f"| {name} | {paper} | "
             + (f"{test * 100:.1f} %" if test is not None else "")
             + " | "
             + (f"{seq * 100:.1f} %" if seq is not None else "")
@@ -265,28 +358,30 @@ def learning_curves_figure(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = {"rnn_spn": "RNN-SPN", "ffn_spn": "FFN-SPN", "conv": "CNN"}
-    colours = {"rnn_spn": "C0", "ffn_spn": "C1", "conv": "C2"}
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for model in MODELS:
-        entry = results["models"].get(model)
-        if entry:
-            errors = np.asarray(entry["valid_per_digit_error"]) * 100
-            state = "finished" if entry["finished"] else "in progress"
-            ax.plot(
-                np.arange(1, len(errors) + 1),
-                errors,
-                marker=".",
-                color=colours[model],
-                label=f"{names[model]} (ours, validation; {len(errors)} epochs, {state})",
-            )
-        ax.axhline(
-            PAPER_TABLE_1[model] * 100,
-            color=colours[model],
-            linestyle="--",
-            linewidth=1,
-            label=f"{names[model]} paper test error {PAPER_TABLE_1[model] * 100:.1f} %",
+    for index, key in enumerate(sorted(results["models"], key=_row_order)):
+        entry = results["models"][key]
+        model, d = _key_model(key)
+        name = row_name(model, d or 2.0)
+        colour = f"C{index % 10}"
+        errors = np.asarray(entry["valid_per_digit_error"]) * 100
+        state = "finished" if entry["finished"] else "in progress"
+        ax.plot(
+            np.arange(1, len(errors) + 1),
+            errors,
+            marker=".",
+            color=colour,
+            label=f"{name} (ours, validation; {len(errors)} epochs, {state})",
         )
+        paper = paper_error(model, d or 2.0)
+        if paper is not None:
+            ax.axhline(
+                paper * 100,
+                color=colour,
+                linestyle="--",
+                linewidth=1,
+                label=f"{name} paper test error {paper * 100:.1f} %",
+            )
     ax.set_yscale("log")
     ax.set_xlabel("epoch (60k training sequences each)")
     ax.set_ylabel("per-digit error (%)")
@@ -294,7 +389,7 @@ def learning_curves_figure(results, path):
 
     machine = f"{results.get('hardware', '')} ({results.get('backend', 'tensorflow')})"
     ax.set_title(
-        "RNN-SPN Table 1 campaign: validation per-digit error, d = 2\n"
+        "RNN-SPN Table 1: validation per-digit error\n"
         + "\n".join(textwrap.wrap(machine, 110)),
         fontsize=8,
     )
@@ -368,11 +463,23 @@ def main(argv=None):
     )
     p.add_argument(
         "--attention-figure",
-        default="assets/rnn_spn_attention.png",
-        help="Fig. 3-style figure of the best RNN-SPN so far, written by --report "
-        "('' for none)",
+        action="append",
+        default=None,
+        metavar="[ROW=]PATH",
+        help="Fig. 3-style figure of a row's best weights so far, written by "
+        "--report; ROW is a run directory's name (rnn_spn_d3, ffn_spn, ...; "
+        "without it: rnn_spn); repeatable; '' for none (default: "
+        "rnn_spn=assets/rnn_spn_attention.png)",
+    )
+    p.add_argument(
+        "--downsample",
+        type=float,
+        default=2.0,
+        help="downsample factor d of the SPN models trained (default 2; their "
+        "run directories are <model>_d<d> for d other than 2)",
     )
     args = p.parse_args(argv)
+    args.attention_figures = parse_figures(args.attention_figure)
     if args.report:
         write_report(args)
         return 0
@@ -381,12 +488,32 @@ def main(argv=None):
     stages = [parse_schedule(args.schedule, models), [(m, None) for m in models]]
     for stage in stages:
         for model, epochs in stage:
-            config = paper_config(model, args.data_dir, args.gru_initializer)
-            print(f"campaign: {model} to {epochs or 'the end'}", flush=True)
+            config = paper_config(
+                model, args.data_dir, args.gru_initializer, args.downsample
+            )
+            key = row_key(model, args.downsample)
+            print(f"campaign: {key} to {epochs or 'the end'}", flush=True)
             rnn_spn.train_and_evaluate(
-                config, os.path.join(args.runs_dir, model), stop_after_epochs=epochs
+                config, os.path.join(args.runs_dir, key), stop_after_epochs=epochs
             )
     return 0
+
+
+def parse_figures(values):
+    """``["x.png", "rnn_spn_d3=y.png"]`` -> ``{"rnn_spn": "x.png", ...}``; an
+    empty value drops that row's figure."""
+    if values is None:
+        return {"rnn_spn": "assets/rnn_spn_attention.png"}
+    figures = {}
+    for value in values:
+        key, sep, path = value.partition("=")
+        if not sep:
+            key, path = "rnn_spn", value
+        if path:
+            figures[key] = path
+        else:
+            figures.pop(key, None)
+    return figures
 
 
 def parse_schedule(text, models):

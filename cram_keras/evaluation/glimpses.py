@@ -103,3 +103,21 @@ def window_statistics(taus, masks, ring_width=2):
         "hole_coverage": fraction(hole),
         "ring_width_px": ring_width,
     }
+
+
+def affine_window_area(thetas):
+    """Area of the region an affine transform samples, as a fraction of the
+    image: (..., 2, 3) or (..., 6) matrices (normalised coordinates) -> (...).
+
+    The output grid spans the square [-1, 1]^2; the transform maps it to the
+    parallelogram `A [-1, 1]^2 + t` of the input, whose area over the input's
+    (also 4 in normalised units) is `|det A|`. A value below 1 is a zoom in
+    (a crop smaller than the image), above 1 a zoom out; the parts of the
+    window that fall outside the image are counted.
+    """
+    thetas = np.asarray(thetas, np.float64)
+    if thetas.shape[-2:] != (2, 3):
+        thetas = thetas.reshape(thetas.shape[:-1] + (2, 3))
+    return np.abs(
+        thetas[..., 0, 0] * thetas[..., 1, 1] - thetas[..., 0, 1] * thetas[..., 1, 0]
+    )

@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from cram_keras.evaluation.glimpses import ring, window_boxes, window_statistics
+from cram_keras.evaluation.glimpses import (
+    affine_window_area,
+    ring,
+    window_boxes,
+    window_statistics,
+)
 
 
 def test_window_boxes_in_pixels():
@@ -48,3 +53,25 @@ def test_statistics_of_stacked_and_spread_windows():
         window_statistics(stacked[None, :1], mask[:1])["mean_pairwise_distance_px"]
         is None
     )
+
+
+def _polygon_area(points):
+    """Shoelace area of a polygon given by its (K, 2) vertices in order."""
+    x, y = points[:, 0], points[:, 1]
+    return 0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
+def test_affine_window_area_is_the_sampled_parallelogram_over_the_image():
+    rng = np.random.default_rng(3)
+    thetas = rng.normal(size=(5, 4, 2, 3))
+    corners = np.array([[-1, -1, 1], [1, -1, 1], [1, 1, 1], [-1, 1, 1]], float)
+    expected = np.array(
+        [[_polygon_area(corners @ t.T) / 4.0 for t in row] for row in thetas]
+    )
+    np.testing.assert_allclose(affine_window_area(thetas), expected, rtol=1e-12)
+    # The flat (..., 6) form of the same matrices.
+    flat = affine_window_area(thetas.reshape(5, 4, 6))
+    np.testing.assert_allclose(flat, expected, rtol=1e-12)
+    # Identity: the whole image; a scale of 1/3 per axis: a ninth of it.
+    assert affine_window_area([[1, 0, 0.3], [0, 1, -0.2]]) == 1.0
+    assert affine_window_area([1 / 3, 0, 0, 0, 1 / 3, 0]) == pytest.approx(1 / 9)

@@ -149,3 +149,53 @@ def test_gpu_script_refuses_bad_settings_before_anything_runs(env, message, tmp_
     )  # fmt: skip
     assert proc.returncode != 0 and message in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_report_rows_by_model_and_d_with_the_window_area(tmp_path, fake_mnist_dir):
+    """A d = 3 run directory becomes its own row (``rnn_spn_d3``) beside the
+    paper's d = 3 number; its zoom is the mean |det A| of each step's
+    transform over the test set, recomputed here from the model itself."""
+    import numpy as np
+
+    from cram_keras.experiments.runner import load_config
+
+    config = rnn_spn.smoke_config(
+        data_dir=str(fake_mnist_dir), cache_dir=str(tmp_path / "cache"), downsample=3.0
+    )
+    runs = tmp_path / "runs"
+    rnn_spn.train_and_evaluate(config, str(runs / "rnn_spn_d3"), verbose=0)
+    output = tmp_path / "progress.json"
+    campaign.main(
+        [
+            "--report",
+            "--runs-dir",
+            str(runs),
+            "--output",
+            str(output),
+            "--curves-figure",
+            str(tmp_path / "curves.png"),
+            "--attention-figure",
+            f"rnn_spn_d3={tmp_path / 'd3.png'}",
+        ]
+    )
+    results = json.loads(output.read_text())
+    entry = results["models"]["rnn_spn_d3"]
+    assert entry["downsample"] == 3.0 and entry["paper_per_digit_error"] == 0.018
+    assert (tmp_path / "d3.png").stat().st_size > 0
+    # The reference: the affine matrices of every test image, their
+    # determinants by NumPy, averaged per step.
+    loaded = load_config(rnn_spn.Config, str(runs / "rnn_spn_d3"))
+    data = rnn_spn.EXPERIMENT.load_data(loaded, print)
+    model = rnn_spn.EXPERIMENT.build_model(loaded, data)
+    checkpoints = runs / "rnn_spn_d3" / "checkpoints"
+    record = json.loads(sorted(checkpoints.glob("epoch-*.json"))[-1].read_text())
+    model.load_weights(str(checkpoints / record["best_weights"]))
+    images = data.splits["test"][0].astype("float32") / 255.0
+    _, thetas = model(images, training=False, return_transforms=True)
+    dets = np.abs(np.linalg.det(np.asarray(thetas)[..., :2]))
+    np.testing.assert_allclose(entry["window_area_per_step"], dets.mean(0), rtol=1e-4)
+    table = campaign.markdown_table(results)
+    rows = [line for line in table.splitlines()[2:]]
+    assert len(rows) == 9  # the paper's nine rows, run or not
+    assert rows[2].startswith("| RNN-SPN, d = 3 | 1.8 % |")
+    assert rows[0].startswith("| RNN-SPN, d = 1 | 1.8 % | not run |")
