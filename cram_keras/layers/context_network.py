@@ -73,13 +73,20 @@ class ContextNetwork(keras.layers.Layer):
         self.downsample = check_positive_int("downsample", downsample)
         # === Layers ===
         self.pool = layers.AveragePooling2D(
-            self.downsample, padding="same", name="downsample"
+            self.downsample, padding="same", dtype=self.dtype_policy, name="downsample"
         )
-        cnn = dict(kernel_size=3, strides=1, pool_size=3, pool_strides=2)
+        cnn = dict(
+            kernel_size=3,
+            strides=1,
+            pool_size=3,
+            pool_strides=2,
+            dtype=self.dtype_policy,
+        )
         self.image_cnn = ConvStack(self.filters, name="image_cnn", **cnn)
         self.clue_cnn = ConvStack(self.filters, name="clue_cnn", **cnn)
-        self.c_head = MLP((self.units, self.state_units), name="c_head")
-        self.h_head = MLP((self.units, self.state_units), name="h_head")
+        head = (self.units, self.state_units)
+        self.c_head = MLP(head, dtype=self.dtype_policy, name="c_head")
+        self.h_head = MLP(head, dtype=self.dtype_policy, name="h_head")
 
     def build(self, input_shape):
         image_shape, clue_shape = check_image_and_clue(self.name, input_shape)

@@ -147,22 +147,28 @@ class ConvStack(keras.layers.Layer):
                     strides=self.strides,
                     padding="same",
                     use_bias=False,
+                    dtype=self.dtype_policy,
                     name=f"conv{i}",
                 )
             )
-            self.stack.append(layers.BatchNormalization(name=f"bn{i}"))
-            self.stack.append(layers.Activation("elu", name=f"elu{i}"))
+            self.stack.append(
+                layers.BatchNormalization(dtype=self.dtype_policy, name=f"bn{i}")
+            )
+            self.stack.append(
+                layers.Activation("elu", dtype=self.dtype_policy, name=f"elu{i}")
+            )
             if pool_size is not None:
                 self.stack.append(
                     layers.MaxPooling2D(
                         pool_size,
                         strides=self.pool_strides,
                         padding="same",
+                        dtype=self.dtype_policy,
                         name=f"pool{i}",
                     )
                 )
         if self.flatten:
-            self.stack.append(layers.Flatten(name="flatten"))
+            self.stack.append(layers.Flatten(dtype=self.dtype_policy, name="flatten"))
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -246,11 +252,20 @@ class MLP(keras.layers.Layer):
         for i, u in enumerate(self.units):
             normalised = i < last or activate_last
             self.stack.append(
-                layers.Dense(u, use_bias=not normalised, name=f"dense{i}")
+                layers.Dense(
+                    u,
+                    use_bias=not normalised,
+                    dtype=self.dtype_policy,
+                    name=f"dense{i}",
+                )
             )
             if normalised:
-                self.stack.append(layers.BatchNormalization(name=f"bn{i}"))
-                self.stack.append(layers.Activation("elu", name=f"elu{i}"))
+                self.stack.append(
+                    layers.BatchNormalization(dtype=self.dtype_policy, name=f"bn{i}")
+                )
+                self.stack.append(
+                    layers.Activation("elu", dtype=self.dtype_policy, name=f"elu{i}")
+                )
 
     def build(self, input_shape):
         if len(input_shape) != 2 or input_shape[-1] is None:

@@ -48,8 +48,8 @@ class CoreNetwork(keras.layers.Layer):
         # === Config ===
         self.units = check_positive_int("units", units)
         # === Layers ===
-        self.lstm1 = layers.LSTMCell(self.units, name="lstm1")
-        self.lstm2 = layers.LSTMCell(self.units, name="lstm2")
+        self.lstm1 = layers.LSTMCell(self.units, dtype=self.dtype_policy, name="lstm1")
+        self.lstm2 = layers.LSTMCell(self.units, dtype=self.dtype_policy, name="lstm2")
 
     def build(self, input_shape):
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 3:

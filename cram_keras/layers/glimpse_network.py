@@ -66,10 +66,11 @@ class GlimpseNetwork(keras.layers.Layer):
             strides=1,
             pool_size=3,
             pool_strides=2,
+            dtype=self.dtype_policy,
             name="what_cnn",
         )
-        self.what = layers.Dense(self.units, name="what")
-        self.where = layers.Dense(self.units, name="where")
+        self.what = layers.Dense(self.units, dtype=self.dtype_policy, name="what")
+        self.where = layers.Dense(self.units, dtype=self.dtype_policy, name="where")
 
     def build(self, input_shape):
         if (

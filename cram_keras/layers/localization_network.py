@@ -154,13 +154,23 @@ class LocalizationNetwork(keras.layers.Layer):
         self.min_scale = float(min_scale)
         self.initial_scale = float(initial_scale)
         # === Layers ===
-        cnn = dict(kernel_size=self.kernel_size, strides=2, pool_size=None)
+        cnn = dict(
+            kernel_size=self.kernel_size,
+            strides=2,
+            pool_size=None,
+            dtype=self.dtype_policy,
+        )
         self.image_cnn = ConvStack(self.filters, name="image_cnn", **cnn)
         self.clue_cnn = ConvStack(self.filters, name="clue_cnn", **cnn)
         self.state_mlp = MLP(
-            (self.units, self.units), activate_last=True, name="state_mlp"
+            (self.units, self.units),
+            activate_last=True,
+            dtype=self.dtype_policy,
+            name="state_mlp",
         )
-        self.hidden = MLP((self.units,), activate_last=True, name="hidden")
+        self.hidden = MLP(
+            (self.units,), activate_last=True, dtype=self.dtype_policy, name="hidden"
+        )
         fraction = (self.initial_scale - self.min_scale) / (1.0 - self.min_scale)
         self.head = layers.Dense(
             3,
@@ -168,6 +178,7 @@ class LocalizationNetwork(keras.layers.Layer):
             bias_initializer=keras.initializers.Constant(
                 [math.log(fraction / (1.0 - fraction)), 0.0, 0.0]
             ),
+            dtype=self.dtype_policy,
             name="head",
         )
 
