@@ -1,7 +1,7 @@
 """Inpainting data: 32x32 images in [0, 1] and their occlusion masks.
 
 `load_inpainting_dataset(name)` returns NumPy train and test images for the
-CRAM inpainting experiment (DESIGN.md, E3); `inpainting_masks` makes the
+CRAM inpainting experiment (docs/design.md, E3); `inpainting_masks` makes the
 masks in NumPy and `inpainting_dataset` pairs images with masks in a
 `tf.data.Dataset` for TensorFlow training.
 

@@ -1,6 +1,6 @@
 """Classical inpainting baselines and the shared inpainting scorer.
 
-The CRAM inpainter is compared (DESIGN.md, experiment E3) with OpenCV's
+The CRAM inpainter is compared (docs/design.md, experiment E3) with OpenCV's
 Telea (2004) fast marching and Navier-Stokes (Bertalmio et al., 2001)
 inpainting and with a mean-colour fill. Every method, the model included, is
 scored by `evaluate_inpainting` on completed images, so all are measured the

@@ -4,7 +4,7 @@ keras-tuner search over glimpse counts.
 
 The paper's own classification experiment (Section VI-A) is "work in
 progress": it reports no number. We run CRAM on the benchmark of its parent
-model RAM and print the published anchors beside ours (DESIGN.md, E2):
+model RAM and print the published anchors beside ours (docs/design.md, E2):
 
     RAM, 8 glimpses (Mnih et al. 2014, Table 2)   60x60 cluttered MNIST     4.04 %
     RAM's convolutional baseline (same table)      60x60 cluttered MNIST     8.09 %

@@ -45,7 +45,7 @@ class LocalizationNetwork(keras.layers.Layer):
     `(logit((initial_scale - min_scale) / (1 - min_scale)), 0, 0)`, so before
     training every glimpse is the centred window of half-size `initial_scale`
     whatever the image: `tau = (initial_scale, 0, 0)` (the identity-like
-    start of DESIGN.md; the released code's `tanh(xW + 1) / 2 + b` started
+    start of docs/design.md; the released code's `tanh(xW + 1) / 2 + b` started
     at a scale of about 1.38 with a translation of about 0.38, and its window
     could leave the image).
 

@@ -4,7 +4,7 @@
 Sizes the paper leaves open ("vary depending on the size of the image") are
 constructor arguments; the defaults are the released code's where it has
 them (filters, 512 hidden units) and are stated in each docstring otherwise.
-Deviations from paper and released code (DESIGN.md, CRAM table):
+Deviations from paper and released code (docs/deviations.md, CRAM table):
 
 * the localisation head is bounded and starts at a centred glimpse
   (`LocalizationNetwork`), not the released code's `tanh(xW + 1) / 2 + b`;
@@ -328,7 +328,7 @@ class CRAMClassifier(keras.Model):
         num_classes: number of classes (10).
         decoder_units: widths of the decoder's hidden layers (`(256, 256)`:
             with the output layer, the paper's 3-layer MLP).
-        clue_weight: weight of the clue loss, >= 0 (0.1, DESIGN.md).
+        clue_weight: weight of the clue loss, >= 0 (0.1, as the released code).
         clue_reduction: `"mean"` or `"sum"` of the clue loss over glimpses
             (`"mean"`, see `clue_loss`).
         **kwargs: passed to `keras.Model`.
