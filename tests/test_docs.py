@@ -1,0 +1,189 @@
+"""The user-facing documents: README.md, docs/*.md, CHANGELOG.md and
+benchmarks/README.md.
+
+They cite only files that exist (links, anchors, and repository paths in
+the text), hold no machine-local paths, issue numbers or references to a
+design file outside the repository, their results tables are those that
+`tools/render_docs.py` renders from `benchmarks/results/`, the README stays
+a front door, and its Python example runs. Only the example imports
+TensorFlow (in a subprocess).
+"""
+
+import importlib.util
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+DOCUMENTS = [
+    REPO / "README.md",
+    REPO / "CHANGELOG.md",
+    REPO / "benchmarks" / "README.md",
+    *sorted((REPO / "docs").glob("*.md")),
+]
+README_MAX_LINES = 220
+
+# A path inside the repository, as the documents write them in text or code.
+REPO_PATH = re.compile(
+    r"(?<![\w/.~-])((?:cram_keras|benchmarks|tests|assets|docs|tools|\.ci)/[\w./*-]*"
+    r"|train_\w+\.py|pyproject\.toml|requirements\.txt|CHANGELOG\.md)"
+)
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+FORBIDDEN = {
+    "a machine-local path": re.compile(r"/work/|/root/|/home/|\.\./shared"),
+    "a design file outside the repository": re.compile(r"DESIGN\.md"),
+    "an issue reference": re.compile(r"\bissues? \d+|#\d+", re.I),
+    "a process narrative": re.compile(r"SIGSTOP"),
+}
+
+
+def _ids(paths):
+    return [str(p.relative_to(REPO)) for p in paths]
+
+
+def _slug(heading):
+    """GitHub's anchor of a markdown heading."""
+    text = re.sub(r"[`*_]{2,}|`", "", heading.strip().lower())
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def _anchors(path):
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    return {_slug(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", text, re.M)}
+
+
+def _render_docs():
+    spec = importlib.util.spec_from_file_location(
+        "render_docs", REPO / "tools" / "render_docs.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=_ids(DOCUMENTS))
+def test_links_point_to_existing_files_and_headings(path):
+    text = path.read_text(encoding="utf-8")
+    missing = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+            continue
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        if not linked.exists():
+            missing.append(target)
+        elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+            missing.append(f"{target} (no such heading)")
+    assert not missing, f"{path.name} links to what does not exist: {missing}"
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=_ids(DOCUMENTS))
+def test_cited_repository_paths_exist(path):
+    text = path.read_text(encoding="utf-8")
+    text = re.sub(r"https?://\S+", "", text)
+    missing = []
+    for match in REPO_PATH.finditer(text):
+        cited = match.group(1).rstrip(".,")
+        # From the repository root, or from the document's folder (a
+        # benchmark script named in benchmarks/README.md).
+        found = [
+            hit
+            for base in (REPO, path.parent)
+            for hit in (
+                base.glob(cited) if any(c in cited for c in "*?") else [base / cited]
+            )
+            if hit.exists()
+        ]
+        if not found:
+            missing.append(cited)
+    assert not missing, (
+        f"{path.name} cites files that do not exist: {sorted(set(missing))}"
+    )
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=_ids(DOCUMENTS))
+def test_no_machine_paths_issue_numbers_or_outside_design_file(path):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found = [
+        f"line {number}: {what}: {line.strip()[:120]}"
+        for number, line in enumerate(lines, 1)
+        for what, pattern in FORBIDDEN.items()
+        if pattern.search(line)
+    ]
+    assert not found, f"{path.name}:\n" + "\n".join(found)
+
+
+def test_the_results_tables_are_rendered_from_the_result_files(capsys):
+    code = _render_docs().main(["--check"])
+    out, err = capsys.readouterr()
+    assert code == 0, (
+        "a results table differs from benchmarks/results (run "
+        f"`python tools/render_docs.py`):\n{out}{err}"
+    )
+
+
+def test_the_render_markers_pair_up_and_name_known_blocks():
+    render_docs = _render_docs()
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        opened = re.findall(r"<!-- render:([a-z0-9_]+) -->", text)
+        closed = re.findall(r"<!-- /render:([a-z0-9_]+) -->", text)
+        assert opened == closed, path.name
+        assert set(opened) <= set(render_docs.RENDERERS), path.name
+    assert "headline" in re.findall(
+        r"<!-- render:([a-z0-9_]+) -->", (REPO / "README.md").read_text()
+    )
+
+
+def test_the_render_check_fails_on_a_hand_edited_table(tmp_path, monkeypatch):
+    render_docs = _render_docs()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    edited = re.sub(r"\| 2\.14 % \|", "| 1.50 % |", readme, count=1)
+    assert edited != readme
+    (tmp_path / "README.md").write_text(edited, encoding="utf-8")
+    (tmp_path / "docs").mkdir()
+    shutil.copytree(
+        REPO / "benchmarks" / "results", tmp_path / "benchmarks" / "results"
+    )
+    monkeypatch.setattr(render_docs, "REPO", tmp_path)
+    monkeypatch.setattr(render_docs, "RESULTS", tmp_path / "benchmarks" / "results")
+    assert render_docs.main(["--check"]) == 1
+    assert (tmp_path / "README.md").read_text(encoding="utf-8") == edited
+    assert render_docs.main([]) == 0
+    assert (tmp_path / "README.md").read_text(encoding="utf-8") == readme
+
+
+def test_readme_is_a_front_door():
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, len(lines)
+    text = "\n".join(lines)
+    # What CI installs and runs (.ci/run runs the README's test command).
+    assert "\npython -m pytest\n" in text
+    assert "pip install -r requirements.txt" in text
+    assert 'pip install -e ".[test]"' in text
+    assert "python train_inpaint.py --epochs 50" in text
+    assert "@article{sonderby2015recurrent" in text and "@article{chung2018cram" in text
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs(tmp_path):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert blocks, "the README has no Python example"
+    code = "\n".join(blocks)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Each `print(...)  # expected` line of the example prints what it says.
+    for expected in re.findall(r"^print\(.*\)\s+#\s*(.+)$", code, re.M):
+        assert expected.strip() in proc.stdout, (expected, proc.stdout[-2000:])
