@@ -1,6 +1,17 @@
-"""keras-tuner search over CRAM's number of glimpses and learning rate.
+"""keras-tuner random searches over CRAM's settings.
 
-The search is a `keras_tuner.RandomSearch` over
+Two kinds of search share the trials table and the choice of the best trial:
+
+* `glimpse_search`: each trial is one `model.fit` of a compiled classifier
+  (`GlimpseHyperModel`), scored by its best validation epoch (below);
+* `RunSearch`: each trial is a whole training run of an experiment in its
+  own run directory (`train_trial(trial_id, values) -> results`), for models
+  that are not one `fit` with a validation metric (the inpainting GAN). A
+  killed search resumes the interrupted trial: keras-tuner keeps its id and
+  values, so it finds its run directory again, and the run resumes from its
+  last epoch checkpoint.
+
+The glimpse search is a `keras_tuner.RandomSearch` over
 
     num_glimpses   integer in [1, 8]                     (uniform)
     learning_rate  float in [1e-5, 1e-3]                 (log-uniform; paper: 1e-4)
@@ -26,6 +37,10 @@ trial; rerunning the same search reloads it, skips finished trials, re-runs
 an interrupted one from scratch and continues up to `max_trials` (which may
 be raised between runs).
 
+Both searches are seeded: `search_seed(seed)` is the oracle's seed, so the
+same seed samples the same values (keras-tuner itself would draw a random
+seed for seed 0).
+
 Example:
 
 >>> hypermodel = GlimpseHyperModel(build_model, example_inputs=[x[:2], c[:2]])
@@ -34,8 +49,19 @@ Example:
 >>> rows = trials_table(tuner)
 >>> write_trials_table(rows, "trials.csv", "trials.json")
 >>> best_configuration(tuner)  # {"num_glimpses": ..., "learning_rate": ..., ...}
+
+A search whose trials are runs:
+
+>>> space = search_space({"glimpses": (1, 8), "learning_rate": (1e-5, 1e-3)},
+...                      log=("learning_rate",))
+>>> search = RunSearch(train_trial, space, "valid_psnr", "runs/x", max_trials=8)
+>>> search.search()
+>>> rows = run_trials_table(search)
+>>> write_trials_table(rows, "trials.csv", "trials.json", table_columns(search))
+>>> best_row(rows, "valid_psnr", "max")
 """
 
+import contextlib
 import csv
 import os
 import time
@@ -43,6 +69,7 @@ import time
 import keras_tuner as kt
 import numpy as np
 
+from cram_keras.training.checkpoint import CRASH_ENV
 from cram_keras.utils import atomic_path, read_json, write_json
 
 OBJECTIVE = "val_accuracy"
@@ -154,26 +181,19 @@ def glimpse_search(
             `directory/project_name`.
         project_name: name of the project folder (`"tuner"`).
         max_trials: number of trials in all, counting those of earlier runs.
-        seed: seed of the random search.
+        seed: seed of the random search (see `search_seed`).
         objective: logged value to maximise (`"val_accuracy"`).
 
     Returns:
         The tuner; call `tuner.search(train, validation_data=valid,
         epochs=E, ...)` to run (or resume) the search.
     """
-    if (
-        isinstance(max_trials, bool)
-        or not isinstance(max_trials, int)
-        or max_trials < 1
-    ):
-        raise ValueError(
-            f"`max_trials` must be a positive integer. Received: max_trials={max_trials!r}"
-        )
+    _check_max_trials(max_trials)
     return _RecordingRandomSearch(
         hypermodel,
         objective=kt.Objective(objective, direction="max"),
         max_trials=max_trials,
-        seed=seed,
+        seed=search_seed(seed),
         directory=os.fspath(directory),
         project_name=project_name,
         overwrite=False,
@@ -197,11 +217,8 @@ def trials_table(tuner, objective=OBJECTIVE):
     """
     oracle = tuner.oracle
     records = trial_records(tuner.project_dir)
-    order = list(oracle.start_order) + sorted(
-        set(oracle.trials) - set(oracle.start_order)
-    )
     rows = []
-    for trial_id in order:
+    for trial_id in trial_order(oracle):
         trial = oracle.trials[trial_id]
         values = trial.hyperparameters.values
         record = records.get(trial_id, {})
@@ -231,16 +248,47 @@ def trials_table(tuner, objective=OBJECTIVE):
     return rows
 
 
-def write_trials_table(rows, csv_path, json_path):
-    """Writes `rows` as CSV (the `TABLE_COLUMNS`) and as JSON (everything)."""
+def trial_order(oracle):
+    """The ids of an oracle's trials in the order they started."""
+    return list(oracle.start_order) + sorted(
+        set(oracle.trials) - set(oracle.start_order)
+    )
+
+
+def write_trials_table(rows, csv_path, json_path, columns=TABLE_COLUMNS):
+    """Writes `rows` as CSV (`columns`, by default the glimpse search's
+    `TABLE_COLUMNS`; empty where a row has no value) and as JSON
+    (`{"trials": rows}`, every key)."""
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow(
-                {k: "" if row[k] is None else row[k] for k in TABLE_COLUMNS}
-            )
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
     write_json(json_path, {"trials": rows})
+
+
+def best_row(rows, key, direction, where="the search"):
+    """The completed row of a trials table with the best `key` (`direction`
+    "max" or "min"; the first such row on a tie).
+
+    Raises:
+        RuntimeError: no trial has completed with a value of `key` (every
+            trial failed: their messages are in the table).
+    """
+    if direction not in ("max", "min"):
+        raise ValueError(
+            f"`direction` must be 'max' or 'min'. Received: direction={direction!r}"
+        )
+    completed = [
+        row for row in rows if row["status"] == "COMPLETED" and row.get(key) is not None
+    ]
+    if not completed:
+        raise RuntimeError(
+            f"No trial of {where} completed with a value of {key!r}; see the "
+            "'message' of each trial in the trials table."
+        )
+    pick = max if direction == "max" else min
+    return pick(completed, key=lambda row: row[key])
 
 
 def best_configuration(tuner, objective=OBJECTIVE):
@@ -250,18 +298,12 @@ def best_configuration(tuner, objective=OBJECTIVE):
         RuntimeError: no trial has finished with a value of `objective`
             (every trial failed: their messages are in `trials_table`).
     """
-    completed = [
-        row
-        for row in trials_table(tuner, objective)
-        if row["status"] == "COMPLETED" and row["best_val_error"] is not None
-    ]
-    if not completed:
-        raise RuntimeError(
-            f"No trial of the search in {tuner.project_dir} completed with a "
-            f"value of {objective!r}; see the 'message' of each trial in the "
-            "trials table."
-        )
-    best = min(completed, key=lambda row: row["best_val_error"])
+    best = best_row(
+        trials_table(tuner, objective),
+        "best_val_error",
+        "min",
+        where=f"the search in {tuner.project_dir}",
+    )
     return {
         "trial_id": best["trial_id"],
         "num_glimpses": best["num_glimpses"],
@@ -274,6 +316,236 @@ def best_configuration(tuner, objective=OBJECTIVE):
 def load_trial_model(tuner, trial_id):
     """The model of trial `trial_id` with the weights of its best epoch."""
     return tuner.load_model(tuner.oracle.get_trial(trial_id))
+
+
+# === Searches whose trials are runs ===
+
+
+def search_seed(seed):
+    """The oracle seed of a search seeded `seed` (an integer >= 0): the same
+    for the same `seed`, and never 0, which keras-tuner would replace with a
+    random seed."""
+    state = np.random.SeedSequence(int(seed)).generate_state(1)[0]
+    return int(state % (2**31 - 2)) + 1
+
+
+def search_space(ranges, log=()):
+    """`keras_tuner.HyperParameters` with one hyperparameter per entry
+    `name: (low, high)` of `ranges` (inclusive bounds): two integers sample
+    an integer uniformly, numbers a float uniformly, or log-uniformly for
+    the names in `log`; `low == high` fixes the value.
+
+    Raises:
+        ValueError: a range that is not `(low, high)` with `low <= high`, or
+            a log range that is not positive.
+    """
+    hp = kt.HyperParameters()
+    for name, value in ranges.items():
+        integer = isinstance(value, (list, tuple)) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        )
+        low, high = _check_range(f"{name}_range", value, integer=integer)
+        if name in log and low <= 0:
+            raise ValueError(
+                f"`{name}_range` must be positive (it is sampled on a log scale). "
+                f"Received: {name}_range={value!r}"
+            )
+        if low == high:
+            hp.Fixed(name, low)
+        elif integer and name not in log:
+            hp.Int(name, low, high)
+        else:
+            hp.Float(
+                name,
+                float(low),
+                float(high),
+                sampling="log" if name in log else "linear",
+            )
+    return hp
+
+
+@contextlib.contextmanager
+def trial_crash_points(trial_id):
+    """Inside trial `trial_id` of a `RunSearch`, the crash point
+    `trial:<trial_id>:<name>` (`cram_keras.training.checkpoint.crash_point`)
+    is the point `<name>` of the trial's run, e.g. `trial:1:batch:0` kills
+    trial 1 after its first batch. A point without the prefix fires outside
+    the trials only."""
+    value = os.environ.get(CRASH_ENV)
+    if value is None:
+        yield
+        return
+    prefix = f"trial:{trial_id}:"
+    os.environ[CRASH_ENV] = value[len(prefix) :] if value.startswith(prefix) else ""
+    try:
+        yield
+    finally:
+        os.environ[CRASH_ENV] = value
+
+
+class _SearchStopped(kt.errors.FatalError):
+    """Carries an error of a trial that stops the whole search."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
+class RunSearch(kt.RandomSearch):
+    """A seeded, resumable random search whose trials are training runs.
+
+    keras-tuner samples the values and keeps the oracle's state in
+    `directory/project_name`; each trial calls `train_trial`, which trains
+    the trial's run (or resumes it, or finds it finished) and returns its
+    results. What a rerun of the same search does:
+
+    * a completed or failed trial is not run again;
+    * an interrupted trial (killed, or stopped by an error) is run again
+      with the same trial id and the same values (keras-tuner 1.4 re-queues
+      the trials that were running when its state was saved; the state is
+      saved when the search starts, so this holds for the first trial too):
+      `train_trial` finds the same run directory and the run resumes from
+      its last epoch checkpoint;
+    * the search then continues up to `max_trials`, counting the trials of
+      earlier runs.
+
+    Args:
+        train_trial: `(trial_id, values) -> results`, `values` a dict of the
+            hyperparameters' values, `results` a JSON-serialisable dict with
+            the `objective`'s value (and whatever the trials table shows:
+            `"epochs"`, `"seconds"`).
+        space: the `keras_tuner.HyperParameters` searched (`search_space`).
+        objective: the key of the objective in `results`.
+        directory: the run directory; the project lives in
+            `directory/project_name`.
+        project_name: name of the project folder (`"tuner"`).
+        direction: `"max"` (default) or `"min"`: the better objective.
+        max_trials: number of trials in all, counting those of earlier runs.
+        seed: seed of the random search (`search_seed`).
+        failed_errors: exception types that fail one trial (recorded as
+            FAILED with its message; the search goes on), e.g. a diverged
+            training. Any other exception stops the search and is raised as
+            it is; the trial stays to be resumed by the next run.
+    """
+
+    def __init__(
+        self,
+        train_trial,
+        space,
+        objective,
+        directory,
+        project_name="tuner",
+        direction="max",
+        max_trials=16,
+        seed=0,
+        failed_errors=(),
+    ):
+        _check_max_trials(max_trials)
+        self.train_trial = train_trial
+        self.failed_errors = tuple(failed_errors)
+        super().__init__(
+            hypermodel=None,
+            objective=kt.Objective(objective, direction=direction),
+            max_trials=max_trials,
+            seed=search_seed(seed),
+            hyperparameters=space,
+            allow_new_entries=False,
+            directory=os.fspath(directory),
+            project_name=project_name,
+            overwrite=False,
+        )
+
+    def on_search_begin(self):
+        # Saved before the first trial, so that a search killed during it
+        # reloads (and resumes that trial) instead of starting anew.
+        super().on_search_begin()
+        self.save()
+
+    def search(self, *args, **kwargs):
+        try:
+            super().search(*args, **kwargs)
+        except _SearchStopped as stopped:
+            raise stopped.error from None
+
+    def run_trial(self, trial, *args, **kwargs):
+        try:
+            with trial_crash_points(trial.trial_id):
+                results = self.train_trial(
+                    trial.trial_id, dict(trial.hyperparameters.values)
+                )
+        except self.failed_errors as err:
+            raise kt.errors.FailedTrialError(f"{type(err).__name__}: {err}") from err
+        except Exception as err:  # noqa: BLE001  Stops the search, re-raised there.
+            raise _SearchStopped(err) from err
+        objective = self.oracle.objective.name
+        if results.get(objective) is None:
+            raise _SearchStopped(
+                KeyError(
+                    f"The results of trial {trial.trial_id} have no {objective!r}. "
+                    f"Received: {sorted(results)}"
+                )
+            )
+        records = trial_records(self.project_dir)
+        records[trial.trial_id] = dict(results)
+        write_json(os.path.join(self.project_dir, "trial_records.json"), records)
+        return {objective: float(results[objective])}
+
+
+def hyperparameter_names(search):
+    """The names of the hyperparameters a search samples, in declared order."""
+    return [hp.name for hp in search.oracle.hyperparameters.space]
+
+
+def table_columns(search):
+    """The CSV columns of a `RunSearch`'s trials table."""
+    objective = search.oracle.objective.name
+    return (
+        "trial_id",
+        "status",
+        *hyperparameter_names(search),
+        objective,
+        "epochs",
+        "seconds",
+    )
+
+
+def run_trials_table(search):
+    """One row per trial of a `RunSearch`, in the order they started.
+
+    Each row has the `table_columns`: `trial_id`, `status`, the value of
+    each hyperparameter, the objective (`None` until the trial completed),
+    and the `epochs` and `seconds` its `train_trial` reported (`None` for a
+    trial without results); and `message` for a failed trial.
+    """
+    oracle = search.oracle
+    objective = oracle.objective.name
+    records = trial_records(search.project_dir)
+    names = hyperparameter_names(search)
+    rows = []
+    for trial_id in trial_order(oracle):
+        trial = oracle.trials[trial_id]
+        values = trial.hyperparameters.values
+        record = records.get(trial_id, {})
+        row = {"trial_id": trial_id, "status": str(trial.status)}
+        row.update({name: values.get(name) for name in names})
+        row[objective] = None if trial.score is None else float(trial.score)
+        row["epochs"] = record.get("epochs")
+        row["seconds"] = record.get("seconds")
+        if trial.message:
+            row["message"] = trial.message
+        rows.append(row)
+    return rows
+
+
+def _check_max_trials(max_trials):
+    if (
+        isinstance(max_trials, bool)
+        or not isinstance(max_trials, int)
+        or max_trials < 1
+    ):
+        raise ValueError(
+            f"`max_trials` must be a positive integer. Received: max_trials={max_trials!r}"
+        )
 
 
 def _check_range(name, value, integer=False):
@@ -294,9 +566,18 @@ def _check_range(name, value, integer=False):
 
 __all__ = [
     "GlimpseHyperModel",
+    "RunSearch",
     "best_configuration",
+    "best_row",
     "glimpse_search",
+    "hyperparameter_names",
     "load_trial_model",
+    "run_trials_table",
+    "search_seed",
+    "search_space",
+    "table_columns",
+    "trial_crash_points",
+    "trial_order",
     "trials_table",
     "write_trials_table",
 ]
