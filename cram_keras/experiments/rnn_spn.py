@@ -34,8 +34,8 @@ from cram_keras.experiments.runner import (
     check_batch_size,
     jit_compile_for_backend,
 )
-from cram_keras.models.rnn_spn import MODELS
-from cram_keras.training.callbacks import step_decay_after
+from cram_keras.models.rnn_spn import DROPOUT_PLACEMENTS, MODELS
+from cram_keras.training.callbacks import DropoutRamp, step_decay_after
 from cram_keras.training.metrics import sequence_metrics
 from cram_keras.utils import check_choice, check_int, check_number
 
@@ -59,7 +59,29 @@ class Config:
         "wide (the paper's Table 1 tries 1..4)",
     )
     dropout: float = option(
-        0.0, "dropout of the classifier (released code: 0)", flag=False
+        0.0,
+        "dropout rate p (the released code's default 0; the paper tuned it on "
+        "the validation set and does not report it): see dropout_placement "
+        "and dropout_ramp_epochs",
+        flag=False,
+    )
+    dropout_placement: str = option(
+        "code",
+        "where the dropout layers are: code (the released code's: in the "
+        "classifier after its first two poolings, and for rnn_spn also in the "
+        "localisation network after its second convolution) or paper (the "
+        "appendix's: in the classifier after both poolings and after the third "
+        "convolution, none in the localisation network)",
+        flag=False,
+        choices=DROPOUT_PLACEMENTS,
+    )
+    dropout_ramp_epochs: int = option(
+        5,
+        "linear dropout warm-up N, as the released rnn_spn.py (N = 5): the rate "
+        "of 0-indexed epoch e < N is p * e / N (0 in the first epoch), p from "
+        "epoch N on, derived from the epoch number (also after a resume); 0: p "
+        "from the start (the released ffn_spn.py has no ramp)",
+        flag=False,
     )
     gru_initializer: str = option(
         "lasagne",
@@ -123,6 +145,8 @@ class Config:
         check_choice("dtype_policy", self.dtype_policy, DTYPE_POLICIES)
         check_number("downsample", self.downsample, low=1.0)
         check_number("dropout", self.dropout, low=0.0, high=1.0, high_inclusive=False)
+        check_choice("dropout_placement", self.dropout_placement, DROPOUT_PLACEMENTS)
+        check_int("dropout_ramp_epochs", self.dropout_ramp_epochs, low=0)
         for name in ("learning_rate", "rho", "epsilon", "clip_value", "clip_norm"):
             check_number(name, getattr(self, name), low=0.0, low_inclusive=False)
         check_number("lr_decay_factor", self.lr_decay_factor, low=1.0)
@@ -182,7 +206,7 @@ def load_splits(config, bundled=False):
 
 def build_model(config):
     cls = MODELS[config.model]
-    kwargs = dict(dropout=config.dropout)
+    kwargs = dict(dropout=config.dropout, dropout_placement=config.dropout_placement)
     if config.model != "conv":
         kwargs["downsample_factor"] = config.downsample
     if config.model == "rnn_spn":
@@ -283,6 +307,9 @@ class RNNSPNExperiment(Experiment):
     def example_batch(self, config, data):
         x, y = data.splits["train"]
         return as_float(x[:2]), y[:2].astype("int32")
+
+    def epoch_callbacks(self, run, data):
+        return [DropoutRamp(run.config.dropout_ramp_epochs)]
 
     def learning_rate(self, config, epoch):
         return step_decay_after(

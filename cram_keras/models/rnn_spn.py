@@ -15,9 +15,17 @@ Where the paper's appendix and the released code
 paper's value one constructor argument away:
 
 * classifier dense layer: 400 units (code) rather than 256 (RNN-SPN appendix);
-* dropout: after the first two pooling layers only, rate 0.0 by default (the
-  code's default; the paper tuned it on validation data and does not report
-  it); the code ramps it up over the first 5 epochs, we do not;
+* dropout: rate 0.0 by default (the code's default; the paper tuned it on
+  validation data and does not report it). ``dropout_placement="code"``
+  (default) puts it where the released code does: in the classifier after
+  its first two poolings and, for RNN-SPN only, in the localisation network
+  after its second convolution (``ffn_spn.py`` also builds a dropout after
+  the third convolution, but feeds it to a layer whose output is never used,
+  so it does not act). ``"paper"`` puts it where the appendix lists it: in
+  the classifier after both poolings and after the third convolution, none
+  in the localisation network. The layers are `RampedDropout`; the released
+  ``rnn_spn.py`` ramps the rate up over the first 5 epochs
+  (`cram_keras.training.callbacks.DropoutRamp`);
 * downsample factor: 2 (the best row of Table 1) rather than the code's
   default 3 (used for the paper's Fig. 3);
 * all convolutions are 3x3 "valid" with ReLU (Lasagne's defaults), pooling 2x2.
@@ -35,6 +43,7 @@ from cram_keras.layers import SpatialTransformer
 
 IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 GRU_INITIALIZERS = ("keras", "lasagne")
+DROPOUT_PLACEMENTS = ("code", "paper")
 
 
 def _check_positive_int(name, value):
@@ -49,38 +58,145 @@ def _check_rate(name, value):
         raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={value!r}")
 
 
-def localization_cnn(filters=20, name="localization_cnn"):
-    """maxpool 2 -> 3 x [conv filters@3x3 ReLU], maxpool 2 between: f_conv of eq. 5."""
-    return keras.Sequential(
-        [
-            layers.MaxPooling2D(2, name="pool0"),
-            layers.Conv2D(filters, 3, activation="relu", name="conv0"),
-            layers.MaxPooling2D(2, name="pool1"),
-            layers.Conv2D(filters, 3, activation="relu", name="conv1"),
-            layers.MaxPooling2D(2, name="pool2"),
-            layers.Conv2D(filters, 3, activation="relu", name="conv2"),
-            layers.Flatten(name="flatten"),
-        ],
-        name=name,
-    )
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {choices}. Received: {name}={value!r}"
+        )
 
 
-def classification_cnn(filters, dense_units, dropout, name="classifier"):
-    """conv -> pool -> dropout -> conv -> pool -> dropout -> conv -> dense (ReLU)."""
-    return keras.Sequential(
-        [
-            layers.Conv2D(filters, 3, activation="relu", name="conv0"),
-            layers.MaxPooling2D(2, name="pool0"),
-            layers.Dropout(dropout, name="dropout0"),
-            layers.Conv2D(filters, 3, activation="relu", name="conv1"),
-            layers.MaxPooling2D(2, name="pool1"),
-            layers.Dropout(dropout, name="dropout1"),
-            layers.Conv2D(filters, 3, activation="relu", name="conv2"),
-            layers.Flatten(name="flatten"),
-            layers.Dense(dense_units, activation="relu", name="dense"),
-        ],
-        name=name,
-    )
+@keras.saving.register_keras_serializable(package="cram_keras")
+class RampedDropout(layers.Layer):
+    """Inverted dropout whose rate can change from one epoch to the next.
+
+    In training each unit is set to 0 with probability ``current_rate`` and
+    the others are divided by ``1 - current_rate`` (as ``keras.layers.Dropout``
+    and Lasagne's ``DropoutLayer``); at inference the layer is the identity.
+
+    ``rate`` is the full rate, fixed at construction. ``current_rate`` is a
+    non-trainable variable, ``rate`` until `set_current_rate` changes it
+    (`cram_keras.training.callbacks.DropoutRamp` does at the start of each
+    epoch). The compiled training step reads the variable, so a new value
+    applies from the next step on, without retracing, on TensorFlow (also
+    under ``tf.distribute``) and on JAX (where ``fit`` passes it to the step
+    with the rest of the model's state).
+
+    ``current_rate`` is state like a random seed, not a weight: it is in
+    ``layer.variables`` but not in ``layer.weights``, so it is neither
+    counted by ``count_params`` nor written to saved weights (a layer saves
+    and loads exactly as ``keras.layers.Dropout``, which has no weights; a
+    restored layer starts at ``rate``). With ``rate == 0`` the layer is the
+    identity in training too and draws no random numbers.
+
+    Args:
+        rate: the full dropout rate, in [0, 1).
+        seed: seed of the dropout masks (None: from Keras' global seed).
+        **kwargs: passed to ``keras.layers.Layer``.
+    """
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        _check_rate("rate", rate)
+        self.rate = float(rate)
+        self.seed = seed
+        self.supports_masking = True
+        if self.rate > 0:
+            self.seed_generator = keras.random.SeedGenerator(seed)
+        # Set without Keras' attribute tracking, which would make the variable
+        # a weight; `variables` below lists it.
+        object.__setattr__(
+            self,
+            "_current_rate",
+            keras.Variable(
+                self.rate,
+                shape=(),
+                dtype="float32",
+                trainable=False,
+                autocast=False,
+                name="current_rate",
+            ),
+        )
+        self._build_at_init()
+
+    @property
+    def variables(self):
+        current = getattr(self, "_current_rate", None)
+        return super().variables + ([current] if current is not None else [])
+
+    @property
+    def current_rate(self):
+        """The rate applied in training now (a Python float)."""
+        return float(self._current_rate.numpy())
+
+    def set_current_rate(self, value):
+        """Sets the rate applied in training, ``0 <= value < 1``."""
+        _check_rate("current_rate", value)
+        self._current_rate.assign(float(value))
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0.0:
+            return inputs
+        rate = self._current_rate.value
+        noise = keras.random.uniform(ops.shape(inputs), seed=self.seed_generator)
+        scale = ops.cast(1.0 / (1.0 - rate), inputs.dtype)
+        return ops.where(noise >= rate, inputs * scale, ops.zeros_like(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rate=self.rate, seed=self.seed)
+        return config
+
+
+def localization_cnn(filters=20, dropout=None, name="localization_cnn"):
+    """maxpool 2 -> 3 x [conv filters@3x3 ReLU], maxpool 2 between: f_conv of eq. 5.
+
+    With ``dropout`` (a rate), a `RampedDropout` follows the second
+    convolution, as in the released RNN-SPN code; ``None``: no dropout layer.
+    """
+    stack = [
+        layers.MaxPooling2D(2, name="pool0"),
+        layers.Conv2D(filters, 3, activation="relu", name="conv0"),
+        layers.MaxPooling2D(2, name="pool1"),
+        layers.Conv2D(filters, 3, activation="relu", name="conv1"),
+    ]
+    if dropout is not None:
+        stack.append(RampedDropout(dropout, name="dropout0"))
+    stack += [
+        layers.MaxPooling2D(2, name="pool2"),
+        layers.Conv2D(filters, 3, activation="relu", name="conv2"),
+        layers.Flatten(name="flatten"),
+    ]
+    return keras.Sequential(stack, name=name)
+
+
+def classification_cnn(
+    filters, dense_units, dropout, placement="code", name="classifier"
+):
+    """conv -> pool -> dropout -> conv -> pool -> dropout -> conv -> dense (ReLU).
+
+    ``placement="paper"`` adds a third dropout after the third convolution
+    (before the dense layer), as the paper's appendix lists.
+    """
+    _check_choice("dropout_placement", placement, DROPOUT_PLACEMENTS)
+    stack = [
+        layers.Conv2D(filters, 3, activation="relu", name="conv0"),
+        layers.MaxPooling2D(2, name="pool0"),
+        RampedDropout(dropout, name="dropout0"),
+        layers.Conv2D(filters, 3, activation="relu", name="conv1"),
+        layers.MaxPooling2D(2, name="pool1"),
+        RampedDropout(dropout, name="dropout1"),
+        layers.Conv2D(filters, 3, activation="relu", name="conv2"),
+    ]
+    if placement == "paper":
+        stack.append(RampedDropout(dropout, name="dropout2"))
+    stack += [
+        layers.Flatten(name="flatten"),
+        layers.Dense(dense_units, activation="relu", name="dense"),
+    ]
+    return keras.Sequential(stack, name=name)
 
 
 def gru(units, initializer, name="rnn"):
@@ -136,7 +252,12 @@ class RNNSPN(keras.Model):
         classifier_filters: filters of the classifier convolutions (32).
         dense_units: classifier dense units (400 as the released code; the
             paper's appendix says 256).
-        dropout: dropout rate after the classifier's first two poolings (0.0).
+        dropout: the dropout rate (0.0, the released code's default).
+        dropout_placement: where the dropout layers are: ``"code"`` (the
+            released code's: in the classifier after its first two poolings
+            and in the localisation network after its second convolution;
+            the default) or ``"paper"`` (the appendix's: in the classifier
+            after both poolings and after the third convolution).
         align_corners: sampling convention of the transformer (False).
         gru_initializer: ``"keras"`` (Keras' GRU defaults: Glorot-uniform
             input kernel, orthogonal recurrent kernel, zero biases) or
@@ -178,6 +299,7 @@ class RNNSPN(keras.Model):
         dropout=0.0,
         align_corners=False,
         gru_initializer="keras",
+        dropout_placement="code",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -191,6 +313,7 @@ class RNNSPN(keras.Model):
         ):
             _check_positive_int(name, locals()[name])
         _check_rate("dropout", dropout)
+        _check_choice("dropout_placement", dropout_placement, DROPOUT_PLACEMENTS)
         # === Config ===
         self.num_steps = num_steps
         self.num_classes = num_classes
@@ -200,10 +323,14 @@ class RNNSPN(keras.Model):
         self.classifier_filters = classifier_filters
         self.dense_units = dense_units
         self.dropout = dropout
+        self.dropout_placement = dropout_placement
         self.align_corners = align_corners
         self.gru_initializer = gru_initializer
         # === Layers ===
-        self.localization = localization_cnn(localization_filters)
+        self.localization = localization_cnn(
+            localization_filters,
+            dropout=dropout if dropout_placement == "code" else None,
+        )
         self.rnn = gru(rnn_units, gru_initializer, name="rnn")
         self.transform_head = identity_affine_head("transform_head")
         self.transformer = SpatialTransformer(
@@ -213,13 +340,17 @@ class RNNSPN(keras.Model):
             name="transformer",
         )
         self.classifier = classification_cnn(
-            classifier_filters, dense_units, dropout, name="classifier"
+            classifier_filters,
+            dense_units,
+            dropout,
+            dropout_placement,
+            name="classifier",
         )
         self.logits = layers.Dense(num_classes, name="logits")
 
-    def transforms(self, images):
+    def transforms(self, images, training=None):
         """Per-step affine parameters (B, T, 6) from the localisation GRU."""
-        features = self.localization(images)
+        features = self.localization(images, training=training)
         repeated = ops.repeat(ops.expand_dims(features, 1), self.num_steps, axis=1)
         return self.transform_head(self.rnn(repeated))
 
@@ -234,7 +365,7 @@ class RNNSPN(keras.Model):
         return ops.reshape(crops, (batch, self.num_steps) + tuple(crops.shape[1:]))
 
     def call(self, images, training=None, return_transforms=False):
-        params = self.transforms(images)
+        params = self.transforms(images, training=training)
         crops = self.crops(images, params)
         flat = ops.reshape(crops, (-1,) + tuple(crops.shape[2:]))
         logits = self.logits(self.classifier(flat, training=training))
@@ -259,6 +390,7 @@ class RNNSPN(keras.Model):
             dropout=self.dropout,
             align_corners=self.align_corners,
             gru_initializer=self.gru_initializer,
+            dropout_placement=self.dropout_placement,
         )
         return config
 
@@ -267,19 +399,32 @@ class _MultiHeadClassifier(keras.Model):
     """Shared parts of FFNSPN and ConvNet: a CNN with one softmax head per digit."""
 
     def __init__(
-        self, num_steps, num_classes, classifier_filters, dense_units, dropout, **kwargs
+        self,
+        num_steps,
+        num_classes,
+        classifier_filters,
+        dense_units,
+        dropout,
+        dropout_placement="code",
+        **kwargs,
     ):
         super().__init__(**kwargs)
         for name in ("num_steps", "num_classes", "classifier_filters", "dense_units"):
             _check_positive_int(name, locals()[name])
         _check_rate("dropout", dropout)
+        _check_choice("dropout_placement", dropout_placement, DROPOUT_PLACEMENTS)
         self.num_steps = num_steps
         self.num_classes = num_classes
         self.classifier_filters = classifier_filters
         self.dense_units = dense_units
         self.dropout = dropout
+        self.dropout_placement = dropout_placement
         self.classifier = classification_cnn(
-            classifier_filters, dense_units, dropout, name="classifier"
+            classifier_filters,
+            dense_units,
+            dropout,
+            dropout_placement,
+            name="classifier",
         )
         self.heads = [
             layers.Dense(num_classes, name=f"head{i}") for i in range(num_steps)
@@ -300,6 +445,7 @@ class _MultiHeadClassifier(keras.Model):
             classifier_filters=self.classifier_filters,
             dense_units=self.dense_units,
             dropout=self.dropout,
+            dropout_placement=self.dropout_placement,
         )
         return config
 
@@ -320,7 +466,11 @@ class FFNSPN(_MultiHeadClassifier):
         localization_units: localisation dense units (200).
         classifier_filters: classifier convolution filters (96).
         dense_units: classifier dense units (400).
-        dropout: dropout after the first two poolings (0.0).
+        dropout: the dropout rate (0.0).
+        dropout_placement: ``"code"`` (the released code's: in the classifier
+            after its first two poolings, none in the localisation network;
+            the default) or ``"paper"`` (the appendix's: in the classifier
+            after both poolings and after the third convolution).
         align_corners: sampling convention of the transformer (False).
 
     Call arguments:
@@ -339,10 +489,17 @@ class FFNSPN(_MultiHeadClassifier):
         dense_units=400,
         dropout=0.0,
         align_corners=False,
+        dropout_placement="code",
         **kwargs,
     ):
         super().__init__(
-            num_steps, num_classes, classifier_filters, dense_units, dropout, **kwargs
+            num_steps,
+            num_classes,
+            classifier_filters,
+            dense_units,
+            dropout,
+            dropout_placement,
+            **kwargs,
         )
         _check_positive_int("localization_filters", localization_filters)
         _check_positive_int("localization_units", localization_units)
@@ -397,7 +554,9 @@ class ConvNet(_MultiHeadClassifier):
 
     Args:
         num_steps, num_classes, classifier_filters (96), dense_units (400),
-        dropout (0.0): as in ``FFNSPN``.
+        dropout (0.0), dropout_placement (``"code"``): as in ``FFNSPN`` (no
+        released script trains this network; ``"code"`` is the FFN-SPN
+        script's classifier).
     """
 
     def __init__(
@@ -407,10 +566,17 @@ class ConvNet(_MultiHeadClassifier):
         classifier_filters=96,
         dense_units=400,
         dropout=0.0,
+        dropout_placement="code",
         **kwargs,
     ):
         super().__init__(
-            num_steps, num_classes, classifier_filters, dense_units, dropout, **kwargs
+            num_steps,
+            num_classes,
+            classifier_filters,
+            dense_units,
+            dropout,
+            dropout_placement,
+            **kwargs,
         )
 
     def call(self, images, training=None):

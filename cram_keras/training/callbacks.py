@@ -1,6 +1,6 @@
-"""The RNN-SPN learning-rate rule and the inpainting callbacks (figures,
-batch-norm recalibration before validation); the resumable run machinery is
-`cram_keras.experiments.runner`."""
+"""The RNN-SPN learning-rate rule and dropout ramp, and the inpainting
+callbacks (figures, batch-norm recalibration before validation); the
+resumable run machinery is `cram_keras.experiments.runner`."""
 
 import os
 
@@ -27,6 +27,69 @@ def step_decay_after(epoch, base_lr, factor=1.5, interval=10, no_decay=30):
         else:
             since_decay += 1
     return lr
+
+
+def ramped_dropout_rate(epoch, rate, ramp_epochs=5):
+    """The released RNN-SPN code's dropout ramp, epoch by epoch.
+
+    At the start of 0-indexed epoch ``e`` the code sets the rate to
+    ``e * rate / ramp_epochs`` while ``e < ramp_epochs`` (5), then to
+    ``rate``: with the defaults 0, 0.2, 0.4, 0.6 and 0.8 times ``rate`` in
+    epochs 0 to 4 (the first epoch trains without dropout) and ``rate`` from
+    epoch 5 on. ``ramp_epochs=0``: ``rate`` from the start.
+
+    Returns:
+        The dropout rate to use during epoch ``epoch``.
+    """
+    if ramp_epochs > 0 and epoch < ramp_epochs:
+        return epoch * rate / ramp_epochs
+    return rate
+
+
+class DropoutRamp(keras.callbacks.Callback):
+    """At the start of each epoch, sets every `RampedDropout` layer of the
+    model to `ramped_dropout_rate` of its full rate.
+
+    The rate follows from the epoch number that ``fit`` passes (with
+    ``initial_epoch``, the run's epoch), not from how often the callback was
+    called, so a resumed run gets the rate of its epoch. The layers read the
+    rate from a variable inside the compiled step (see
+    `cram_keras.models.rnn_spn.RampedDropout`), which works on TensorFlow,
+    under ``tf.distribute`` and on JAX.
+
+    Args:
+        ramp_epochs: epochs of the ramp (5, the released code's).
+    """
+
+    def __init__(self, ramp_epochs=5):
+        super().__init__()
+        if (
+            isinstance(ramp_epochs, bool)
+            or not isinstance(ramp_epochs, int)
+            or ramp_epochs < 0
+        ):
+            raise ValueError(
+                "`ramp_epochs` must be a non-negative integer. "
+                f"Received: ramp_epochs={ramp_epochs!r}"
+            )
+        self.ramp_epochs = ramp_epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for layer in ramped_dropout_layers(self.model):
+            layer.set_current_rate(
+                ramped_dropout_rate(epoch, layer.rate, self.ramp_epochs)
+            )
+
+
+def ramped_dropout_layers(model):
+    """Every `RampedDropout` layer inside ``model``, nested ones included."""
+    from cram_keras.models.rnn_spn import RampedDropout
+
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if isinstance(layer, RampedDropout)
+    ]
 
 
 class InpaintingFigures(keras.callbacks.Callback):

@@ -1,11 +1,12 @@
 """RNN-SPN, FFN-SPN and ConvNet: shapes, parameter counts (counted by hand
-from the paper's appendix), identity start, learning, serialisation."""
+from the paper's appendix), identity start, learning, serialisation, and
+where dropout acts (the released code's and the appendix's placements)."""
 
 import keras
 import numpy as np
 import pytest
 
-from cram_keras.models.rnn_spn import FFNSPN, RNNSPN, ConvNet
+from cram_keras.models.rnn_spn import FFNSPN, RNNSPN, ConvNet, RampedDropout
 
 
 def conv_params(cin, cout, k=3):
@@ -105,9 +106,10 @@ def test_a_few_steps_lower_the_loss(cls):
     assert after < before - 0.05
 
 
+@pytest.mark.parametrize("dropout", [{}, dict(dropout=0.3, dropout_placement="paper")])
 @pytest.mark.parametrize("cls", [RNNSPN, FFNSPN, ConvNet])
-def test_keras_round_trip_gives_identical_outputs(cls, tmp_path):
-    kwargs = dict(classifier_filters=4, dense_units=8)
+def test_keras_round_trip_gives_identical_outputs(cls, dropout, tmp_path):
+    kwargs = dict(classifier_filters=4, dense_units=8, **dropout)
     if cls is RNNSPN:
         kwargs.update(rnn_units=8, downsample_factor=3.0)
     model = cls(**kwargs)
@@ -126,6 +128,7 @@ def test_keras_round_trip_gives_identical_outputs(cls, tmp_path):
         (dict(num_steps=0), "num_steps"),
         (dict(rnn_units=2.5), "rnn_units"),
         (dict(dropout=1.0), "dropout"),
+        (dict(dropout_placement="appendix"), "dropout_placement"),
     ],
 )
 def test_bad_arguments_name_themselves(kwargs, name):
@@ -171,3 +174,157 @@ def test_default_gru_initializer_is_keras_glorot_and_orthogonal():
 def test_bad_gru_initializer_names_itself():
     with pytest.raises(ValueError, match="gru_initializer='glorot'"):
         RNNSPN(gru_initializer="glorot")
+
+
+# === Dropout: where it acts, and what it does ===
+
+# Each dropout layer named by the sub-network holding it and the layer it
+# follows. "code": the released rnn_spn.py (DropoutLayer after l_conv1_loc,
+# l_pool1_out and l_pool2_out) and ffn_spn.py (after l_pool1_out and
+# l_pool2_out; its third DropoutLayer feeds l_conv3_out, which nothing uses).
+# The CNN has no released script: the FFN-SPN classifier's. "paper": the
+# appendix, 6.1 and 6.2 (dropout after both poolings and after the third
+# convolution of each classifier; none in a localisation network).
+CLASSIFIER_CODE = [("classifier", "pool0"), ("classifier", "pool1")]
+CLASSIFIER_PAPER = CLASSIFIER_CODE + [("classifier", "conv2")]
+PLACEMENTS = {
+    (RNNSPN, "code"): [("localization_cnn", "conv1")] + CLASSIFIER_CODE,
+    (RNNSPN, "paper"): CLASSIFIER_PAPER,
+    (FFNSPN, "code"): CLASSIFIER_CODE,
+    (FFNSPN, "paper"): CLASSIFIER_PAPER,
+    (ConvNet, "code"): CLASSIFIER_CODE,
+    (ConvNet, "paper"): CLASSIFIER_PAPER,
+}
+
+
+def tiny(cls, **kwargs):
+    kwargs = dict(classifier_filters=4, dense_units=8, **kwargs)
+    if cls is RNNSPN:
+        kwargs.update(rnn_units=8)
+    model = cls(**kwargs)
+    model(np.zeros((1, 60, 60, 1), "float32"))
+    return model
+
+
+@pytest.mark.parametrize("cls, placement", sorted(PLACEMENTS, key=str))
+def test_dropout_layers_are_where_the_placement_puts_them(cls, placement):
+    model = tiny(cls, dropout=0.25, dropout_placement=placement)
+    found = []
+    for network in model.layers:
+        if isinstance(network, keras.Sequential):
+            children = network.layers
+            found += [
+                (network.name, children[i - 1].name)
+                for i, layer in enumerate(children)
+                if isinstance(layer, RampedDropout)
+            ]
+    assert found == PLACEMENTS[cls, placement]
+    # No dropout anywhere else in the model, every one at the model's rate.
+    everywhere = [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if isinstance(layer, keras.layers.Dropout | RampedDropout)
+    ]
+    assert len(everywhere) == len(found)
+    assert {layer.rate for layer in everywhere} == {0.25}
+    assert model.get_config()["dropout_placement"] == placement
+
+
+@pytest.mark.parametrize("placement", ["code", "paper"])
+@pytest.mark.parametrize("cls", [RNNSPN, FFNSPN, ConvNet])
+def test_inference_has_no_dropout(cls, placement):
+    x = np.random.default_rng(0).random((4, 60, 60, 1)).astype("float32")
+    keras.utils.set_random_seed(0)
+    plain = tiny(cls, dropout_placement=placement)
+    dropped = tiny(cls, dropout=0.5, dropout_placement=placement)
+    dropped.set_weights(plain.get_weights())
+    expected = keras.ops.convert_to_numpy(plain(x, training=False))
+    # Rate 0: no dropout in training either.
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(plain(x, training=True)), expected
+    )
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(dropped(x, training=False)), expected
+    )
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(dropped(x)), expected)
+    trained = keras.ops.convert_to_numpy(dropped(x, training=True))
+    assert np.abs(trained - expected).max() > 1e-3
+
+
+def test_ramped_dropout_drops_the_current_rate_and_rescales():
+    n = 200_000
+    x = np.ones((n,), "float32")
+    layer = RampedDropout(0.3, seed=3)
+    for rate in (0.3, 0.12):
+        layer.set_current_rate(rate)
+        y = keras.ops.convert_to_numpy(layer(x, training=True))
+        dropped = np.mean(y == 0)
+        # Binomial(n, rate) / n: within 5 standard deviations.
+        assert abs(dropped - rate) < 5 * np.sqrt(rate * (1 - rate) / n)
+        np.testing.assert_allclose(y[y != 0], 1 / (1 - rate), rtol=1e-6)
+        # A fresh mask at each call.
+        again = keras.ops.convert_to_numpy(layer(x, training=True))
+        assert np.mean((again == 0) != (y == 0)) > rate / 2
+    layer.set_current_rate(0.0)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(layer(x, training=True)), x
+    )
+    layer.set_current_rate(0.3)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x)), x)
+    with pytest.raises(ValueError, match="current_rate=1.0"):
+        layer.set_current_rate(1.0)
+
+
+def test_ramped_dropout_is_state_not_a_weight():
+    layer = RampedDropout(0.4, seed=7)
+    assert layer.weights == [] and layer.count_params() == 0
+    assert layer.current_rate == pytest.approx(0.4)
+    assert any(v is layer._current_rate for v in layer.non_trainable_variables)
+    clone = RampedDropout.from_config(layer.get_config())
+    assert (clone.rate, clone.seed, clone.name) == (0.4, 7, layer.name)
+    with pytest.raises(ValueError, match="rate=1.0"):
+        RampedDropout(1.0)
+
+
+def test_weights_saved_with_keras_dropout_load_into_ramped_dropout(tmp_path):
+    # The networks' earlier layers were keras.layers.Dropout (no dropout in
+    # the localisation network): their checkpoints must keep loading.
+    def stack(*dropouts):
+        first, second = dropouts
+        layers = [keras.Input((20, 20, 1)), keras.layers.Conv2D(3, 3)]
+        layers += [first] if first is not None else []
+        layers += [keras.layers.MaxPooling2D(2), keras.layers.Conv2D(2, 3), second]
+        return keras.Sequential(
+            layers + [keras.layers.Flatten(), keras.layers.Dense(4)]
+        )
+
+    old = stack(None, keras.layers.Dropout(0.0))
+    path = str(tmp_path / "old.weights.h5")
+    old.save_weights(path)
+    new = stack(RampedDropout(0.2), RampedDropout(0.2))
+    new.load_weights(path)
+    for a, b in zip(old.get_weights(), new.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_experiment_builds_the_placement_and_ramps_the_rate():
+    from cram_keras.experiments import rnn_spn
+    from cram_keras.training.callbacks import DropoutRamp
+
+    config = rnn_spn.Config(
+        model="ffn_spn", dropout=0.2, dropout_placement="paper", dropout_ramp_epochs=3
+    )
+    model = rnn_spn.build_model(config)
+    assert (model.dropout, model.dropout_placement) == (0.2, "paper")
+    run = type("Run", (), {"config": config})()
+    (ramp,) = [
+        c
+        for c in rnn_spn.EXPERIMENT.epoch_callbacks(run, None)
+        if isinstance(c, DropoutRamp)
+    ]
+    assert ramp.ramp_epochs == 3
+    assert rnn_spn.Config().dropout_placement == "code"
+    assert rnn_spn.Config().dropout_ramp_epochs == 5
+    for bad in (dict(dropout_placement="both"), dict(dropout_ramp_epochs=-1)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            rnn_spn.Config(**bad)
