@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Keras' `mixed_bfloat16` policy for RNN-SPN on this CPU (issue 11, item 4):
+"""Keras' `mixed_bfloat16` policy for RNN-SPN on this CPU:
 training speed against float32, and whether a short training run's curves
 stay the same.
 
@@ -11,7 +11,7 @@ stay the same.
    policy, from the same initial weights and batch order; per epoch the
    training loss and the validation per-digit error.
 
-    python benchmarks/bf16_check.py --data-dir ../shared/data/mnist \
+    python benchmarks/bf16_check.py --data-dir MNIST_DIR \
         --output benchmarks/results/bf16_check.json
 
 Without `--data-dir` the bundled MNIST sample is used. Run the speed part on

@@ -23,7 +23,7 @@ convergence with the clue) and a glimpse figure (PNG and animated GIF) of the
 
 The committed results came from (wall time in the JSON):
 
-    python benchmarks/cram_cls_budget.py --data-dir /work/shared/data/mnist
+    python benchmarks/cram_cls_budget.py --data-dir MNIST_DIR
 
 which uses 20,000 of the 55,000 training images, the usual 5,000 validation
 and 10,000 test images (one generated set), 3 epochs per run, 2 epochs of the

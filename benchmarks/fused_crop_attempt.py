@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Attempt: TensorFlow's fused `crop_and_resize` kernels for the axis-aligned
-(attention) sampler, against the library's separable path (issue 11, item 2:
-"a backend-specific fast path where the backend offers a fused kernel").
+(attention) sampler, against the library's separable path: a backend-specific fast path where
+the backend offers a fused kernel.
 
 For `theta = [[sx, 0, tx], [0, sy, ty]]` the sampling grid is a regular
 lattice, which is what `tf.image.crop_and_resize` samples (bilinear, one box

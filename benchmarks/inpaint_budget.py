@@ -13,20 +13,20 @@ Fig. 7-style PNG (ground truth | input with CRAM's glimpses | CRAM generated
 
 The results JSON holds every run (`runs[variant][seed]`), mean / min / max
 over seeds (`seed_stats`), and the seed means (`methods`); the script prints
-the markdown table of the README. The issue-12 study (README, CRAM
-inpainting) ran six variants over seeds 0 and 1; its command is in the README.
+the markdown table of the results. The inpainting study (docs/results.md)
+ran six variants over seeds 0 and 1; its command is in docs/reproducing.md.
 
 The committed results came from (wall times and hardware in the JSON files;
 Adam 5e-4 instead of the paper's 1e-4 because the budget is a few hundred
 steps; on MNIST the first 8,000 training images and a 1-epoch warm-up):
 
     python benchmarks/inpaint_budget.py \
-        --dataset npz:../shared/data/svhn/svhn_train_first1083_unlabeled.npz \
+        --dataset npz:cram_keras/data/bundled/svhn_train_first1083_unlabeled.npz \
         --epochs 60 --set learning_rate=5e-4 --set d_learning_rate=5e-4 \
         --output benchmarks/results/inpaint_svhn1083.json \
         --figure assets/inpaint_svhn1083.png
     python benchmarks/inpaint_budget.py --dataset mnist32 \
-        --data-dir ../shared/data/mnist --n-train 8000 --epochs 6 \
+        --data-dir MNIST_DIR --n-train 8000 --epochs 6 \
         --set learning_rate=5e-4 --set d_learning_rate=5e-4 --set warmup_epochs=1 \
         --output benchmarks/results/inpaint_mnist32.json \
         --figure assets/inpaint_mnist32.png

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where the time goes: TensorFlow profiler traces of the sampler's forward
 and backward at both benchmark shapes and of one training step of RNN-SPN,
-the CRAM classifier and the CRAM inpainter (issue 11, item 1).
+the CRAM classifier and the CRAM inpainter.
 
     python benchmarks/profile_steps.py
 
@@ -22,7 +22,7 @@ dispatch, Python and idle threads. Run it on an otherwise idle machine
 (the file records how busy the CPUs were just before).
 
 Writes benchmarks/results/profile_steps.json and prints the tables that
-benchmarks/README.md quotes.
+docs/results.md quotes.
 """
 
 import argparse

@@ -7,7 +7,7 @@ same number of epochs (on 20k of the 60k training sequences by default, to fit
 the CPU budget), with the paper's optimiser and schedule, and writes
 benchmarks/results/rnn_spn_budget.json.
 
-    python benchmarks/rnn_spn_budget.py --data-dir ../shared/data/mnist --epochs 2 --n-train 20000
+    python benchmarks/rnn_spn_budget.py --data-dir MNIST_DIR --epochs 2 --n-train 20000
 
 Each run keeps its own resumable run directory under --runs-dir, so an
 interrupted protocol continues where it stopped when rerun.

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """RNN-SPN: the GRU's initialisation, Keras' defaults against the released
-code's Lasagne defaults (issue 10, item 1).
+code's Lasagne defaults.
 
 The released Theano/Lasagne code builds its GRU with Lasagne's defaults:
 weights Normal(0, 0.1) for inputs and hidden state, zero biases (its
@@ -10,7 +10,7 @@ uniform / orthogonal. Both are trained with the paper's recipe on the same
 result is the per-epoch validation per-digit error and the first epoch at
 which it is below 50 % and 20 %.
 
-    python benchmarks/rnn_spn_init.py --data-dir ../shared/data/mnist --seeds 0,1
+    python benchmarks/rnn_spn_init.py --data-dir MNIST_DIR --seeds 0,1
 
 Writes benchmarks/results/rnn_spn_init.json (rewritten after every run, so
 an interrupted protocol keeps what it measured; rerunning resumes). Runs

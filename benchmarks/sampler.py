@@ -26,7 +26,7 @@ timed calls, and the ratio of medians ours / torch.
     python benchmarks/sampler.py --output benchmarks/results/sampler_speed.json
     python benchmarks/sampler.py --append --output ...  # a second run
 
-See benchmarks/README.md for what the numbers mean.
+See docs/sampler.md for what the numbers mean.
 """
 
 import os

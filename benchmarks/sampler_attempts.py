@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Attempts at a faster general (gather) sampler path, measured against the
-library's `pixel_sampler.sample_pixels` (issue 11, item 2).
+library's `pixel_sampler.sample_pixels`.
 
 Each candidate is the library's source with one change, applied as a text
 patch at run time (so the file documents exactly what was tried, and the

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training throughput side by side (issue 11, item 4): our Keras training
+"""Training throughput side by side: our Keras training
 steps of RNN-SPN, FFN-SPN and the CNN (sequences/s), the CRAM classifier and
 the CRAM inpainter (images/s), and a PyTorch implementation of the three
 Table 1 models (`benchmarks/torch_rnn_spn.py`: same layers, sizes, optimiser

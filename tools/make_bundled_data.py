@@ -3,8 +3,8 @@
 Usage (from the repository root):
 
     python tools/make_bundled_data.py \
-        --mnist-dir ../shared/data/mnist \
-        --svhn-npz ../shared/data/svhn/svhn_train_first1083_unlabeled.npz
+        --mnist-dir MNIST_DIR \
+        --svhn-npz SVHN_SUBSET_NPZ
 
 What it writes (see `cram_keras/data/bundled/README.md`):
 

@@ -52,7 +52,7 @@ def dtype_policy_option():
         "float32",
         "Keras dtype policy: float32 (the papers'), or mixed_bfloat16 (bfloat16 "
         "compute, float32 weights; faster on CPUs with AVX512_BF16 or AMX and "
-        "on GPUs: benchmarks/README.md; beyond the papers)",
+        "on GPUs: docs/results.md; beyond the papers)",
         choices=DTYPE_POLICIES,
     )
 
