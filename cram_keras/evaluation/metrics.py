@@ -67,13 +67,15 @@ def hole_l1(y_true, y_pred, mask):
 def ssim(y_true, y_pred, max_val=1.0):
     """Structural similarity of each whole image (Wang et al., 2004).
 
-    Gaussian window of 11x11 taps with sigma 1.5, K1 = 0.01, K2 = 0.03,
-    population (co)variances, valid positions only (no padding); the SSIM
-    map is averaged over positions and channels. This matches
+    `keras.ops.image.ssim` with the constants of Wang et al.: Gaussian window
+    of 11x11 taps with sigma 1.5, K1 = 0.01, K2 = 0.03, population
+    (co)variances, valid positions only (no padding); the SSIM map is
+    averaged over positions and channels. This matches
     `tf.image.ssim(y_true, y_pred, max_val)` and
     `skimage.metrics.structural_similarity(..., gaussian_weights=True,
     sigma=1.5, use_sample_covariance=False, data_range=max_val,
-    channel_axis=-1)`. Images must be at least 11x11.
+    channel_axis=-1)`. Images must be at least 11x11 (smaller ones are
+    refused before the convolution).
 
     Args:
         y_true: images (B, H, W, C).
@@ -97,25 +99,16 @@ def ssim(y_true, y_pred, max_val=1.0):
                 f"`ssim` needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} "
                 f"pixels. Received: shape={shape}"
             )
-    kernel = ops.convert_to_tensor(_gaussian_kernel(shape[-1]))
-
-    def blur(x):
-        return ops.depthwise_conv(x, kernel, strides=1, padding="valid")
-
-    c1 = (SSIM_K1 * max_val) ** 2
-    c2 = (SSIM_K2 * max_val) ** 2
-    mu_true = blur(y_true)
-    mu_pred = blur(y_pred)
-    mu_true_sq = ops.square(mu_true)
-    mu_pred_sq = ops.square(mu_pred)
-    mu_cross = mu_true * mu_pred
-    var_true = blur(ops.square(y_true)) - mu_true_sq
-    var_pred = blur(ops.square(y_pred)) - mu_pred_sq
-    covariance = blur(y_true * y_pred) - mu_cross
-    ssim_map = ((2.0 * mu_cross + c1) * (2.0 * covariance + c2)) / (
-        (mu_true_sq + mu_pred_sq + c1) * (var_true + var_pred + c2)
+    return ops.image.ssim(
+        y_true,
+        y_pred,
+        max_val=float(max_val),
+        filter_size=SSIM_WINDOW,
+        filter_sigma=SSIM_SIGMA,
+        k1=SSIM_K1,
+        k2=SSIM_K2,
+        data_format="channels_last",
     )
-    return ops.mean(ssim_map, axis=(1, 2, 3))
 
 
 def completed_image(images, generated, mask):
@@ -154,15 +147,6 @@ def _hole_mean(values, mask):
     total = ops.sum(values * mask, axis=(1, 2, 3))
     count = ops.sum(mask, axis=(1, 2, 3))
     return ops.where(count > 0, total / ops.maximum(count, 1e-12), np.nan)
-
-
-def _gaussian_kernel(channels):
-    """(11, 11, channels, 1) normalised Gaussian for a depthwise convolution."""
-    coords = np.arange(SSIM_WINDOW, dtype=np.float64) - (SSIM_WINDOW - 1) / 2.0
-    g = np.exp(-(coords**2) / (2.0 * SSIM_SIGMA**2))
-    g /= g.sum()
-    kernel = np.outer(g, g).astype(np.float32)
-    return np.tile(kernel[:, :, None, None], (1, 1, channels, 1))
 
 
 def _float_dtype(*tensors):

@@ -123,6 +123,32 @@ def test_ssim_matches_skimage_and_tf_image(channels):
     np.testing.assert_allclose(numpy(ssim(y_true, y_true)), 1.0, atol=1e-6)
 
 
+def test_ssim_of_0_255_images_uses_max_val_as_the_data_range():
+    # K1 and K2 scale with max_val: 0..255 images scored with max_val=255
+    # match scikit-image with data_range=255 (and the [0, 1] scores).
+    rng = np.random.default_rng(7)
+    y_true = rng.random((2, 16, 16, 3)).astype(np.float32)
+    y_pred = np.clip(y_true + rng.normal(0.0, 0.1, y_true.shape), 0.0, 1.0).astype(
+        np.float32
+    )
+    ours = numpy(ssim(255.0 * y_true, 255.0 * y_pred, max_val=255.0))
+    reference = [
+        structural_similarity(
+            255.0 * t.astype(np.float64),
+            255.0 * p.astype(np.float64),
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=255.0,
+            channel_axis=-1,
+        )
+        for t, p in zip(y_true, y_pred, strict=True)
+    ]
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    np.testing.assert_allclose(ours, numpy(ssim(y_true, y_pred)), atol=1e-5)
+    assert np.all(np.asarray(reference) < 0.95)  # Not trivially 1.
+
+
 def test_ssim_rejects_images_smaller_than_the_window():
     with pytest.raises(ValueError, match="at least 11x11"):
         ssim(np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8, 3)))
