@@ -175,6 +175,35 @@ class Config:
         flag=False,
     )
     seed: int = option(0, "training seed")
+    # keras-tuner search (tune=True): glimpses x rate x smallest window.
+    tune: bool = option(
+        False,
+        "keras-tuner random search over the number of glimpses (1-8), the "
+        "encoder + generator Adam rate (3e-5 to 3e-4, log scale) and the "
+        "smallest glimpse window (min_scale 0.25 to 0.45), maximising the hole "
+        "PSNR on held-out training images; every trial is a run in "
+        "trials/<id>, and the best one is scored; --glimpses is then searched, "
+        "not used",
+    )
+    max_trials: int = option(16, "trials of the --tune search, counting finished ones")
+    glimpse_range: list = option([1, 8], "--tune: glimpse counts searched", flag=False)
+    learning_rate_range: list = option(
+        [3e-5, 3e-4],
+        "--tune: encoder + generator Adam rates searched (log scale)",
+        flag=False,
+    )
+    min_scale_range: list = option(
+        [0.25, 0.45],
+        "--tune: smallest glimpse windows searched (0.25: the 8-pixel hole), "
+        "below initial_scale",
+        flag=False,
+    )
+    tune_valid_fraction: float = option(
+        0.1,
+        "--tune: fraction of the training images (the last ones) held out to "
+        "score the trials; the trials train on the others",
+        flag=False,
+    )
     # Outputs.
     figure_examples: int = option(8, "test images in the figures", flag=False)
     monitor_examples: int = option(
@@ -226,6 +255,7 @@ class Config:
             check_number(name, getattr(self, name), low=0)
         for name in ("learning_rate", "d_learning_rate"):
             check_number(name, getattr(self, name), low=0, low_inclusive=False)
+        _check_search_settings(self)
 
     @property
     def method(self):
@@ -244,6 +274,7 @@ SMOKE = dict(
     epochs=2, batch_size=16, n_train=64, n_test=32, glimpses=2, core_units=32,
     width=8, warmup_steps=2, figure_examples=2, monitor_examples=16,
     eval_batch_size=32, jit_compile=False, bn_recalibration_batches=2,
+    max_trials=2, glimpse_range=[1, 2],
 )  # fmt: skip
 
 
@@ -585,6 +616,7 @@ class InpaintingExperiment(Experiment):
     python train_inpaint.py --epochs 50 --encoder cnn      # no-attention baseline
     python train_inpaint.py --dataset mnist32 --data-dir ../shared/data/mnist --epochs 3
     python train_inpaint.py --dataset npz:svhn_subset.npz --data-dir DIR --mask random
+    python train_inpaint.py --tune --max-trials 16 --epochs 10   # glimpses x rate x window
     python train_inpaint.py --smoke                        # seconds, offline
     python train_inpaint.py --eval-only runs/inpaint/RUN/model.keras
 
@@ -628,6 +660,8 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
 
     def load_data(self, config, log, smoke=False):
         x_train, x_test, source = load_images(config, bundled=smoke, return_source=True)
+        if config.tune:  # The search's validation images are not trained on.
+            x_train, _ = search_split(config, x_train)
         masks = evaluation_masks(config, len(x_test), x_test.shape[1])
         return _Data(x_train, x_test, masks, source)
 
@@ -676,6 +710,11 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
                 note=f" ({validation_statistics(run.config)})",
             )
         ]
+
+    def custom_training(self, run, data, distribution):
+        if not run.config.tune:
+            return None
+        return _search(run, data, distribution)
 
     def after_training(self, model, run, data):
         _recalibrate(model, run.config, data)
@@ -753,6 +792,223 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
 
 
 EXPERIMENT = InpaintingExperiment()
+
+
+# === The --tune search ===
+
+# What a trial searches (Config fields) and its objective (in its metrics.json).
+SEARCHED = ("glimpses", "learning_rate", "min_scale")
+SEARCH_OBJECTIVE = "valid_hole_psnr"
+
+
+def _check_search_settings(config):
+    """Validates (and stores as lists) the settings of the --tune search."""
+
+    def resolve(name, value):
+        object.__setattr__(config, name, value)
+
+    check_int("max_trials", config.max_trials, low=1)
+    glimpses = config.glimpse_range
+    if (
+        not isinstance(glimpses, (list, tuple))
+        or len(glimpses) != 2
+        or any(isinstance(g, bool) or not isinstance(g, int) for g in glimpses)
+        or not 1 <= glimpses[0] <= glimpses[1]
+    ):
+        raise ValueError(
+            "`glimpse_range` must be [low, high], integers with 1 <= low <= high. "
+            f"Received: glimpse_range={glimpses!r}"
+        )
+    resolve("glimpse_range", list(glimpses))
+    bounds = {
+        "learning_rate_range": (0.0, None, "0 < low <= high"),
+        "min_scale_range": (
+            0.0,
+            config.initial_scale,
+            f"0 < low <= high < initial_scale ({config.initial_scale})",
+        ),
+    }
+    for name, (above, below, rule) in bounds.items():
+        value = getattr(config, name)
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) != 2
+            or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) for v in value
+            )
+            or not above < value[0] <= value[1]
+            or (below is not None and not value[1] < below)
+        ):
+            raise ValueError(
+                f"`{name}` must be [low, high] with {rule}. Received: {name}={value!r}"
+            )
+        resolve(name, [float(v) for v in value])
+    check_number(
+        "tune_valid_fraction",
+        config.tune_valid_fraction,
+        low=0,
+        high=1,
+        low_inclusive=False,
+        high_inclusive=False,
+    )
+    if config.tune and config.encoder == "cnn":
+        raise ValueError(
+            "`tune` searches the glimpses of a CRAM encoder; encoder='cnn' has "
+            "none. Use encoder='cram' or 'cram_skip', or drop --tune."
+        )
+
+
+def search_split(config, x_train):
+    """`(training images, validation images)` of a --tune search: the last
+    `tune_valid_fraction` of the training images (at least one) are held out;
+    every trial, and so the final model, trains on the others."""
+    n_valid = max(1, int(round(config.tune_valid_fraction * len(x_train))))
+    if n_valid >= len(x_train):
+        raise UsageError(
+            f"--tune holds out {n_valid} of the {len(x_train)} training images to "
+            "score the trials, which leaves none to train on. Lower "
+            "tune_valid_fraction (--set tune_valid_fraction=...) or raise --n-train."
+        )
+    return x_train[:-n_valid], x_train[-n_valid:]
+
+
+class _SearchTrial(InpaintingExperiment):
+    """One trial of the --tune search: an ordinary run (resumable, scored on
+    the test set like any run) on the training images less the held-out
+    ones, whose per-epoch validation numbers are on the held-out images and
+    whose metrics.json adds their hole PSNR, scored as the final scoring
+    scores (after the batch-norm recalibration, by `evaluate_inpainting`):
+    `valid_hole_psnr`, the search's objective."""
+
+    def load_data(self, config, log, smoke=False):
+        data = super().load_data(config, log, smoke)
+        data.x_train, data.x_valid = search_split(config, data.x_train)
+        data.valid_masks = evaluation_masks(
+            config, len(data.x_valid), data.x_valid.shape[1]
+        )
+        return data
+
+    def valid_dataset(self, config, data):
+        n = min(config.monitor_examples, len(data.x_valid))
+        return eval_dataset(
+            data.x_valid[:n], data.valid_masks[:n], config.eval_batch_size
+        )
+
+    def evaluate(self, model, run, data):
+        metrics = super().evaluate(model, run, data)
+        completed = complete(
+            model, data.x_valid, data.valid_masks, run.config.eval_batch_size
+        )
+        scores = evaluate_inpainting(data.x_valid, completed, data.valid_masks)
+        metrics[SEARCH_OBJECTIVE] = float(scores["hole_psnr"])
+        metrics["n_valid"] = int(len(data.x_valid))
+        return metrics
+
+
+_TRIAL = _SearchTrial()
+
+
+def _trial_config(config, values):
+    """The config of a trial: `config` with the trial's values, not tuning."""
+    return dataclasses.replace(config, tune=False, **values)
+
+
+def _search(run, data, distribution):
+    """Runs (or resumes) the --tune search and returns the winning trial's
+    model, restored from its run (nothing is trained again), and the summary
+    for metrics.json. Writes trials.csv, trials.json and best_config.json."""
+    from cram_keras.experiments.config import config_to_dict
+    from cram_keras.experiments.runner import TrainingDiverged, run_experiment
+    from cram_keras.training import tuner as tuning
+    from cram_keras.training.checkpoint import EpochCheckpoints
+
+    config = run.config
+    if distribution.workers > 1:
+        raise UsageError(
+            "--tune runs its trials one after another in one process; it does "
+            "not run under MultiWorkerMirroredStrategy. Run it on one machine "
+            "(--strategy default or mirrored)."
+        )
+    start = time.perf_counter()
+
+    def train_trial(trial_id, values):
+        metrics = run_experiment(
+            _TRIAL,
+            _trial_config(config, values),
+            run.path("trials", trial_id),
+            distribution,
+            smoke=run.smoke,
+            log=run.log,
+        )
+        return {
+            SEARCH_OBJECTIVE: metrics[SEARCH_OBJECTIVE],
+            "epochs": metrics["epochs"],
+            "seconds": metrics["wall_seconds"],
+        }
+
+    ranges = {
+        "glimpses": config.glimpse_range,
+        "learning_rate": config.learning_rate_range,
+        "min_scale": config.min_scale_range,
+    }
+    search = tuning.RunSearch(
+        train_trial,
+        tuning.search_space({k: ranges[k] for k in SEARCHED}, log=("learning_rate",)),
+        SEARCH_OBJECTIVE,
+        run.directory,
+        "tuner",
+        max_trials=config.max_trials,
+        seed=config.seed,
+        failed_errors=(TrainingDiverged,),
+    )
+    search.search(verbose=1)
+
+    rows = tuning.run_trials_table(search)
+    best = tuning.best_row(
+        rows, SEARCH_OBJECTIVE, "max", where=f"the search in {run.directory}"
+    )
+    values = {name: best[name] for name in tuning.hyperparameter_names(search)}
+    resolved = _trial_config(config, values)
+    trial_dir = os.path.join("trials", best["trial_id"])
+    if run.is_chief:
+        tuning.write_trials_table(
+            rows,
+            run.path("trials.csv"),
+            run.path("trials.json"),
+            tuning.table_columns(search),
+        )
+        write_json(
+            run.path("best_config.json"),
+            {
+                "trial_id": best["trial_id"],
+                "run_directory": trial_dir,
+                "values": values,
+                SEARCH_OBJECTIVE: best[SEARCH_OBJECTIVE],
+                "config": config_to_dict(resolved),
+            },
+        )
+    # The winner's final weights and optimizer state, from its last epoch.
+    model = _TRIAL.build_model(resolved, data)
+    record = EpochCheckpoints(run.path(trial_dir, "checkpoints"), write=False).latest(
+        load=model.load_weights, log=run.log
+    )
+    if record is None:
+        raise RuntimeError(
+            f"Trial {best['trial_id']} completed, but {run.path(trial_dir)} holds "
+            "no epoch checkpoint to restore it from."
+        )
+    seconds = sum(row["seconds"] or 0.0 for row in rows)
+    summary = dict(
+        values,
+        best_trial=best["trial_id"],
+        best_trial_directory=trial_dir,
+        trials=len(rows),
+        epochs=best["epochs"],
+        train_wall_seconds=seconds,
+        _this_process_train_seconds=time.perf_counter() - start,
+    )
+    summary[SEARCH_OBJECTIVE] = best[SEARCH_OBJECTIVE]
+    return model, summary
 
 
 def _recalibrate(model, config, data):
