@@ -11,7 +11,9 @@ that name is left as it was.
 
 Checks: `check_int`, `check_number`, `check_choice` and `check_int_list`
 raise ``ValueError("`name` must be ... Received: name=value")`` and return
-the value (as a Python int, float or list).
+the value (as a Python int, float or list). `check_int` and `check_number`
+also name the command-line spelling of the setting (``flag``) and say why
+the bounds are what they are (``reason``) where given.
 """
 
 import contextlib
@@ -107,9 +109,21 @@ def _bounds(low, high, low_inclusive=True, high_inclusive=True):
     return ""
 
 
-def check_int(name, value, low=None, high=None):
+def _subject(name, flag):
+    return f"`{name}` ({flag})" if flag else f"`{name}`"
+
+
+def _why(reason):
+    return f": {reason}" if reason else ""
+
+
+def check_int(name, value, low=None, high=None, *, flag=None, reason=None):
     """Returns `value` as an int; raises `ValueError` unless it is an integer
     (a bool is not; NumPy integers are) in `[low, high]` (`None`: unbounded).
+
+    `flag`: how the setting is given on the command line (e.g.
+    ``"--set hole_size=N"``), named beside `name`; `reason`: why the bounds
+    are what they are, said after them.
     """
     try:
         if isinstance(value, bool):
@@ -127,7 +141,8 @@ def check_int(name, value, low=None, high=None):
         else:
             bounds = _bounds(low, high)
         raise ValueError(
-            f"`{name}` must be an integer{bounds}. Received: {name}={value!r}"
+            f"{_subject(name, flag)} must be an integer{bounds}{_why(reason)}. "
+            f"Received: {name}={value!r}"
         )
     return number
 
@@ -140,11 +155,14 @@ def check_number(
     low_inclusive=True,
     finite=True,
     high_inclusive=True,
+    *,
+    flag=None,
+    reason=None,
 ):
     """Returns `value` as a float; raises `ValueError` unless it is a real
     number (a bool is not) within the bounds, and, with `finite`, neither NaN
     nor infinite. `low_inclusive` / `high_inclusive`: whether the bound itself
-    is allowed."""
+    is allowed; `flag` and `reason` as in `check_int`."""
     valid = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if valid:
         number = float(value)
@@ -161,7 +179,10 @@ def check_number(
     if not valid:
         kind = "a finite number" if finite else "a number"
         bounds = _bounds(low, high, low_inclusive, high_inclusive)
-        raise ValueError(f"`{name}` must be {kind}{bounds}. Received: {name}={value!r}")
+        raise ValueError(
+            f"{_subject(name, flag)} must be {kind}{bounds}{_why(reason)}. "
+            f"Received: {name}={value!r}"
+        )
     return number
 
 

@@ -44,6 +44,7 @@ import keras
 import numpy as np
 
 from cram_keras.data.inpainting import (
+    IMAGE_SIZE,
     MASK_KINDS,
     inpainting_masks,
     load_inpainting_dataset,
@@ -228,12 +229,48 @@ class Config:
         check_choice("mask", self.mask, MASK_KINDS)
         check_choice("glimpse_start", self.glimpse_start, GLIMPSE_STARTS)
         positive = (
-            "hole_size", "min_hole", "max_hole", "glimpses", "glimpse_size",
-            "core_units", "width", "epochs", "batch_size", "figure_examples",
-            "monitor_examples", "eval_batch_size",
+            "glimpses", "glimpse_size", "core_units", "width", "epochs",
+            "batch_size", "figure_examples", "monitor_examples", "eval_batch_size",
         )  # fmt: skip
         for name in positive:
             check_int(name, getattr(self, name), low=1)
+        # Every image is IMAGE_SIZE pixels square (`check_images`).
+        size = IMAGE_SIZE
+        for name, what in (
+            ("hole_size", "the centred hole"),
+            ("min_hole", "the smallest random hole"),
+            ("max_hole", "the largest random hole"),
+        ):
+            check_int(
+                name,
+                getattr(self, name),
+                low=1,
+                high=size - 1,
+                flag=f"--set {name}=N",
+                reason=f"{what} must leave some of the {size}x{size} image to "
+                "inpaint from",
+            )
+        check_number(
+            "min_scale",
+            self.min_scale,
+            low=1 / size,
+            high=1.0,
+            high_inclusive=False,
+            flag="--set min_scale=S",
+            reason=f"the smallest glimpse window is min_scale x {size} pixels "
+            "wide, which must be at least one pixel and less than the image",
+        )
+        check_number(
+            "initial_scale",
+            self.initial_scale,
+            low=self.min_scale,
+            high=1.0,
+            low_inclusive=False,
+            high_inclusive=False,
+            flag="--set initial_scale=S",
+            reason="the first glimpse window lies between the smallest one "
+            "(min_scale) and the whole image",
+        )
         for name in ("n_train", "n_test"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), low=1)

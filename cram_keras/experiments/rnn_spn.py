@@ -20,6 +20,7 @@ time). The run machinery (resume, checkpoints, strategies, flags) is
 """
 
 import dataclasses
+import math
 
 import keras
 
@@ -40,6 +41,26 @@ from cram_keras.training.metrics import sequence_metrics
 from cram_keras.utils import check_choice, check_int, check_number
 
 MODEL_NAMES = tuple(MODELS)
+# Side of the cluttered MNIST sequence images (`load_cluttered_sequences`).
+IMAGE_SIZE = 100
+# The smallest crop the classifier behind the transformer keeps a pixel of:
+# 3x3 "valid" convolution, 2x2 pooling, 3x3 convolution, 2x2 pooling, 3x3
+# convolution (`classification_cnn`): 18 -> 16 -> 8 -> 6 -> 3 -> 1.
+MIN_CROP = 18
+
+
+def crop_size(downsample, image_size=IMAGE_SIZE):
+    """Side of the transformer's crops: ``int(image_size / downsample)``."""
+    return int(image_size / downsample)
+
+
+def max_downsample(image_size=IMAGE_SIZE):
+    """The largest ``downsample`` (3 decimals, rounded down) whose crops the
+    classifier can take (at least `MIN_CROP` pixels)."""
+    bound = math.floor(image_size / MIN_CROP * 1000) / 1000
+    while crop_size(bound, image_size) < MIN_CROP:  # float rounding
+        bound = round(bound - 0.001, 3)
+    return bound
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +165,17 @@ class Config:
         check_choice("gru_initializer", self.gru_initializer, ("keras", "lasagne"))
         check_choice("dtype_policy", self.dtype_policy, DTYPE_POLICIES)
         check_number("downsample", self.downsample, low=1.0)
+        if self.model != "conv" and crop_size(self.downsample) < MIN_CROP:
+            crop = crop_size(self.downsample)
+            raise ValueError(
+                f"`downsample` (--downsample) must be a number in [1, "
+                f"{max_downsample():g}] for the {IMAGE_SIZE}x{IMAGE_SIZE} images of "
+                f"cluttered MNIST: the transformer's crops are int({IMAGE_SIZE} / "
+                "downsample) pixels wide, and the classifier after it (three 3x3 "
+                "convolutions and two 2x2 poolings) needs crops of at least "
+                f"{MIN_CROP} pixels. Received: downsample={self.downsample!r} "
+                f"({crop}x{crop}-pixel crops)"
+            )
         check_number("dropout", self.dropout, low=0.0, high=1.0, high_inclusive=False)
         check_choice("dropout_placement", self.dropout_placement, DROPOUT_PLACEMENTS)
         check_int("dropout_ramp_epochs", self.dropout_ramp_epochs, low=0)

@@ -242,3 +242,155 @@ def test_the_native_sampler_without_a_compiler_is_refused_before_training(
     assert "'no-such-compiler' was not found" in error
     assert "CRAM_KERAS_NATIVE_SAMPLER=0" in error
     assert not out.exists()
+
+
+# === Sizes that leave nothing to compute ===
+#
+# A setting whose output (a crop, a hole's context, a glimpse window, a
+# feature map) would be empty or smaller than a pixel is refused when the
+# Config is made: one paragraph naming the setting, its command-line
+# spelling, the valid range computed from the other settings, and the value.
+
+
+def refused(config_cls, **settings):
+    with pytest.raises(ValueError) as info:
+        config_cls(**settings)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_the_largest_downsample_is_the_last_that_the_classifier_can_take():
+    # References: the transformer layer's own output size, and the
+    # classifier's own layers on crops of that size.
+    from cram_keras.layers import SpatialTransformer
+    from cram_keras.models.rnn_spn import classification_cnn
+
+    largest = rnn_spn.max_downsample()
+    assert largest == 5.555
+
+    def crop(downsample):
+        layer = SpatialTransformer("affine", downsample_factor=downsample)
+        return layer.compute_output_shape(((1, 100, 100, 1), (1, 6)))[1]
+
+    assert crop(largest) == 18 and crop(largest + 0.001) == 17
+    smallest = classification_cnn(4, 8, 0.0)(np.zeros((1, 18, 18, 1), "float32"))
+    assert smallest.shape == (1, 8)
+    with pytest.raises(ValueError, match="negative"):
+        classification_cnn(4, 8, 0.0)(np.zeros((1, 17, 17, 1), "float32"))
+    for model in ("rnn_spn", "ffn_spn"):
+        assert rnn_spn.Config(model=model, downsample=largest).downsample == largest
+
+
+@pytest.mark.parametrize("model", ["rnn_spn", "ffn_spn"])
+@pytest.mark.parametrize(
+    "downsample, crop", [(5.556, 17), (6, 16), (50, 2), (100, 1), (1000, 0)]
+)
+def test_a_downsample_that_leaves_the_classifier_no_pixel_is_refused(
+    model, downsample, crop
+):
+    message = refused(rnn_spn.Config, model=model, downsample=downsample)
+    assert message.startswith(
+        "`downsample` (--downsample) must be a number in [1, 5.555]"
+    )
+    assert "at least 18 pixels" in message
+    assert message.endswith(
+        f"Received: downsample={downsample!r} ({crop}x{crop}-pixel crops)"
+    )
+
+
+def test_the_conv_model_has_no_transformer_and_ignores_downsample():
+    assert rnn_spn.Config(model="conv", downsample=1000).downsample == 1000
+
+
+@pytest.mark.parametrize("name", ["hole_size", "min_hole", "max_hole"])
+@pytest.mark.parametrize("value", [0, 32, 100])
+def test_a_hole_of_no_pixel_or_of_the_whole_image_is_refused(name, value):
+    settings = {name: value}
+    if name == "min_hole" and value > 16:
+        settings["max_hole"] = 31  # not refused for being above max_hole
+    message = refused(inpaint.Config, **settings)
+    assert message.startswith(
+        f"`{name}` (--set {name}=N) must be an integer in 1..31: "
+    )
+    assert "32x32 image" in message and message.endswith(f"Received: {name}={value}")
+
+
+def test_the_largest_holes_leave_a_pixel_to_inpaint_from():
+    # Reference: the masks themselves.
+    from cram_keras.data.inpainting import inpainting_masks
+
+    config = inpaint.Config(hole_size=31, min_hole=31, max_hole=31)
+    for kind in ("center", "random"):
+        masks = inpainting_masks(
+            4, 32, kind, config.hole_size, config.min_hole, config.max_hole, seed=0
+        )
+        assert masks.shape == (4, 32, 32, 1)
+        assert (masks.reshape(4, -1).sum(axis=1) == 31 * 31).all()
+    with pytest.raises(ValueError):
+        inpainting_masks(1, 32, "center", hole_size=32)
+
+
+@pytest.mark.parametrize("min_scale", [0.0, 0.01, 1 / 32 - 1e-6, 1.0, 1.5])
+def test_a_glimpse_window_under_a_pixel_or_over_the_image_is_refused(min_scale):
+    message = refused(inpaint.Config, min_scale=min_scale, initial_scale=0.99)
+    assert message.startswith(
+        "`min_scale` (--set min_scale=S) must be a finite number in [0.03125, 1.0): "
+    )
+    assert "min_scale x 32 pixels" in message
+    assert message.endswith(f"Received: min_scale={min_scale!r}")
+
+
+def test_the_smallest_window_is_one_pixel_of_the_32():
+    config = inpaint.Config(min_scale=1 / 32, initial_scale=0.5)
+    assert config.min_scale * 32 == 1.0
+
+
+@pytest.mark.parametrize(
+    "min_scale, initial_scale", [(0.375, 0.375), (0.375, 0.2), (0.2, 1.0), (0.5, 2.0)]
+)
+def test_a_first_window_outside_its_bounds_is_refused(min_scale, initial_scale):
+    # Reference: the localisation network refuses the same pair.
+    from cram_keras.layers import LocalizationNetwork
+
+    with pytest.raises(ValueError):
+        LocalizationNetwork(min_scale=min_scale, initial_scale=initial_scale)
+    message = refused(inpaint.Config, min_scale=min_scale, initial_scale=initial_scale)
+    assert message.startswith(
+        f"`initial_scale` (--set initial_scale=S) must be a finite number in "
+        f"({min_scale}, 1.0): "
+    )
+    assert message.endswith(f"Received: initial_scale={initial_scale!r}")
+
+
+@pytest.mark.parametrize(
+    "script, argv, first_words",
+    [
+        ("train_rnn_spn.py", ["--downsample", "1000"], "`downsample` (--downsample)"),
+        (
+            "train_inpaint.py",
+            ["--set", "min_scale=0.01"],
+            "`min_scale` (--set min_scale=S)",
+        ),
+    ],
+)
+def test_a_script_refuses_an_empty_output_in_one_paragraph(
+    script, argv, first_words, tmp_path
+):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(root, script), "--smoke", *argv,
+         "--output-dir", str(out)],
+        capture_output=True, text=True, cwd=root, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {first_words} must be")
+    assert "Received: " in errors[0]
+    assert not out.exists()
