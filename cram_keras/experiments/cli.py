@@ -109,9 +109,11 @@ def build_parser(experiment):
             "Exit codes: 0 done; 2 usage or config error; 1 data error or "
             "diverged training. Rerunning the same command resumes an "
             "interrupted run. Every setting of the config can also be given "
-            "with --set key=value. Environment: CRAM_KERAS_NATIVE_SAMPLER=1 "
-            "samples with the compiled TensorFlow kernel (built on first use "
-            "with g++; same values, faster; see cram_keras.ops.native_sampler)."
+            "with --set key=value. Environment: on TensorFlow (CPU) the sampler "
+            "uses a compiled kernel, built on first use with g++ (same values, "
+            "faster; without a compiler it says so and uses keras.ops); "
+            "CRAM_KERAS_NATIVE_SAMPLER=0 turns it off, =1 makes a failed build "
+            "an error (see cram_keras.ops.native_sampler)."
         ),
     )
     from cram_keras.training.distribute import STRATEGIES

@@ -51,10 +51,12 @@ class SpatialTransformer(keras.layers.Layer):
     compute dtype itself and keeps the parameters at full precision. The
     output has the compute dtype.
 
-    On TensorFlow (CPU, float32, outside XLA) an opt-in compiled kernel
-    samples in one fused pass per direction, with the same values:
-    `CRAM_KERAS_NATIVE_SAMPLER=1` or
-    `cram_keras.ops.native_sampler.use_native_sampler()` (see there).
+    On TensorFlow (CPU, float32, outside XLA) a compiled kernel samples in
+    one fused pass per direction, with the same values. It is built with
+    the system C++ compiler on first use and used by default; where it
+    cannot be built, one line says why and the `keras.ops` path runs.
+    `CRAM_KERAS_NATIVE_SAMPLER=0` turns it off, `=1` makes a failure to
+    build it an error (see `cram_keras.ops.native_sampler`).
 
     Args:
         transform: `"affine"` (default), `"attention"` or `"anisotropic"`.

@@ -1,38 +1,63 @@
-"""The compiled TensorFlow kernel for the general sampling path (opt-in).
+"""The compiled TensorFlow kernel for the general sampling path.
 
 `pixel_sampler.sample_pixels` is built from `keras.ops` and runs on every
 backend; on TensorFlow it is a graph of some 60 small kernels. This module
 compiles `native/bilinear_sampler.cc`, one fused CPU kernel per direction
 (as torch's `grid_sample`), with the same arithmetic: the forward pass gives
 the same values bit for bit, the gradients agree up to float32 summation
-order. It is off unless asked for:
+order.
 
-    CRAM_KERAS_NATIVE_SAMPLER=1 python train_rnn_spn.py ...   # any script
+It is used by default wherever it applies: the TensorFlow backend on a
+machine where TensorFlow sees no GPU or TPU, float32 images and
+coordinates, outside functions compiled with XLA (`jit_compile=True`, which
+cannot run a custom op). Everywhere else the `keras.ops` path runs, which
+stays the reference: other backends, other dtypes (e.g. the bfloat16 images
+of `mixed_bfloat16`), XLA, and accelerators (the kernel is CPU-only).
+SavedModel export (`cram_keras.training.export`) always traces the
+`keras.ops` path, so an exported model loads without this library.
+
+`CRAM_KERAS_NATIVE_SAMPLER` chooses:
+
+- unset (or empty): auto, as above. If the kernel cannot be built or
+  loaded (no C++ compiler, a compiler error, an unwritable cache folder),
+  one line on stderr says why and how to fix it, and the `keras.ops` path
+  runs (same values, slower); this is never an error.
+- ``0``: off. The `keras.ops` path everywhere; nothing is built or printed.
+- ``1``: forced. The kernel wherever the backend, dtype and XLA allow,
+  also when TensorFlow sees a GPU (the kernel then runs on the CPU). A
+  failure to build or load it raises `NativeSamplerError` with what to do
+  (the training scripts refuse to start, exit code 2).
+
+In code (overrides the environment variable)::
 
     from cram_keras.ops import native_sampler
-    native_sampler.use_native_sampler()          # for the rest of the process
-    with native_sampler.native_sampler(False):   # or for a block
+    native_sampler.use_native_sampler(False)     # off for the rest of the process
+    with native_sampler.native_sampler(True):    # forced for a block
         ...
+    native_sampler.use_native_sampler(None)      # back to the environment
 
     python -m cram_keras.ops.native              # build (and check) it now
 
 The first use compiles the kernel with the system C++ compiler (`$CXX`,
-else `g++`) against the installed TensorFlow's headers (about 10 s) into
-`$CRAM_KERAS_CACHE_DIR` (default `~/.cache/cram_keras`), one file per
-TensorFlow version and kernel source. When the kernel is on, the sampler
-still uses the `keras.ops` path (the reference) wherever the kernel does
-not apply: other backends, dtypes other than float32 (e.g. the bfloat16
-images of `mixed_bfloat16`), and functions compiled with XLA
-(`jit_compile=True`), which cannot run a custom op. SavedModel export
-(`cram_keras.training.export`) always traces the `keras.ops` path, so an
-exported model loads without this library. The kernel's own gradient is
-not differentiable again (no second derivatives through it).
+else `g++`) against the installed TensorFlow's headers (about 10 s, one
+line on stderr while it builds) into the `kernels` folder of the project's
+cache, `$CRAM_KERAS_CACHE` (default `~/.cache/cram_keras`): one file per
+machine architecture, TensorFlow version and kernel source, built once and
+reused by every later process. Processes that start at once (test workers,
+two trainings) build it once: one builds under a file lock into a
+temporary file and renames it into place, the others wait and load the
+result. A cached library whose checksum does not match the one recorded at
+build time (a damaged or half-copied file) is never loaded; it is rebuilt.
+
+The kernel's own gradient is differentiable again through the `keras.ops`
+path (second derivatives cost what they cost there).
 """
 
 import contextlib
 import hashlib
 import os
 import pathlib
+import platform
 import shutil
 import subprocess
 import sys
@@ -41,47 +66,87 @@ import threading
 
 import keras
 
-ENV_VAR = "CRAM_KERAS_NATIVE_SAMPLER"
-CACHE_ENV_VAR = "CRAM_KERAS_CACHE_DIR"
-SOURCE = pathlib.Path(__file__).with_name("native") / "bilinear_sampler.cc"
+try:
+    import fcntl
+except ImportError:  # not POSIX: atomic renames still keep the cache whole
+    fcntl = None
 
-_lock = threading.Lock()
-_state = {"enabled": None, "library": None}
+ENV_VAR = "CRAM_KERAS_NATIVE_SAMPLER"
+CACHE_ENV_VAR = "CRAM_KERAS_CACHE"
+SOURCE = pathlib.Path(__file__).with_name("native") / "bilinear_sampler.cc"
+# Compiling takes about 10 s; this only guards against a hung compiler.
+BUILD_TIMEOUT_S = 900
+
+_lock = threading.RLock()
+# enabled: True (forced), False (off), None (the environment variable).
+# library: the loaded op library. failure: why auto mode fell back (once
+# per process). accelerator: whether TensorFlow sees a GPU or TPU.
+# second_derivative: whether the gradient op's gradient is registered.
+_state = {
+    "enabled": None,
+    "library": None,
+    "failure": None,
+    "accelerator": None,
+    "second_derivative": False,
+}
+# Set while the second derivative re-derives the gradient with keras.ops.
+_local = threading.local()
 
 
 class NativeSamplerError(RuntimeError):
-    """The compiled kernel was asked for but cannot be built or loaded."""
+    """The compiled kernel cannot be built or loaded (or is misconfigured).
+
+    `brief` is a one-line form of the message: what went wrong and what to
+    do, for the line printed when auto mode falls back to `keras.ops`."""
+
+    def __init__(self, message, brief=None):
+        super().__init__(message)
+        self.brief = brief or message.splitlines()[0]
 
 
-def _env_enabled():
+def _env_mode():
     value = os.environ.get(ENV_VAR, "").strip()
-    if value in ("", "0"):
-        return False
+    if value == "":
+        return "auto"
+    if value == "0":
+        return "off"
     if value == "1":
-        return True
+        return "on"
     raise NativeSamplerError(
-        f"{ENV_VAR} must be 1 (use the compiled TensorFlow sampler) or 0 / unset "
-        f"(the keras.ops sampler). Received: {ENV_VAR}={value!r}"
+        f"{ENV_VAR} must be 1 (always use the compiled TensorFlow sampler), 0 "
+        "(the keras.ops sampler) or unset (the compiled sampler wherever it "
+        f"applies and builds). Received: {ENV_VAR}={value!r}"
     )
 
 
+def mode():
+    """The setting: `"auto"`, `"on"` (forced) or `"off"`; from
+    `use_native_sampler`, else from ``CRAM_KERAS_NATIVE_SAMPLER``."""
+    enabled = _state["enabled"]
+    if enabled is None:
+        return _env_mode()
+    return "on" if enabled else "off"
+
+
 def is_enabled():
-    """Whether the compiled kernel is asked for (by `use_native_sampler` or
-    by ``CRAM_KERAS_NATIVE_SAMPLER=1``)."""
-    if _state["enabled"] is None:
-        return _env_enabled()
-    return _state["enabled"]
+    """Whether the compiled kernel is forced on (``CRAM_KERAS_NATIVE_SAMPLER=1``
+    or `use_native_sampler(True)`), so that a failure to build it is an
+    error. False in auto mode, where it is used if it builds; see `mode`."""
+    return mode() == "on"
 
 
 def use_native_sampler(enabled=True):
-    """Turns the compiled kernel on (building it now if needed) or off.
+    """Forces the compiled kernel on (building it now if needed), turns it
+    off, or (`None`) goes back to ``CRAM_KERAS_NATIVE_SAMPLER`` (auto when
+    unset).
 
-    Raises `NativeSamplerError` when turning it on fails (not the TensorFlow
-    backend, no C++ compiler, a compiler error), with what to do.
+    Raises `NativeSamplerError` when forcing it on fails (not the TensorFlow
+    backend, no C++ compiler, a compiler error), with what to do; the
+    setting is then left as it was.
     """
-    if not isinstance(enabled, bool):
+    if enabled is not None and not isinstance(enabled, bool):
         raise TypeError(
-            f"`enabled` must be True or False. Received: enabled={enabled!r}"
+            f"`enabled` must be True, False or None. Received: enabled={enabled!r}"
         )
     if enabled:
         load()
@@ -90,7 +155,7 @@ def use_native_sampler(enabled=True):
 
 @contextlib.contextmanager
 def native_sampler(enabled=True):
-    """Context manager: the compiled kernel on (or off) inside the block.
+    """Context manager: `use_native_sampler(enabled)` inside the block.
     Functions traced inside the block keep the path they were traced with."""
     previous = _state["enabled"]
     use_native_sampler(enabled)
@@ -101,10 +166,12 @@ def native_sampler(enabled=True):
 
 
 def cache_dir():
-    if os.environ.get(CACHE_ENV_VAR):
-        return pathlib.Path(os.environ[CACHE_ENV_VAR])
-    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-    return pathlib.Path(base) / "cram_keras"
+    """The folder of the compiled kernels: `kernels` in `$CRAM_KERAS_CACHE`
+    (default `~/.cache/cram_keras`, the datasets' cache folder)."""
+    base = os.environ.get(CACHE_ENV_VAR) or os.path.join(
+        os.path.expanduser("~"), ".cache", "cram_keras"
+    )
+    return pathlib.Path(base) / "kernels"
 
 
 def _compiler():
@@ -115,34 +182,141 @@ def _compiler():
             f"The compiled sampler needs a C++17 compiler, and {compiler!r} was not "
             "found. Install g++ (or set CXX to a compiler), or leave the compiled "
             f"sampler off ({ENV_VAR}=0): the keras.ops sampler gives the same "
-            "results, slower."
+            "results, slower.",
+            brief=f"no C++ compiler: {compiler!r} was not found. Install g++ "
+            "(or set CXX to a C++17 compiler) to use it",
         )
     return path
 
 
 def library_path():
-    """Where the kernel for this TensorFlow version and source is cached."""
+    """Where the kernel for this machine, TensorFlow version and source is
+    cached."""
     import tensorflow as tf
 
-    digest = hashlib.sha256(SOURCE.read_bytes())
+    try:
+        source = SOURCE.read_bytes()
+    except OSError as error:
+        raise NativeSamplerError(
+            f"The compiled sampler's source is missing ({error}); reinstall "
+            f"cram_keras, or leave the compiled sampler off ({ENV_VAR}=0).",
+            brief=f"its source is missing ({SOURCE}); reinstall cram_keras",
+        ) from error
+    digest = hashlib.sha256(source)
     digest.update(" ".join(tf.sysconfig.get_compile_flags()).encode())
-    return cache_dir() / f"cram_sampler-tf{tf.__version__}-{digest.hexdigest()[:12]}.so"
+    digest.update(" ".join(tf.sysconfig.get_link_flags()).encode())
+    machine = platform.machine() or "unknown"
+    return (
+        cache_dir()
+        / f"cram_sampler-tf{tf.__version__}-{machine}-{digest.hexdigest()[:12]}.so"
+    )
+
+
+def _stamp_path(path):
+    return path.with_name(path.name + ".sha256")
+
+
+def _checksum(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _is_whole(path):
+    """Whether `path` is a library this module built and finished writing:
+    its checksum matches the one recorded after the build."""
+    try:
+        return _stamp_path(path).read_text().strip() == _checksum(path)
+    except OSError:
+        return False
+
+
+def _write_atomically(path, data):
+    handle, partial = tempfile.mkstemp(
+        prefix=path.name + ".", suffix=".tmp", dir=path.parent
+    )
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(partial, 0o644)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+
+
+@contextlib.contextmanager
+def _build_lock(target):
+    """An exclusive file lock next to `target`, held while it is built: one
+    process builds, the others wait (and then find it built). The kernel
+    releases it if the process dies."""
+    if fcntl is None:
+        yield
+        return
+    with open(target.with_name(target.name + ".lock"), "a") as file:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(
+                "waiting for another process to finish building the compiled "
+                f"sampler kernel ({target})"
+            )
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+
+
+def _say(line):
+    print(f"cram_keras: {line}", file=sys.stderr, flush=True)
 
 
 def build(force=False, verbose=False):
-    """Compiles the kernel into the cache (unless already there); returns
-    the library's path."""
+    """Compiles the kernel into the cache (unless a whole one is there);
+    returns the library's path. Safe to call from several processes at once.
+    """
     _require_tensorflow()
-    import tensorflow as tf
-
     target = library_path()
-    if target.exists() and not force:
+    if not force and _is_whole(target):
         return target
     compiler = _compiler()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build next to the target and rename: concurrent builds (e.g. test
-    # workers) never load a half-written file.
-    handle, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _build_lock(target):
+            # Another process may have built it while this one waited.
+            if not force and _is_whole(target):
+                return target
+            # Temporary files of this library left by a build that was killed
+            # (no build runs now: this process holds the lock).
+            for stale in target.parent.glob(target.name + ".*.tmp"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+            _compile(compiler, target, verbose)
+    except OSError as error:
+        raise NativeSamplerError(
+            f"Cannot write the compiled sampler to {target.parent}: {error}. Set "
+            f"{CACHE_ENV_VAR} to a writable folder, or leave the compiled sampler "
+            f"off ({ENV_VAR}=0).",
+            brief=f"cannot write to {target.parent} ({error.strerror or error}). "
+            f"Set {CACHE_ENV_VAR} to a writable folder to use it",
+        ) from error
+    return target
+
+
+def _compile(compiler, target, verbose):
+    """Compiles into a temporary file next to `target`, then renames it into
+    place and records its checksum: `target` is never half-written."""
+    import tensorflow as tf
+
+    _say(
+        f"building the compiled sampler kernel for TensorFlow {tf.__version__} "
+        f"(once per machine and TensorFlow version, about 10 s) into {target}"
+    )
+    handle, partial = tempfile.mkstemp(
+        prefix=target.name + ".", suffix=".tmp", dir=target.parent
+    )
     os.close(handle)
     command = [
         compiler,
@@ -158,35 +332,65 @@ def build(force=False, verbose=False):
     ]
     if verbose:
         print(" ".join(command), file=sys.stderr)
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        os.unlink(partial)
-        errors = [line for line in result.stderr.splitlines() if "error" in line]
-        raise NativeSamplerError(
-            f"Compiling the sampler kernel failed ({compiler}, exit code "
-            f"{result.returncode}):\n"
-            + "\n".join(errors[:10] or [result.stderr[-2000:]])
-            + f"\nLeave the compiled sampler off ({ENV_VAR}=0) to use the keras.ops "
-            "sampler."
-        )
-    os.replace(partial, target)
-    return target
+    try:
+        try:
+            result = subprocess.run(
+                command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
+            )
+        except OSError as error:
+            raise NativeSamplerError(
+                f"Running the C++ compiler {compiler} failed: {error}. Install g++ "
+                f"(or set CXX to a compiler), or leave the compiled sampler off "
+                f"({ENV_VAR}=0).",
+                brief=f"running the compiler {compiler} failed ({error})",
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise NativeSamplerError(
+                f"Compiling the sampler kernel ({compiler}) did not finish in "
+                f"{BUILD_TIMEOUT_S} s. Leave the compiled sampler off ({ENV_VAR}=0) "
+                "to use the keras.ops sampler.",
+                brief=f"compiling it ({compiler}) did not finish in {BUILD_TIMEOUT_S} s",
+            ) from None
+        if result.returncode != 0:
+            errors = [line for line in result.stderr.splitlines() if "error" in line]
+            raise NativeSamplerError(
+                f"Compiling the sampler kernel failed ({compiler}, exit code "
+                f"{result.returncode}):\n"
+                + "\n".join(errors[:10] or [result.stderr[-2000:]])
+                + f"\nLeave the compiled sampler off ({ENV_VAR}=0) to use the "
+                "keras.ops sampler.",
+                brief=f"compiling it failed ({compiler}, exit code "
+                f"{result.returncode}). Run `python -m cram_keras.ops.native` to "
+                "see the compiler's errors",
+            )
+        checksum = _checksum(pathlib.Path(partial))
+        os.chmod(partial, 0o755)  # mkstemp's 0600 would hide it from other users
+        os.replace(partial, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+    _write_atomically(_stamp_path(target), (checksum + "\n").encode())
 
 
 def load():
-    """The loaded kernel library (built first if needed)."""
+    """The loaded kernel library (built first if needed). Raises
+    `NativeSamplerError` when it cannot be built or loaded."""
     with _lock:
         if _state["library"] is None:
             import tensorflow as tf
 
             path = build()
             try:
-                _state["library"] = tf.load_op_library(str(path))
-            except tf.errors.NotFoundError as error:
+                library = tf.load_op_library(str(path))
+            except (tf.errors.OpError, OSError) as error:
                 raise NativeSamplerError(
                     f"Loading the compiled sampler {path} failed: {error}. Delete "
-                    f"the file to rebuild it, or set {ENV_VAR}=0."
+                    f"the file to rebuild it, or set {ENV_VAR}=0.",
+                    brief=f"loading {path} failed ({str(error).splitlines()[0]}). "
+                    "Delete the file to rebuild it",
                 ) from error
+            _register_second_derivative(tf)
+            _state["library"] = library
         return _state["library"]
 
 
@@ -211,15 +415,64 @@ def _in_xla_function():
     )
 
 
+def _accelerator_visible():
+    """Whether TensorFlow sees a device other than the CPU (where auto mode
+    leaves the sampling to the keras.ops path, which runs there)."""
+    if _state["accelerator"] is None:
+        import tensorflow as tf
+
+        _state["accelerator"] = any(
+            device.device_type != "CPU" for device in tf.config.list_logical_devices()
+        )
+    return _state["accelerator"]
+
+
+def _auto_load():
+    """Auto mode: the library, or None (once per process, one line on
+    stderr says why and how to fix it) when it cannot be built or loaded."""
+    with _lock:
+        if _state["library"] is not None:
+            return _state["library"]
+        if _state["failure"] is not None:
+            return None
+        try:
+            return load()
+        except Exception as error:  # noqa: BLE001 - auto mode never raises
+            brief = getattr(error, "brief", None) or (
+                f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            )
+            _state["failure"] = brief
+            _say(
+                f"the compiled sampler kernel is unavailable: {brief}. Sampling "
+                f"with the keras.ops path instead (same values, slower); set "
+                f"{ENV_VAR}=0 to silence this."
+            )
+            return None
+
+
 def applicable(images, x):
-    """Whether `sample_pixels(images, x, y, ...)` runs the compiled kernel."""
-    if not is_enabled() or keras.backend.backend() != "tensorflow":
+    """Whether `sample_pixels(images, x, y, ...)` runs the compiled kernel.
+
+    In auto mode the first call that would use it builds and loads it;
+    when that fails, False (with one line on stderr). When forced, a failure
+    to build or load raises `NativeSamplerError`."""
+    current = mode()
+    if current == "off" or getattr(_local, "keras_ops", False):
+        return False
+    if keras.backend.backend() != "tensorflow":
         return False
     if keras.backend.standardize_dtype(images.dtype) != "float32":
         return False
     if keras.backend.standardize_dtype(x.dtype) != "float32":
         return False
-    return not _in_xla_function()
+    if _in_xla_function():
+        return False
+    if current == "on":
+        load()
+        return True
+    if _accelerator_visible():
+        return False
+    return _auto_load() is not None
 
 
 def sample(images, x, y, padding):
@@ -243,3 +496,53 @@ def sample(images, x, y, padding):
         return output, grad
 
     return fused(images, x, y)
+
+
+def _register_second_derivative(tf):
+    """The gradient of the kernel's gradient op: the vector-Jacobian product
+    of the keras.ops path's gradient (same function, differentiable)."""
+    if _state["second_derivative"]:
+        return
+
+    def second_derivative(op, *cotangents):
+        from cram_keras.ops.pixel_sampler import sample_pixels
+
+        images, x, y, upstream = op.inputs
+        padding = op.get_attr("padding")
+        if isinstance(padding, bytes):
+            padding = padding.decode()
+        # (B, h, w): x and y may be broadcast along the rows or columns.
+        shape = tf.shape(upstream)[:3]
+        previous, _local.keras_ops = getattr(_local, "keras_ops", False), True
+        try:
+            with tf.GradientTape() as outer:
+                outer.watch([images, x, y, upstream])
+                with tf.GradientTape() as inner:
+                    inner.watch([images, x, y])
+                    output = sample_pixels(
+                        images,
+                        tf.broadcast_to(x, shape),
+                        tf.broadcast_to(y, shape),
+                        padding,
+                    )
+                grads = inner.gradient(
+                    output, [images, x, y], output_gradients=upstream
+                )
+            cotangents = [
+                tf.zeros_like(g) if c is None else c
+                for g, c in zip(grads, cotangents, strict=True)
+            ]
+            return outer.gradient(
+                grads,
+                [images, x, y, upstream],
+                output_gradients=cotangents,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+        finally:
+            _local.keras_ops = previous
+
+    try:
+        tf.RegisterGradient("CramSampleAtPixelsGrad")(second_derivative)
+    except KeyError:  # registered already (by an earlier copy of this module)
+        pass
+    _state["second_derivative"] = True

@@ -30,10 +30,11 @@ The general path (`pixel_sampler.sample_pixels`) has a hand-written
 backward pass (`keras.ops.custom_gradient`): all four corners are fetched
 with a single gather, the image gradient is a single segment sum, and the
 coordinate gradient reuses the gathered corners. The separable path is
-`separable_sampler.separable_sample`. On TensorFlow an opt-in compiled
-kernel (`native_sampler`, ``CRAM_KERAS_NATIVE_SAMPLER=1``) replaces both
-with one fused pass per direction; the `keras.ops` paths stay the reference
-and the fallback.
+`separable_sampler.separable_sample`. On TensorFlow (CPU, float32, outside
+XLA) a compiled kernel (`native_sampler`, on by default where it builds;
+``CRAM_KERAS_NATIVE_SAMPLER=0`` turns it off) replaces both with one fused
+pass per direction; the `keras.ops` paths stay the reference and the
+fallback.
 """
 
 import numpy as np
@@ -209,7 +210,7 @@ def scale_translate_sample(
         params, scale_y, shift_y, height, out_h, align_corners
     )
     if native_sampler.applicable(images, x):
-        # The compiled kernel (opt-in, TensorFlow) takes x (B, 1, w) and
+        # The compiled kernel (TensorFlow) takes x (B, 1, w) and
         # y (B, h, 1) as they are, broadcast over the rows and columns.
         return native_sampler.sample(
             images, ops.expand_dims(x, 1), ops.expand_dims(y, 2), padding

@@ -6,7 +6,9 @@ NumPy reference and finite differences by running the whole of
 `test_spatial_transformer.py` a second time with the kernel on (the
 `sampler_kernel` fixture in `tests/conftest.py`). This file checks what is
 particular to the kernel: that it is really the one that runs, where it
-steps aside for the keras.ops path, and how it fails.
+steps aside for the keras.ops path, its second derivatives, and how it
+fails. How it is chosen by default, built and cached:
+`test_native_sampler_default.py`.
 """
 
 import os
@@ -248,6 +250,59 @@ def test_rnn_spn_gradients_match_the_keras_ops_path(native):
         )
 
 
+@pytest.mark.parametrize("transform", ["affine", "axis_aligned"])
+def test_second_derivatives_match_the_keras_ops_path(native, transform):
+    """The gradient of a gradient (a gradient penalty), traced in a
+    tf.function: through the kernel's gradient op (full coordinates, and
+    coordinates broadcast along the rows and columns) it equals the
+    keras.ops path's."""
+    import tensorflow as tf
+
+    from cram_keras.ops import affine_sample, scale_translate_sample
+
+    images, theta, out = inputs()
+    if transform == "affine":
+        params = theta
+
+        def fn(images, params):
+            return affine_sample(images, params, out)
+    else:
+        params = np.array(
+            [[0.5, 0.6, 0.1, -0.2], [0.9, 0.4, -0.3, 0.2], [1.1, 0.7, 0.0, 0.1]],
+            np.float32,
+        )
+
+        def fn(images, params):
+            return scale_translate_sample(images, params, out)
+
+    def penalty_gradients(images, params):
+        with tf.GradientTape() as outer:
+            outer.watch([images, params])
+            with tf.GradientTape() as inner:
+                inner.watch([images, params])
+                loss = tf.reduce_sum(tf.sin(3.0 * fn(images, params)))
+            grad_images, grad_params = inner.gradient(loss, [images, params])
+            penalty = tf.reduce_sum(tf.square(grad_images)) + tf.reduce_sum(
+                tf.square(grad_params)
+            )
+        return outer.gradient(penalty, [images, params])
+
+    results = []
+    for on in (True, False):
+        with native.native_sampler(on):
+            compiled = tf.function(penalty_gradients)
+            args = (tf.constant(images), tf.constant(params))
+            results.append([g.numpy() for g in compiled(*args)])
+            graph = compiled.get_concrete_function(*args).graph
+            types = {op.type for op in graph.get_operations()}
+            for function in graph.as_graph_def().library.function:
+                types.update(node.op for node in function.node_def)
+            assert ("CramSampleAtPixelsGrad" in types) == on
+    for a, b in zip(*results, strict=True):
+        assert np.abs(b).max() > 0
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+
+
 def test_kernel_refuses_mismatched_shapes(native):
     import tensorflow as tf
 
@@ -326,7 +381,10 @@ def test_a_compiler_error_is_reported(monkeypatch, tmp_path):
         native_sampler.NativeSamplerError, match="Compiling the sampler kernel failed"
     ):
         native_sampler.build()
-    assert not list((tmp_path / "cache").glob("*.so"))  # no half-written library
+    # No library, whole or half-written, and no temporary file is left.
+    kernels = tmp_path / "cache" / "kernels"
+    assert kernels.is_dir()
+    assert sorted(p.suffix for p in kernels.iterdir()) == [".lock"]
 
 
 @pytest.mark.parametrize("value", ["yes", "true", "2"])
@@ -360,11 +418,12 @@ def test_the_build_command_builds_and_checks(tmp_path):
     result = run_python(
         "import sys; from cram_keras.ops.native.__main__ import main; sys.exit(main([]))",
         tmp_path,
-        CRAM_KERAS_CACHE_DIR=str(tmp_path / "cache"),
+        CRAM_KERAS_CACHE=str(tmp_path / "cache"),
     )
     assert result.returncode == 0, result.stderr
     assert "it agrees with the keras.ops sampler" in result.stdout
-    assert len(list((tmp_path / "cache").glob("cram_sampler-tf*.so"))) == 1
+    assert "cram_keras: building the compiled sampler kernel" in result.stderr
+    assert len(list((tmp_path / "cache" / "kernels").glob("cram_sampler-tf*.so"))) == 1
 
 
 def test_on_jax_the_kernel_is_refused_with_what_to_do(tmp_path):

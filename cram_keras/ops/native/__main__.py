@@ -50,8 +50,8 @@ def main(argv=None):
         )
         return 1
     print(
-        f"built {path}; it agrees with the keras.ops sampler. Turn it on with "
-        f"{ENV_VAR}=1 or cram_keras.ops.native_sampler.use_native_sampler()."
+        f"built {path}; it agrees with the keras.ops sampler. It is used by "
+        f"default wherever it applies ({ENV_VAR}=0 turns it off)."
     )
     return 0
 
