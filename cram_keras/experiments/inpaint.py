@@ -880,6 +880,14 @@ def _check_search_settings(config):
                 f"`{name}` must be [low, high] with {rule}. Received: {name}={value!r}"
             )
         resolve(name, [float(v) for v in value])
+    # As for min_scale: a window of at least one pixel.
+    if config.min_scale_range[0] < 1 / IMAGE_SIZE:
+        raise ValueError(
+            "`min_scale_range` (--set min_scale_range=LOW,HIGH) must be [low, high] "
+            f"with {1 / IMAGE_SIZE} <= low: the smallest glimpse window is "
+            f"min_scale x {IMAGE_SIZE} pixels wide, at least one pixel. "
+            f"Received: min_scale_range={config.min_scale_range!r}"
+        )
     check_number(
         "tune_valid_fraction",
         config.tune_valid_fraction,

@@ -346,6 +346,16 @@ def test_the_smallest_window_is_one_pixel_of_the_32():
     assert config.min_scale * 32 == 1.0
 
 
+def test_a_searched_glimpse_window_under_a_pixel_is_refused():
+    message = refused(inpaint.Config, min_scale_range=[0.01, 0.3])
+    assert message.startswith(
+        "`min_scale_range` (--set min_scale_range=LOW,HIGH) must be [low, high] "
+        "with 0.03125 <= low: "
+    )
+    assert message.endswith("Received: min_scale_range=[0.01, 0.3]")
+    assert inpaint.Config(min_scale_range=[1 / 32, 0.3]).min_scale_range[0] == 1 / 32
+
+
 @pytest.mark.parametrize(
     "min_scale, initial_scale", [(0.375, 0.375), (0.375, 0.2), (0.2, 1.0), (0.5, 2.0)]
 )
