@@ -438,8 +438,9 @@ def _auto_load():
         try:
             return load()
         except Exception as error:  # noqa: BLE001 - auto mode never raises
+            first_line = (str(error).splitlines() or [""])[0]
             brief = getattr(error, "brief", None) or (
-                f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                f"{type(error).__name__}: {first_line}"
             )
             _state["failure"] = brief
             _say(
