@@ -30,6 +30,10 @@ class ContextNetwork(keras.layers.Layer):
     layer of the network). For a 60x60 input and the defaults:
     15x15 -> 8 -> 4 -> 2, F = 2 * 2 * 2 * 64 = 512.
 
+    Under a mixed-precision dtype policy (e.g. `dtype="mixed_float16"`)
+    every sub-layer gets the layer's policy: the network computes in and
+    returns the compute dtype, and keeps its variables in float32.
+
     Args:
         filters: filters of the three convolutions of each CNN
             (`(16, 32, 64)`, as the released code).
@@ -44,6 +48,12 @@ class ContextNetwork(keras.layers.Layer):
             `(B, H, W, 1)` (clue: 1 = salient / occluded). H and W static.
         training: Python bool, batch normalisation mode.
 
+    Input shape:
+        `[(batch, height, width, channels), (batch, height, width, 1)]`.
+
+    Output shape:
+        `[(batch, state_units), (batch, state_units)]`.
+
     Returns:
         `[h_0, c_0]`, each `(B, state_units)`: the initial state of the second
         core LSTM in `keras.layers.LSTMCell`'s order `[h, c]`, so it can be
@@ -51,9 +61,10 @@ class ContextNetwork(keras.layers.Layer):
 
     Example:
 
+    >>> import numpy as np
     >>> net = ContextNetwork(filters=(4, 4, 4), units=8, state_units=16)
     >>> h0, c0 = net([np.zeros((2, 60, 60, 1)), np.zeros((2, 60, 60, 1))])
-    >>> h0.shape, c0.shape
+    >>> tuple(h0.shape), tuple(c0.shape)
     ((2, 16), (2, 16))
     """
 

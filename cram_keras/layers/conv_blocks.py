@@ -98,7 +98,8 @@ class ConvStack(keras.layers.Layer):
             for no pooling.
         pool_strides: int, stride of the max pooling (ignored without pooling).
         flatten: bool, flatten the output to `(batch, features)`.
-        **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
+        **kwargs: base layer keyword arguments (`name`, `dtype`, ...); the
+            dtype policy is passed on to every sub-layer.
 
     Call arguments:
         inputs: float tensor `(batch, height, width, channels)`. Height and
@@ -112,8 +113,9 @@ class ConvStack(keras.layers.Layer):
 
     Example:
 
+    >>> import numpy as np
     >>> cnn = ConvStack((16, 32, 64), pool_size=3, pool_strides=2)
-    >>> cnn(np.zeros((2, 15, 15, 1), "float32")).shape
+    >>> tuple(cnn(np.zeros((2, 15, 15, 1), "float32")).shape)
     (2, 256)
     """
 
@@ -226,7 +228,8 @@ class MLP(keras.layers.Layer):
     Args:
         units: tuple of ints, width of each layer; the last is the output size.
         activate_last: bool, batch norm + ELU after the last layer too.
-        **kwargs: base layer keyword arguments.
+        **kwargs: base layer keyword arguments (`name`, `dtype`, ...); the
+            dtype policy is passed on to every sub-layer.
 
     Call arguments:
         inputs: float tensor `(batch, features)`.
@@ -237,7 +240,8 @@ class MLP(keras.layers.Layer):
 
     Example:
 
-    >>> MLP((256, 10))(np.zeros((4, 32), "float32")).shape
+    >>> import numpy as np
+    >>> tuple(MLP((256, 10))(np.zeros((4, 32), "float32")).shape)
     (4, 10)
     """
 

@@ -21,6 +21,10 @@ class CoreNetwork(keras.layers.Layer):
     In CRAM, LSTM 2 starts from the context network's `[h_0, c_0]` and LSTM 1
     from zeros.
 
+    Under a mixed-precision dtype policy (e.g. `dtype="mixed_float16"`)
+    every sub-layer gets the layer's policy: the network computes in and
+    returns the compute dtype, and keeps its variables in float32.
+
     Args:
         units: units of each LSTM (512, the paper's and released code's).
         **kwargs: base layer keyword arguments.
@@ -30,17 +34,26 @@ class CoreNetwork(keras.layers.Layer):
             the previous states `[h1, c1]`, `[h2, c2]`, each `(B, units)`.
         training: Python bool (unused by the cells without dropout).
 
+    Input shape:
+        `[(batch, G), [(batch, units), (batch, units)],
+        [(batch, units), (batch, units)]]`.
+
+    Output shape:
+        `((batch, units), (batch, units), [(batch, units), (batch, units)],
+        [(batch, units), (batch, units)])`.
+
     Returns:
         Tuple `(r1, r2, new_state1, new_state2)`: `r1`, `r2` of shape
         `(B, units)` and the new states `[h1, c1]`, `[h2, c2]`.
 
     Example:
 
+    >>> import numpy as np
     >>> core = CoreNetwork(units=8)
     >>> zeros = np.zeros((2, 8), "float32")
     >>> r1, r2, s1, s2 = core([np.zeros((2, 5)), [zeros, zeros], [zeros, zeros]])
-    >>> r2.shape
-    (2, 8)
+    >>> tuple(r2.shape), len(s1), len(s2)
+    ((2, 8), 2, 2)
     """
 
     def __init__(self, units=512, **kwargs):

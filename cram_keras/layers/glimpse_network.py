@@ -33,6 +33,10 @@ class GlimpseNetwork(keras.layers.Layer):
     For a 12x12 glimpse and the defaults: 12 -> 6 -> 3 -> 2, a 2 * 2 * 64 =
     256-vector into `MLP_what`.
 
+    Under a mixed-precision dtype policy (e.g. `dtype="mixed_float16"`)
+    every sub-layer gets the layer's policy: the network computes in and
+    returns the compute dtype, and keeps its variables in float32.
+
     Args:
         filters: filters of the convolutions (`(16, 32, 64)`, as the
             released code).
@@ -44,13 +48,21 @@ class GlimpseNetwork(keras.layers.Layer):
             static) and its attention parameters `(B, 3)`, `(s, tx, ty)`.
         training: Python bool, batch normalisation mode.
 
+    Input shape:
+        `[(batch, g, g, channels), (batch, 3)]`.
+
+    Output shape:
+        `(batch, units)`.
+
     Returns:
         The glimpse vector `gv_n` of shape `(B, units)`.
 
     Example:
 
+    >>> import numpy as np
     >>> net = GlimpseNetwork(filters=(4, 4, 4), units=8)
-    >>> net([np.zeros((2, 12, 12, 1)), np.zeros((2, 3))]).shape
+    >>> patch, tau = np.zeros((2, 12, 12, 1)), np.zeros((2, 3))
+    >>> tuple(net([patch, tau]).shape)
     (2, 8)
     """
 

@@ -1,5 +1,6 @@
 """Tests of the SpatialTransformer layer (runs on TensorFlow and, through
-tests/test_jax_backend.py, on JAX)."""
+tests/test_jax_backend.py, on JAX). Serialisation, `.keras` saving, a
+training step and mixed-precision dtypes: tests/layers/test_public_layers.py."""
 
 import os
 
@@ -10,8 +11,6 @@ from testing import (
     backend,
     reference_affine_grid,
     reference_bilinear_sample,
-    run_model_saving_test,
-    run_serialization_test,
     to_numpy,
     vjp,
 )
@@ -196,21 +195,6 @@ def test_bad_params_give_finite_outputs_and_gradients(transform):
 # === Keras integration ===
 
 
-def test_serialization_round_trip():
-    rng = np.random.default_rng(5)
-    images = random_images(rng)
-    for kwargs in [
-        {"transform": "attention", "output_size": OUT_SIZE},
-        {"transform": "affine", "downsample_factor": 1.2, "padding": "border"},
-        {"transform": "anisotropic", "output_size": OUT_SIZE, "align_corners": True},
-    ]:
-        layer = SpatialTransformer(**kwargs, name="st")
-        params = random_params(kwargs["transform"], 2, rng)
-        rebuilt = run_serialization_test(layer, [images, params])
-        for key, value in kwargs.items():
-            assert getattr(rebuilt, key) == value
-
-
 def functional_model():
     images = keras.Input((*IN_SIZE, 3), name="images")
     params = keras.Input((3,), name="params")
@@ -218,13 +202,6 @@ def functional_model():
         [images, params]
     )
     return keras.Model([images, params], glimpse)
-
-
-def test_model_saving_round_trip(tmp_path):
-    rng = np.random.default_rng(6)
-    inputs = [random_images(rng), random_params("attention", 2, rng)]
-    restored = run_model_saving_test(functional_model(), inputs, tmp_path / "st.keras")
-    assert isinstance(restored.get_layer("st"), SpatialTransformer)
 
 
 def test_layer_built_on_one_batch_size_serves_another():
