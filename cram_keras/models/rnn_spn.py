@@ -86,7 +86,9 @@ class RampedDropout(layers.Layer):
     counted by ``count_params`` nor written to saved weights (a layer saves
     and loads exactly as ``keras.layers.Dropout``, which has no weights; a
     restored layer starts at ``rate``). With ``rate == 0`` the layer is the
-    identity in training too and draws no random numbers.
+    identity in training too and draws no random numbers. Building the layer
+    (not constructing it) draws the seed of its masks, so the initial weights
+    of a model under a fixed seed are the same whatever its dropout.
 
     Args:
         rate: the full dropout rate, in [0, 1).
@@ -100,8 +102,6 @@ class RampedDropout(layers.Layer):
         self.rate = float(rate)
         self.seed = seed
         self.supports_masking = True
-        if self.rate > 0:
-            self.seed_generator = keras.random.SeedGenerator(seed)
         # Set without Keras' attribute tracking, which would make the variable
         # a weight; `variables` below lists it.
         object.__setattr__(
@@ -116,7 +116,14 @@ class RampedDropout(layers.Layer):
                 name="current_rate",
             ),
         )
-        self._build_at_init()
+
+    def build(self, input_shape):
+        # The mask seeds are drawn here, not at construction: an unseeded
+        # generator takes its seed from Python's global random state, as the
+        # initialisers of the layers around do when they are constructed, so
+        # a model's initial weights do not depend on its dropout.
+        if self.rate > 0:
+            self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     @property
     def variables(self):

@@ -251,6 +251,18 @@ def test_inference_has_no_dropout(cls, placement):
     assert np.abs(trained - expected).max() > 1e-3
 
 
+@pytest.mark.parametrize("cls", [RNNSPN, FFNSPN])
+def test_initial_weights_do_not_depend_on_dropout(cls):
+    def weights(**kwargs):
+        keras.utils.set_random_seed(0)
+        return tiny(cls, **kwargs).get_weights()
+
+    plain = weights()
+    for kwargs in (dict(dropout=0.3), dict(dropout=0.3, dropout_placement="paper")):
+        for a, b in zip(plain, weights(**kwargs), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_ramped_dropout_drops_the_current_rate_and_rescales():
     n = 200_000
     x = np.ones((n,), "float32")
@@ -277,6 +289,7 @@ def test_ramped_dropout_drops_the_current_rate_and_rescales():
 
 def test_ramped_dropout_is_state_not_a_weight():
     layer = RampedDropout(0.4, seed=7)
+    layer.build((None, 4))
     assert layer.weights == [] and layer.count_params() == 0
     assert layer.current_rate == pytest.approx(0.4)
     assert any(v is layer._current_rate for v in layer.non_trainable_variables)

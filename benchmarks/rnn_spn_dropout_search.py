@@ -1,0 +1,433 @@
+#!/usr/bin/env python
+"""RNN-SPN Table 1: dropout rates and downsample factors chosen on the
+validation set, as the paper says they were ("down-sampling factors and
+dropout rates optimized on the validation set"; it reports neither the grid
+nor the values chosen).
+
+For each model family (``rnn_spn``, ``ffn_spn``, ``conv``) every setting of a
+grid trains on a short protocol and the validation set alone picks one.
+
+Grid (defaults; ``--rates``, ``--placements``, ``--downsample``):
+
+* dropout rate p: 0, 0.1, 0.2, 0.3, 0.4, 0.5;
+* dropout placement: ``code`` (the released code's layers) and ``paper``
+  (the appendix's), see ``dropout_placement`` in
+  `cram_keras.experiments.rnn_spn.Config`; p = 0 is one trial, since no
+  dropout acts then wherever the layers are;
+* downsample factor d (the two SPNs only): 1, 2, 3, 4, the rows of Table 1.
+
+With the defaults: 44 trials for each SPN, 11 for the CNN.
+
+Protocol of a trial: the paper's (the released code's) training setting,
+everything at its `Config` default but the grid's fields: 60,000 training
+sequences, batch 100, RMSprop 5e-4 with two-stage clipping, the released
+learning-rate rule, the dropout ramp over the first 5 epochs, seed 0 (the
+same for every trial), validation on the 10,000 validation sequences after
+every epoch; trained for ``--epochs`` (20) epochs only. Each trial is its
+own run directory, ``<runs-dir>/<model>/<trial>``, trained with the runner's
+``stop_after_epochs``: the run pauses after those epochs and never reaches
+its final step, so the test set is never evaluated (its epoch limit is kept
+above ``--epochs`` and its early-stopping patience at least ``--epochs``,
+so that it cannot finish). Only the validation curve of each trial is read.
+
+Selection rule, per family: the trial with the lowest validation per-digit
+error at its best epoch (the minimum over its epochs); ties (equal to 6
+decimals, i.e. the same number of misclassified validation digits) go to
+the lower dropout rate, then to the earlier trial in grid order (placement
+code before paper, smaller d first).
+
+Resumable: rerunning the same command skips finished trials, continues an
+interrupted one from its last committed epoch (the runner's checkpoints),
+and a larger ``--epochs`` extends every trial. The result file is rewritten
+after every trial:
+
+    python benchmarks/rnn_spn_dropout_search.py --data-dir MNIST_DIR
+
+``--report`` only rewrites the result file from the run directories.
+
+``benchmarks/results/rnn_spn_dropout_search.json``: the grid, the protocol,
+the rule, per trial its settings and validation curves (per-digit and
+sequence error, loss; training loss), per family the chosen setting and the
+command that trains it on the full protocol, and the hardware, backend,
+commit and command of the search. It holds no test-set number.
+"""
+
+import argparse
+import dataclasses
+import os
+import shlex
+import subprocess
+import sys
+
+# As the training scripts: TensorFlow's oneDNN CPU kernels on unless set.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+import keras  # noqa: E402 - after the oneDNN setting
+
+from cram_keras.experiments import rnn_spn  # noqa: E402
+from cram_keras.experiments.runner import (  # noqa: E402
+    CONFIG_FILE,
+    METRICS_FILE,
+    load_config,
+    read_log,
+)
+from cram_keras.utils import read_json, write_json  # noqa: E402
+
+SCRIPT = "benchmarks/rnn_spn_dropout_search.py"
+MODELS = ("rnn_spn", "ffn_spn", "conv")
+RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+PLACEMENTS = ("code", "paper")
+DOWNSAMPLE = (1.0, 2.0, 3.0, 4.0)
+EPOCHS = 20
+# Errors equal to this many decimals are a tie (one validation digit in
+# 30,000 is 3.3e-5).
+TIE_DECIMALS = 6
+
+PROTOCOL = (
+    "per trial: the paper's training setting (Config defaults: 60k/10k "
+    "sequences, batch 100, RMSprop 5e-4, two-stage clipping, released LR rule, "
+    "dropout ramp, seed 0) but the grid's dropout rate, dropout placement and "
+    "downsample factor, trained for epochs_per_trial epochs; validation "
+    "per-digit error after every epoch; the test set is never evaluated"
+)
+SELECTION_RULE = (
+    "per model: lowest validation per-digit error at the trial's best epoch "
+    f"(minimum over its epochs); ties (equal to {TIE_DECIMALS} decimals) to the "
+    "lower dropout rate, then to the earlier trial in grid order"
+)
+
+
+def grid_trials(model, rates, placements, downsample):
+    """The trials of one family in grid order: ``[{name, dropout,
+    dropout_placement, downsample}]``. Rate 0 is one trial per d (placement
+    None: no dropout acts)."""
+    factors = [None] if model == "conv" else list(downsample)
+    trials = []
+    for d in factors:
+        suffix = "" if d is None else f"_d{d:g}"
+        for rate in sorted(set(rates)):
+            if rate == 0:
+                trials.append(
+                    dict(name=f"p0{suffix}", dropout=0.0, dropout_placement=None,
+                         downsample=d)
+                )  # fmt: skip
+                continue
+            for placement in placements:
+                trials.append(
+                    dict(name=f"{placement}_p{rate:g}{suffix}", dropout=float(rate),
+                         dropout_placement=placement, downsample=d)
+                )  # fmt: skip
+    return trials
+
+
+def trial_config(base, model, trial, epochs):
+    """The run's Config: ``base`` with the trial's settings, an epoch limit
+    above ``epochs`` and a patience of at least ``epochs`` (so the run pauses
+    and cannot finish, which would evaluate the test set)."""
+    values = dict(
+        model=model,
+        dropout=trial["dropout"],
+        dropout_placement=trial["dropout_placement"] or "code",
+        epochs=max(base.epochs, epochs + 1),
+        patience=max(base.patience, epochs),
+    )
+    if trial["downsample"] is not None:
+        values["downsample"] = trial["downsample"]
+    return dataclasses.replace(base, **values)
+
+
+def run_dir_for(runs_dir, model, trial):
+    return os.path.join(runs_dir, model, trial["name"])
+
+
+def run_trial(config, run_dir, epochs, smoke=False):
+    """Trains the trial until ``epochs`` epochs are committed (nothing if
+    they are); returns its committed log rows."""
+    if len(read_log(run_dir)) < epochs:
+        result = rnn_spn.train_and_evaluate(
+            config, run_dir, stop_after_epochs=epochs, smoke=smoke, verbose=0
+        )
+        if result is not None:
+            raise RuntimeError(
+                f"{run_dir} finished training, so the runner evaluated its test "
+                "set; the search must stop before the run's epoch limit and "
+                "early stopping."
+            )
+    _check_run(config, run_dir)
+    return read_log(run_dir)
+
+
+def _check_run(config, run_dir):
+    if os.path.exists(os.path.join(run_dir, METRICS_FILE)):
+        raise RuntimeError(
+            f"{run_dir} holds {METRICS_FILE}: the run finished and was evaluated "
+            "on the test set. Search trials must not; use a fresh --runs-dir."
+        )
+    stored = load_config(rnn_spn.Config, run_dir)
+    if stored != config:
+        raise RuntimeError(
+            f"{run_dir} holds a run of another config. Use another --runs-dir, "
+            "or the same flags as the search that made it."
+        )
+
+
+def trial_record(trial, rows, epochs, run_dir):
+    """A trial's settings and validation curves (its first ``epochs`` rows)."""
+    rows = rows[:epochs]
+    valid = [1.0 - r["val_digit_accuracy"] for r in rows]
+    best = min(range(len(valid)), key=valid.__getitem__) if valid else None
+    return dict(
+        trial,
+        run_dir=run_dir,
+        epochs_done=len(rows),
+        valid_per_digit_error=valid,
+        valid_sequence_error=[1.0 - r["val_sequence_accuracy"] for r in rows],
+        valid_loss=[r["val_loss"] for r in rows],
+        train_loss=[r["loss"] for r in rows],
+        best_epoch=None if best is None else best + 1,
+        best_valid_per_digit_error=None if best is None else valid[best],
+        train_seconds=sum(r.get("train_seconds") or 0.0 for r in rows),
+    )
+
+
+def choose(records):
+    """The selection rule over complete trial records (grid order): the
+    record with the lowest ``best_valid_per_digit_error``; ties to the lower
+    ``dropout``, then to the earlier record."""
+    if not records:
+        return None
+    order = range(len(records))
+    index = min(
+        order,
+        key=lambda i: (
+            round(records[i]["best_valid_per_digit_error"], TIE_DECIMALS),
+            records[i]["dropout"],
+            i,
+        ),
+    )
+    return records[index]
+
+
+def train_command(model, record, data_dir, ramp_epochs):
+    """The full-protocol command of the chosen setting."""
+    words = ["python", "train_rnn_spn.py", "--model", model]
+    if record["downsample"] is not None:
+        words += ["--downsample", f"{record['downsample']:g}"]
+    if data_dir:
+        words += ["--data-dir", data_dir]
+    words += ["--set", f"dropout={record['dropout']:g}"]
+    if record["dropout_placement"]:
+        words += ["--set", f"dropout_placement={record['dropout_placement']}"]
+    if ramp_epochs != rnn_spn.Config().dropout_ramp_epochs:
+        words += ["--set", f"dropout_ramp_epochs={ramp_epochs}"]
+    return shlex.join(words)
+
+
+def _commit():
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def base_config(args):
+    overrides = dict(
+        data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        dropout_ramp_epochs=args.ramp_epochs,
+    )
+    if args.n_train is not None:
+        overrides["n_train"] = args.n_train
+    if args.smoke:
+        return rnn_spn.smoke_config(**overrides)
+    return rnn_spn.Config(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def search(args, argv):
+    """Runs (or, with ``--report``, only reads) every trial; writes and
+    returns the result dict."""
+    from cram_keras.platform_info import describe
+
+    base = base_config(args)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    results = dict(
+        search="RNN-SPN Table 1: dropout and downsample factor on the validation set",
+        protocol=PROTOCOL,
+        selection_rule=SELECTION_RULE,
+        epochs_per_trial=args.epochs,
+        grid={},
+        models={},
+        data_source=None,
+        hardware=describe(),
+        backend=keras.backend.backend(),
+        commit=_commit(),
+        command=shlex.join(["python", SCRIPT, *argv]),
+    )
+    for model in args.models:
+        trials = grid_trials(model, args.rates, args.placements, args.downsample)
+        results["grid"][model] = dict(
+            rates=sorted(set(args.rates)),
+            placements=list(args.placements),
+            downsample=None if model == "conv" else list(args.downsample),
+            trials=[t["name"] for t in trials],
+        )
+        entry = results["models"][model] = dict(trials=[], complete=False, chosen=None)
+        for trial in trials:
+            run_dir = run_dir_for(args.runs_dir, model, trial)
+            config = trial_config(base, model, trial, args.epochs)
+            if args.report:
+                if not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
+                    continue
+                _check_run(config, run_dir)
+                rows = read_log(run_dir)
+            else:
+                print(f"search: {model} {trial['name']}", flush=True)
+                rows = run_trial(config, run_dir, args.epochs, smoke=args.smoke)
+            if results["data_source"] is None:
+                stored = read_json(os.path.join(run_dir, CONFIG_FILE))
+                results["data_source"] = stored.get("data_source")
+            entry["trials"].append(trial_record(trial, rows, args.epochs, run_dir))
+            _choose_if_complete(entry, model, trials, args)
+            write_json(args.output, results)
+        _choose_if_complete(entry, model, trials, args)
+    write_json(args.output, results)
+    return results
+
+
+def _choose_if_complete(entry, model, trials, args):
+    """Applies the selection rule once every trial of ``model`` is done."""
+    done = [t for t in entry["trials"] if t["epochs_done"] >= args.epochs]
+    entry["complete"] = len(done) == len(trials)
+    entry["chosen"] = None
+    if entry["complete"]:
+        chosen = choose(done)
+        entry["chosen"] = dict(
+            trial=chosen["name"],
+            dropout=chosen["dropout"],
+            dropout_placement=chosen["dropout_placement"],
+            downsample=chosen["downsample"],
+            best_epoch=chosen["best_epoch"],
+            best_valid_per_digit_error=chosen["best_valid_per_digit_error"],
+            train_command=train_command(model, chosen, args.data_dir, args.ramp_epochs),
+        )
+
+
+def _floats(text):
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a comma-separated list of numbers: {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("at least one value")
+    return values
+
+
+def _names(choices):
+    def parse(text):
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [v for v in values if v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(
+                f"a comma-separated list from {', '.join(choices)}: {text!r}"
+            )
+        return values
+
+    return parse
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--data-dir", default=None, help="MNIST IDX directory")
+    p.add_argument("--cache-dir", default=None, help="cache of generated sequences")
+    p.add_argument(
+        "--runs-dir",
+        default="runs/rnn_spn_dropout_search",
+        help="one run directory per trial: <runs-dir>/<model>/<trial>",
+    )
+    p.add_argument(
+        "--output",
+        default="benchmarks/results/rnn_spn_dropout_search.json",
+        help="the result file, rewritten after every trial",
+    )
+    p.add_argument(
+        "--models",
+        type=_names(MODELS),
+        default=list(MODELS),
+        help="families, comma-separated, in order (default: all three)",
+    )
+    p.add_argument(
+        "--epochs", type=int, default=EPOCHS, help="epochs per trial (default 20)"
+    )
+    p.add_argument(
+        "--rates",
+        type=_floats,
+        default=list(RATES),
+        help="dropout rates in [0, 1) (default 0,0.1,0.2,0.3,0.4,0.5)",
+    )
+    p.add_argument(
+        "--placements",
+        type=_names(PLACEMENTS),
+        default=list(PLACEMENTS),
+        help="dropout placements (default code,paper)",
+    )
+    p.add_argument(
+        "--downsample",
+        type=_floats,
+        default=list(DOWNSAMPLE),
+        help="downsample factors of the SPNs (default 1,2,3,4)",
+    )
+    p.add_argument(
+        "--ramp-epochs",
+        type=int,
+        default=5,
+        help="dropout ramp of every trial (default 5, the released code's)",
+    )
+    p.add_argument(
+        "--n-train",
+        type=int,
+        default=None,
+        help="training sequences (default: the paper's 60,000)",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the bundled MNIST sample and the runner's smoke sizes (64 "
+        "training sequences, batch 16): checks the driver in seconds",
+    )
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="only rewrite the result file from the run directories",
+    )
+    args = p.parse_args(argv)
+    if args.epochs < 1:
+        p.error(f"--epochs must be a positive whole number. Received: {args.epochs}")
+    bad = [r for r in args.rates if not 0.0 <= r < 1.0]
+    if bad:
+        p.error(f"--rates must lie in [0, 1). Received: {bad}")
+    return args
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    results = search(args, argv)
+    for model, entry in results["models"].items():
+        chosen = entry["chosen"]
+        state = chosen["trial"] if chosen else "incomplete"
+        print(f"{model}: {state}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""benchmarks/rnn_spn_dropout_search.py, the validation search over dropout
+and downsample factor: the documented grid and selection rule, and a smoke
+search (bundled MNIST sample, 1 epoch, 2 trials) whose choice is the argmin
+of the validation errors the runs committed, that never evaluates the test
+set, and that a rerun finishes from its run directories without training."""
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cram_keras.experiments import rnn_spn
+from cram_keras.experiments.runner import read_log
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _load_search():
+    path = os.path.join(ROOT, "benchmarks", "rnn_spn_dropout_search.py")
+    spec = importlib.util.spec_from_file_location("rnn_spn_dropout_search", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+search = _load_search()
+
+
+def test_default_grid():
+    spn = search.grid_trials(
+        "rnn_spn", search.RATES, search.PLACEMENTS, search.DOWNSAMPLE
+    )
+    # d in 1..4; per d: rate 0 once, and 5 rates x 2 placements.
+    assert len(spn) == 4 * (1 + 5 * 2) == 44
+    assert [t["name"] for t in spn[:4]] == [
+        "p0_d1",
+        "code_p0.1_d1",
+        "paper_p0.1_d1",
+        "code_p0.2_d1",
+    ]
+    assert spn[0]["dropout_placement"] is None and spn[0]["dropout"] == 0.0
+    conv = search.grid_trials(
+        "conv", search.RATES, search.PLACEMENTS, search.DOWNSAMPLE
+    )
+    assert len(conv) == 11 and {t["downsample"] for t in conv} == {None}
+    assert conv[-1]["name"] == "paper_p0.5"
+
+
+def test_trial_config_cannot_finish_the_run():
+    base = rnn_spn.Config()
+    trial = search.grid_trials("ffn_spn", [0.3], ["paper"], [3.0])[0]
+    config = search.trial_config(base, "ffn_spn", trial, epochs=70)
+    assert (config.model, config.dropout, config.dropout_placement) == (
+        "ffn_spn",
+        0.3,
+        "paper",
+    )
+    assert config.downsample == 3.0
+    # The protocol's limit (300) and patience (50) would let a 70-epoch
+    # trial finish by early stopping; the trial's run cannot.
+    assert config.epochs > 70 and config.patience >= 70
+    assert (config.learning_rate, config.batch_size, config.seed) == (5e-4, 100, 0)
+
+
+def _record(name, rate, error, placement="code"):
+    return dict(name=name, dropout=rate, dropout_placement=placement,
+                best_valid_per_digit_error=error)  # fmt: skip
+
+
+def test_selection_rule_lowest_error_then_lower_rate_then_grid_order():
+    records = [
+        _record("p0", 0.0, 0.031),
+        _record("code_p0.1", 0.1, 0.020),
+        _record("paper_p0.1", 0.1, 0.019),
+        _record("code_p0.2", 0.2, 0.019),
+    ]
+    assert search.choose(records)["name"] == "paper_p0.1"
+    # The same count of misclassified digits (float noise below 1e-6): lower rate.
+    records[1]["best_valid_per_digit_error"] = 0.019 + 1e-9
+    assert search.choose(records)["name"] == "code_p0.1"
+    # Same error and rate: the earlier trial in grid order (code before paper).
+    records[2]["best_valid_per_digit_error"] = 0.019
+    assert search.choose(records)["name"] == "code_p0.1"
+    assert search.choose(records[2:])["name"] == "paper_p0.1"
+
+
+def _keys(value, skip=("data_source",)):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in skip:
+                continue
+            yield key
+            yield from _keys(item, skip)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _keys(item, skip)
+
+
+@pytest.mark.slow
+def test_smoke_search_chooses_the_validation_argmin_and_never_reads_test(
+    tmp_path, monkeypatch
+):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the search evaluated the test set")
+
+    # The runner's final step (test evaluation, figures of test images).
+    monkeypatch.setattr(rnn_spn.RNNSPNExperiment, "evaluate", forbidden)
+    monkeypatch.setattr(rnn_spn.RNNSPNExperiment, "write_outputs", forbidden)
+    output = tmp_path / "search.json"
+    argv = [
+        "--smoke", "--models", "rnn_spn", "--epochs", "1", "--rates", "0,0.3",
+        "--placements", "paper", "--downsample", "3",
+        "--runs-dir", str(tmp_path / "runs"), "--output", str(output),
+        "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    assert search.main(argv) == 0
+    result = json.loads(output.read_text())
+
+    entry = result["models"]["rnn_spn"]
+    assert [t["name"] for t in entry["trials"]] == ["p0_d3", "paper_p0.3_d3"]
+    assert entry["complete"]
+    # Each curve is what its run committed: 1 - validation digit accuracy.
+    errors = {}
+    for trial in entry["trials"]:
+        rows = read_log(trial["run_dir"])
+        assert len(rows) == 1
+        assert trial["valid_per_digit_error"] == [1.0 - rows[0]["val_digit_accuracy"]]
+        errors[trial["name"]] = (min(trial["valid_per_digit_error"]), trial["dropout"])
+        # Paused after its epoch: never finished, never evaluated.
+        assert not os.path.exists(os.path.join(trial["run_dir"], "metrics.json"))
+        stored = json.loads((Path(trial["run_dir"]) / "config.json").read_text())
+        assert stored["dropout"] == trial["dropout"] and stored["downsample"] == 3.0
+    argmin = min(errors, key=lambda name: errors[name])  # error, then rate
+    assert entry["chosen"]["trial"] == argmin
+    assert entry["chosen"]["best_valid_per_digit_error"] == errors[argmin][0]
+    assert "--downsample 3" in entry["chosen"]["train_command"]
+    # No test-set number anywhere (the data source only counts test digits).
+    assert not [k for k in _keys(result) if "test" in k.lower()]
+    assert not [
+        k for k in _keys(result["data_source"], ()) if "error" in k or "loss" in k
+    ]
+    for key in ("grid", "hardware", "backend", "commit", "command", "selection_rule"):
+        assert key in result
+    assert result["grid"]["rnn_spn"]["trials"] == ["p0_d3", "paper_p0.3_d3"]
+    assert result["command"].startswith(
+        "python benchmarks/rnn_spn_dropout_search.py --smoke"
+    )
+
+    # Resumable: a rerun trains nothing and writes the same choice.
+    monkeypatch.setattr(rnn_spn, "train_and_evaluate", forbidden)
+    assert search.main(argv) == 0
+    again = json.loads(output.read_text())["models"]["rnn_spn"]
+    assert again["chosen"] == entry["chosen"] and again["trials"] == entry["trials"]
+    assert search.main(argv + ["--report"]) == 0
+    assert (
+        json.loads(output.read_text())["models"]["rnn_spn"]["chosen"] == entry["chosen"]
+    )
