@@ -822,9 +822,18 @@ class CRAMClassificationExperiment(Experiment):
             )
 
     def prepare(self, run, data):
-        data.clues, data.saliency_info = prepare_clues(
-            run.config, data.splits, run.directory
-        )
+        # With several workers the chief makes the clues (for clue="saliency"
+        # it trains the saliency network into the run directory); the others
+        # wait for it and read what it wrote.
+        if run.is_chief:
+            data.clues, data.saliency_info = prepare_clues(
+                run.config, data.splits, run.directory
+            )
+        run.distribution.barrier()
+        if not run.is_chief:
+            data.clues, data.saliency_info = prepare_clues(
+                run.config, data.splits, run.directory
+            )
 
     def _dataset(self, config, data, split, epoch=None, shuffle=False):
         if keras.backend.backend() == "tensorflow":

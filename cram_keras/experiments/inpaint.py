@@ -66,6 +66,7 @@ from cram_keras.models.inpainting import (
 from cram_keras.training.callbacks import (
     InpaintingFigures,
 )
+from cram_keras.training.distribute import python_scalar
 from cram_keras.utils import (
     check_choice,
     check_int,
@@ -773,9 +774,13 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
             "n_train": int(len(data.x_train)),
             "n_test": int(len(data.x_test)),
             "steps": {
-                "generator": int(model.g_optimizer.iterations),
-                "local_discriminator": int(model.local_d_optimizer.iterations),
-                "global_discriminator": int(model.global_d_optimizer.iterations),
+                "generator": int(python_scalar(model.g_optimizer.iterations)),
+                "local_discriminator": int(
+                    python_scalar(model.local_d_optimizer.iterations)
+                ),
+                "global_discriminator": int(
+                    python_scalar(model.global_d_optimizer.iterations)
+                ),
             },
             "warmup_steps": model.warmup_steps,
             # The per-epoch validation metrics in log.csv / TensorBoard use

@@ -49,7 +49,7 @@ import numpy as np
 
 from cram_keras.experiments.config import config_diff, config_to_dict, field_default
 from cram_keras.training.checkpoint import EpochCheckpoints, crash_point
-from cram_keras.training.distribute import Distribution
+from cram_keras.training.distribute import Distribution, python_scalar
 from cram_keras.utils import atomic_path, read_json, write_json
 
 # Files and folders a run owns (removed by --overwrite or when a directory
@@ -99,7 +99,7 @@ class Run:
     def evaluate(self, model, dataset):
         """``model.evaluate(dataset)`` as a dict of floats."""
         scores = model.evaluate(dataset, return_dict=True, verbose=0)
-        return {k: float(v) for k, v in scores.items()}
+        return {k: float(python_scalar(v)) for k, v in scores.items()}
 
 
 class Experiment:
@@ -275,15 +275,21 @@ def _clear_run_dir(directory):
             os.remove(path)
 
 
-def inspect_run_dir(directory, config, overwrite=False, log=print):
+def inspect_run_dir(directory, config, overwrite=False, log=print, clear=True):
     """Decides what to do with ``directory`` before any data loads.
 
     Returns ``"finished"`` (metrics.json of this config exists), ``"resume"``
     (the same config) or ``"new"``; raises `UsageError` for a directory that
     holds completed epochs of another config (without ``overwrite``).
     Nothing is written here except what ``overwrite`` or a reuse removes.
+
+    ``clear``: whether this process removes a run that ``overwrite`` or a
+    reuse discards (the chief; another worker of the cluster leaves the
+    directory to it, and with ``overwrite`` trains anew whatever it finds).
     """
     check_output_dir(directory)
+    if overwrite and not clear:
+        return "new"
     config_path = os.path.join(directory, CONFIG_FILE)
     if not os.path.isfile(config_path):
         if os.path.isdir(directory) and overwrite:
@@ -324,11 +330,12 @@ def inspect_run_dir(directory, config, overwrite=False, log=print):
             f"({details}). Rerun with the same flags to resume it, choose another "
             "--output-dir, or pass --overwrite to discard it."
         )
-    log(
-        f"note: {directory} holds no completed epoch; reusing it with the new "
-        f"config ({details})."
-    )
-    _clear_run_dir(directory)
+    if clear:
+        log(
+            f"note: {directory} holds no completed epoch; reusing it with the new "
+            f"config ({details})."
+        )
+        _clear_run_dir(directory)
     return "new"
 
 
@@ -403,7 +410,7 @@ class _NaNGuard(keras.callbacks.Callback):
             if "loss" not in key:
                 continue
             try:
-                value = float(value)
+                value = float(python_scalar(value))
             except (TypeError, ValueError):
                 continue
             if not math.isfinite(value):
@@ -435,6 +442,19 @@ class _CrashPoints(keras.callbacks.Callback):
         crash_point(f"validation:{self.epoch}")
 
 
+class _SyncReplicaVariables(keras.callbacks.Callback):
+    """Before each validation, the replicas' own copies of the batch-norm
+    moving statistics become their mean (`Distribution.sync_replica_variables`),
+    so that every replica validates the weights the checkpoint will hold."""
+
+    def __init__(self, distribution):
+        super().__init__()
+        self.distribution = distribution
+
+    def on_test_begin(self, logs=None):
+        self.distribution.sync_replica_variables(self.model)
+
+
 class _Progress(keras.callbacks.Callback):
     """``Epoch e/E`` of the whole run (Keras' own header would say ``e/e``,
     since the runner calls ``fit`` once per epoch), a progress bar on a
@@ -453,12 +473,17 @@ class _Progress(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.bar is not None:
-            values = [(k, float(v)) for k, v in (logs or {}).items() if "loss" in k]
+            values = [
+                (k, float(python_scalar(v)))
+                for k, v in (logs or {}).items()
+                if "loss" in k
+            ]
             self.bar.update(batch + 1, values=values)
 
     def on_epoch_end(self, epoch, logs=None):
         text = " - ".join(
-            f"{k}: {float(v):.4g}" for k, v in sorted((logs or {}).items())
+            f"{k}: {float(python_scalar(v)):.4g}"
+            for k, v in sorted((logs or {}).items())
         )
         print(("\n" if self.bar is not None else "") + text, flush=True)
 
@@ -522,26 +547,6 @@ def _ensure_built(model, example):
         model.reset_metrics()
 
 
-def _work_around_multiworker_fit(model):
-    """Keras 3.15's ``fit`` under MultiWorkerMirroredStrategy fails twice
-    (tensorflow/tensorflow#72388): its symbolic build reduces the whole first
-    distributed batch, and its "mean" reduction of the per-replica logs
-    (``strategy.reduce(MEAN, v, axis=0)``) cannot take the 0-d scalars that a
-    step returns. The model, loss and metrics are already built
-    (`_ensure_built`), so the first step is skipped for this model; and its
-    train and test steps return every log as a 1-element vector, which the
-    same reduction averages over the replicas as on one machine."""
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-    for name in ("train_step", "test_step"):
-        step = getattr(model, name)
-
-        def vector_logs(data, step=step):
-            logs = step(data)
-            return {k: keras.ops.reshape(v, (1,)) for k, v in logs.items()}
-
-        setattr(model, name, vector_logs)
-
-
 def _set_learning_rate(model, rate):
     optimizer = model.optimizer
     optimizer.learning_rate = rate
@@ -585,7 +590,9 @@ def run_experiment(
             "--stop-after-epochs must be a positive whole number of epochs. "
             f"Received: {stop_after_epochs!r}."
         )
-    state = inspect_run_dir(output_dir, config, overwrite, log)
+    state = inspect_run_dir(
+        output_dir, config, overwrite, log, clear=distribution.is_chief
+    )
     if state == "finished":
         metrics = read_json(os.path.join(output_dir, METRICS_FILE))
         log(
@@ -690,8 +697,7 @@ def _train(experiment, run, data, distribution, verbose, start, stop_after=None)
     with distribution.scope():
         model = experiment.build_model(config, data)
         _ensure_built(model, experiment.example_batch(config, data))
-    if distribution.name == "multiworker":
-        _work_around_multiworker_fit(model)
+    distribution.prepare_model(model)
     record = checkpoints.latest(load=model.load_weights, log=run.log)
     if record is not None:
         if record.get("finished"):
@@ -730,6 +736,8 @@ def _train(experiment, run, data, distribution, verbose, start, stop_after=None)
             _CrashPoints(),
             _Progress(config.epochs, interactive),
         ]
+        if distribution.replicas > 1:
+            callbacks.append(_SyncReplicaVariables(distribution))
         tensorboard = _tensorboard_callback(run)
         if tensorboard is not None:
             callbacks.append(tensorboard)
@@ -743,11 +751,14 @@ def _train(experiment, run, data, distribution, verbose, start, stop_after=None)
             shuffle=False,  # the epoch's dataset is already in its epoch order
             verbose=0,  # _Progress reports the run's epochs
         )
+        # Also without a validation pass: the checkpoint holds the replicas'
+        # mean statistics, which every worker then has.
+        distribution.sync_replica_variables(model)
         seconds = timer.seconds()
         row = {"epoch": epoch}
         for key, values in history.history.items():
             if values:
-                row[key] = float(values[-1])
+                row[key] = float(python_scalar(values[-1]))
         row["train_seconds"] = seconds
         row["train_samples_per_second"] = samples / seconds if seconds > 0 else None
         if rate is not None:
@@ -789,6 +800,14 @@ def _train(experiment, run, data, distribution, verbose, start, stop_after=None)
 
     if not finished:
         return model, {"_paused_at": len(rows)}
+    if distribution.workers > 1:
+        # Only the chief writes checkpoints, so only its records name the
+        # best weights: the other workers wait until it has committed the
+        # last epoch and read its record, so that every worker restores the
+        # same weights.
+        distribution.barrier()
+        if not run.is_chief:
+            record = checkpoints.latest(log=run.log)
     if experiment.monitor and record is not None and record.get("best_weights"):
         model.load_weights(checkpoints.path(record, "best_weights"))
     speeds = [

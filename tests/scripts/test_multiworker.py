@@ -1,9 +1,16 @@
-"""--strategy multiworker: two worker processes on 127.0.0.1 (TF_CONFIG)
-train one smoke run together; both exit 0, only the chief writes the run,
-and the two workers' final weights are identical."""
+"""--strategy multiworker: two worker processes on 127.0.0.1 (TF_CONFIG) run
+each script's smoke run to the end together (training, evaluation, figures,
+--export). Both exit 0; only the chief writes the run (metrics.json,
+figures, the SavedModel, checkpoints, TensorBoard), the other worker only
+``workers/worker-1/final.weights.h5``; and the weights each worker ends
+with, read from the file each one wrote, are identical.
+
+Also: the Keras limitations that `work_around_multiworker_fit` works around
+are still there (the test to fail the day Keras fixes them)."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,8 +21,44 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# Per script: extra flags (the smoke settings, a smaller training set) and
+# the files of the chief's run beyond those of every script.
+SCRIPTS = {
+    "train_rnn_spn.py": (
+        ["--set", "n_train=32"],
+        ["attention.png"],
+    ),
+    # The learned clue: the chief trains the saliency network, the other
+    # worker waits for its clues.
+    "train_cls.py": (
+        ["--clue", "saliency"],
+        [
+            "glimpses.png",
+            "glimpses.gif",
+            "saliency/clues.npz",
+            "saliency/network/model.keras",
+        ],
+    ),  # fmt: skip
+    "train_inpaint.py": (
+        ["--dataset", "mnist32", "--set", "n_train=32"],
+        [
+            "inpaint.png",
+            "glimpse_windows.png",
+            "figures/epoch_001.png",
+            "figures/epoch_002.png",
+        ],
+    ),  # fmt: skip
+}
+COMMON_FILES = [
+    "config.json",
+    "log.csv",
+    "metrics.json",
+    "model.keras",
+    "saved_model/saved_model.pb",
+]
 
-def _free_ports(n):
+
+def free_ports(n):
     sockets, ports = [], []
     for _ in range(n):
         s = socket.socket()
@@ -27,11 +70,10 @@ def _free_ports(n):
     return ports
 
 
-@pytest.mark.slow
-def test_two_local_workers_train_the_same_weights(tmp_path):
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    out = tmp_path / "run"
+def run_workers(argv, timeout=900):
+    """Runs ``python *argv`` as worker 0 and worker 1 of one cluster;
+    returns ``[(process, stdout, stderr)]``."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     procs = []
     for index in range(2):
         env = dict(
@@ -44,19 +86,7 @@ def test_two_local_workers_train_the_same_weights(tmp_path):
         )
         procs.append(
             subprocess.Popen(
-                [
-                    sys.executable,
-                    os.path.join(ROOT, "train_rnn_spn.py"),
-                    "--smoke",
-                    "--model",
-                    "ffn_spn",
-                    "--strategy",
-                    "multiworker",
-                    "--set",
-                    "n_train=32",
-                    "--output-dir",
-                    str(out),
-                ],
+                [sys.executable, *argv],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -65,16 +95,43 @@ def test_two_local_workers_train_the_same_weights(tmp_path):
             )
         )
     results = []
-    for proc in procs:
-        try:
-            stdout, stderr = proc.communicate(timeout=600)
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            raise
-        results.append((proc.returncode, stdout, stderr))
-    for code, stdout, stderr in results:
-        assert code == 0, stdout[-2000:] + stderr[-4000:]
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=timeout)
+            results.append((proc, stdout, stderr))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
+def _event_file_pids(folder):
+    """The process ids in the names of the TensorBoard event files under
+    ``folder`` (``events.out.tfevents.<time>.<host>.<pid>.<n>.v2``)."""
+    pids = set()
+    for _, _, names in os.walk(folder):
+        for name in names:
+            match = re.search(r"\.(\d+)\.\d+\.v2$", name)
+            if name.startswith("events.out.tfevents.") and match:
+                pids.add(int(match.group(1)))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_two_local_workers_run_the_script_to_the_end(script, fake_mnist_dir, tmp_path):
+    flags, files = SCRIPTS[script]
+    out = tmp_path / "run"
+    argv = [os.path.join(ROOT, script), "--smoke", "--strategy", "multiworker",
+            "--data-dir", str(fake_mnist_dir), "--export", "--output-dir", str(out),
+            *flags]  # fmt: skip
+    if script != "train_inpaint.py":
+        argv += ["--cache-dir", str(tmp_path / "cache")]
+    (chief, *_), (other, *_) = results = run_workers(argv)
+    for proc, stdout, stderr in results:
+        assert proc.returncode == 0, stdout[-2000:] + stderr[-4000:]
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["distribution"] == {
@@ -82,12 +139,100 @@ def test_two_local_workers_train_the_same_weights(tmp_path):
         "replicas": 2,
         "workers": 2,
     }
-    # The chief wrote the run; the other worker only its final weights.
-    assert (out / "model.keras").exists() and (out / "checkpoints").is_dir()
-    import cram_keras.models  # noqa: F401
+    for name in COMMON_FILES + files:
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in (out / "checkpoints").glob("epoch-*.json"))
+    # The other worker wrote its final weights and nothing else; the
+    # TensorBoard logs are the chief's process's alone.
+    written = sorted(
+        str(p.relative_to(out / "workers")) for p in (out / "workers").rglob("*")
+    )
+    assert written == ["worker-1", os.path.join("worker-1", "final.weights.h5")]
+    assert _event_file_pids(out) == {chief.pid}
+    assert other.pid != chief.pid
 
-    chief = keras.models.load_model(out / "model.keras", compile=False)
-    other = keras.models.clone_model(chief)
-    other.load_weights(out / "workers" / "worker-1" / "final.weights.h5")
-    for a, b in zip(chief.weights, other.weights, strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    import cram_keras.models  # noqa: F401  Registers the model classes.
+
+    chief_model = keras.models.load_model(out / "model.keras", compile=False)
+    other_model = keras.models.load_model(out / "model.keras", compile=False)
+    other_model.load_weights(out / "workers" / "worker-1" / "final.weights.h5")
+    assert len(chief_model.weights) > 0
+    for a, b in zip(chief_model.weights, other_model.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), a.path)
+
+
+# A worker of a two-worker cluster: fits a tiny model under
+# MultiWorkerMirroredStrategy without each part of the workaround, and reads
+# the optimizer's step count; prints what happened as JSON.
+_KERAS_LIMITS = """
+import json
+import numpy as np
+import keras
+from cram_keras.training.distribute import (
+    python_scalar, resolve_strategy, work_around_multiworker_fit)
+
+distribution = resolve_strategy("multiworker")
+
+def skip_symbolic_build(model):
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+def vector_logs_only(model):
+    work_around_multiworker_fit(model)
+    del model._maybe_symbolic_build
+
+results, models = {}, {}
+x, y = np.ones((8, 2), "float32"), np.ones((8, 1), "float32")
+for name, patch in [("workaround", work_around_multiworker_fit),
+                    ("symbolic_build_skipped_only", skip_symbolic_build),
+                    ("vector_logs_only", vector_logs_only),
+                    ("none", lambda model: None)]:
+    with distribution.scope():
+        model = keras.Sequential([keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        model.compute_loss(x=x[:2], y=y[:2], y_pred=model(x[:2]))
+        model.optimizer.build(model.trainable_variables)
+    patch(model)
+    models[name] = model
+    try:
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+        results[name] = "trained"
+    except Exception as err:
+        results[name] = f"{type(err).__name__}: {err}"
+steps = models["workaround"].optimizer.iterations
+try:
+    int(steps)
+    results["int"] = "read"
+except TypeError as err:
+    results["int"] = f"TypeError: {err}"
+results["python_scalar"] = python_scalar(steps)
+print("RESULTS " + json.dumps(results))
+"""
+
+
+@pytest.mark.slow
+def test_keras_still_needs_the_multiworker_workarounds():
+    """When this fails, Keras' fit (or int() of a distributed variable) works
+    under MultiWorkerMirroredStrategy without our help: drop the part of
+    `work_around_multiworker_fit` (or `python_scalar`) it names."""
+    results = []
+    for proc, stdout, stderr in run_workers(["-c", _KERAS_LIMITS], timeout=600):
+        assert proc.returncode == 0, stdout[-2000:] + stderr[-4000:]
+        line = next(x for x in stdout.splitlines() if x.startswith("RESULTS "))
+        results.append(json.loads(line[len("RESULTS ") :]))
+    for result in results:
+        assert result["workaround"] == "trained"
+        # Without skipping the symbolic build, it reduces a distributed batch.
+        assert result["vector_logs_only"].startswith("ValueError")
+        assert "PerReplica" in result["vector_logs_only"]
+        assert (
+            result["none"].startswith("ValueError") and "PerReplica" in result["none"]
+        )
+        # Without 1-element logs, the multi-worker "mean" of a 0-d log fails.
+        assert result["symbolic_build_skipped_only"].startswith("ValueError")
+        assert "reduction dimension 0" in result["symbolic_build_skipped_only"]
+        assert (
+            result["int"].startswith("TypeError")
+            and "MirroredVariable" in result["int"]
+        )
+        # 8 examples in global batches of 4.
+        assert result["python_scalar"] == 2
