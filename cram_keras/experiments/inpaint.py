@@ -17,8 +17,9 @@ rate; beta_1 0.5 as DCGAN) for each of the three networks; alpha 1, beta
 1e-3, clue weight 0.1; 5 reconstruction-only epochs. After training, the
 encoder's and generator's batch-norm statistics are recalibrated over 50
 training batches (``CRAMInpainter.recalibrate_batch_norm``; +1.5 dB on the
-SVHN subset). ``jit_compile`` is off by default: XLA made a CRAM step ten
-times slower on the 2-core CPU we measured (5.0 s against 0.46 s, batch 64).
+SVHN subset). ``jit_compile`` is off by default on TensorFlow: XLA made a
+CRAM step ten times slower on the 2-core CPU we measured (5.0 s against
+0.46 s, batch 64); on JAX the step is always compiled (``jax.jit``).
 
 CPU-budget setting: the same architecture on ``mnist32`` and on the real
 1,083-image SVHN subset, 8 to 14 minutes per model on 2 shared cores: see
@@ -53,7 +54,12 @@ from cram_keras.data.pipelines import inpainting_eval_dataset as eval_dataset
 from cram_keras.data.pipelines import inpainting_train_dataset
 from cram_keras.evaluation.baselines import BASELINES, evaluate_inpainting
 from cram_keras.experiments.config import option
-from cram_keras.experiments.runner import Experiment, UsageError, check_batch_size
+from cram_keras.experiments.runner import (
+    Experiment,
+    UsageError,
+    check_batch_size,
+    jit_compile_for_backend,
+)
 from cram_keras.models.cram import GLIMPSE_STARTS, CRAMEncoder
 from cram_keras.models.inpainting import (
     CNNEncoder,
@@ -465,7 +471,7 @@ def compile_model(model, config):
         g_optimizer=adam(config.learning_rate),
         local_d_optimizer=adam(config.d_learning_rate),
         global_d_optimizer=adam(config.d_learning_rate),
-        jit_compile=config.jit_compile,
+        jit_compile=jit_compile_for_backend(config.jit_compile),
     )
     return model
 
@@ -579,8 +585,6 @@ def pathway_diagnostics(model, x_test, masks, batch_size=256):
     Returns `(diagnostics, taus)` with taus (N, G, 3), or `(None, None)` for
     an encoder without glimpses.
     """
-    import tensorflow as tf
-
     from cram_keras.evaluation.glimpses import window_statistics
     from cram_keras.evaluation.metrics import completed_image
 
@@ -588,8 +592,9 @@ def pathway_diagnostics(model, x_test, masks, batch_size=256):
     if not ablations:
         return None, None
     results, taus = {}, None
-    # Traced for more than a few batches; eager for a few (tracing costs more).
-    compiled = len(x_test) > 4 * batch_size
+    # Traced on TensorFlow for more than a few batches; eager for a few
+    # (tracing costs more) and on JAX.
+    compiled = len(x_test) > 4 * batch_size and keras.backend.backend() == "tensorflow"
     for ablate in (None, *ablations):
 
         def fill(images, mask, ablate=ablate):
@@ -597,15 +602,21 @@ def pathway_diagnostics(model, x_test, masks, batch_size=256):
             return completed_image(images, generated, mask), tau
 
         if compiled:
+            import tensorflow as tf
+
             fill = tf.function(fill)
 
         completed, tau_batches = [], []
         for start in range(0, len(x_test), batch_size):
-            images = tf.constant(x_test[start : start + batch_size], tf.float32)
-            mask = tf.constant(masks[start : start + batch_size], tf.float32)
+            images = keras.ops.convert_to_tensor(
+                x_test[start : start + batch_size], "float32"
+            )
+            mask = keras.ops.convert_to_tensor(
+                masks[start : start + batch_size], "float32"
+            )
             out, tau = fill(images, mask)
-            completed.append(out.numpy())
-            tau_batches.append(tau.numpy())
+            completed.append(keras.ops.convert_to_numpy(out))
+            tau_batches.append(keras.ops.convert_to_numpy(tau))
         scores = evaluate_inpainting(x_test, np.concatenate(completed), masks)
         key = "hole_psnr" if ablate is None else f"hole_psnr_{ablate}_zeroed"
         results[key] = float(scores["hole_psnr"])
@@ -662,7 +673,7 @@ The run directory gets config.json, log.csv, metrics.json (the model and the
 classical baselines on the same test images and masks), figures/ (one Fig. 7
 figure per epoch), inpaint.png, tensorboard/, checkpoints/, model.keras, and
 with --export a SavedModel. Rerunning the same command resumes a run."""
-    backends = ("tensorflow",)  # the inpainter's train_step is TensorFlow
+    backends = ("tensorflow", "jax")  # CRAMInpainter.train_step's backends
     smoke_overrides = SMOKE
     speed_key = "train_images_per_second"
 

@@ -1,6 +1,6 @@
 """CRAM inpainting: DCGAN generator, local and global discriminators, and the
 GAN model that trains them with an encoder (Chung & Cho, 2018, Sections
-III-B2, IV-B, V-B; DESIGN.md, experiment E3).
+III-B2, IV-B, V-B; docs/design.md, experiment E3).
 
 - `InpaintingGenerator`: the decoder `G(z)`, fractionally-strided 3x3
   convolutions of stride 2 from `z` up to the image size, output in [0, 1].
@@ -13,9 +13,12 @@ III-B2, IV-B, V-B; DESIGN.md, experiment E3).
   with a small `CNNEncoder` of the whole occluded image.
 - `CRAMInpainter`: the `keras.Model` that owns an encoder, the generator and
   both discriminators, with one optimizer per network and a custom
-  `train_step`: `fit`, `evaluate` and `predict` run on the TensorFlow
-  backend only (elsewhere they raise `NotImplementedError` naming the
-  backend); the networks' forward passes run on every backend.
+  training step: `fit`, `evaluate` and `predict` run on the TensorFlow and
+  JAX backends (on torch they raise `NotImplementedError` naming the
+  backend); the networks' forward passes run on every backend. The losses
+  are written once in `keras.ops`; only the gradients and the optimizer
+  updates differ per backend (`tf.GradientTape` and `optimizer.apply` on
+  TensorFlow; `jax.vjp` and `optimizer.stateless_apply` on JAX).
 
 Every network follows the paper's rule (Sections V-A, V-B): batch
 normalisation and ELU after every layer except the last of each network. The
@@ -23,7 +26,7 @@ discriminators return logits (no sigmoid): the losses apply the sigmoid
 inside `softplus` (binary cross-entropy `from_logits`), which is the paper's
 sigmoid output and log-loss computed without overflow or `log(0)`.
 
-Deviations from the paper and the released code (also in the README):
+Deviations from the paper and the released code (also in docs/deviations.md):
 
 - The generator's output is in the image range [0, 1] (sigmoid); the
   released code's was [0, 2].
@@ -56,6 +59,10 @@ from cram_keras.layers.conv_blocks import (
 )
 
 _PACKAGE = "cram_keras"
+# Backends with a training step (`CRAMInpainter.train_step`).
+TRAINING_BACKENDS = ("tensorflow", "jax")
+# The networks in the order of `CRAMInpainter._optimizer_variables`.
+_NETWORKS = ("generator", "local_discriminator", "global_discriminator")
 
 
 def _check_weight(name, value):
@@ -64,6 +71,69 @@ def _check_weight(name, value):
             f"`{name}` must be a non-negative number. Received: {name}={value!r}"
         )
     return float(value)
+
+
+class InpainterOptimizers:
+    """The inpainter's three optimizers seen as one, as `model.optimizer`.
+
+    Keras' JAX trainer carries `model.optimizer.variables` through its
+    stateless training steps and writes them back after each epoch; here
+    that list is the generator optimizer's variables, then the local, then
+    the global discriminator optimizer's (`variables`). The optimizers
+    themselves stay the model's `g_optimizer`, `local_d_optimizer` and
+    `global_d_optimizer` (saved under those names: this object holds no
+    state of its own and is not saved). `iterations` is the number of
+    training steps (the generator optimizer's counter). Callbacks that look
+    for `optimizers` (`keras.callbacks.LearningRateScheduler`,
+    `ReduceLROnPlateau`) set each optimizer's learning rate; there is no
+    single `learning_rate`.
+
+    Args:
+        model: the compiled `CRAMInpainter`.
+    """
+
+    __slots__ = ("_model",)
+
+    def __init__(self, model):
+        self._model = model
+
+    @property
+    def optimizers(self):
+        """`(g_optimizer, local_d_optimizer, global_d_optimizer)`."""
+        return tuple(optimizer for optimizer, _ in self._model._optimizer_variables())
+
+    @property
+    def variables(self):
+        """Every variable of the three optimizers, in the order of `optimizers`."""
+        return [v for optimizer in self.optimizers for v in optimizer.variables]
+
+    @property
+    def iterations(self):
+        """The number of training steps: the generator optimizer's counter
+        (each of the three steps once per batch)."""
+        return self._model.g_optimizer.iterations
+
+    @property
+    def built(self):
+        return all(optimizer.built for optimizer in self.optimizers)
+
+    def build(self, var_list=None):
+        """Builds each optimizer on its own network's variables (`var_list`,
+        the model's trainable variables, is not needed)."""
+        del var_list
+        self._model._build_optimizers()
+
+    @property
+    def learning_rate(self):
+        raise AttributeError(
+            "The inpainter has three optimizers and no single learning rate: "
+            "use model.g_optimizer, model.local_d_optimizer or "
+            "model.global_d_optimizer (or model.optimizer.optimizers)."
+        )
+
+    def __repr__(self):
+        names = ", ".join(type(o).__name__ for o in self.optimizers)
+        return f"<InpainterOptimizers ({names})>"
 
 
 def crop_around_hole(images, mask, crop_size):
@@ -485,6 +555,23 @@ class ContextSkipEncoder(keras.layers.Layer):
         return cls(**config)
 
 
+def _update_trackers(trackers, values):
+    """Adds `values[name]` to each `Mean` tracker; returns every tracker's result."""
+    for name, value in values.items():
+        trackers[name].update_state(value)
+    return {name: tracker.result() for name, tracker in trackers.items()}
+
+
+def _current_values(scope, variables, values):
+    """The values of `variables` at the end of a `keras.StatelessScope` that
+    started from `values` (those it did not assign keep theirs)."""
+    current = []
+    for variable, value in zip(variables, values, strict=True):
+        new = scope.get_current_value(variable)
+        current.append(value if new is None else new)
+    return current
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class CRAMInpainter(keras.Model):
     """CRAM for inpainting: encoder (clue = mask), generator, two discriminators.
@@ -518,6 +605,17 @@ class CRAMInpainter(keras.Model):
     that the optimizers' cross-replica gradient sum is the gradient of the
     global-batch mean; the clue loss (a per-replica batch mean) is divided by
     the number of replicas.
+
+    Backends: `fit`, `evaluate` and `predict` run on TensorFlow and JAX, from
+    the same loss code and to the same result (batch-norm statistics, loss
+    trackers, optimizer slots and any gradient clipping of the optimizers
+    included). Weights and optimizer state are saved alike on both, so a run
+    checkpointed on one backend resumes on the other. After `compile`,
+    `model.optimizer` is an `InpainterOptimizers`: the three optimizers seen
+    as one (their variables in one list, which the JAX trainer carries
+    through its stateless steps); the optimizers themselves are
+    `g_optimizer`, `local_d_optimizer` and `global_d_optimizer`, and are
+    saved under those names.
 
     Args:
         encoder: a layer called on `[images, clue]` that accepts
@@ -633,6 +731,7 @@ class CRAMInpainter(keras.Model):
         self.g_optimizer = g_optimizer
         self.local_d_optimizer = local_d_optimizer
         self.global_d_optimizer = global_d_optimizer
+        self.optimizer = InpainterOptimizers(self)
         self._build_optimizers()
 
     def _build_optimizers(self):
@@ -684,19 +783,27 @@ class CRAMInpainter(keras.Model):
 
     # --- Training -----------------------------------------------------------
 
-    def compute_losses_and_gradients(self, images, mask):
-        """One forward pass in training mode; every loss and each network's gradients.
+    def compute_losses(self, images, mask, replicas=1):
+        """One forward pass in training mode; every loss, in `keras.ops`.
+
+        The one definition of the losses for every backend; `train_step`
+        differs per backend only in how it takes the gradients and applies
+        them.
+
+        Args:
+            images: (B, H, W, C) in [0, 1], this replica's examples.
+            mask: (B, H, W, 1), 1 = hole.
+            replicas: the number of replicas the global batch is split over
+                (`tf.distribute`); 1 otherwise.
 
         Returns:
-            `(losses, gradients)`: `losses` maps tracker names to per-replica
-            means (for logging); `gradients` maps "generator",
-            "local_discriminator", "global_discriminator" to gradient lists
-            matching `generator_variables` and each discriminator's
-            `trainable_variables`.
+            `(objectives, losses)`: `objectives` maps "generator",
+            "local_discriminator" and "global_discriminator" to the scalar
+            that network's optimizer minimises (per-example losses summed
+            over this replica's examples and divided by the global batch
+            size); `losses` maps the tracker names to this replica's batch
+            means (for logging).
         """
-        import tensorflow as tf  # The custom train_step is TensorFlow-only.
-
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
 
         def average(per_example):
             # Sum over this replica's examples / global batch size, as
@@ -704,52 +811,40 @@ class CRAMInpainter(keras.Model):
             count = ops.cast(ops.shape(per_example)[0] * replicas, per_example.dtype)
             return ops.sum(per_example) / count
 
+        images = ops.convert_to_tensor(images)
         mask = ops.cast(mask, images.dtype)
-        with tf.GradientTape(persistent=True) as tape:
-            generated, tau = self.generate(images, mask, training=True)
-            completed = completed_image(images, generated, mask)
-            # Real and fake in one batch, so batch norm sees both alike.
-            both = ops.concatenate([completed, images], axis=0)
-            both_masks = ops.concatenate([mask, mask], axis=0)
-            local_fake, local_real = ops.split(
-                self.local_discriminator([both, both_masks], training=True), 2, axis=0
-            )
-            global_fake, global_real = ops.split(
-                self.global_discriminator(both, training=True), 2, axis=0
-            )
-            # Per-example losses (B,).
-            recon = hole_l1(images, generated, mask)
-            adv = ops.softplus(-local_fake[:, 0]) + ops.softplus(-global_fake[:, 0])
-            local_d = ops.softplus(-local_real[:, 0]) + ops.softplus(local_fake[:, 0])
-            global_d = ops.softplus(-global_real[:, 0]) + ops.softplus(
-                global_fake[:, 0]
-            )
-            if tau is not None and self.clue_weight > 0:
-                from cram_keras.losses import clue_loss
+        generated, tau = self.generate(images, mask, training=True)
+        completed = completed_image(images, generated, mask)
+        # Real and fake in one batch, so batch norm sees both alike.
+        both = ops.concatenate([completed, images], axis=0)
+        both_masks = ops.concatenate([mask, mask], axis=0)
+        local_fake, local_real = ops.split(
+            self.local_discriminator([both, both_masks], training=True), 2, axis=0
+        )
+        global_fake, global_real = ops.split(
+            self.global_discriminator(both, training=True), 2, axis=0
+        )
+        # Per-example losses (B,).
+        recon = hole_l1(images, generated, mask)
+        adv = ops.softplus(-local_fake[:, 0]) + ops.softplus(-global_fake[:, 0])
+        local_d = ops.softplus(-local_real[:, 0]) + ops.softplus(local_fake[:, 0])
+        global_d = ops.softplus(-global_real[:, 0]) + ops.softplus(global_fake[:, 0])
+        if tau is not None and self.clue_weight > 0:
+            from cram_keras.losses import clue_loss
 
-                clue = clue_loss(mask, tau, self.encoder.glimpse_size)
-            else:
-                clue = ops.zeros((), images.dtype)
-            adversarial_on = ops.cast(
-                self.g_optimizer.iterations >= self.warmup_steps, images.dtype
-            )
-            g_total = (
-                self.clue_weight * clue / replicas
-                + self.alpha * average(recon)
-                + self.beta * adversarial_on * average(adv)
-            )
-            local_total = average(local_d)
-            global_total = average(global_d)
-        gradients = {
-            "generator": tape.gradient(g_total, self.generator_variables),
-            "local_discriminator": tape.gradient(
-                local_total, self.local_discriminator.trainable_variables
-            ),
-            "global_discriminator": tape.gradient(
-                global_total, self.global_discriminator.trainable_variables
-            ),
+            clue = clue_loss(mask, tau, self.encoder.glimpse_size)
+        else:
+            clue = ops.zeros((), images.dtype)
+        adversarial_on = ops.cast(
+            self.g_optimizer.iterations >= self.warmup_steps, images.dtype
+        )
+        objectives = {
+            "generator": self.clue_weight * clue / replicas
+            + self.alpha * average(recon)
+            + self.beta * adversarial_on * average(adv),
+            "local_discriminator": average(local_d),
+            "global_discriminator": average(global_d),
         }
-        del tape
         losses = {
             "g_loss": self.clue_weight * clue
             + self.alpha * ops.mean(recon)
@@ -760,35 +855,60 @@ class CRAMInpainter(keras.Model):
             "local_d_loss": ops.mean(local_d),
             "global_d_loss": ops.mean(global_d),
         }
+        return objectives, losses
+
+    def compute_losses_and_gradients(self, images, mask):
+        """TensorFlow: `compute_losses` and each network's gradients.
+
+        Returns:
+            `(losses, gradients)`: `losses` maps tracker names to per-replica
+            means (for logging); `gradients` maps "generator",
+            "local_discriminator", "global_discriminator" to gradient lists
+            matching `generator_variables` and each discriminator's
+            `trainable_variables`.
+        """
+        import tensorflow as tf  # The JAX step is `_jax_train_step`.
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape(persistent=True) as tape:
+            objectives, losses = self.compute_losses(images, mask, replicas)
+        gradients = {
+            name: tape.gradient(objectives[name], variables)
+            for name, (_, variables) in zip(
+                _NETWORKS, self._optimizer_variables(), strict=True
+            )
+        }
+        del tape
         return losses, gradients
 
-    def _require_tensorflow(self, method):
+    def _require_backend(self, method):
+        """The backend, if the inpainter trains on it (else one line)."""
         backend = keras.backend.backend()
-        if backend != "tensorflow":
+        if backend not in TRAINING_BACKENDS:
             raise NotImplementedError(
-                f"CRAMInpainter.{method}: the inpainter trains on TensorFlow only "
-                "(its train_step uses tf.GradientTape and tf.distribute); call "
-                "the model or its networks directly on other backends, or set "
-                f"KERAS_BACKEND=tensorflow. Received: backend={backend!r}"
+                f"CRAMInpainter.{method}: the inpainter trains on TensorFlow or "
+                "JAX only (its training step takes the gradients with "
+                "tf.GradientTape or jax.vjp); call the model or its networks "
+                "directly on other backends, or set KERAS_BACKEND=tensorflow "
+                f"or KERAS_BACKEND=jax. Received: backend={backend!r}"
             )
+        return backend
 
     def fit(self, *args, **kwargs):
-        self._require_tensorflow("fit")
+        self._require_backend("fit")
         return super().fit(*args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
-        self._require_tensorflow("evaluate")
+        self._require_backend("evaluate")
         return super().evaluate(*args, **kwargs)
 
     def predict(self, *args, **kwargs):
-        self._require_tensorflow("predict")
+        self._require_backend("predict")
         return super().predict(*args, **kwargs)
 
     def train_step(self, *args):
         # `*args`: the JAX trainer calls train_step(state, data), TensorFlow
-        # train_step(data); the check names the backend in either case.
-        self._require_tensorflow("train_step")
-        (data,) = args
+        # train_step(data).
         # 1. Occlude: the encoder sees the image with zeros in the hole and
         #    the mask as its clue; the generator decodes z; the completed
         #    image is the input outside the hole and G(z) inside.
@@ -796,33 +916,132 @@ class CRAMInpainter(keras.Model):
         #    hole) and global discriminators, in one batch.
         # 3. Losses: L_G = clue_weight*L_clue + alpha*L_recon + beta*L_gan
         #    (L_gan off during the warm-up); each D: BCE(real=1, fake=0).
+        #    Steps 1-3: `compute_losses`, the same on every backend.
         # 4. Each optimizer applies its own loss's gradients to its own
         #    network's variables: encoder + generator, local D, global D.
         # 5. Update the Mean trackers.
-        images, mask = data
-        losses, gradients = self.compute_losses_and_gradients(images, mask)
-        self.g_optimizer.apply(gradients["generator"], self.generator_variables)
-        self.local_d_optimizer.apply(
-            gradients["local_discriminator"],
-            self.local_discriminator.trainable_variables,
-        )
-        self.global_d_optimizer.apply(
-            gradients["global_discriminator"],
-            self.global_discriminator.trainable_variables,
-        )
-        for name, value in losses.items():
-            self.train_trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.train_trackers.items()}
-
-    def test_step(self, *args):
-        self._require_tensorflow("test_step")
+        if self._require_backend("train_step") == "jax":
+            return self._jax_train_step(*args)
         (data,) = args
         images, mask = data
+        losses, gradients = self.compute_losses_and_gradients(images, mask)
+        for name, (optimizer, variables) in zip(
+            _NETWORKS, self._optimizer_variables(), strict=True
+        ):
+            optimizer.apply(gradients[name], variables)
+        return _update_trackers(self.train_trackers, losses)
+
+    def _jax_train_step(self, state, data):
+        """`train_step` on JAX, stateless (the pattern of Keras' JAX trainer).
+
+        `state` holds the current values of `trainable_variables`,
+        `non_trainable_variables`, `optimizer.variables` (the three
+        optimizers' in turn) and `metrics_variables`; the step returns the
+        logs and the same four lists, updated. One forward pass
+        (`compute_losses`, inside a `StatelessScope`, which also collects
+        the batch-norm statistics it assigns); `jax.vjp` of the three
+        objectives, pulled back once each; each optimizer's
+        `stateless_apply` on its own network's variables (its gradient
+        clipping included, as in `optimizer.apply` on TensorFlow).
+        """
+        import jax
+
+        trainable, non_trainable, optimizer_values, metric_values = state
+        images, mask = data
+        trainable_variables = self.trainable_variables
+        non_trainable_variables = self.non_trainable_variables
+
+        def objectives(trainable):
+            mapping = [
+                *zip(trainable_variables, trainable, strict=True),
+                *zip(non_trainable_variables, non_trainable, strict=True),
+                *zip(self.optimizer.variables, optimizer_values, strict=True),
+            ]
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                values, losses = self.compute_losses(images, mask)
+            updated = _current_values(scope, non_trainable_variables, non_trainable)
+            return tuple(values[name] for name in _NETWORKS), (losses, updated)
+
+        values, pullback, (losses, non_trainable) = jax.vjp(
+            objectives, list(trainable), has_aux=True
+        )
+        position = {id(v): i for i, v in enumerate(trainable_variables)}
+        trainable = list(trainable)
+        new_optimizer_values = []
+        start = 0
+        for k, (optimizer, variables) in enumerate(self._optimizer_variables()):
+            # d(objective k) / d(every trainable value); this network's part.
+            cotangent = tuple(
+                ops.ones_like(v) if j == k else ops.zeros_like(v)
+                for j, v in enumerate(values)
+            )
+            (gradients,) = pullback(cotangent)
+            indices = [position[id(v)] for v in variables]
+            count = len(optimizer.variables)
+            updated, slots = optimizer.stateless_apply(
+                optimizer_values[start : start + count],
+                [gradients[i] for i in indices],
+                [trainable[i] for i in indices],
+            )
+            for i, value in zip(indices, updated, strict=True):
+                trainable[i] = value
+            new_optimizer_values.extend(slots)
+            start += count
+        metrics_variables = self.metrics_variables
+        with keras.StatelessScope(
+            state_mapping=list(zip(metrics_variables, metric_values, strict=True))
+        ) as scope:
+            logs = _update_trackers(self.train_trackers, losses)
+        metric_values = _current_values(scope, metrics_variables, metric_values)
+        return logs, (trainable, non_trainable, new_optimizer_values, metric_values)
+
+    def _test_scores(self, images, mask):
+        """Per-image hole PSNR, hole L1 and SSIM of the completed images."""
         completed = self([images, mask], training=False)
-        self.test_trackers["hole_psnr"].update_state(hole_psnr(images, completed, mask))
-        self.test_trackers["hole_l1"].update_state(hole_l1(images, completed, mask))
-        self.test_trackers["ssim"].update_state(ssim(images, completed))
-        return {name: tracker.result() for name, tracker in self.test_trackers.items()}
+        return {
+            "hole_psnr": hole_psnr(images, completed, mask),
+            "hole_l1": hole_l1(images, completed, mask),
+            "ssim": ssim(images, completed),
+        }
+
+    def test_step(self, *args):
+        if self._require_backend("test_step") == "jax":
+            state, (images, mask) = args
+            trainable, non_trainable, metric_values = state
+            variables = (
+                self.trainable_variables,
+                self.non_trainable_variables,
+                self.metrics_variables,
+            )
+            mapping = [
+                pair
+                for group, values in zip(variables, state, strict=True)
+                for pair in zip(group, values, strict=True)
+            ]
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                logs = _update_trackers(
+                    self.test_trackers, self._test_scores(images, mask)
+                )
+            state = tuple(
+                _current_values(scope, group, values)
+                for group, values in zip(variables, state, strict=True)
+            )
+            return logs, state
+        (data,) = args
+        images, mask = data
+        return _update_trackers(self.test_trackers, self._test_scores(images, mask))
+
+    def predict_step(self, *args):
+        backend = self._require_backend("predict_step")
+        data = args[-1]
+        # `predict` takes the same (image, mask) datasets as fit and evaluate.
+        images, mask = data[:2] if isinstance(data, (list, tuple)) else data
+        if backend == "jax":
+            trainable, non_trainable = args[0]
+            return self.stateless_call(
+                trainable, non_trainable, [images, mask], training=False
+            )
+        return self([images, mask], training=False)
 
     def recalibrate_batch_norm(self, dataset, num_batches=50):
         """Sets the encoder's and generator's batch-norm statistics to their
@@ -838,9 +1057,9 @@ class CRAMInpainter(keras.Model):
         their average over the batches is written back at the end: the plain
         average of the per-batch statistics. Nothing else changes (no
         gradients, no optimizer step). The discriminators are not used for
-        inference and are left alone. On TensorFlow the forward pass is one
-        compiled function, traced once per model (eager for at most 4 batches,
-        where tracing would cost more than it saves).
+        inference and are left alone. On TensorFlow and JAX the forward pass
+        is one compiled function, traced once per model (eager for at most 4
+        batches, where tracing would cost more than it saves).
 
         Returns:
             The number of batches used.
@@ -884,26 +1103,52 @@ class CRAMInpainter(keras.Model):
         return used
 
     def _recalibration_forward(self, compiled=True):
-        """`generate(images, mask, training=True)`, compiled on TensorFlow.
-        Traced with the batch norms' momentum 0 (a constant of the trace), and
-        only ever called so."""
-        if not compiled or keras.backend.backend() != "tensorflow":
+        """`generate(images, mask, training=True)`, compiled on TensorFlow
+        (`tf.function`) and JAX (`jax.jit` of the stateless pass, whose
+        batch-norm statistics are then assigned). Traced with the batch
+        norms' momentum 0 (a constant of the trace), and only ever called so."""
+        backend = keras.backend.backend()
+        if not compiled or backend not in TRAINING_BACKENDS:
             return lambda images, mask: self.generate(images, mask, training=True)
         if getattr(self, "_recalibration_fn", None) is None:
-            import tensorflow as tf
+            if backend == "tensorflow":
+                import tensorflow as tf
 
-            self._recalibration_fn = tf.function(
-                lambda images, mask: self.generate(images, mask, training=True)[0],
-                reduce_retracing=True,
-            )
+                self._recalibration_fn = tf.function(
+                    lambda images, mask: self.generate(images, mask, training=True)[0],
+                    reduce_retracing=True,
+                )
+            else:
+                self._recalibration_fn = self._jax_recalibration_forward()
         return self._recalibration_fn
 
-    def predict_step(self, *args):
-        self._require_tensorflow("predict_step")
-        (data,) = args
-        # `predict` takes the same (image, mask) datasets as fit and evaluate.
-        images, mask = data[:2] if isinstance(data, (list, tuple)) else data
-        return self([images, mask], training=False)
+    def _jax_recalibration_forward(self):
+        import jax
+
+        def statistics(trainable, non_trainable, images, mask):
+            mapping = [
+                *zip(self.trainable_variables, trainable, strict=True),
+                *zip(self.non_trainable_variables, non_trainable, strict=True),
+            ]
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                self.generate(images, mask, training=True)
+            return _current_values(scope, self.non_trainable_variables, non_trainable)
+
+        statistics = jax.jit(statistics)
+
+        def forward(images, mask):
+            values = statistics(
+                [v.value for v in self.trainable_variables],
+                [v.value for v in self.non_trainable_variables],
+                np.asarray(images),
+                np.asarray(mask),
+            )
+            for variable, value in zip(
+                self.non_trainable_variables, values, strict=True
+            ):
+                variable.assign(value)
+
+        return forward
 
     # --- Serialisation ------------------------------------------------------
 

@@ -496,3 +496,26 @@ def test_bad_arguments_are_rejected():
         tiny_model(warmup_steps=1.5)
     with pytest.raises(ValueError, match="crop_size"):
         crop_around_hole(np.zeros((1, 8, 8, 1)), np.ones((1, 8, 8, 1)), 16)
+
+
+def test_training_on_torch_is_refused_in_one_line(monkeypatch):
+    # torch is not installed here: the backend check is asked in this process.
+    model = compile_adam(tiny_model())
+    images, masks = images_and_masks(2)
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    attempts = {
+        "fit": lambda: model.fit(images, masks, verbose=0),
+        "evaluate": lambda: model.evaluate(images, masks, verbose=0),
+        "predict": lambda: model.predict((images, masks), verbose=0),
+        "train_step": lambda: model.train_step((images, masks)),
+        "test_step": lambda: model.test_step((images, masks)),
+        "predict_step": lambda: model.predict_step((images, masks)),
+    }
+    for method, attempt in attempts.items():
+        with pytest.raises(NotImplementedError) as info:
+            attempt()
+        message = str(info.value)
+        assert "\n" not in message, method
+        assert message.startswith(f"CRAMInpainter.{method}: "), message
+        assert "trains on TensorFlow or JAX only" in message, method
+        assert "Received: backend='torch'" in message, method

@@ -1,7 +1,10 @@
-"""The two experiments that train on every backend, on JAX: the README's
-`KERAS_BACKEND=jax python train_rnn_spn.py --smoke` and
-`KERAS_BACKEND=jax python train_cls.py --smoke` write every artifact that has
-no TensorFlow-only part; the inpainter and --export refuse JAX in one line."""
+"""The experiments on JAX: the README's
+`KERAS_BACKEND=jax python train_rnn_spn.py --smoke`,
+`KERAS_BACKEND=jax python train_cls.py --smoke` and
+`KERAS_BACKEND=jax python train_inpaint.py --smoke` write every artifact that
+has no TensorFlow-only part; a run directory moves between the backends;
+--export and the mirrored strategy refuse JAX in one line, and the inpainter
+refuses torch in one line."""
 
 import json
 import os
@@ -43,7 +46,6 @@ def test_smoke_trains_on_jax(script, figure, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("train_inpaint.py", "--smoke"), "trains on tensorflow only"),
         (("train_rnn_spn.py", "--smoke", "--export"), "--export writes a TensorFlow"),
         (
             ("train_cls.py", "--smoke", "--strategy", "mirrored"),
@@ -95,3 +97,70 @@ def test_a_run_started_on_jax_finishes_on_tensorflow(tmp_path):
     # The JAX epoch is kept as it was, and one more epoch was trained.
     assert len(rows) == 2 and rows[0] == jax_rows[0]
     assert rows[1]["epoch"] != rows[0]["epoch"]
+
+
+@pytest.mark.slow
+def test_inpaint_smoke_trains_on_jax(tmp_path):
+    out = tmp_path / "run"
+    proc = run("train_inpaint.py", "--smoke", "--output-dir", str(out))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for name in ("config.json", "log.csv", "metrics.json", "model.keras",
+                 "inpaint.png", "glimpse_windows.png"):  # fmt: skip
+        assert (out / name).exists(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backend"] == "jax" and metrics["epochs"] == 2
+    # Every optimizer stepped once per batch (64 images, batches of 16).
+    assert metrics["steps"] == {
+        "generator": 8, "local_discriminator": 8, "global_discriminator": 8
+    }  # fmt: skip
+    scores = metrics["methods"]["cram"]
+    assert 0.0 < scores["ssim"] <= 1.0 and 0.0 < scores["hole_l1"] < 1.0
+
+
+@pytest.mark.slow
+def test_an_inpainting_run_started_on_tensorflow_finishes_on_jax(tmp_path):
+    """The first epoch on TensorFlow, the second on JAX from TensorFlow's
+    checkpoint: the weights and the three optimizers' state carry over (their
+    step counters go on from 4 to 8; fresh optimizers would end at 4)."""
+    import csv
+
+    out = tmp_path / "run"
+    first = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_inpaint.py"), "--smoke",
+         "--stop-after-epochs", "1", "--output-dir", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=900,
+        env=dict(ENV, KERAS_BACKEND="tensorflow"),
+    )  # fmt: skip
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    with open(out / "log.csv") as f:
+        tf_rows = list(csv.DictReader(f))
+    assert len(tf_rows) == 1 and not (out / "metrics.json").exists()
+
+    second = run("train_inpaint.py", "--smoke", "--output-dir", str(out))
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
+    assert "after epoch 1 of 2" in second.stdout + second.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backend"] == "jax" and metrics["epochs"] == 2
+    assert set(metrics["steps"].values()) == {8}
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    # The TensorFlow epoch is kept as it was, and one more epoch was trained.
+    assert len(rows) == 2 and rows[0] == tf_rows[0]
+    assert rows[1]["epoch"] == "1"
+
+
+def test_the_inpainter_refuses_torch_in_one_line(monkeypatch):
+    """The run stops before anything is loaded or written (torch is not
+    installed here, so the backend check is asked in this process)."""
+    import keras
+
+    from cram_keras.experiments.inpaint import EXPERIMENT
+    from cram_keras.experiments.runner import UsageError, check_backend
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    with pytest.raises(UsageError) as info:
+        check_backend(EXPERIMENT)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "trains on tensorflow or jax only" in message
+    assert "KERAS_BACKEND='torch'" in message
