@@ -627,7 +627,17 @@ def run_experiment(
             model, summary = custom
         else:
             model, summary = _train(
-                experiment, run, data, distribution, verbose, start, stop_after_epochs
+                experiment,
+                run,
+                data,
+                distribution,
+                verbose,
+                start,
+                stop_after_epochs,
+                # Another worker resumes only what the chief resumes: with
+                # --overwrite it may look before the chief has cleared the
+                # directory.
+                restore=run.is_chief or state == "resume",
             )
             if "_paused_at" in summary:
                 log(
@@ -687,10 +697,13 @@ def _export(experiment, model, run, data):
     os.replace(tmp, final)
 
 
-def _train(experiment, run, data, distribution, verbose, start, stop_after=None):
+def _train(
+    experiment, run, data, distribution, verbose, start, stop_after=None, restore=True
+):
     """The epoch loop; returns ``(model, summary)``, the summary only
     ``{"_paused_at": epochs done}`` when it stopped at ``stop_after`` epochs
-    before the run finished."""
+    before the run finished. ``restore``: resume from the newest checkpoint
+    (else start from the initial weights)."""
     config = run.config
     checkpoints = EpochCheckpoints(run.path(CHECKPOINT_DIR), write=run.is_chief)
     keras.utils.set_random_seed(int(config.seed))  # the initial weights
@@ -698,7 +711,9 @@ def _train(experiment, run, data, distribution, verbose, start, stop_after=None)
         model = experiment.build_model(config, data)
         _ensure_built(model, experiment.example_batch(config, data))
     distribution.prepare_model(model)
-    record = checkpoints.latest(load=model.load_weights, log=run.log)
+    record = (
+        checkpoints.latest(load=model.load_weights, log=run.log) if restore else None
+    )
     if record is not None:
         if record.get("finished"):
             run.log(f"note: training in {run.directory} had finished; evaluating.")

@@ -5,9 +5,11 @@ figures, the SavedModel, checkpoints, TensorBoard), the other worker only
 ``workers/worker-1/final.weights.h5``; and the weights each worker ends
 with, read from the file each one wrote, are identical.
 
-Also: the Keras limitations that `work_around_multiworker_fit` works around
+Also: another worker leaves a run that --overwrite discards to the chief;
+and the Keras limitations that `work_around_multiworker_fit` works around
 are still there (the test to fail the day Keras fixes them)."""
 
+import dataclasses
 import json
 import os
 import re
@@ -18,6 +20,10 @@ import sys
 import keras
 import numpy as np
 import pytest
+
+from cram_keras.experiments.config import option
+from cram_keras.experiments.runner import Experiment, run_experiment
+from cram_keras.training.distribute import Distribution
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -236,3 +242,84 @@ def test_keras_still_needs_the_multiworker_workarounds():
         )
         # 8 examples in global batches of 4.
         assert result["python_scalar"] == 2
+
+
+# === What another worker does with the run directory ===
+
+
+@dataclasses.dataclass(frozen=True)
+class _LineConfig:
+    epochs: int = option(2, "epochs")
+    seed: int = option(0, "seed")
+
+
+class _Line(Experiment):
+    """Fits y = 2x with one dense unit."""
+
+    name = "line"
+    Config = _LineConfig
+    backends = ("tensorflow", "jax")
+
+    def run_name(self, config):
+        return "line"
+
+    def load_data(self, config, log, smoke=False):
+        x = np.linspace(-1.0, 1.0, 32, dtype="float32")[:, None]
+        return x, 2.0 * x
+
+    def train_dataset(self, config, data, epoch):
+        return _Batches(*data)
+
+    def samples_per_epoch(self, config, data):
+        return len(data[0])
+
+    def build_model(self, config, data):
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        return model
+
+    def evaluate(self, model, run, data):
+        return {"mse": float(model.evaluate(*data, verbose=0))}
+
+
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x) // 8
+
+    def __getitem__(self, i):
+        return self.x[i * 8 : (i + 1) * 8], self.y[i * 8 : (i + 1) * 8]
+
+
+def test_another_worker_neither_clears_nor_resumes_a_run_that_overwrite_discards(
+    tmp_path,
+):
+    """With --overwrite, each worker may look at the run directory before the
+    chief has cleared it: only the chief clears it, and another worker starts
+    from the initial weights as the chief does, not from what it finds."""
+    out = tmp_path / "run"
+    run_experiment(_Line(), _LineConfig(epochs=3), str(out), log=lambda _: None)
+    before = {
+        str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()
+    }
+    assert "checkpoints/epoch-0002.json" in before  # a finished run of 3 epochs
+
+    other = Distribution("default", workers=1, worker_index=1, is_chief=False)
+    metrics = run_experiment(
+        _Line(),
+        _LineConfig(epochs=2, seed=1),
+        str(out),
+        other,
+        overwrite=True,
+        log=lambda _: None,
+    )
+    assert metrics["epochs"] == 2  # trained anew, not the 3 epochs found
+    after = {
+        str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()
+    }
+    weights = os.path.join("workers", "worker-1", "final.weights.h5")
+    assert set(after) == set(before) | {weights}
+    assert all(after[name] == data for name, data in before.items())
