@@ -373,6 +373,7 @@ def test_a_first_window_outside_its_bounds_is_refused(min_scale, initial_scale):
     assert message.endswith(f"Received: initial_scale={initial_scale!r}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "script, argv, first_words",
     [
