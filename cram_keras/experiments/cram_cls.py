@@ -883,6 +883,12 @@ class CRAMClassificationExperiment(Experiment):
     def custom_training(self, run, data, distribution):
         if not run.config.tune:
             return None
+        if distribution.workers > 1:
+            raise UsageError(
+                "--tune runs keras-tuner's trials one after another in one "
+                "process; it does not run under MultiWorkerMirroredStrategy. Run "
+                "it on one machine (--strategy default or mirrored)."
+            )
         config = run.config
         model, best, summary = _search(
             config,

@@ -323,3 +323,15 @@ def test_another_worker_neither_clears_nor_resumes_a_run_that_overwrite_discards
     weights = os.path.join("workers", "worker-1", "final.weights.h5")
     assert set(after) == set(before) | {weights}
     assert all(after[name] == data for name, data in before.items())
+
+
+def test_the_classifier_search_is_refused_across_workers(tmp_path):
+    from cram_keras.experiments import cram_cls
+    from cram_keras.experiments.runner import Run, UsageError
+
+    config = cram_cls.smoke_config(tune=True)
+    chief = Distribution("multiworker", workers=2, worker_index=0, is_chief=True)
+    run = Run(str(tmp_path / "run"), config, chief)
+    with pytest.raises(UsageError, match="does not run under MultiWorkerMirrored"):
+        cram_cls.EXPERIMENT.custom_training(run, None, chief)
+    assert not (tmp_path / "run").exists()
