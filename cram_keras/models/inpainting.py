@@ -724,13 +724,16 @@ class CRAMInpainter(keras.Model):
 
     def compile(self, g_optimizer, local_d_optimizer, global_d_optimizer, **kwargs):
         """One optimizer per network; `kwargs` go to `keras.Model.compile`
-        (for example `jit_compile`, `steps_per_execution`)."""
-        # No optimizer for keras.Model itself: it would build unused slots for
-        # every variable (the three below do the work).
+        (for example `jit_compile`, `steps_per_execution`). Afterwards
+        `model.optimizer` is the three seen as one (`InpainterOptimizers`)."""
+        # No Keras optimizer for keras.Model itself: it would build unused
+        # slots for every variable (the three below do the work).
         super().compile(optimizer=None, **kwargs)
         self.g_optimizer = g_optimizer
         self.local_d_optimizer = local_d_optimizer
         self.global_d_optimizer = global_d_optimizer
+        # What the JAX trainer carries through its steps (and Keras asks of
+        # `model.optimizer` elsewhere: `built`, `build`, `variables`).
         self.optimizer = InpainterOptimizers(self)
         self._build_optimizers()
 
