@@ -979,6 +979,8 @@ class CRAMInpainter(keras.Model):
                 for j, v in enumerate(values)
             )
             (gradients,) = pullback(cotangent)
+            # `variables` is what the optimizer was built on, in that order
+            # (`_build_optimizers`), as `stateless_apply` needs.
             indices = [position[id(v)] for v in variables]
             count = len(optimizer.variables)
             updated, slots = optimizer.stateless_apply(
@@ -1009,8 +1011,9 @@ class CRAMInpainter(keras.Model):
 
     def test_step(self, *args):
         if self._require_backend("test_step") == "jax":
+            # state: the values of the trainable, non-trainable and metrics
+            # variables; returned as they end the step.
             state, (images, mask) = args
-            trainable, non_trainable, metric_values = state
             variables = (
                 self.trainable_variables,
                 self.non_trainable_variables,
