@@ -44,7 +44,7 @@ SCRIPTS = {
             "saliency/clues.npz",
             "saliency/network/model.keras",
         ],
-    ),  # fmt: skip
+    ),
     "train_inpaint.py": (
         ["--dataset", "mnist32", "--set", "n_train=32"],
         [
@@ -53,7 +53,7 @@ SCRIPTS = {
             "figures/epoch_001.png",
             "figures/epoch_002.png",
         ],
-    ),  # fmt: skip
+    ),
 }
 COMMON_FILES = [
     "config.json",
