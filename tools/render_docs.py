@@ -12,12 +12,16 @@ markers and is written by this script from `benchmarks/results/*.json`:
     python tools/render_docs.py --check    # exit 1 if a block differs
     python tools/render_docs.py --list     # the block names and their files
 
-Each block ends with a source line: the result file, the command that wrote
-it, the hardware, the backend and library versions, and the date. Commands
-are shown as a user runs them: local data folders become `MNIST_DIR` (the
-folder with the four official MNIST IDX files), the 1,083-image SVHN
-subset is the copy bundled in the package, and options that only named
-where a run directory or a note went are left out.
+One block, `shipped_weights`, reads the manifests of the trained models
+shipped in `cram_keras/weights/` (`NAME.json`, written by
+`tools/ship_weights.py`) instead.
+
+Each results block ends with a source line: the result file, the command
+that wrote it, the hardware, the backend and library versions, and the
+date. Commands are shown as a user runs them: local data folders become
+`MNIST_DIR` (the folder with the four official MNIST IDX files), the
+1,083-image SVHN subset is the copy bundled in the package, and options
+that only named where a run directory or a note went are left out.
 
 Standard library only (no TensorFlow), so the docs test runs it quickly.
 """
@@ -101,6 +105,12 @@ COMMANDS = {
 }
 
 SVHN_SUBSET = "cram_keras/data/bundled/svhn_train_first1083_unlabeled.npz"
+
+# The trained models shipped with the package: one manifest `NAME.json` each
+# (written by tools/ship_weights.py). Read from this repository, and linked
+# relative to it, whatever REPO is set to.
+WEIGHTS = REPO / "cram_keras" / "weights"
+WEIGHTS_LINK = "cram_keras/weights"
 
 
 # --- formatting -------------------------------------------------------------
@@ -925,6 +935,82 @@ def profile_steps(base):
     return table(header, rows) + "\n\n" + source(name, result, base)
 
 
+# --- Shipped weights -----------------------------------------------------------
+
+
+def shipped_weights(base):
+    """The trained models in cram_keras/weights, from their manifests."""
+    rows, commands = [], []
+    for path in sorted(WEIGHTS.glob("*.json")):
+        with open(path, encoding="utf-8") as f:
+            m = json.load(f)
+        d = m.get("downsample")
+        model = m["model"]
+        key = model if model == "conv" else f"{model}_d{d:g}"
+        paper = PAPER_TABLE_1.get((model, None if model == "conv" else int(d)))
+        if m["status"] == "finished":
+            state = f"finished: {m['epochs_trained']} epochs, best {m['best_epoch']}"
+        else:
+            state = (
+                f"in progress: {m['epochs_trained']} of up to {m['max_epochs']} "
+                f"epochs, best {m['best_epoch']}"
+            )
+        link = os.path.relpath(f"{WEIGHTS_LINK}/{path.name}", str(base)).replace(
+            os.sep, "/"
+        )
+        weights = m["files"]["weights"]
+        stored = f"{m['storage_dtype']}, {weights['bytes'] / 1e6:.1f} MB"
+        check = m.get("storage_check") or {}
+        if m["storage_dtype"] != "float32" and "float32_test_per_digit_error" in check:
+            stored += (
+                f" (float32 weights: {pct(check['float32_test_per_digit_error'], 2)} "
+                "per-digit test error)"
+            )
+        rows.append(
+            [
+                f"`{m['name']}`",
+                row_label(key),
+                "-" if paper is None else f"{paper:.1f} %",
+                pct(m["test_per_digit_error"], 2),
+                pct(m["test_sequence_error"], 2),
+                pct(m["valid_per_digit_error_at_best"], 2),
+                state,
+                stored,
+                f"[`{path.name}`]({link})",
+            ]
+        )
+        backend = {"jax": "JAX", "tensorflow": "TensorFlow"}.get(
+            m["backend"], m["backend"]
+        )
+        test = m["test_set"]
+        digits = {"idx": "the official MNIST test digits"}.get(
+            test["origin"], f"MNIST test digits ({test['origin']})"
+        )
+        commands.append(
+            f"`{m['name']}`: {test['sequences']:,} test sequences generated from "
+            f"{digits}; trained by `{clean_command(m['training_command'])}` "
+            f"({hardware(m)}, {backend})"
+        )
+    if not rows:
+        return "No trained model is shipped."
+    header = [
+        "name",
+        "model",
+        "paper: per-digit test error",
+        "per-digit test error",
+        "sequence test error",
+        "validation per-digit error",
+        "training",
+        "stored as",
+        "manifest",
+    ]
+    return (
+        table(header, rows)
+        + "\n\nErrors of the shipped weights (those of the best validation epoch), "
+        "measured when they were shipped. " + "; ".join(commands) + "."
+    )
+
+
 # --- README and reproducing -------------------------------------------------------
 
 
@@ -1109,6 +1195,7 @@ RENDERERS = {
     "fused_crop": fused_crop,
     "profile_steps": profile_steps,
     "wall_times": wall_times,
+    "shipped_weights": shipped_weights,
 }
 
 
