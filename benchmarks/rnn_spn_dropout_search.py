@@ -45,6 +45,26 @@ after every trial:
 
 ``--report`` only rewrites the result file from the run directories.
 
+Several processes (on one GPU, say) share the grid with ``--shard K/N``:
+the trials are numbered from 0 over the families of ``--models`` in that
+order, each family's in grid order (its ``grid`` list in the result file),
+and trial i belongs to shard ``i % N == K``. A shard trains only its
+trials, and its result file (give each shard its own ``--output``) lists
+only them, so it never chooses. ``--report`` reads every trial found in the
+run directories, whichever shard trained it, and chooses once all of a
+family's are done:
+
+    python benchmarks/rnn_spn_dropout_search.py --data-dir MNIST_DIR \\
+        --shard 0/2 --output shard-0.json &
+    python benchmarks/rnn_spn_dropout_search.py --data-dir MNIST_DIR \\
+        --shard 1/2 --output shard-1.json &
+    wait; python benchmarks/rnn_spn_dropout_search.py --data-dir MNIST_DIR --report
+
+A trial directory brought back from another machine with its logs only (its
+newest checkpoint record, without the weights files) counts with the epochs
+that record holds: a trial done that way is not trained again, and one that
+needs more epochs starts over.
+
 ``benchmarks/results/rnn_spn_dropout_search.json``: the grid, the protocol,
 the rule, per trial its settings and validation curves (per-digit and
 sequence error, loss; training loss), per family the chosen setting and the
@@ -66,11 +86,13 @@ import keras  # noqa: E402 - after the oneDNN setting
 
 from cram_keras.experiments import rnn_spn  # noqa: E402
 from cram_keras.experiments.runner import (  # noqa: E402
+    CHECKPOINT_DIR,
     CONFIG_FILE,
     METRICS_FILE,
     load_config,
     read_log,
 )
+from cram_keras.training.checkpoint import EpochCheckpoints  # noqa: E402
 from cram_keras.utils import read_json, write_json  # noqa: E402
 
 SCRIPT = "benchmarks/rnn_spn_dropout_search.py"
@@ -140,10 +162,26 @@ def run_dir_for(runs_dir, model, trial):
     return os.path.join(runs_dir, model, trial["name"])
 
 
+def committed_rows(run_dir):
+    """The per-epoch rows of a trial: those of its newest intact checkpoint,
+    else (a run directory brought back with its logs only) those of its
+    newest checkpoint record that parses."""
+    rows = read_log(run_dir)
+    if rows:
+        return rows
+    checkpoints = EpochCheckpoints(os.path.join(run_dir, CHECKPOINT_DIR))
+    for _, path in checkpoints.records():
+        try:
+            return list(read_json(path).get("log", []))
+        except (OSError, ValueError):
+            continue
+    return []
+
+
 def run_trial(config, run_dir, epochs, smoke=False):
     """Trains the trial until ``epochs`` epochs are committed (nothing if
     they are); returns its committed log rows."""
-    if len(read_log(run_dir)) < epochs:
+    if len(committed_rows(run_dir)) < epochs:
         result = rnn_spn.train_and_evaluate(
             config, run_dir, stop_after_epochs=epochs, smoke=smoke, verbose=0
         )
@@ -154,7 +192,7 @@ def run_trial(config, run_dir, epochs, smoke=False):
                 "early stopping."
             )
     _check_run(config, run_dir)
-    return read_log(run_dir)
+    return committed_rows(run_dir)
 
 
 def _check_run(config, run_dir):
@@ -269,6 +307,10 @@ def search(args, argv):
         commit=_commit(),
         command=shlex.join(["python", SCRIPT, *argv]),
     )
+    shard = None if args.report else args.shard
+    if shard is not None:
+        results["shard"] = f"{shard[0]}/{shard[1]}"
+    index = -1  # of the trial, over every family's grid
     for model in args.models:
         trials = grid_trials(model, args.rates, args.placements, args.downsample)
         results["grid"][model] = dict(
@@ -279,14 +321,18 @@ def search(args, argv):
         )
         entry = results["models"][model] = dict(trials=[], complete=False, chosen=None)
         for trial in trials:
+            index += 1
+            if shard is not None and index % shard[1] != shard[0]:
+                continue
             run_dir = run_dir_for(args.runs_dir, model, trial)
             config = trial_config(base, model, trial, args.epochs)
             if args.report:
                 if not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
                     continue
                 _check_run(config, run_dir)
-                rows = read_log(run_dir)
+                rows = committed_rows(run_dir)
             else:
+                # One line per trial, read by benchmarks/rnn_spn_gpu_fill.py.
                 print(f"search: {model} {trial['name']}", flush=True)
                 rows = run_trial(config, run_dir, args.epochs, smoke=args.smoke)
             if results["data_source"] is None:
@@ -328,6 +374,15 @@ def _floats(text):
     if not values:
         raise argparse.ArgumentTypeError("at least one value")
     return values
+
+
+def _shard(text):
+    k, sep, n = text.partition("/")
+    if sep and k.isdigit() and n.isdigit() and int(k) < int(n):
+        return int(k), int(n)
+    raise argparse.ArgumentTypeError(
+        f"K/N with whole numbers 0 <= K < N, e.g. 0/4. Received: {text!r}"
+    )
 
 
 def _names(choices):
@@ -407,7 +462,16 @@ def parse_args(argv):
     p.add_argument(
         "--report",
         action="store_true",
-        help="only rewrite the result file from the run directories",
+        help="only rewrite the result file from the run directories (every "
+        "trial found, whatever --shard says)",
+    )
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="K/N",
+        help="train only the trials i (numbered over every family of --models, "
+        "from 0) with i %% N == K, e.g. 0/4 .. 3/4 in four processes",
     )
     args = p.parse_args(argv)
     if args.epochs < 1:

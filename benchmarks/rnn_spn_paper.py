@@ -12,6 +12,10 @@ CNN, `<model>_d<d>` otherwise): first RNN-SPN to 60 epochs, FFN-SPN and the
 CNN to 20 (`--schedule`), then each in turn to the end of its protocol. A
 killed campaign continues where it stopped when the same command is run
 again (the runner's crash-safe epoch checkpoints and `stop_after_epochs`).
+`--set KEY=VALUE` (repeatable) changes any other `Config` field of the runs
+trained, e.g. the dropout chosen on the validation set
+(benchmarks/rnn_spn_dropout_search.py): `--set dropout=0.3 --set
+dropout_placement=paper`; the run directories keep their names.
 
 Run it from a git worktree at a fixed commit, in the background (MNIST_DIR
 holds the four official MNIST IDX .gz files):
@@ -98,13 +102,42 @@ def row_name(model, downsample):
     return f"{NAMES[model]}, d = {float(downsample):g}"
 
 
-def paper_config(model, data_dir, gru_initializer, downsample=2.0):
+# Fields set by the campaign's own flags (they also name the run directory).
+FLAG_FIELDS = {
+    "model": "--models",
+    "downsample": "--downsample",
+    "data_dir": "--data-dir",
+}
+
+
+def paper_config(model, data_dir, gru_initializer, downsample=2.0, overrides=None):
+    """The paper protocol's Config of ``model``; ``overrides`` (``{field:
+    value}``, from ``--set``) change any field but those of `FLAG_FIELDS`."""
     kwargs = dict(model=model, data_dir=data_dir)
     if model == "rnn_spn":
         kwargs["gru_initializer"] = gru_initializer
     if model != "conv":
         kwargs["downsample"] = float(downsample)
+    kwargs.update(overrides or {})
     return rnn_spn.Config(**kwargs)
+
+
+def parse_sets(assignments):
+    """``["dropout=0.3", ...]`` -> ``{"dropout": 0.3, ...}`` (SystemExit with
+    one line on an unknown field, a bad value or a field of `FLAG_FIELDS`)."""
+    from cram_keras.experiments.config import parse_assignments
+
+    try:
+        overrides = parse_assignments(rnn_spn.Config, assignments)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    for key in overrides:
+        if key in FLAG_FIELDS:
+            raise SystemExit(
+                f"--set {key}=...: {key} is set with {FLAG_FIELDS[key]} (it names the "
+                "run directory)."
+            )
+    return overrides
 
 
 def _commit():
@@ -159,6 +192,7 @@ def report_model(run_dir, data_cache, attention_path=None):
         "model": config.model,
         "downsample": None if config.model == "conv" else config.downsample,
         "dropout": config.dropout,
+        "dropout_placement": config.dropout_placement,
         "paper_per_digit_error": paper_error(config.model, config.downsample),
     }
     metrics_path = os.path.join(run_dir, "metrics.json")
@@ -270,6 +304,12 @@ def write_report(args):
         if key in args.attention_figures:
             attention = args.attention_figures[key]
         entry = report_model(run_dir, cache, attention) if key in found else None
+        if entry is not None:
+            # Rows of one file may have trained on different machines and
+            # commits: each row records its own.
+            entry["hardware"] = results["hardware"]
+            entry["backend"] = results["backend"]
+            entry["commit"] = results["commit"]
         old = previous.get("models", {}).get(key)
         if entry is None:
             if old is not None:
@@ -478,19 +518,35 @@ def main(argv=None):
         help="downsample factor d of the SPN models trained (default 2; their "
         "run directories are <model>_d<d> for d other than 2)",
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="assignments",
+        metavar="KEY=VALUE",
+        help="any other Config field of the runs trained, e.g. --set dropout=0.3 "
+        "(repeatable; the run directories keep their names)",
+    )
     args = p.parse_args(argv)
     args.attention_figures = parse_figures(args.attention_figure)
     if args.report:
         write_report(args)
         return 0
-    print("campaign:", shlex.join(sys.argv), "commit", _commit(), flush=True)
+    overrides = parse_sets(args.assignments)
     models = args.models.split(",")
     stages = [parse_schedule(args.schedule, models), [(m, None) for m in models]]
+    configs = {}
+    for model in models:
+        try:
+            configs[model] = paper_config(
+                model, args.data_dir, args.gru_initializer, args.downsample, overrides
+            )
+        except (TypeError, ValueError) as err:
+            raise SystemExit(f"{model}: {err}") from None
+    print("campaign:", shlex.join(sys.argv), "commit", _commit(), flush=True)
     for stage in stages:
         for model, epochs in stage:
-            config = paper_config(
-                model, args.data_dir, args.gru_initializer, args.downsample
-            )
+            config = configs[model]
             key = row_key(model, args.downsample)
             print(f"campaign: {key} to {epochs or 'the end'}", flush=True)
             rnn_spn.train_and_evaluate(

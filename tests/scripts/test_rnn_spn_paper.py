@@ -129,26 +129,68 @@ def test_table_states_and_schedule():
 
 
 @pytest.mark.parametrize(
-    "env, message",
+    "env, args, message",
     [
-        ({"STOP_AFTER": "7m"}, "STOP_AFTER must be a whole number of seconds"),
-        ({"STOP_AFTER": "-5"}, "STOP_AFTER must be a whole number of seconds"),
-        ({}, "set OUT to the output folder"),
+        ({"STOP_AFTER": "7m"}, [], "STOP_AFTER must be a whole number of seconds"),
+        ({"STOP_AFTER": "-5"}, [], "STOP_AFTER must be a whole number of seconds"),
+        ({}, [], "set OUT to the output folder"),
+        ({"STOP_AFTER": "5"}, ["cnn:2"], "a job is search, search:K/N or MODEL"),
+        ({"STOP_AFTER": "5"}, ["rnn_spn:3:dropout"], "each KEY=VALUE non-empty"),
+        ({"STOP_AFTER": "5", "RESUME_DIR": "nowhere"}, [], "RESUME_DIR nowhere is no"),
+        ({"STOP_AFTER": "5", "STAGES": "6,3"}, ["search"], "STAGES must be increasing"),
     ],
 )
-def test_gpu_script_refuses_bad_settings_before_anything_runs(env, message, tmp_path):
+def test_gpu_script_refuses_bad_settings_before_anything_runs(
+    env, args, message, tmp_path
+):
     import subprocess
 
     script = os.path.join(ROOT, "benchmarks", "rnn_spn_paper_gpu.sh")
-    base = {k: v for k, v in os.environ.items() if k not in ("OUT", "STOP_AFTER")}
+    names = ("OUT", "STOP_AFTER", "RESUME_DIR", "STAGES", "SEARCH_ARGS", "RUNS_DIR")
+    base = {k: v for k, v in os.environ.items() if k not in names}
     if "STOP_AFTER" in env:
         base["OUT"] = str(tmp_path / "out")
+    base["RUNS_DIR"] = str(tmp_path / "runs")
     proc = subprocess.run(
-        ["bash", script], env={**base, **env}, capture_output=True, text=True,
-        timeout=60,
+        ["bash", script, *args], env={**base, **env}, capture_output=True,
+        text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode != 0 and message in proc.stderr
-    assert not (tmp_path / "out").exists()
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+def test_set_changes_the_config_not_the_run_directory(tmp_path, monkeypatch):
+    overrides = campaign.parse_sets(["dropout=0.3", "dropout_placement=paper"])
+    config = campaign.paper_config("rnn_spn", None, "lasagne", 3.0, overrides)
+    assert (config.dropout, config.dropout_placement, config.downsample) == (
+        0.3,
+        "paper",
+        3.0,
+    )
+    assert config.gru_initializer == "lasagne" and config.epochs == 300
+    for bad, message in [
+        ("downsample=3", "set with --downsample"),
+        ("model=conv", "set with --models"),
+        ("dropuot=0.3", "has no setting 'dropuot'"),
+    ]:
+        with pytest.raises(SystemExit, match=message):
+            campaign.parse_sets([bad])
+    trained = []
+    monkeypatch.setattr(
+        rnn_spn, "train_and_evaluate",
+        lambda config, run_dir, **kw: trained.append((config, run_dir)),
+    )  # fmt: skip
+    argv = ["--runs-dir", str(tmp_path), "--models", "ffn_spn", "--downsample", "3"]
+    argv += ["--schedule", "ffn_spn:5", "--set", "dropout=0.2"]
+    assert campaign.main(argv) == 0
+    assert [os.path.basename(d) for _, d in trained] == ["ffn_spn_d3"] * 2
+    assert all(c.dropout == 0.2 and c.downsample == 3.0 for c, _ in trained)
+    # A bad value is refused before anything trains.
+    trained.clear()
+    with pytest.raises(SystemExit, match="dropout"):
+        campaign.main(argv[:-1] + ["dropout=1.5"])
+    assert trained == []
 
 
 def test_report_rows_by_model_and_d_with_the_window_area(tmp_path, fake_mnist_dir):
