@@ -54,6 +54,7 @@ is exact and the float32 output is that divided by 255.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import numpy as np
@@ -338,11 +339,83 @@ def load_cluttered_sequences(
     )
     seed = _check_int("seed", seed, 0)
 
+    def generator(mnist, valid_start):
+        bank = None  # "split": each split cuts clutter from its own digits.
+        if clutter_from == "mnist_train":
+            train, valid = mnist.x_train[:valid_start], mnist.x_train[valid_start:]
+            bank = np.concatenate([train, valid, train])  # As released.
+        return functools.partial(
+            make_cluttered_sequences,
+            clutter_source=bank,
+            dtype="uint8",
+            **generator_args,
+        )
+
+    arrays, source = generated_splits(
+        "cluttered_sequences",
+        generator,
+        ("images", "labels", "boxes"),
+        format_version=FORMAT_VERSION,
+        valid_start=VALID_START,
+        sizes=sizes,
+        seed=seed,
+        params=dict(clutter_from=clutter_from, **generator_args),
+        data_dir=data_dir,
+        bundled=bundled,
+        mnist=mnist,
+        network_timeout=network_timeout,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+    )
+    splits = {
+        split: ClutteredSequences(
+            **dict(fields, images=_convert(fields["images"], dtype))
+        )
+        for split, fields in arrays.items()
+    }
+    return (splits, source) if return_source else splits
+
+
+# === Helpers shared with translated.py ===
+
+
+def generated_splits(
+    kind,
+    make_generator,
+    fields,
+    *,
+    format_version,
+    valid_start,
+    sizes,
+    seed,
+    params,
+    data_dir,
+    bundled,
+    mnist,
+    network_timeout,
+    cache_dir,
+    use_cache,
+):
+    """The train, valid and test splits of a set generated from MNIST digits,
+    read from the cache or made (and cached): `({split: {field: array}},
+    DataSource)`, images uint8.
+
+    The training split is drawn from MNIST training digits
+    `[0, valid_start)`, the validation split from the rest of the training
+    set (`split_digit_pools`: the same proportion of the bundled sample),
+    the test split from the test set; split k draws from the stream
+    `(seed, k)`. `make_generator(mnist, valid_start)` returns the generator,
+    called as `generate(digits, labels, n, seed=...)`, whose result holds
+    `fields` and `digit_indices` (stored as indices into the MNIST set the
+    split was drawn from). The cache key (and file name prefix) is `kind`
+    with `format_version`, the digits' origin and fingerprint, `valid_start`,
+    `seed`, the sizes and the generator's `params`.
+    """
     mnist, source = resolve_mnist(
         data_dir, bundled=bundled, mnist=mnist, network_timeout=network_timeout
     )
-    valid_start, source = split_digit_pools(mnist, source, VALID_START)
-    sources = {
+    valid_start, source = split_digit_pools(mnist, source, valid_start)
+    pools = {
         "train": (mnist.x_train[:valid_start], mnist.y_train[:valid_start], 0),
         "valid": (
             mnist.x_train[valid_start:],
@@ -353,32 +426,20 @@ def load_cluttered_sequences(
     }
 
     def create() -> dict[str, np.ndarray]:
-        bank = None  # "split": each split cuts clutter from its own digits.
-        if clutter_from == "mnist_train":
-            train, valid = mnist.x_train[:valid_start], mnist.x_train[valid_start:]
-            bank = np.concatenate([train, valid, train])  # As released.
+        generate = make_generator(mnist, valid_start)
         arrays = {}
         for number, split in enumerate(SPLITS):
-            digits, labels, offset = sources[split]
-            data = make_cluttered_sequences(
-                digits,
-                labels,
-                sizes[split],
-                clutter_source=bank,
-                dtype="uint8",
-                seed=(seed, number),
-                **generator_args,
-            )
-            arrays[f"{split}_images"] = data.images
-            arrays[f"{split}_labels"] = data.labels
-            arrays[f"{split}_boxes"] = data.boxes
+            digits, labels, offset = pools[split]
+            data = generate(digits, labels, sizes[split], seed=(seed, number))
+            for field in fields:
+                arrays[f"{split}_{field}"] = data[field]
             arrays[f"{split}_digit_indices"] = data.digit_indices + offset
         return arrays
 
     if use_cache:
-        params = dict(
-            kind="cluttered_sequences",
-            format=FORMAT_VERSION,
+        key = dict(
+            kind=kind,
+            format=format_version,
             mnist_origin=source.origin,
             mnist=fingerprint(mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test),
             valid_start=valid_start,
@@ -386,27 +447,17 @@ def load_cluttered_sequences(
             n_train=sizes["train"],
             n_valid=sizes["valid"],
             n_test=sizes["test"],
-            clutter_from=clutter_from,
-            **generator_args,
+            **params,
         )
         cache_dir = default_cache_dir() if cache_dir is None else cache_dir
-        path = cache_path(cache_dir, "cluttered_sequences", params)
-        arrays = cached_arrays(path, params, create)
+        arrays = cached_arrays(cache_path(cache_dir, kind, key), key, create)
     else:
         arrays = create()
+    names = (*fields, "digit_indices")
     splits = {
-        split: ClutteredSequences(
-            images=_convert(arrays[f"{split}_images"], dtype),
-            labels=arrays[f"{split}_labels"],
-            boxes=arrays[f"{split}_boxes"],
-            digit_indices=arrays[f"{split}_digit_indices"],
-        )
-        for split in SPLITS
+        split: {name: arrays[f"{split}_{name}"] for name in names} for split in SPLITS
     }
-    return (splits, source) if return_source else splits
-
-
-# === Helpers shared with translated.py ===
+    return splits, source
 
 
 def _check_dtype(dtype) -> np.dtype:

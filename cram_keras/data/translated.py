@@ -41,16 +41,11 @@ from the MNIST test set; each split's clutter comes from its own digits.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import numpy as np
 
-from cram_keras.data.cache import (
-    cache_path,
-    cached_arrays,
-    default_cache_dir,
-    fingerprint,
-)
 from cram_keras.data.cluttered import (
     _as_uint8_images,
     _check_clutter,
@@ -62,14 +57,10 @@ from cram_keras.data.cluttered import (
     _paste,
     _store,
     _windows,
+    generated_splits,
 )
 from cram_keras.data.mnist import FieldsByKey, MnistData
-from cram_keras.data.sources import (
-    DEFAULT_NETWORK_TIMEOUT,
-    DataSource,
-    resolve_mnist,
-    split_digit_pools,
-)
+from cram_keras.data.sources import DEFAULT_NETWORK_TIMEOUT, DataSource
 
 # Bump when the generated arrays change for the same parameters.
 FORMAT_VERSION = 1
@@ -346,68 +337,39 @@ def load_cluttered_translated(
     _check_dtype(dtype)
     saliency_threshold = float(saliency_threshold)
 
-    mnist, source = resolve_mnist(
-        data_dir, bundled=bundled, mnist=mnist, network_timeout=network_timeout
-    )
-    valid_start, source = split_digit_pools(mnist, source, VALID_START)
-    sources = {
-        "train": (mnist.x_train[:valid_start], mnist.y_train[:valid_start], 0),
-        "valid": (
-            mnist.x_train[valid_start:],
-            mnist.y_train[valid_start:],
-            valid_start,
-        ),
-        "test": (mnist.x_test, mnist.y_test, 0),
-    }
-
-    def create() -> dict[str, np.ndarray]:
-        arrays = {}
-        for number, split in enumerate(SPLITS):
-            digits, labels, offset = sources[split]
-            data = make_cluttered_translated(
-                digits,
-                labels,
-                sizes[split],
-                saliency_threshold=saliency_threshold,
-                dtype="uint8",
-                seed=(seed, number),
-                **generator_args,
-            )
-            arrays[f"{split}_images"] = data.images
-            arrays[f"{split}_labels"] = data.labels
-            arrays[f"{split}_saliency"] = data.saliency
-            arrays[f"{split}_boxes"] = data.boxes
-            arrays[f"{split}_digit_indices"] = data.digit_indices + offset
-        return arrays
-
-    if use_cache:
-        params = dict(
-            kind="cluttered_translated",
-            format=FORMAT_VERSION,
-            mnist_origin=source.origin,
-            mnist=fingerprint(mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test),
-            valid_start=valid_start,
-            seed=seed,
-            n_train=sizes["train"],
-            n_valid=sizes["valid"],
-            n_test=sizes["test"],
+    def generator(mnist, valid_start):
+        return functools.partial(
+            make_cluttered_translated,
             saliency_threshold=saliency_threshold,
+            dtype="uint8",
             **generator_args,
         )
-        cache_dir = default_cache_dir() if cache_dir is None else cache_dir
-        path = cache_path(cache_dir, "cluttered_translated", params)
-        arrays = cached_arrays(path, params, create)
-    else:
-        arrays = create()
+
+    arrays, source = generated_splits(
+        "cluttered_translated",
+        generator,
+        ("images", "labels", "saliency", "boxes"),
+        format_version=FORMAT_VERSION,
+        valid_start=VALID_START,
+        sizes=sizes,
+        seed=seed,
+        params=dict(saliency_threshold=saliency_threshold, **generator_args),
+        data_dir=data_dir,
+        bundled=bundled,
+        mnist=mnist,
+        network_timeout=network_timeout,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+    )
     out_dtype = _check_dtype(dtype)
     splits = {
         split: ClutteredTranslated(
-            images=_convert(arrays[f"{split}_images"], dtype),
-            labels=arrays[f"{split}_labels"],
-            saliency=arrays[f"{split}_saliency"].astype(out_dtype, copy=False),
-            boxes=arrays[f"{split}_boxes"],
-            digit_indices=arrays[f"{split}_digit_indices"],
+            **dict(
+                fields,
+                images=_convert(fields["images"], dtype),
+                saliency=fields["saliency"].astype(out_dtype, copy=False),
+            )
         )
-        for split in SPLITS
+        for split, fields in arrays.items()
     }
     return (splits, source) if return_source else splits
