@@ -1,5 +1,5 @@
-"""Small helpers shared by every layer of the package: crash-safe file writes
-and Keras-style argument checks.
+"""Small helpers shared by every layer of the package: crash-safe file writes,
+Keras-style argument checks and per-epoch seeds.
 
 Files: `write_json` / `atomic_write_bytes` / `atomic_path` never leave a
 half-written file under the final name. They write to a temporary name in
@@ -9,11 +9,15 @@ it), flush and ``os.fsync`` it, and ``os.replace`` it onto the final name;
 if the writer raises, the temporary file is removed and an existing file of
 that name is left as it was.
 
-Checks: `check_int`, `check_number`, `check_choice` and `check_int_list`
+Checks: `check_int`, `check_number`, `check_choice`, `check_int_list`,
+`check_range`, `check_positive_int`, `check_int_tuple` and `check_bool`
 raise ``ValueError("`name` must be ... Received: name=value")`` and return
-the value (as a Python int, float or list). `check_int` and `check_number`
-also name the command-line spelling of the setting (``flag``) and say why
-the bounds are what they are (``reason``) where given.
+the value (as a Python int, float, list or tuple). `check_int` and
+`check_number` also name the command-line spelling of the setting
+(``flag``) and say why the bounds are what they are (``reason``) where given.
+The layers' arguments are checked with `check_positive_int`,
+`check_int_tuple` and `check_bool` (Python ints and bools only: a layer's
+config must serialise as JSON).
 """
 
 import contextlib
@@ -24,6 +28,8 @@ import numbers
 import operator
 import os
 import secrets
+
+import numpy as np
 
 # === Files ===
 
@@ -215,13 +221,110 @@ def check_int_list(name, value, low=1):
     return items
 
 
+def check_range(
+    name,
+    value,
+    low=None,
+    high=None,
+    low_inclusive=True,
+    high_inclusive=True,
+    *,
+    integer=False,
+    high_name=None,
+):
+    """Returns the pair `value` as a list `[low, high]` (ints with `integer`,
+    else floats); raises `ValueError` unless it is a list or tuple of two
+    numbers (integers with `integer`; a bool is neither) in order, within the
+    bounds `low` and `high` (`None`: unbounded; `low_inclusive` /
+    `high_inclusive`: whether the bound itself is allowed). `high_name`
+    names the upper bound in the message, e.g. ``"initial_scale (0.5)"``.
+    """
+    kinds = (int,) if integer else (int, float)
+    valid = (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and not any(isinstance(v, bool) or not isinstance(v, kinds) for v in value)
+        and value[0] <= value[1]
+    )
+    if valid and low is not None:
+        valid = value[0] >= low if low_inclusive else value[0] > low
+    if valid and high is not None:
+        valid = value[1] <= high if high_inclusive else value[1] < high
+    if not valid:
+        rule = "low <= high"
+        if low is not None:
+            rule = f"{low} {'<=' if low_inclusive else '<'} {rule}"
+        if high is not None:
+            rule += f" {'<=' if high_inclusive else '<'} {high_name or high}"
+        kind = ", integers" if integer else ""
+        raise ValueError(
+            f"`{name}` must be [low, high]{kind} with {rule}. "
+            f"Received: {name}={value!r}"
+        )
+    return [int(v) for v in value] if integer else [float(v) for v in value]
+
+
+def check_positive_int(name, value):
+    """Returns `value`; raises `ValueError` unless it is a Python int >= 1
+    (a bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive integer. Received: {name}={value!r}"
+        )
+    return value
+
+
+def check_int_tuple(name, value, allow_empty=False):
+    """Returns `value` (an int, or a list or tuple of them) as a tuple of
+    positive ints; raises `ValueError` otherwise, or for an empty one unless
+    `allow_empty`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or (not value and not allow_empty):
+        raise ValueError(
+            f"`{name}` must be a non-empty tuple of positive integers. "
+            f"Received: {name}={value!r}"
+        )
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+            raise ValueError(
+                f"`{name}` must contain positive integers only. "
+                f"Received: {name}={value!r}"
+            )
+    return tuple(value)
+
+
+def check_bool(name, value):
+    """Returns `value`; raises `ValueError` unless it is a bool."""
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    return value
+
+
+# === Seeds ===
+
+
+def epoch_seed(seed, epoch=None):
+    """The seed of epoch `epoch` of a run or a shuffle seeded `seed`: `seed`
+    itself for `epoch=None`, else a 32-bit seed derived deterministically
+    from `(seed, epoch)`, the same in every process."""
+    if seed is None or epoch is None:
+        return seed
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+
+
 __all__ = [
     "atomic_path",
     "atomic_write_bytes",
+    "check_bool",
     "check_choice",
     "check_int",
     "check_int_list",
+    "check_int_tuple",
     "check_number",
+    "check_positive_int",
+    "check_range",
+    "epoch_seed",
     "read_csv_log",
     "read_json",
     "write_json",

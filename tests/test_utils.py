@@ -156,6 +156,55 @@ def test_check_choice_and_int_list():
     assert utils.check_int_list("sizes", [0, 2], low=0) == [0, 2]
 
 
+def test_check_range_returns_the_pair_as_a_list_and_names_the_rule():
+    assert utils.check_range("r", (1, 8), low=1, integer=True) == [1, 8]
+    assert utils.check_range("r", [1e-5, 1e-3], low=0, low_inclusive=False) == [
+        1e-5,
+        1e-3,
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"^`r` must be \[low, high\], integers with 1 <= low <= high\. "
+        r"Received: r=\[0, 3\]$",
+    ):
+        utils.check_range("r", [0, 3], low=1, integer=True)
+    with pytest.raises(
+        ValueError,
+        match=r"^`s` must be \[low, high\] with 0 < low <= high < top \(0\.5\)\. ",
+    ):
+        utils.check_range(
+            "s", [0.3, 0.5], low=0, high=0.5, low_inclusive=False,
+            high_inclusive=False, high_name="top (0.5)",
+        )  # fmt: skip
+    for bad in ([2, 1], [1], [True, 2], "1,2", [1.5, 2], [float("nan"), 1]):
+        with pytest.raises(ValueError, match="with low <= high"):
+            utils.check_range("r", bad, integer=isinstance(bad, list) and 1.5 in bad)
+
+
+def test_layer_argument_checks_take_python_ints_and_bools_only():
+    assert utils.check_positive_int("units", 3) == 3
+    for bad in (0, -1, True, 2.0, np.int64(2)):
+        with pytest.raises(ValueError, match="`units` must be a positive integer"):
+            utils.check_positive_int("units", bad)
+    assert utils.check_int_tuple("filters", 8) == (8,)
+    assert utils.check_int_tuple("filters", [8, 16]) == (8, 16)
+    assert utils.check_int_tuple("filters", [], allow_empty=True) == ()
+    with pytest.raises(ValueError, match="must be a non-empty tuple"):
+        utils.check_int_tuple("filters", [])
+    with pytest.raises(ValueError, match="must contain positive integers only"):
+        utils.check_int_tuple("filters", [8, 0])
+    assert utils.check_bool("flag", False) is False
+    with pytest.raises(ValueError, match=r"`flag` must be a bool\. Received: flag=1"):
+        utils.check_bool("flag", 1)
+
+
+def test_epoch_seed_is_deterministic_and_none_keeps_the_seed():
+    assert utils.epoch_seed(7) == 7 and utils.epoch_seed(None, 3) is None
+    a, b = utils.epoch_seed(7, 3), utils.epoch_seed(7, 3)
+    assert a == b and isinstance(a, int) and 0 <= a < 2**32
+    assert len({utils.epoch_seed(7, e) for e in range(5)}) == 5
+
+
 def test_json_files_are_plain_json(tmp_path):
     path = str(tmp_path / "x.json")
     utils.write_json(path, [1, 2])

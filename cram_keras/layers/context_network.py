@@ -8,9 +8,8 @@ from cram_keras.layers.conv_blocks import (
     ConvStack,
     build_once,
     check_image_and_clue,
-    check_int_tuple,
-    check_positive_int,
 )
+from cram_keras.utils import check_int_tuple, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="cram_keras")

@@ -12,46 +12,15 @@ TF-slim did in the released code.
 import keras
 from keras import layers
 
-# === Argument checks shared by the CRAM layers ===
+from cram_keras.utils import check_bool, check_int_tuple, check_positive_int
 
-
-def check_positive_int(name, value):
-    """Raises `ValueError` unless `value` is an int >= 1 (bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
-    return value
-
-
-def check_int_tuple(name, value, allow_empty=False):
-    """Returns `value` as a tuple of positive ints, or raises `ValueError`."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value,)
-    if not isinstance(value, (list, tuple)) or (not value and not allow_empty):
-        raise ValueError(
-            f"`{name}` must be a non-empty tuple of positive integers. "
-            f"Received: {name}={value!r}"
-        )
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
-            raise ValueError(
-                f"`{name}` must contain positive integers only. "
-                f"Received: {name}={value!r}"
-            )
-    return tuple(value)
+# === Shared by the CRAM layers ===
 
 
 def build_once(layer, input_shape):
     """Builds `layer` unless it is built (deserialisation may have built it)."""
     if not layer.built:
         layer.build(input_shape)
-
-
-def check_bool(name, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
-    return value
 
 
 def check_image_and_clue(name, input_shape):

@@ -3,7 +3,8 @@
 import keras
 from keras import layers
 
-from cram_keras.layers.conv_blocks import build_once, check_positive_int
+from cram_keras.layers.conv_blocks import build_once
+from cram_keras.utils import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="cram_keras")

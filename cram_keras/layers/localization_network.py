@@ -10,9 +10,8 @@ from cram_keras.layers.conv_blocks import (
     ConvStack,
     build_once,
     check_image_and_clue,
-    check_int_tuple,
-    check_positive_int,
 )
+from cram_keras.utils import check_int_tuple, check_positive_int
 
 # Where per-glimpse starts begin (`LocalizationNetwork(steps=..., layout=...)`).
 LAYOUTS = ("centred", "spread")

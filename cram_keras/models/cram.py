@@ -19,18 +19,13 @@ import keras
 from keras import ops
 
 from cram_keras.layers.context_network import ContextNetwork
-from cram_keras.layers.conv_blocks import (
-    MLP,
-    build_once,
-    check_image_and_clue,
-    check_int_tuple,
-    check_positive_int,
-)
+from cram_keras.layers.conv_blocks import MLP, build_once, check_image_and_clue
 from cram_keras.layers.core_network import CoreNetwork
 from cram_keras.layers.glimpse_network import GlimpseNetwork
 from cram_keras.layers.localization_network import LocalizationNetwork
 from cram_keras.layers.spatial_transformer import SpatialTransformer
 from cram_keras.losses import CLUE_REDUCTIONS, clue_loss
+from cram_keras.utils import check_int_tuple, check_positive_int
 
 # `(id(model), logits, clue term)` of the last `CRAMClassifier.call` on this thread,
 # for its `compute_loss` (the metric `clue_loss`). Per thread, because

@@ -49,14 +49,8 @@ import numpy as np
 from keras import layers, ops
 
 from cram_keras.evaluation.metrics import completed_image, hole_l1, hole_psnr, ssim
-from cram_keras.layers.conv_blocks import (
-    MLP,
-    ConvStack,
-    build_once,
-    check_bool,
-    check_int_tuple,
-    check_positive_int,
-)
+from cram_keras.layers.conv_blocks import MLP, ConvStack, build_once
+from cram_keras.utils import check_bool, check_int_tuple, check_positive_int
 
 _PACKAGE = "cram_keras"
 # Backends with a training step (`CRAMInpainter.train_step`).

@@ -40,29 +40,16 @@ import keras
 from keras import layers, ops
 
 from cram_keras.layers import SpatialTransformer
+from cram_keras.utils import check_choice, check_positive_int
 
 IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 GRU_INITIALIZERS = ("keras", "lasagne")
 DROPOUT_PLACEMENTS = ("code", "paper")
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
-
-
 def _check_rate(name, value):
     if not 0.0 <= float(value) < 1.0:
         raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={value!r}")
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {choices}. Received: {name}={value!r}"
-        )
 
 
 @keras.saving.register_keras_serializable(package="cram_keras")
@@ -187,7 +174,7 @@ def classification_cnn(
     ``placement="paper"`` adds a third dropout after the third convolution
     (before the dense layer), as the paper's appendix lists.
     """
-    _check_choice("dropout_placement", placement, DROPOUT_PLACEMENTS)
+    check_choice("dropout_placement", placement, DROPOUT_PLACEMENTS)
     stack = [
         layers.Conv2D(filters, 3, activation="relu", name="conv0"),
         layers.MaxPooling2D(2, name="pool0"),
@@ -318,9 +305,9 @@ class RNNSPN(keras.Model):
             "classifier_filters",
             "dense_units",
         ):
-            _check_positive_int(name, locals()[name])
+            check_positive_int(name, locals()[name])
         _check_rate("dropout", dropout)
-        _check_choice("dropout_placement", dropout_placement, DROPOUT_PLACEMENTS)
+        check_choice("dropout_placement", dropout_placement, DROPOUT_PLACEMENTS)
         # === Config ===
         self.num_steps = num_steps
         self.num_classes = num_classes
@@ -417,9 +404,9 @@ class _MultiHeadClassifier(keras.Model):
     ):
         super().__init__(**kwargs)
         for name in ("num_steps", "num_classes", "classifier_filters", "dense_units"):
-            _check_positive_int(name, locals()[name])
+            check_positive_int(name, locals()[name])
         _check_rate("dropout", dropout)
-        _check_choice("dropout_placement", dropout_placement, DROPOUT_PLACEMENTS)
+        check_choice("dropout_placement", dropout_placement, DROPOUT_PLACEMENTS)
         self.num_steps = num_steps
         self.num_classes = num_classes
         self.classifier_filters = classifier_filters
@@ -508,8 +495,8 @@ class FFNSPN(_MultiHeadClassifier):
             dropout_placement,
             **kwargs,
         )
-        _check_positive_int("localization_filters", localization_filters)
-        _check_positive_int("localization_units", localization_units)
+        check_positive_int("localization_filters", localization_filters)
+        check_positive_int("localization_units", localization_units)
         self.downsample_factor = downsample_factor
         self.localization_filters = localization_filters
         self.localization_units = localization_units

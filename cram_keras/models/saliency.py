@@ -6,11 +6,8 @@ binary cross-entropy against binary saliency masks."""
 import keras
 from keras import layers, ops
 
-from cram_keras.layers.conv_blocks import (
-    build_once,
-    check_int_tuple,
-    check_positive_int,
-)
+from cram_keras.layers.conv_blocks import build_once
+from cram_keras.utils import check_int_tuple, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="cram_keras")

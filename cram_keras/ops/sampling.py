@@ -43,6 +43,7 @@ from keras import ops
 from cram_keras.ops import native_sampler
 from cram_keras.ops.pixel_sampler import sample_pixels
 from cram_keras.ops.separable_sampler import separable_sample
+from cram_keras.utils import check_bool, check_choice
 
 PADDING_MODES = ("zeros", "border")
 # `scale_translate_sample` uses two matmuls while they cost at most this many
@@ -74,7 +75,7 @@ def affine_grid(theta, output_size, align_corners=False):
         Tensor of shape `(batch, height, width, 2)`, last axis `(x, y)`,
         dtype float32 (float64 when `theta` is float64).
     """
-    _check_bool(align_corners, "align_corners")
+    check_bool("align_corners", align_corners)
     out_h, out_w = _check_output_size(output_size)
     theta = _check_theta(theta)
     dtype = _coordinate_dtype(theta.dtype)
@@ -110,8 +111,8 @@ def bilinear_sample(images, grid, padding="zeros", align_corners=False):
         Tensor of shape `(batch, out_height, out_width, channels)` in the
         dtype of `images`.
     """
-    _check_padding(padding)
-    _check_bool(align_corners, "align_corners")
+    check_choice("padding", padding, PADDING_MODES)
+    check_bool("align_corners", align_corners)
     images = _check_images(images)
     grid = _check_grid(grid, images)
     height, width = images.shape[1], images.shape[2]
@@ -144,8 +145,8 @@ def affine_sample(images, theta, output_size, padding="zeros", align_corners=Fal
         Tensor of shape `(batch, out_height, out_width, channels)` in the
         dtype of `images`.
     """
-    _check_padding(padding)
-    _check_bool(align_corners, "align_corners")
+    check_choice("padding", padding, PADDING_MODES)
+    check_bool("align_corners", align_corners)
     out_h, out_w = _check_output_size(output_size)
     images = _check_images(images)
     theta = _check_theta(theta, images)
@@ -183,8 +184,8 @@ def scale_translate_sample(
         Tensor of shape `(batch, out_height, out_width, channels)` in the
         dtype of `images`.
     """
-    _check_padding(padding)
-    _check_bool(align_corners, "align_corners")
+    check_choice("padding", padding, PADDING_MODES)
+    check_bool("align_corners", align_corners)
     out_h, out_w = _check_output_size(output_size)
     images = _check_images(images)
     params = ops.convert_to_tensor(params)
@@ -307,18 +308,6 @@ def _scale_translate_coordinates(
 
 
 # === Validation ===
-
-
-def _check_padding(padding):
-    if padding not in PADDING_MODES:
-        raise ValueError(
-            f"`padding` must be one of {PADDING_MODES}. Received: padding={padding!r}"
-        )
-
-
-def _check_bool(value, name):
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
 
 
 def _check_output_size(output_size):
