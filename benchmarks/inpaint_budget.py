@@ -52,10 +52,13 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 import numpy as np  # noqa: E402
 
 from cram_keras.evaluation.baselines import navier_stokes_inpaint  # noqa: E402
+from cram_keras.evaluation.inpainting import complete  # noqa: E402
 from cram_keras.experiments import inpaint  # noqa: E402
 from cram_keras.experiments.config import apply_overrides  # noqa: E402
 from cram_keras.platform_info import describe  # noqa: E402
+from cram_keras.training.checkpoint import load_inpainter  # noqa: E402
 from cram_keras.utils import write_json  # noqa: E402
+from cram_keras.visualization import inpainting_figure  # noqa: E402
 
 CLASSICAL = ("telea", "navier_stokes", "mean_fill")
 
@@ -81,10 +84,10 @@ def budget_figure(models, config, path, examples=8):
     x = x_test[:examples]
     masks = inpaint.evaluation_masks(config, len(x_test), x_test.shape[1])[:examples]
     extra = {
-        "CNN encoder": inpaint.complete(models["cnn"], x, masks),
+        "CNN encoder": complete(models["cnn"], x, masks),
         "Navier-Stokes": navier_stokes_inpaint(x, masks),
     }
-    inpaint.inpainting_figure(
+    inpainting_figure(
         models["cram"],
         x,
         masks,
@@ -282,8 +285,8 @@ def main(argv=None):
     if args.figure:
         os.makedirs(os.path.dirname(args.figure) or ".", exist_ok=True)
         loaded = {
-            "cram": inpaint.load_checkpoint(models["cram"]),
-            "cnn": inpaint.load_checkpoint(models["cnn_encoder"]),
+            "cram": load_inpainter(models["cram"]),
+            "cnn": load_inpainter(models["cnn_encoder"]),
         }
         budget_figure(loaded, base, args.figure)
 

@@ -274,6 +274,34 @@ def plot_glimpses(
     return png_path, gif_path
 
 
+def glimpses_figure(
+    model, images, clues, labels, png_path=None, gif_path=None, title=None
+):
+    """`plot_glimpses` of a `CRAMClassifier` run on `images` (uint8 or
+    float) with `clues` (uint8 or float; `None`: zeros)."""
+    from cram_keras.data.pipelines import as_float
+    from cram_keras.evaluation.glimpses import predict_glimpses
+
+    logits, taus, patches = predict_glimpses(model, images, clues)
+    x = as_float(images)
+    c = (
+        np.zeros(x.shape[:3] + (1,), "float32")
+        if clues is None
+        else np.asarray(clues, "float32")
+    )
+    return plot_glimpses(
+        x,
+        c,
+        labels,
+        np.argmax(logits, axis=-1),
+        taus,
+        patches,
+        png_path,
+        gif_path,
+        title,
+    )
+
+
 # === CRAM inpainting ===
 
 

@@ -16,20 +16,21 @@ module stays cheap.
 import numpy as np
 
 from cram_keras.data.inpainting import inpainting_dataset
-
-
-def epoch_seed(seed, epoch=None):
-    """The shuffle seed of epoch `epoch`: `seed` itself for `epoch=None`,
-    else a 32-bit seed derived deterministically from `(seed, epoch)`."""
-    if seed is None or epoch is None:
-        return seed
-    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+from cram_keras.utils import epoch_seed
 
 
 def as_float(images):
     """uint8 images -> float32 in [0, 1]; other arrays are returned as they are."""
     images = np.asarray(images)
     return images.astype("float32") / 255.0 if images.dtype == np.uint8 else images
+
+
+def clue_batch(clues, images, index):
+    """float32 clues of `images[index]`: `clues[index]`, or zeros (N, H, W, 1)
+    where there is no clue (`clues=None`)."""
+    if clues is None:
+        return np.zeros(images[index].shape[:-1] + (1,), "float32")
+    return np.asarray(clues[index], "float32")
 
 
 def _shuffled(ds, size, shuffle_seed, epoch):
@@ -185,8 +186,8 @@ def inpainting_eval_dataset(images, masks, batch_size):
 __all__ = [
     "as_float",
     "augment_fn",
+    "clue_batch",
     "clue_dataset",
-    "epoch_seed",
     "image_dataset",
     "inpainting_eval_dataset",
     "inpainting_train_dataset",

@@ -1,4 +1,5 @@
-"""Where CRAM's glimpses go, from their parameters (NumPy).
+"""Where CRAM's glimpses go: statistics of their parameters (NumPy), and of
+a classifier's glimpses on a split (`glimpse_statistics`).
 
 A glimpse `tau = (s, tx, ty)` (the `attention` transform, normalised
 coordinates, x first, `align_corners=False`) samples the window
@@ -8,7 +9,11 @@ edges at integers, pixel j's centre at j + 0.5), so the window spans
 columns `(tx - s + 1) * W / 2` to `(tx + s + 1) * W / 2`.
 """
 
+import keras
 import numpy as np
+
+from cram_keras.data.pipelines import as_float, clue_batch
+from cram_keras.losses import clue_loss
 
 
 def window_boxes(taus, height, width):
@@ -121,3 +126,48 @@ def affine_window_area(thetas):
     return np.abs(
         thetas[..., 0, 0] * thetas[..., 1, 1] - thetas[..., 0, 1] * thetas[..., 1, 0]
     )
+
+
+def predict_glimpses(model, images, clues, batch_size=256):
+    """`(logits, tau, patches)` of a `CRAMClassifier` for uint8 images and
+    clues (None: zeros), in batches."""
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        index = slice(start, start + batch_size)
+        x = as_float(images[index])
+        c = clue_batch(clues, images, index)
+        outputs.append(
+            [
+                keras.ops.convert_to_numpy(t)
+                for t in model([x, c], training=False, return_glimpses=True)
+            ]
+        )
+    return tuple(np.concatenate(parts) for parts in zip(*outputs, strict=True))
+
+
+def box_masks(boxes, height, width):
+    """(N, H, W, 1) float32 masks, 1 inside each (y0, x0, y1, x1) box."""
+    ys = np.arange(height)[None, :, None]
+    xs = np.arange(width)[None, None, :]
+    b = np.asarray(boxes)[:, :, None, None]
+    inside = (ys >= b[:, 0]) & (ys < b[:, 2]) & (xs >= b[:, 1]) & (xs < b[:, 3])
+    return inside[..., None].astype("float32")
+
+
+def glimpse_statistics(model, split, clues, limit=2000):
+    """Where a `CRAMClassifier`'s glimpses went on the first `limit` images
+    of a split (`{"images", "boxes"}`, boxes None where unknown).
+
+    `glimpse_in_digit_box`: mean fraction of the glimpse area inside the
+    digit's 28x28 frame (ground truth; cluttered MNIST only);
+    `glimpse_scale`: mean half-size `s` of the glimpse window (1 = the image).
+    """
+    images = split["images"][:limit]
+    clue = None if clues is None else clues[:limit]
+    _, tau, _ = predict_glimpses(model, images, clue)
+    stats = {"glimpse_scale": float(tau[..., 0].mean())}
+    if split["boxes"] is not None:
+        masks = box_masks(split["boxes"][:limit], *images.shape[1:3])
+        outside = clue_loss(masks, tau, model.encoder.glimpse_size)
+        stats["glimpse_in_digit_box"] = 1.0 - float(keras.ops.convert_to_numpy(outside))
+    return stats

@@ -56,15 +56,13 @@ committed command, its wall time and ``benchmarks/results/cram_cls_budget.json``
 """
 
 import dataclasses
-import os
-import time
 
 import keras
 import numpy as np
 
-from cram_keras.data.pipelines import as_float, image_dataset
+from cram_keras.data.pipelines import as_float, clue_batch
 from cram_keras.data.pipelines import clue_dataset as make_dataset
-from cram_keras.data.saliency_masks import saliency_targets
+from cram_keras.evaluation.glimpses import glimpse_statistics
 from cram_keras.experiments.config import (
     DTYPE_POLICIES,
     config_to_dict,
@@ -77,21 +75,14 @@ from cram_keras.experiments.runner import (
     check_batch_size,
     jit_compile_for_backend,
 )
-from cram_keras.losses import clue_loss
+from cram_keras.experiments.saliency import prepare_clues
 from cram_keras.models.cram import CRAMClassifier, CRAMEncoder
-from cram_keras.models.saliency import SaliencyNetwork
-from cram_keras.training.saliency import (
-    mask_iou,
-    saliency_clues,
-)
 from cram_keras.utils import (
-    atomic_path,
     check_choice,
     check_int,
     check_int_list,
     check_number,
-    read_json,
-    write_json,
+    check_range,
 )
 
 DATASETS = ("cluttered60", "cluttered100", "svhn")
@@ -305,25 +296,19 @@ class Config:
                 f"SVHN has {SVHN_SIZES['test']} test images. "
                 f"Received: n_test={self.n_test}"
             )
-        glimpses = check_int_list("glimpse_range", self.glimpse_range)
-        if len(glimpses) != 2 or glimpses[0] > glimpses[1]:
-            raise ValueError(
-                "`glimpse_range` must be [low, high] with 1 <= low <= high. "
-                f"Received: glimpse_range={self.glimpse_range!r}"
-            )
-        resolve("glimpse_range", glimpses)
-        rates = self.learning_rate_range
-        if (
-            not isinstance(rates, (list, tuple))
-            or len(rates) != 2
-            or not all(isinstance(r, (int, float)) and r > 0 for r in rates)
-            or rates[0] > rates[1]
-        ):
-            raise ValueError(
-                "`learning_rate_range` must be [low, high] with 0 < low <= high. "
-                f"Received: learning_rate_range={rates!r}"
-            )
-        resolve("learning_rate_range", [float(r) for r in rates])
+        resolve(
+            "glimpse_range",
+            check_range("glimpse_range", self.glimpse_range, low=1, integer=True),
+        )
+        resolve(
+            "learning_rate_range",
+            check_range(
+                "learning_rate_range",
+                self.learning_rate_range,
+                low=0,
+                low_inclusive=False,
+            ),
+        )
         if self.run_eagerly and self.jit_compile:
             raise ValueError(
                 "`run_eagerly` and `jit_compile` exclude each other. "
@@ -348,7 +333,7 @@ def smoke_config(**overrides):
     return EXPERIMENT.smoke_config(**overrides)
 
 
-# === Data and clues ===
+# === Data ===
 
 
 def load_splits(config, bundled=False):
@@ -400,155 +385,6 @@ def load_splits(config, bundled=False):
     }, source
 
 
-def _save_clues(path, clues):
-    packed = {f"{s}_bits": np.packbits(c.reshape(-1)) for s, c in clues.items()}
-    shapes = {f"{s}_shape": np.array(c.shape) for s, c in clues.items()}
-    with atomic_path(path) as tmp:
-        np.savez(tmp, **packed, **shapes)
-
-
-def _load_clues(path, splits):
-    with np.load(path) as f:
-        return {
-            s: np.unpackbits(f[f"{s}_bits"], count=int(np.prod(f[f"{s}_shape"])))
-            .reshape(tuple(f[f"{s}_shape"]))
-            .astype(np.uint8)
-            for s in splits
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class SaliencyConfig:
-    """The saliency network's training (a stage of a clue="saliency" run)."""
-
-    filters: list = option([16, 32, 64], "CNN-DecNN filters")
-    epochs: int = option(10, "epochs (best epoch by validation loss)")
-    batch_size: int = option(64, "batch size")
-    learning_rate: float = option(1e-3, "Adam learning rate")
-    seed: int = option(0, "seed")
-    run_eagerly: bool = option(False, "run eagerly")
-    pseudo_masks: bool = option(False, "trained on contrast pseudo-masks (SVHN)")
-
-
-class SaliencyStage(Experiment):
-    """Trains the `SaliencyNetwork` on given images and {0, 1} masks (Adam,
-    binary cross-entropy), keeping the best validation-loss epoch; run with
-    `run_experiment` into ``<run>/saliency/network/``."""
-
-    name = "saliency"
-    Config = SaliencyConfig
-    backends = ("tensorflow", "jax")
-    monitor = "val_loss"
-    monitor_mode = "min"
-
-    def __init__(self, arrays):
-        self.arrays = arrays  # (images, masks, valid_images, valid_masks)
-
-    @staticmethod
-    def config_of(config):
-        return SaliencyConfig(
-            filters=list(config.saliency_filters),
-            epochs=config.saliency_epochs,
-            batch_size=config.saliency_batch_size,
-            learning_rate=config.saliency_learning_rate,
-            seed=config.seed,
-            run_eagerly=config.run_eagerly,
-            pseudo_masks=config.dataset == "svhn",
-        )
-
-    def load_data(self, config, log, smoke=False):
-        return self.arrays
-
-    def train_dataset(self, config, data, epoch):
-        return image_dataset(data[0], data[1], config.batch_size, config.seed, epoch)
-
-    def valid_dataset(self, config, data):
-        return image_dataset(data[2], data[3], config.batch_size)
-
-    def samples_per_epoch(self, config, data):
-        return len(data[0])
-
-    def build_model(self, config, data):
-        net = SaliencyNetwork(filters=config.filters, name="saliency")
-        net.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate),
-            loss=keras.losses.BinaryCrossentropy(),
-            run_eagerly=config.run_eagerly,
-        )
-        net(as_float(data[0][:2]))
-        return net
-
-    def evaluate(self, model, run, data):
-        return {}
-
-
-def prepare_clues(config, splits, output_dir):
-    """The clue of every split and, for `saliency`, the saliency metrics.
-
-    Returns `(clues, info)`: `clues[split]` is uint8 (N, H, W, 1) in {0, 1},
-    or `None` for `clue="none"` (the datasets then feed zeros); `info` has
-    the saliency network's IoU against the masks it learned, per split.
-    For `saliency`, the network and the clues are kept in
-    `output_dir/saliency/`, so a resumed run does not train it again.
-    """
-    if config.clue == "none":
-        return {s: None for s in splits}, {}
-    if config.clue == "oracle":
-        return {s: splits[s]["saliency"] for s in splits}, {}
-
-    directory = os.path.join(output_dir, "saliency")
-    clues_path = os.path.join(directory, "clues.npz")
-    info_path = os.path.join(directory, "metrics.json")
-    if os.path.exists(clues_path) and os.path.exists(info_path):
-        return _load_clues(clues_path, splits), read_json(info_path)
-
-    os.makedirs(directory, exist_ok=True)
-    targets = saliency_targets(splits, pseudo_masks=config.dataset == "svhn")
-    start = time.perf_counter()
-    if config.saliency_model is not None:
-        net = keras.models.load_model(config.saliency_model)
-        source = config.saliency_model
-    else:
-        # A nested run of the same machinery: resumable epoch by epoch.
-        from cram_keras.experiments.runner import run_experiment
-
-        stage = SaliencyStage(
-            (
-                splits["train"]["images"],
-                targets["train"],
-                splits["valid"]["images"],
-                targets["valid"],
-            )
-        )
-        network_dir = os.path.join(directory, "network")
-        run_experiment(stage, stage.config_of(config), network_dir)
-        net = keras.models.load_model(os.path.join(network_dir, "model.keras"))
-        source = "trained in this run"
-    clues = {
-        s: saliency_clues(net, splits[s]["images"], config.saliency_threshold)
-        for s in splits
-    }
-    kind = "pseudo_masks" if config.dataset == "svhn" else "ground_truth"
-    info = {
-        "saliency_source": source,
-        "saliency_targets": kind,
-        "saliency_seconds": time.perf_counter() - start,
-        "saliency_parameters": int(net.count_params()),
-    }
-    for s in splits:
-        info[f"saliency_{s}_iou"] = mask_iou(clues[s], targets[s])
-        info[f"saliency_{s}_fraction"] = float(clues[s].mean())
-    _save_clues(clues_path, clues)
-    write_json(info_path, info)
-    return clues, info
-
-
-def _clue_batch(clues, images, index):
-    if clues is None:
-        return np.zeros(images[index].shape[:-1] + (1,), "float32")
-    return np.asarray(clues[index], "float32")
-
-
 # === Model ===
 
 
@@ -586,111 +422,6 @@ def compile_model(model, config, learning_rate=None):
     return model
 
 
-def predict_glimpses(model, images, clues, batch_size=256):
-    """`(logits, tau, patches)` for uint8 images and clues (None: zeros)."""
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        index = slice(start, start + batch_size)
-        x = as_float(images[index])
-        c = _clue_batch(clues, images, index)
-        outputs.append(
-            [
-                keras.ops.convert_to_numpy(t)
-                for t in model([x, c], training=False, return_glimpses=True)
-            ]
-        )
-    return tuple(np.concatenate(parts) for parts in zip(*outputs, strict=True))
-
-
-def box_masks(boxes, height, width):
-    """(N, H, W, 1) float32 masks, 1 inside each (y0, x0, y1, x1) box."""
-    ys = np.arange(height)[None, :, None]
-    xs = np.arange(width)[None, None, :]
-    b = np.asarray(boxes)[:, :, None, None]
-    inside = (ys >= b[:, 0]) & (ys < b[:, 2]) & (xs >= b[:, 1]) & (xs < b[:, 3])
-    return inside[..., None].astype("float32")
-
-
-def glimpse_statistics(model, split, clues, limit=2000):
-    """Where the glimpses went on the first `limit` images of a split.
-
-    `glimpse_in_digit_box`: mean fraction of the glimpse area inside the
-    digit's 28x28 frame (ground truth; cluttered MNIST only);
-    `glimpse_scale`: mean half-size `s` of the glimpse window (1 = the image).
-    """
-    images = split["images"][:limit]
-    clue = None if clues is None else clues[:limit]
-    _, tau, _ = predict_glimpses(model, images, clue)
-    stats = {"glimpse_scale": float(tau[..., 0].mean())}
-    if split["boxes"] is not None:
-        masks = box_masks(split["boxes"][:limit], *images.shape[1:3])
-        outside = clue_loss(masks, tau, model.encoder.glimpse_size)
-        stats["glimpse_in_digit_box"] = 1.0 - float(keras.ops.convert_to_numpy(outside))
-    return stats
-
-
-# === Figures ===
-
-
-def plot_glimpses(
-    model, images, clues, labels, png_path=None, gif_path=None, title=None
-):
-    """Where CRAM looked: boxes over the input and the clue, one crop per step.
-
-    Runs `model` on the images and draws with
-    `cram_keras.visualization.plot_glimpses`: a PNG (every glimpse; box
-    colour = step) and an animated GIF (one frame per glimpse, the current
-    box bold). `images` uint8 or float, `clues` uint8/float or `None` (zeros).
-    """
-    from cram_keras import visualization
-
-    logits, taus, patches = predict_glimpses(model, images, clues)
-    x = as_float(images)
-    c = (
-        np.zeros(x.shape[:3] + (1,), "float32")
-        if clues is None
-        else np.asarray(clues, "float32")
-    )
-    return visualization.plot_glimpses(
-        x,
-        c,
-        labels,
-        np.argmax(logits, axis=-1),
-        taus,
-        patches,
-        png_path,
-        gif_path,
-        title,
-    )
-
-
-# === Export ===
-
-
-def export_model(model, path, image_shape):
-    """SavedModel: `serve(images, clue)` -> class probabilities (B, 10).
-
-    `images` float32 (B, H, W, C) in [0, 1]; `clue` float32 (B, H, W, 1) in
-    {0, 1} (all zeros for a model trained with `clue="none"`; for
-    `clue="saliency"`, the thresholded `saliency/saliency.keras` output).
-    """
-    from cram_keras.training.export import InputSpec, export_saved_model
-
-    def serve(images, clue):
-        return keras.ops.softmax(model([images, clue], training=False), axis=-1)
-
-    height, width = image_shape[:2]
-    return export_saved_model(
-        path,
-        serve,
-        [
-            InputSpec("images", tuple(image_shape), "unit"),
-            InputSpec("clue", (height, width, 1), "binary"),
-        ],
-        model,
-    )
-
-
 # === Training ===
 
 
@@ -711,59 +442,6 @@ def _evaluate(model, datasets, run=None):
         if "clue_loss" in scores:
             results[f"{name}_clue_loss"] = float(scores["clue_loss"])
     return results
-
-
-def _search(config, train, valid, example_inputs, output_dir):
-    from cram_keras.training import tuner as tuning
-
-    hypermodel = tuning.GlimpseHyperModel(
-        lambda glimpses, rate: compile_model(
-            build_model(config, glimpses), config, rate
-        ),
-        example_inputs=example_inputs,
-        glimpse_range=tuple(config.glimpse_range),
-        learning_rate_range=tuple(config.learning_rate_range),
-    )
-    tuner = tuning.glimpse_search(
-        hypermodel, output_dir, "tuner", max_trials=config.max_trials, seed=config.seed
-    )
-    tuner.search(
-        train,
-        validation_data=valid,
-        epochs=config.epochs,
-        callbacks=[
-            keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"))
-        ],
-        shuffle=False,  # the dataset shuffles itself
-        verbose=2,
-    )
-    rows = tuning.trials_table(tuner)
-    tuning.write_trials_table(
-        rows,
-        os.path.join(output_dir, "trials.csv"),
-        os.path.join(output_dir, "trials.json"),
-    )
-    best = tuning.best_configuration(tuner)
-    resolved = dataclasses.replace(
-        config,
-        glimpses=best["num_glimpses"],
-        learning_rate=best["learning_rate"],
-        tune=False,
-    )
-    write_json(
-        os.path.join(output_dir, "best_config.json"),
-        dict(best, config=config_to_dict(resolved)),
-    )
-    model = tuning.load_trial_model(tuner, best["trial_id"])
-    row = next(r for r in rows if r["trial_id"] == best["trial_id"])
-    summary = {
-        "epochs": row["epochs"],
-        "best_epoch": row["best_epoch"],
-        "valid_error_per_epoch": row["val_error_per_epoch"],
-        "trials": len(rows),
-        "best_trial": best["trial_id"],
-    }
-    return model, best, summary
 
 
 def _clue_batch_arrays(batch):
@@ -870,7 +548,7 @@ class CRAMClassificationExperiment(Experiment):
 
     def _example(self, data):
         x = data.splits["train"]["images"]
-        return [as_float(x[:2]), _clue_batch(data.clues["train"], x, slice(0, 2))]
+        return [as_float(x[:2]), clue_batch(data.clues["train"], x, slice(0, 2))]
 
     def build_model(self, config, data):
         model = compile_model(build_model(config), config)
@@ -889,13 +567,30 @@ class CRAMClassificationExperiment(Experiment):
                 "process; it does not run under MultiWorkerMirroredStrategy. Run "
                 "it on one machine (--strategy default or mirrored)."
             )
+        from cram_keras.training.tuner import run_glimpse_search
+
         config = run.config
-        model, best, summary = _search(
-            config,
+        model, best, summary = run_glimpse_search(
+            lambda glimpses, rate: compile_model(
+                build_model(config, glimpses), config, rate
+            ),
             self.train_dataset(config, data, None),
             self.valid_dataset(config, data),
-            self._example(data),
             run.directory,
+            example_inputs=self._example(data),
+            glimpse_range=config.glimpse_range,
+            learning_rate_range=config.learning_rate_range,
+            max_trials=config.max_trials,
+            seed=config.seed,
+            epochs=config.epochs,
+            best_config=lambda best: config_to_dict(
+                dataclasses.replace(
+                    config,
+                    glimpses=best["num_glimpses"],
+                    learning_rate=best["learning_rate"],
+                    tune=False,
+                )
+            ),
         )
         summary.update(
             num_glimpses=best["num_glimpses"], learning_rate=best["learning_rate"]
@@ -931,7 +626,9 @@ class CRAMClassificationExperiment(Experiment):
         n = min(config.figure_examples, len(test["images"]))
         if n:
             clues = data.clues["test"]
-            plot_glimpses(
+            from cram_keras.visualization import glimpses_figure
+
+            glimpses_figure(
                 model,
                 test["images"][:n],
                 None if clues is None else clues[:n],
@@ -948,7 +645,9 @@ class CRAMClassificationExperiment(Experiment):
         }
 
     def export(self, model, run, data, path):
-        export_model(model, path, data.splits["train"]["images"].shape[1:])
+        from cram_keras.training.export import export_classifier
+
+        export_classifier(model, path, data.splits["train"]["images"].shape[1:])
 
 
 def _source_label(source):

@@ -52,13 +52,20 @@ from cram_keras.data.inpainting import (
 )
 from cram_keras.data.pipelines import inpainting_eval_dataset as eval_dataset
 from cram_keras.data.pipelines import inpainting_train_dataset
-from cram_keras.evaluation.baselines import BASELINES, evaluate_inpainting
-from cram_keras.experiments.config import option
+from cram_keras.evaluation.baselines import evaluate_inpainting
+from cram_keras.evaluation.inpainting import (
+    complete,
+    pathway_diagnostics,
+    score_methods,
+)
+from cram_keras.experiments.config import config_to_dict, option
 from cram_keras.experiments.runner import (
     Experiment,
+    TrainingDiverged,
     UsageError,
     check_batch_size,
     jit_compile_for_backend,
+    run_experiment,
 )
 from cram_keras.models.cram import GLIMPSE_STARTS, CRAMEncoder
 from cram_keras.models.inpainting import (
@@ -69,14 +76,20 @@ from cram_keras.models.inpainting import (
     InpaintingGenerator,
     LocalDiscriminator,
 )
-from cram_keras.training.callbacks import (
-    InpaintingFigures,
+from cram_keras.training.callbacks import BeforeValidation, InpaintingFigures
+from cram_keras.training.checkpoint import (
+    EpochCheckpoints,
+    ModelFileError,
+    check_inpainter_fits,
+    crash_point,
+    load_inpainter,
 )
 from cram_keras.training.distribute import python_scalar
 from cram_keras.utils import (
     check_choice,
     check_int,
     check_number,
+    check_range,
     write_json,
 )
 
@@ -223,6 +236,9 @@ class Config:
     )
 
     def __post_init__(self):
+        def resolve(name, value):
+            object.__setattr__(self, name, value)
+
         dataset_ok = isinstance(self.dataset, str) and (
             self.dataset in ("svhn", "mnist32")
             or (self.dataset.startswith("npz:") and len(self.dataset) > len("npz:"))
@@ -299,7 +315,40 @@ class Config:
             check_number(name, getattr(self, name), low=0)
         for name in ("learning_rate", "d_learning_rate"):
             check_number(name, getattr(self, name), low=0, low_inclusive=False)
-        _check_search_settings(self)
+        # The --tune search.
+        check_int("max_trials", self.max_trials, low=1)
+        below_initial = dict(
+            high=self.initial_scale,
+            high_inclusive=False,
+            high_name=f"initial_scale ({self.initial_scale})",
+        )
+        for name, bounds in (
+            ("glimpse_range", dict(low=1, integer=True)),
+            ("learning_rate_range", dict(low=0, low_inclusive=False)),
+            ("min_scale_range", dict(low=0, low_inclusive=False, **below_initial)),
+        ):
+            resolve(name, check_range(name, getattr(self, name), **bounds))
+        # As for min_scale: a window of at least one pixel.
+        if self.min_scale_range[0] < 1 / IMAGE_SIZE:
+            raise ValueError(
+                "`min_scale_range` (--set min_scale_range=LOW,HIGH) must be [low, "
+                f"high] with {1 / IMAGE_SIZE} <= low: the smallest glimpse window "
+                f"is min_scale x {IMAGE_SIZE} pixels wide, at least one pixel. "
+                f"Received: min_scale_range={self.min_scale_range!r}"
+            )
+        check_number(
+            "tune_valid_fraction",
+            self.tune_valid_fraction,
+            low=0,
+            high=1,
+            low_inclusive=False,
+            high_inclusive=False,
+        )
+        if self.tune and self.encoder == "cnn":
+            raise ValueError(
+                "`tune` searches the glimpses of a CRAM encoder; encoder='cnn' has "
+                "none. Use encoder='cram' or 'cram_skip', or drop --tune."
+            )
 
     @property
     def method(self):
@@ -476,161 +525,7 @@ def compile_model(model, config):
     return model
 
 
-def load_checkpoint(path):
-    """A trained inpainter from `model.keras` (or a run directory holding it).
-
-    Raises `UsageError` (exit 2) for a missing file, a file that is not a
-    Keras model, or a model that is not an inpainter."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "model.keras")
-    if not os.path.isfile(path):
-        raise UsageError(
-            f"--eval-only: no inpainting checkpoint at {path!r}. Pass the "
-            "model.keras file of a finished train_inpaint.py run (or its run "
-            "directory)."
-        )
-    import cram_keras.models.cram  # noqa: F401  Registers CRAMEncoder for loading.
-    import cram_keras.models.rnn_spn  # noqa: F401  So that the check below can say so.
-
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as err:  # noqa: BLE001  Anything that is not a model file.
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-        raise UsageError(
-            f"--eval-only: {path!r} is not a readable Keras model file "
-            f"({type(err).__name__}: {first}). Pass the model.keras of a finished "
-            "train_inpaint.py run."
-        ) from None
-    if not isinstance(model, CRAMInpainter):
-        raise UsageError(
-            f"--eval-only: {path!r} holds a {type(model).__name__}, not an "
-            "inpainter (CRAMInpainter). Pass the model.keras of a train_inpaint.py "
-            "run."
-        )
-    return model
-
-
-def check_checkpoint_fits(model, x_test, config):
-    """The model was trained on images of the shape of --dataset's."""
-    expected = tuple(model.generator.image_size for _ in range(2)) + (
-        model.generator.channels,
-    )
-    received = tuple(x_test.shape[1:])
-    if expected != received:
-        raise UsageError(
-            f"--eval-only: the checkpoint was trained on {expected[0]}x{expected[1]} "
-            f"images with {expected[2]} channel(s), but --dataset {config.dataset} "
-            f"gives {received[0]}x{received[1]}x{received[2]}. Pass the --dataset "
-            "the model was trained on."
-        )
-
-
-# === Completion, figures, export ===
-
-
-def inpainting_figure(model, images, masks, path, extra=None, title=None):
-    """Fig. 7 of the paper; see `cram_keras.visualization.inpainting_figure`."""
-    from cram_keras import visualization
-
-    return visualization.inpainting_figure(model, images, masks, path, extra, title)
-
-
-def complete(model, images, masks, batch_size=256):
-    """Completed images (NumPy) for `images` and `masks`, in batches."""
-    out = model.predict(eval_dataset(images, masks, batch_size), verbose=0)
-    return np.asarray(out, np.float32)
-
-
-def export_model(model, path, image_shape):
-    """SavedModel: ``serve(image, mask)`` -> completed image (B, H, W, C)."""
-    from cram_keras.training.export import InputSpec, export_saved_model
-
-    def serve(image, mask):
-        return model([image, mask], training=False)
-
-    height, width, channels = image_shape
-    return export_saved_model(
-        path,
-        serve,
-        [
-            InputSpec("image", (height, width, channels), "unit"),
-            InputSpec("mask", (height, width, 1), "binary"),
-        ],
-        model,
-    )
-
-
-# === Scoring ===
-
-
-def score_methods(model, x_test, masks, config, method):
-    """`{method: scores}` for the model and every classical baseline."""
-    methods = {}
-    if model is not None:
-        completed = complete(model, x_test, masks, config.eval_batch_size)
-        methods[method] = _as_floats(evaluate_inpainting(x_test, completed, masks))
-    for name, baseline in BASELINES.items():
-        methods[name] = _as_floats(
-            evaluate_inpainting(x_test, baseline(x_test, masks), masks)
-        )
-    return methods
-
-
-def pathway_diagnostics(model, x_test, masks, batch_size=256):
-    """What each pathway of a CRAM encoder contributes, on the test images:
-    hole PSNR as scored, with the glimpse patches zeroed and with the context
-    network's state zeroed (`CRAMEncoder.call`'s `ablate`), and where the
-    glimpse windows go (`cram_keras.evaluation.glimpses.window_statistics`).
-
-    Returns `(diagnostics, taus)` with taus (N, G, 3), or `(None, None)` for
-    an encoder without glimpses.
-    """
-    from cram_keras.evaluation.glimpses import window_statistics
-    from cram_keras.evaluation.metrics import completed_image
-
-    ablations = getattr(model.encoder, "ablations", None)
-    if not ablations:
-        return None, None
-    results, taus = {}, None
-    # Traced on TensorFlow for more than a few batches; eager for a few
-    # (tracing costs more) and on JAX.
-    compiled = len(x_test) > 4 * batch_size and keras.backend.backend() == "tensorflow"
-    for ablate in (None, *ablations):
-
-        def fill(images, mask, ablate=ablate):
-            generated, tau = model.generate(images, mask, ablate=ablate)
-            return completed_image(images, generated, mask), tau
-
-        if compiled:
-            import tensorflow as tf
-
-            fill = tf.function(fill)
-
-        completed, tau_batches = [], []
-        for start in range(0, len(x_test), batch_size):
-            images = keras.ops.convert_to_tensor(
-                x_test[start : start + batch_size], "float32"
-            )
-            mask = keras.ops.convert_to_tensor(
-                masks[start : start + batch_size], "float32"
-            )
-            out, tau = fill(images, mask)
-            completed.append(keras.ops.convert_to_numpy(out))
-            tau_batches.append(keras.ops.convert_to_numpy(tau))
-        scores = evaluate_inpainting(x_test, np.concatenate(completed), masks)
-        key = "hole_psnr" if ablate is None else f"hole_psnr_{ablate}_zeroed"
-        results[key] = float(scores["hole_psnr"])
-        if ablate is None:
-            taus = np.concatenate(tau_batches)
-    results["windows"] = window_statistics(taus, masks)
-    return results, taus
-
-
-def _as_floats(scores):
-    return {k: float(v) for k, v in scores.items()}
-
-
-# === Entry points ===
+# === The experiment ===
 
 
 class _Data:
@@ -737,8 +632,6 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
         return compile_model(model, config)
 
     def epoch_callbacks(self, run, data):
-        from cram_keras.training.callbacks import BeforeValidation
-
         # Every worker recalibrates (the statistics are part of the weights
         # each one keeps); only the chief draws.
         callbacks = [
@@ -769,11 +662,11 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
         _recalibrate(model, run.config, data)
 
     def evaluate(self, model, run, data):
-        from cram_keras.training.checkpoint import crash_point
-
         config = run.config
         crash_point("evaluate")
-        methods = score_methods(model, data.x_test, data.masks, config, config.method)
+        methods = score_methods(
+            model, data.x_test, data.masks, config.method, config.eval_batch_size
+        )
         diagnostics, _ = pathway_diagnostics(
             model, data.x_test, data.masks, config.eval_batch_size
         )
@@ -810,6 +703,8 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
         }
 
     def write_outputs(self, model, run, data, metrics):
+        from cram_keras.visualization import glimpse_windows_figure, inpainting_figure
+
         config = run.config
         n = min(config.figure_examples, len(data.x_test))
         inpainting_figure(
@@ -820,8 +715,6 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
             title=f"{config.method} on {_source_label(data.source)}",
         )
         if metrics.get("pathway_diagnostics"):
-            from cram_keras.visualization import glimpse_windows_figure
-
             _, taus = model.generate(
                 keras.ops.convert_to_tensor(data.x_test[:n], "float32"),
                 keras.ops.convert_to_tensor(data.masks[:n], "float32"),
@@ -841,7 +734,9 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
             )
 
     def export(self, model, run, data, path):
-        export_model(model, path, data.x_test.shape[1:])
+        from cram_keras.training.export import export_inpainter
+
+        export_inpainter(model, path, data.x_test.shape[1:])
 
 
 EXPERIMENT = InpaintingExperiment()
@@ -852,71 +747,6 @@ EXPERIMENT = InpaintingExperiment()
 # What a trial searches (Config fields) and its objective (in its metrics.json).
 SEARCHED = ("glimpses", "learning_rate", "min_scale")
 SEARCH_OBJECTIVE = "valid_hole_psnr"
-
-
-def _check_search_settings(config):
-    """Validates (and stores as lists) the settings of the --tune search."""
-
-    def resolve(name, value):
-        object.__setattr__(config, name, value)
-
-    check_int("max_trials", config.max_trials, low=1)
-    glimpses = config.glimpse_range
-    if (
-        not isinstance(glimpses, (list, tuple))
-        or len(glimpses) != 2
-        or any(isinstance(g, bool) or not isinstance(g, int) for g in glimpses)
-        or not 1 <= glimpses[0] <= glimpses[1]
-    ):
-        raise ValueError(
-            "`glimpse_range` must be [low, high], integers with 1 <= low <= high. "
-            f"Received: glimpse_range={glimpses!r}"
-        )
-    resolve("glimpse_range", list(glimpses))
-    bounds = {
-        "learning_rate_range": (0.0, None, "0 < low <= high"),
-        "min_scale_range": (
-            0.0,
-            config.initial_scale,
-            f"0 < low <= high < initial_scale ({config.initial_scale})",
-        ),
-    }
-    for name, (above, below, rule) in bounds.items():
-        value = getattr(config, name)
-        if (
-            not isinstance(value, (list, tuple))
-            or len(value) != 2
-            or any(
-                isinstance(v, bool) or not isinstance(v, (int, float)) for v in value
-            )
-            or not above < value[0] <= value[1]
-            or (below is not None and not value[1] < below)
-        ):
-            raise ValueError(
-                f"`{name}` must be [low, high] with {rule}. Received: {name}={value!r}"
-            )
-        resolve(name, [float(v) for v in value])
-    # As for min_scale: a window of at least one pixel.
-    if config.min_scale_range[0] < 1 / IMAGE_SIZE:
-        raise ValueError(
-            "`min_scale_range` (--set min_scale_range=LOW,HIGH) must be [low, high] "
-            f"with {1 / IMAGE_SIZE} <= low: the smallest glimpse window is "
-            f"min_scale x {IMAGE_SIZE} pixels wide, at least one pixel. "
-            f"Received: min_scale_range={config.min_scale_range!r}"
-        )
-    check_number(
-        "tune_valid_fraction",
-        config.tune_valid_fraction,
-        low=0,
-        high=1,
-        low_inclusive=False,
-        high_inclusive=False,
-    )
-    if config.tune and config.encoder == "cnn":
-        raise ValueError(
-            "`tune` searches the glimpses of a CRAM encoder; encoder='cnn' has "
-            "none. Use encoder='cram' or 'cram_skip', or drop --tune."
-        )
 
 
 def search_split(config, x_train):
@@ -978,10 +808,7 @@ def _search(run, data, distribution):
     """Runs (or resumes) the --tune search and returns the winning trial's
     model, restored from its run (nothing is trained again), and the summary
     for metrics.json. Writes trials.csv, trials.json and best_config.json."""
-    from cram_keras.experiments.config import config_to_dict
-    from cram_keras.experiments.runner import TrainingDiverged, run_experiment
     from cram_keras.training import tuner as tuning
-    from cram_keras.training.checkpoint import EpochCheckpoints
 
     config = run.config
     if distribution.workers > 1:
@@ -996,7 +823,7 @@ def _search(run, data, distribution):
         metrics = run_experiment(
             _TRIAL,
             _trial_config(config, values),
-            run.path("trials", trial_id),
+            run.path(tuning.trial_directory(trial_id)),
             distribution,
             smoke=run.smoke,
             log=run.log,
@@ -1012,44 +839,21 @@ def _search(run, data, distribution):
         "learning_rate": config.learning_rate_range,
         "min_scale": config.min_scale_range,
     }
-    search = tuning.RunSearch(
+    best, values, rows = tuning.run_search(
         train_trial,
-        tuning.search_space({k: ranges[k] for k in SEARCHED}, log=("learning_rate",)),
+        {k: ranges[k] for k in SEARCHED},
         SEARCH_OBJECTIVE,
         run.directory,
-        "tuner",
+        log=("learning_rate",),
         max_trials=config.max_trials,
         seed=config.seed,
         failed_errors=(TrainingDiverged,),
+        best_config=lambda values: config_to_dict(_trial_config(config, values)),
+        write=run.is_chief,
     )
-    search.search(verbose=1)
-
-    rows = tuning.run_trials_table(search)
-    best = tuning.best_row(
-        rows, SEARCH_OBJECTIVE, "max", where=f"the search in {run.directory}"
-    )
-    values = {name: best[name] for name in tuning.hyperparameter_names(search)}
-    resolved = _trial_config(config, values)
-    trial_dir = os.path.join("trials", best["trial_id"])
-    if run.is_chief:
-        tuning.write_trials_table(
-            rows,
-            run.path("trials.csv"),
-            run.path("trials.json"),
-            tuning.table_columns(search),
-        )
-        write_json(
-            run.path("best_config.json"),
-            {
-                "trial_id": best["trial_id"],
-                "run_directory": trial_dir,
-                "values": values,
-                SEARCH_OBJECTIVE: best[SEARCH_OBJECTIVE],
-                "config": config_to_dict(resolved),
-            },
-        )
+    trial_dir = tuning.trial_directory(best["trial_id"])
     # The winner's final weights and optimizer state, from its last epoch.
-    model = _TRIAL.build_model(resolved, data)
+    model = _TRIAL.build_model(_trial_config(config, values), data)
     record = EpochCheckpoints(run.path(trial_dir, "checkpoints"), write=False).latest(
         load=model.load_weights, log=run.log
     )
@@ -1130,17 +934,19 @@ def train_and_evaluate(config, output_dir, **kwargs):
     log.csv, tensorboard/, figures/ (one Fig. 7 figure per epoch), inpaint.png,
     checkpoints/, model.keras, metrics.json, and saved_model/ with ``export``.
     Returns the metrics dict."""
-    from cram_keras.experiments.runner import run_experiment
-
     return run_experiment(EXPERIMENT, config, output_dir, **kwargs)
 
 
 def evaluate_checkpoint(config, checkpoint, output_dir, bundled=False):
     """Scores a saved inpainter and the baselines on ``config``'s test set;
-    writes ``eval_metrics.json`` and ``eval_inpaint.png`` into ``output_dir``."""
-    model = load_checkpoint(checkpoint)
-    _, x_test = load_images(config, bundled=bundled)
-    check_checkpoint_fits(model, x_test, config)
+    writes ``eval_metrics.json`` and ``eval_inpaint.png`` into ``output_dir``.
+    A checkpoint it cannot score is a `UsageError`."""
+    try:
+        model = load_inpainter(checkpoint)
+        _, x_test = load_images(config, bundled=bundled)
+        check_inpainter_fits(model, x_test.shape[1:], config.dataset)
+    except ModelFileError as err:
+        raise UsageError(str(err)) from None
     masks = evaluation_masks(config, len(x_test), x_test.shape[1])
     method = (
         "cnn_encoder"
@@ -1151,7 +957,7 @@ def evaluate_checkpoint(config, checkpoint, output_dir, bundled=False):
     )
     start = time.perf_counter()
     results = {
-        "methods": score_methods(model, x_test, masks, config, method),
+        "methods": score_methods(model, x_test, masks, method, config.eval_batch_size),
         "pathway_diagnostics": pathway_diagnostics(
             model, x_test, masks, config.eval_batch_size
         )[0],
@@ -1162,6 +968,8 @@ def evaluate_checkpoint(config, checkpoint, output_dir, bundled=False):
     }
     results["wall_seconds"] = time.perf_counter() - start
     os.makedirs(output_dir, exist_ok=True)
+    from cram_keras.visualization import inpainting_figure
+
     n_fig = min(config.figure_examples, len(x_test))
     inpainting_figure(
         model,

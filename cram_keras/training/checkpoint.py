@@ -18,6 +18,10 @@ only complete files. On restore the newest record whose files match their
 recorded size and checksum and load is used; a damaged one is reported in
 one line and the previous one is used instead. The two newest records (and
 the files they name) are kept, older ones are deleted.
+
+A finished run's ``model.keras`` is read back for scoring by
+`load_inpainter` (``train_inpaint.py --eval-only``), which refuses what it
+cannot score with a `ModelFileError` that says what to pass instead.
 """
 
 import glob
@@ -221,3 +225,65 @@ class EpochCheckpoints:
         # Temporary files of a writer killed mid-write.
         for path in glob.glob(os.path.join(self.directory, ".*.tmp*")):
             os.remove(path)
+
+
+# === Finished runs' models ===
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be scored as asked: missing, not a Keras
+    model, another kind of model, or trained on other images."""
+
+
+def load_inpainter(path):
+    """A trained inpainter from `model.keras` (or a run directory holding it).
+
+    Raises `ModelFileError` for a missing file, a file that is not a Keras
+    model, or a model that is not an inpainter."""
+    import keras
+
+    from cram_keras.models.inpainting import CRAMInpainter
+
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.keras")
+    if not os.path.isfile(path):
+        raise ModelFileError(
+            f"--eval-only: no inpainting checkpoint at {path!r}. Pass the "
+            "model.keras file of a finished train_inpaint.py run (or its run "
+            "directory)."
+        )
+    import cram_keras.models.cram  # noqa: F401  Registers CRAMEncoder for loading.
+    import cram_keras.models.rnn_spn  # noqa: F401  So that the check below can say so.
+
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as err:  # noqa: BLE001  Anything that is not a model file.
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise ModelFileError(
+            f"--eval-only: {path!r} is not a readable Keras model file "
+            f"({type(err).__name__}: {first}). Pass the model.keras of a finished "
+            "train_inpaint.py run."
+        ) from None
+    if not isinstance(model, CRAMInpainter):
+        raise ModelFileError(
+            f"--eval-only: {path!r} holds a {type(model).__name__}, not an "
+            "inpainter (CRAMInpainter). Pass the model.keras of a train_inpaint.py "
+            "run."
+        )
+    return model
+
+
+def check_inpainter_fits(model, image_shape, dataset):
+    """`ModelFileError` unless `model` was trained on images of
+    `image_shape` (H, W, C), the shape of `dataset`'s."""
+    expected = tuple(model.generator.image_size for _ in range(2)) + (
+        model.generator.channels,
+    )
+    received = tuple(image_shape)
+    if expected != received:
+        raise ModelFileError(
+            f"--eval-only: the checkpoint was trained on {expected[0]}x{expected[1]} "
+            f"images with {expected[2]} channel(s), but --dataset {dataset} "
+            f"gives {received[0]}x{received[1]}x{received[2]}. Pass the --dataset "
+            "the model was trained on."
+        )

@@ -144,3 +144,50 @@ def export_saved_model(path, fn, input_specs, trackable):
         archive.add_endpoint(name="serve", fn=serve, input_signature=signature)
         archive.write_out(path, verbose=False)
     return path
+
+
+# === The experiments' models ===
+
+
+def export_classifier(model, path, image_shape):
+    """SavedModel of a `CRAMClassifier`: `serve(images, clue)` -> class
+    probabilities (B, classes).
+
+    `images` float32 (B, H, W, C) in [0, 1]; `clue` float32 (B, H, W, 1) in
+    {0, 1} (all zeros for a model trained with `clue="none"`; for
+    `clue="saliency"`, the thresholded output of the run's saliency network,
+    `saliency/network/model.keras`).
+    """
+
+    def serve(images, clue):
+        return keras.ops.softmax(model([images, clue], training=False), axis=-1)
+
+    height, width = image_shape[:2]
+    return export_saved_model(
+        path,
+        serve,
+        [
+            InputSpec("images", tuple(image_shape), "unit"),
+            InputSpec("clue", (height, width, 1), "binary"),
+        ],
+        model,
+    )
+
+
+def export_inpainter(model, path, image_shape):
+    """SavedModel of a `CRAMInpainter`: `serve(image, mask)` -> completed
+    image (B, H, W, C)."""
+
+    def serve(image, mask):
+        return model([image, mask], training=False)
+
+    height, width, channels = image_shape
+    return export_saved_model(
+        path,
+        serve,
+        [
+            InputSpec("image", (height, width, channels), "unit"),
+            InputSpec("mask", (height, width, 1), "binary"),
+        ],
+        model,
+    )

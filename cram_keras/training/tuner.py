@@ -66,11 +66,18 @@ import csv
 import os
 import time
 
+import keras
 import keras_tuner as kt
 import numpy as np
 
 from cram_keras.training.checkpoint import CRASH_ENV
-from cram_keras.utils import atomic_path, read_json, write_json
+from cram_keras.utils import (
+    atomic_path,
+    check_positive_int,
+    check_range,
+    read_json,
+    write_json,
+)
 
 OBJECTIVE = "val_accuracy"
 GLIMPSE_RANGE = (1, 8)
@@ -110,13 +117,14 @@ class GlimpseHyperModel(kt.HyperModel):
         name="cram",
     ):
         super().__init__(name=name)
-        low, high = _check_range("glimpse_range", glimpse_range, integer=True)
+        low, high = check_range("glimpse_range", glimpse_range, integer=True)
         if low < 1:
             raise ValueError(
                 "`glimpse_range` must start at 1 or more glimpses. "
                 f"Received: glimpse_range={glimpse_range!r}"
             )
-        lr_low, lr_high = _check_range("learning_rate_range", learning_rate_range)
+        check_range("learning_rate_range", learning_rate_range)
+        lr_low, lr_high = learning_rate_range
         if lr_low <= 0:
             raise ValueError(
                 "`learning_rate_range` must be positive (it is sampled on a log "
@@ -188,7 +196,7 @@ def glimpse_search(
         The tuner; call `tuner.search(train, validation_data=valid,
         epochs=E, ...)` to run (or resume) the search.
     """
-    _check_max_trials(max_trials)
+    check_positive_int("max_trials", max_trials)
     return _RecordingRandomSearch(
         hypermodel,
         objective=kt.Objective(objective, direction="max"),
@@ -318,6 +326,71 @@ def load_trial_model(tuner, trial_id):
     return tuner.load_model(tuner.oracle.get_trial(trial_id))
 
 
+def run_glimpse_search(
+    build_model,
+    train,
+    valid,
+    directory,
+    *,
+    example_inputs,
+    glimpse_range,
+    learning_rate_range,
+    max_trials,
+    seed,
+    epochs,
+    best_config,
+):
+    """Runs (or resumes) a glimpse search in the run directory `directory`
+    and returns the best trial's model (its best epoch's weights), the
+    `best_configuration` and a summary for metrics.json.
+
+    `build_model(num_glimpses, learning_rate)` makes a compiled classifier
+    (`GlimpseHyperModel`); every trial trains `epochs` epochs on `train`,
+    scored on `valid`, logging to `directory/tensorboard`. Writes
+    `trials.csv`, `trials.json` and `best_config.json`: the
+    `best_configuration` with `config`, `best_config(best)` (the run's
+    config with the winning values).
+    """
+    hypermodel = GlimpseHyperModel(
+        build_model,
+        example_inputs=example_inputs,
+        glimpse_range=tuple(glimpse_range),
+        learning_rate_range=tuple(learning_rate_range),
+    )
+    tuner = glimpse_search(
+        hypermodel, directory, "tuner", max_trials=max_trials, seed=seed
+    )
+    tuner.search(
+        train,
+        validation_data=valid,
+        epochs=epochs,
+        callbacks=[keras.callbacks.TensorBoard(os.path.join(directory, "tensorboard"))],
+        shuffle=False,  # the dataset shuffles itself
+        verbose=2,
+    )
+    rows = trials_table(tuner)
+    write_trials_table(
+        rows,
+        os.path.join(directory, "trials.csv"),
+        os.path.join(directory, "trials.json"),
+    )
+    best = best_configuration(tuner)
+    write_json(
+        os.path.join(directory, "best_config.json"),
+        dict(best, config=best_config(best)),
+    )
+    model = load_trial_model(tuner, best["trial_id"])
+    row = next(r for r in rows if r["trial_id"] == best["trial_id"])
+    summary = {
+        "epochs": row["epochs"],
+        "best_epoch": row["best_epoch"],
+        "valid_error_per_epoch": row["val_error_per_epoch"],
+        "trials": len(rows),
+        "best_trial": best["trial_id"],
+    }
+    return model, best, summary
+
+
 # === Searches whose trials are runs ===
 
 
@@ -344,7 +417,8 @@ def search_space(ranges, log=()):
         integer = isinstance(value, (list, tuple)) and all(
             isinstance(v, int) and not isinstance(v, bool) for v in value
         )
-        low, high = _check_range(f"{name}_range", value, integer=integer)
+        check_range(f"{name}_range", value, integer=integer)
+        low, high = value
         if name in log and low <= 0:
             raise ValueError(
                 f"`{name}_range` must be positive (it is sampled on a log scale). "
@@ -440,7 +514,7 @@ class RunSearch(kt.RandomSearch):
         seed=0,
         failed_errors=(),
     ):
-        _check_max_trials(max_trials)
+        check_positive_int("max_trials", max_trials)
         self.train_trial = train_trial
         self.failed_errors = tuple(failed_errors)
         super().__init__(
@@ -491,6 +565,69 @@ class RunSearch(kt.RandomSearch):
         return {objective: float(results[objective])}
 
 
+def trial_directory(trial_id):
+    """The run directory of trial `trial_id` of a `RunSearch`, relative to
+    the search's run directory."""
+    return os.path.join("trials", trial_id)
+
+
+def run_search(
+    train_trial,
+    ranges,
+    objective,
+    directory,
+    *,
+    log=(),
+    max_trials,
+    seed,
+    failed_errors=(),
+    best_config,
+    write=True,
+):
+    """Runs (or resumes) a `RunSearch` over `ranges` (`search_space`, `log`
+    sampled on a log scale) maximising `objective`, its project in
+    `directory/tuner`, and returns `(best, values, rows)`: the best completed
+    row, its hyperparameters' values and the trials table.
+
+    `train_trial(trial_id, values)` trains the trial's run, by convention in
+    `trial_directory(trial_id)`. With `write` (the chief), writes
+    `trials.csv`, `trials.json` and `best_config.json`: the best trial's
+    id, run directory, values and objective, and `best_config(values)`.
+    """
+    search = RunSearch(
+        train_trial,
+        search_space(ranges, log=log),
+        objective,
+        directory,
+        "tuner",
+        max_trials=max_trials,
+        seed=seed,
+        failed_errors=failed_errors,
+    )
+    search.search(verbose=1)
+    rows = run_trials_table(search)
+    best = best_row(rows, objective, "max", where=f"the search in {directory}")
+    values = {name: best[name] for name in hyperparameter_names(search)}
+    if write:
+        write_trials_table(
+            rows,
+            os.path.join(directory, "trials.csv"),
+            os.path.join(directory, "trials.json"),
+            table_columns(search),
+        )
+        write_json(
+            os.path.join(directory, "best_config.json"),
+            {
+                "trial_id": best["trial_id"],
+                "run_directory": trial_directory(best["trial_id"]),
+                "values": values,
+                objective: best[objective],
+                "config": best_config(values),
+            },
+        )
+    return best, values, rows
+
+
 def hyperparameter_names(search):
     """The names of the hyperparameters a search samples, in declared order."""
     return [hp.name for hp in search.oracle.hyperparameters.space]
@@ -537,33 +674,6 @@ def run_trials_table(search):
     return rows
 
 
-def _check_max_trials(max_trials):
-    if (
-        isinstance(max_trials, bool)
-        or not isinstance(max_trials, int)
-        or max_trials < 1
-    ):
-        raise ValueError(
-            f"`max_trials` must be a positive integer. Received: max_trials={max_trials!r}"
-        )
-
-
-def _check_range(name, value, integer=False):
-    kinds = (int,) if integer else (int, float)
-    if (
-        not isinstance(value, (list, tuple))
-        or len(value) != 2
-        or any(isinstance(v, bool) or not isinstance(v, kinds) for v in value)
-        or value[0] > value[1]
-    ):
-        kind = "integers" if integer else "numbers"
-        raise ValueError(
-            f"`{name}` must be a pair (low, high) of {kind} with low <= high. "
-            f"Received: {name}={value!r}"
-        )
-    return value[0], value[1]
-
-
 __all__ = [
     "GlimpseHyperModel",
     "RunSearch",
@@ -572,11 +682,14 @@ __all__ = [
     "glimpse_search",
     "hyperparameter_names",
     "load_trial_model",
+    "run_glimpse_search",
+    "run_search",
     "run_trials_table",
     "search_seed",
     "search_space",
     "table_columns",
     "trial_crash_points",
+    "trial_directory",
     "trial_order",
     "trials_table",
     "write_trials_table",

@@ -134,11 +134,11 @@ def test_smoke_saliency_writes_every_artifact(fake_mnist_dir, tmp_path):
     # The clues are the thresholded output of the saved saliency network.
     from cram_keras.experiments import cram_cls
     from cram_keras.experiments.runner import load_config
-    from cram_keras.training.saliency import saliency_clues
+    from cram_keras.training.saliency import load_clues, saliency_clues
 
     config = load_config(cram_cls.Config, out)
     splits, _ = cram_cls.load_splits(config)
-    clues = cram_cls._load_clues(str(out / "saliency" / "clues.npz"), splits)
+    clues = load_clues(str(out / "saliency" / "clues.npz"), splits)
     net = keras.models.load_model(out / "saliency" / "network" / "model.keras")
     for split in ("train", "test"):
         expected = saliency_clues(net, splits[split]["images"], 0.5)

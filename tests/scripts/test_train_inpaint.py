@@ -112,9 +112,9 @@ def test_smoke_run_writes_every_artifact_exports_and_rescores(tiny_npz, tmp_path
     )
     # Bad inputs are refused with one short line each.
     assert_clear_serving_errors(report, {"image": (32, 32, 3), "mask": (32, 32, 1)})
-    from cram_keras.experiments.inpaint import load_checkpoint
+    from cram_keras.training.checkpoint import load_inpainter
 
-    model = load_checkpoint(str(out / "model.keras"))
+    model = load_inpainter(str(out / "model.keras"))
     expected = keras.ops.convert_to_numpy(model([x, m], training=False))
     assert served.shape == (3, 32, 32, 3)
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
