@@ -13,8 +13,13 @@ __version__ = "0.1.0"
 
 # Register the layers and models with Keras' serialisation on import, so that
 # `import cram_keras` is enough before `keras.models.load_model(...)`.
+# TensorFlow (Keras' default backend) loads here: the lines it logs while its
+# libraries load are held to TF_CPP_MIN_LOG_LEVEL, as its later logs are.
+from cram_keras._startup_logs import filtered_startup_logs as _filtered_startup_logs
+
 try:
-    import keras as _keras  # noqa: F401
+    with _filtered_startup_logs():
+        import keras as _keras  # noqa: F401
 except ImportError as _error:  # e.g. KERAS_BACKEND=torch without torch installed
     # Reported in one line by the scripts (cram_keras.experiments.cli.script);
     # importing a subpackage that needs Keras raises it again.

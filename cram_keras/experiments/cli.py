@@ -216,14 +216,33 @@ def script(experiment_module):
                 "tensorflow (all) or jax (train_rnn_spn.py, train_cls.py).",
                 EXIT_USAGE,
             )
+        _load_tensorflow()
         module = importlib.import_module(f"cram_keras.experiments.{experiment_module}")
         return main(module.EXPERIMENT, argv)
 
     return script_main
 
 
-# Settings that change where files go, not the experiment.
-_NOT_IN_NAME = ("cache_dir",)
+def _load_tensorflow():
+    """Loads TensorFlow now, where it is installed, with its start-up logs
+    held to TF_CPP_MIN_LOG_LEVEL (`cram_keras._startup_logs`). On the
+    TensorFlow backend ``import cram_keras`` has loaded it already; on the
+    others a run loads it anyway (``keras.utils.set_random_seed`` seeds
+    TensorFlow too, and the data pipelines and strategies use it), and its
+    start-up lines would otherwise appear in the middle of the run."""
+    import importlib.util
+
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        return
+    from cram_keras._startup_logs import filtered_startup_logs
+
+    with filtered_startup_logs():
+        import tensorflow  # noqa: F401
+
+
+# Settings that change where files go, not the experiment, and how far a
+# search goes (a larger --max-trials continues the same search).
+_NOT_IN_NAME = ("cache_dir", "max_trials")
 
 
 def default_run_name(experiment, config, smoke=False):

@@ -6,10 +6,12 @@ rest, the same for every script:
 
 1. the backend check (one line naming the backends the experiment trains on);
 2. the run directory: a finished run returns its metrics at once; a
-   directory whose config differs is refused if it holds a completed epoch
-   (the message names the differing fields and the two ways out:
-   ``--output-dir`` or ``--overwrite``) and reused otherwise, so a failed
-   first attempt never blocks the corrected command;
+   directory whose config differs is refused if it holds work (a completed
+   epoch, a finished run, or trials of a search in ``tuner/``; the message
+   names the differing fields and the two ways out: ``--output-dir`` or
+   ``--overwrite``) and reused otherwise, so a failed first attempt never
+   blocks the corrected command. ``max_trials`` is not part of a run's
+   identity: raising it continues a finished search;
 3. the data, loaded and checked against the config *before* anything is
    written, so a bad input leaves no half-written run directory;
 4. ``config.json`` (the resolved config and the data actually used);
@@ -27,6 +29,12 @@ rest, the same for every script:
    monitors a validation metric, the experiment's post-training step,
    evaluation, ``model.keras``, figures, the optional SavedModel, and
    ``metrics.json`` last, written atomically: its presence means done.
+
+What a run prints (stdout): first the run directory, the backend,
+strategy and hardware, then the data (its source and the sizes of the
+splits used); one line per epoch with its time and an ETA
+(`cram_keras.training.callbacks.EpochProgress`); at the end the headline
+scores and where each output is. Notes go to stderr.
 
 Under MultiWorkerMirroredStrategy every worker runs all of it (the
 collective steps must match) and only the chief writes; the other workers
@@ -48,6 +56,7 @@ import keras
 import numpy as np
 
 from cram_keras.experiments.config import config_diff, config_to_dict, field_default
+from cram_keras.training.callbacks import EpochProgress, format_seconds
 from cram_keras.training.checkpoint import EpochCheckpoints, crash_point
 from cram_keras.training.distribute import Distribution, python_scalar
 from cram_keras.utils import atomic_path, read_json, write_json
@@ -58,8 +67,13 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "log.csv"
 CHECKPOINT_DIR = "checkpoints"
+# keras-tuner's project of a search (--tune): its trials are work.
+TUNER_DIR = "tuner"
 # Keys of config.json that describe the run, not the config.
 RUN_KEYS = ("data_source",)
+# Settings that say how far a search goes, not what it trains: a run in
+# which they differ is the same run (raising max_trials continues a search).
+EXTENT_SETTINGS = ("max_trials",)
 
 
 class UsageError(ValueError):
@@ -151,6 +165,28 @@ class Experiment:
         """What was actually loaded (recorded in config.json and metrics.json)."""
         return getattr(data, "source", None)
 
+    def split_sizes(self, config, data):
+        """``{split: examples}`` of the data the run uses, for its first
+        lines. The default reads ``data.splits`` (``{split: (images, ...)}``
+        or ``{split: {"images": ...}}``) or ``data.x_train`` / ``x_valid`` /
+        ``x_test``; ``{}`` where there is neither."""
+        sizes = {}
+        splits = getattr(data, "splits", None)
+        if isinstance(splits, dict):
+            for name, value in splits.items():
+                if isinstance(value, dict):
+                    value = value.get("images")
+                elif isinstance(value, (tuple, list)):
+                    value = value[0] if value else None
+                if hasattr(value, "__len__"):
+                    sizes[name] = len(value)
+            return sizes
+        for name in ("train", "valid", "test"):
+            value = getattr(data, f"x_{name}", None)
+            if hasattr(value, "__len__"):
+                sizes[name] = len(value)
+        return sizes
+
     def check_inputs(self, config, data):
         """Raises `UsageError` for a config that cannot run on ``data``."""
 
@@ -201,6 +237,15 @@ class Experiment:
 
     def evaluate(self, model, run, data):
         raise NotImplementedError
+
+    def headline(self, metrics):
+        """The lines of the final summary that give a run's result.
+
+        The default shows the test errors (``test_*error`` in percent), a
+        ``methods`` table of hole PSNR / SSIM (``{method: {"hole_psnr",
+        "ssim"}}``, the inpainter and its baselines), the winner of a
+        search (``best_trial`` of ``trials``) and the best epoch."""
+        return headline_lines(metrics)
 
     def write_outputs(self, model, run, data, metrics):
         """Figures (called on the chief only)."""
@@ -275,13 +320,35 @@ def _clear_run_dir(directory):
             os.remove(path)
 
 
+def search_trials(directory):
+    """The trial folders (``trial_<id>``) of the keras-tuner search in
+    ``directory/tuner``, sorted; ``[]`` without one."""
+    tuner = os.path.join(directory, TUNER_DIR)
+    try:
+        names = os.listdir(tuner)
+    except OSError:
+        return []
+    return sorted(
+        name
+        for name in names
+        if name.startswith("trial_") and os.path.isdir(os.path.join(tuner, name))
+    )
+
+
 def inspect_run_dir(directory, config, overwrite=False, log=print, clear=True):
     """Decides what to do with ``directory`` before any data loads.
 
     Returns ``"finished"`` (metrics.json of this config exists), ``"resume"``
     (the same config) or ``"new"``; raises `UsageError` for a directory that
-    holds completed epochs of another config (without ``overwrite``).
-    Nothing is written here except what ``overwrite`` or a reuse removes.
+    holds work (completed epochs, a finished run, or trials of a search in
+    ``tuner/``) of another config, without ``overwrite``. Nothing is
+    written here except what ``overwrite`` or a reuse removes.
+
+    The `EXTENT_SETTINGS` (``max_trials``) do not make a config another: a
+    search whose ``max_trials`` changed is resumed, and a finished search
+    whose ``max_trials`` is now larger than its number of trials continues
+    (its metrics.json, rewritten when the search ends, is removed; every
+    trial is kept).
 
     ``clear``: whether this process removes a run that ``overwrite`` or a
     reuse discards (the chief; another worker of the cluster leaves the
@@ -312,21 +379,49 @@ def inspect_run_dir(directory, config, overwrite=False, log=print, clear=True):
             **previous,
         }
     differing = config_diff(previous, current)
+    extent = [d for d in differing if d[0] in EXTENT_SETTINGS]
+    differing = [d for d in differing if d[0] not in EXTENT_SETTINGS]
     checkpoints = EpochCheckpoints(os.path.join(directory, CHECKPOINT_DIR))
-    finished = os.path.isfile(os.path.join(directory, METRICS_FILE))
-    has_work = finished or checkpoints.has_completed_epoch()
+    metrics_path = os.path.join(directory, METRICS_FILE)
+    finished = os.path.isfile(metrics_path)
+    trials = search_trials(directory)
+    work = []
+    if finished:
+        work.append("a finished run")
+    elif checkpoints.has_completed_epoch():
+        work.append("completed epochs")
+    if trials:
+        work.append(
+            f"a search with {len(trials)} trial{'s' if len(trials) != 1 else ''} "
+            f"({TUNER_DIR}/)"
+        )
     if overwrite:
         log(f"note: --overwrite: removing the previous run in {directory}.")
         _clear_run_dir(directory)
         return "new"
     if not differing:
-        return "finished" if finished else "resume"
+        if not (extent and trials):
+            return "finished" if finished else "resume"
+        change = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in extent)
+        more = current.get("max_trials") is None or current["max_trials"] > len(trials)
+        if finished and not more:
+            return "finished"
+        if clear:
+            log(
+                f"note: {directory}: {change}; continuing its search of "
+                f"{len(trials)} trial{'s' if len(trials) != 1 else ''} (every "
+                "trial is kept)."
+            )
+            if finished:
+                # Written again when the continued search ends.
+                os.remove(metrics_path)
+        return "resume"
     details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in differing[:8])
     if len(differing) > 8:
         details += f", and {len(differing) - 8} more"
-    if has_work:
+    if work:
         raise UsageError(
-            f"{directory} holds a run with completed epochs and a different config "
+            f"{directory} holds {' and '.join(work)} with a different config "
             f"({details}). Rerun with the same flags to resume it, choose another "
             "--output-dir, or pass --overwrite to discard it."
         )
@@ -455,37 +550,29 @@ class _SyncReplicaVariables(keras.callbacks.Callback):
         self.distribution.sync_replica_variables(self.model)
 
 
-class _Progress(keras.callbacks.Callback):
-    """``Epoch e/E`` of the whole run (Keras' own header would say ``e/e``,
-    since the runner calls ``fit`` once per epoch), a progress bar on a
-    terminal, and one line of logs per epoch."""
+class _ProgressBar(keras.callbacks.Callback):
+    """On a terminal, ``Epoch e/E`` of the whole run (Keras' own header would
+    say ``e/e``, since the runner calls ``fit`` once per epoch) and a
+    progress bar of the epoch's steps; `EpochProgress` then prints the
+    epoch's line."""
 
-    def __init__(self, epochs, interactive):
+    def __init__(self, epochs):
         super().__init__()
         self.epochs = epochs
-        self.interactive = interactive
         self.bar = None
 
     def on_epoch_begin(self, epoch, logs=None):
         print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
-        if self.interactive:
-            self.bar = keras.utils.Progbar(target=None, unit_name="step")
+        self.bar = keras.utils.Progbar(target=None, unit_name="step")
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.bar is not None:
-            values = [
-                (k, float(python_scalar(v)))
-                for k, v in (logs or {}).items()
-                if "loss" in k
-            ]
-            self.bar.update(batch + 1, values=values)
+        values = [
+            (k, float(python_scalar(v))) for k, v in (logs or {}).items() if "loss" in k
+        ]
+        self.bar.update(batch + 1, values=values)
 
     def on_epoch_end(self, epoch, logs=None):
-        text = " - ".join(
-            f"{k}: {float(python_scalar(v)):.4g}"
-            for k, v in sorted((logs or {}).items())
-        )
-        print(("\n" if self.bar is not None else "") + text, flush=True)
+        print(flush=True)
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -518,6 +605,16 @@ def _tensorboard_callback(run):
     return keras.callbacks.TensorBoard(run.path("tensorboard"), write_graph=False)
 
 
+# Bookkeeping columns of log.csv that the epoch line leaves out (it shows
+# the epoch's time itself).
+_NOT_IN_EPOCH_LINE = (
+    "epoch",
+    "train_seconds",
+    "train_samples_per_second",
+    "learning_rate",
+)
+
+
 # === Early stopping ===
 
 
@@ -529,7 +626,178 @@ def _improved(value, best, mode):
     return value > best if mode == "max" else value < best
 
 
+# === What a run prints ===
+
+
+def _say(text):
+    """A line of the run's own report (stdout; notes go to stderr)."""
+    print(text, flush=True)
+
+
+def _setup_line(backend, distribution, hardware):
+    """``backend: tensorflow; strategy: default (1 replica); hardware: ...``"""
+    parts = [f"backend: {backend or '?'}"]
+    if isinstance(distribution, dict):
+        replicas = distribution.get("replicas", 1)
+        workers = distribution.get("workers", 1)
+        text = f"{replicas} replica{'s' if replicas != 1 else ''}"
+        if workers != 1:
+            text += f" on {workers} workers"
+        parts.append(f"strategy: {distribution.get('strategy', '?')} ({text})")
+    if hardware:
+        parts.append(f"hardware: {hardware}")
+    return "; ".join(parts)
+
+
+def _data_lines(source, sizes):
+    """``data: <what was loaded> (<path>)`` and ``splits: train N, ...``."""
+    lines = []
+    if isinstance(source, dict):
+        text = source.get("description") or source.get("name") or "?"
+        if source.get("path"):
+            text += f" ({source['path']})"
+        lines.append(f"data: {text}")
+    if sizes:
+        lines.append(
+            "splits: " + ", ".join(f"{name} {size:,}" for name, size in sizes.items())
+        )
+    return lines
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def headline_lines(metrics):
+    """`Experiment.headline`'s default (see there)."""
+    lines = []
+    errors = sorted(
+        (k, v)
+        for k, v in metrics.items()
+        if k.startswith("test_") and k.endswith("error") and _number(v)
+    )
+    if errors:
+        lines.append(
+            ", ".join(f"{k.replace('_', ' ')} {100 * v:.2f} %" for k, v in errors)
+        )
+    methods = metrics.get("methods")
+    if isinstance(methods, dict) and methods:
+        where = []
+        if _number(metrics.get("n_test")):
+            where.append(f"{metrics['n_test']:,} test images")
+        if metrics.get("mask"):
+            where.append(f"{metrics['mask']} mask")
+        lines.append(
+            "hole PSNR / SSIM" + (f" ({', '.join(where)})" if where else "") + ":"
+        )
+        first = metrics.get("method")
+        names = sorted(methods, key=lambda name: (name != first, name))
+        width = max(len(name) for name in names)
+        for name in names:
+            scores = methods[name] if isinstance(methods[name], dict) else {}
+            psnr, ssim = scores.get("hole_psnr"), scores.get("ssim")
+            psnr = f"{psnr:6.2f} dB" if _number(psnr) else "     ? dB"
+            ssim = f"{ssim:.3f}" if _number(ssim) else "?"
+            lines.append(f"  {name:<{width}}  {psnr}  {ssim}")
+    if metrics.get("best_trial") is not None:
+        text = f"search: trial {metrics['best_trial']} is the best"
+        if _number(metrics.get("trials")):
+            text += f" of {metrics['trials']}"
+        if metrics.get("best_trial_directory"):
+            text += f" (its run: {metrics['best_trial_directory']})"
+        lines.append(text)
+    elif _number(metrics.get("best_epoch")) and _number(metrics.get("epochs")):
+        text = (
+            f"best validation epoch: {metrics['best_epoch'] + 1} of {metrics['epochs']}"
+        )
+        if metrics.get("stopped_early"):
+            text += " (stopped early)"
+        lines.append(text)
+    return lines
+
+
+# What each output of a run is, by name (a folder with a trailing "/").
+_OUTPUTS = {
+    METRICS_FILE: "every score, per-epoch curves, speed and hardware",
+    "model.keras": "the trained model (import cram_keras; keras.models.load_model)",
+    "figures/": "a figure per epoch",
+    "saved_model/": "TensorFlow SavedModel, for serving without cram_keras",
+    "tensorboard/": "TensorBoard logs: tensorboard --logdir {path}",
+    "trials.csv": "the search's trials, one row each (also trials.json)",
+    "best_config.json": "the best trial's settings",
+    "trials/": "one run per trial",
+    f"{TUNER_DIR}/": "keras-tuner's state of the search",
+    "saliency/": "the saliency network's run",
+    LOG_FILE: "one row per epoch",
+    f"{CHECKPOINT_DIR}/": "epoch checkpoints (a rerun resumes from them)",
+    CONFIG_FILE: "the settings and the data used",
+}
+_FIGURE_SUFFIXES = (".png", ".gif", ".pdf", ".svg")
+
+
+def run_outputs(directory):
+    """``[(name, what it is)]`` of what ``directory`` holds: metrics.json,
+    the model, the figures, then the rest; folders end in "/"."""
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    present = {}
+    for name in entries:
+        if name.startswith(".") or name == "workers":
+            continue
+        if name == "trials.json" and "trials.csv" in entries:
+            continue  # named with trials.csv
+        key = name + "/" if os.path.isdir(os.path.join(directory, name)) else name
+        present[key] = name
+    known = [key for key in _OUTPUTS if key in present]
+    figures = [key for key in present if key.endswith(_FIGURE_SUFFIXES)]
+    others = [key for key in present if key not in _OUTPUTS and key not in figures]
+    results = [key for key in known if key in (METRICS_FILE, "model.keras")]
+    ordered = results + figures + [k for k in known if k not in results] + others
+    return [
+        (
+            key,
+            ("figure" if key in figures else _OUTPUTS.get(key, "")).format(
+                path=os.path.join(os.path.abspath(directory), present[key])
+            ),
+        )
+        for key in ordered
+    ]
+
+
+def _print_summary(experiment, directory, metrics, nested, distribution, earlier=False):
+    """The run's last lines: the time, the headline scores, and where each
+    output is (a run inside another: one line). ``earlier``: the run had
+    finished before this process started."""
+    wall = metrics.get("wall_seconds")
+    took = f" in {format_seconds(wall)}" if _number(wall) else ""
+    if earlier:
+        took = " earlier" + took
+    if nested:
+        _say(f"finished {os.path.abspath(directory)}{took}")
+        return
+    if not distribution.is_chief:
+        _say(
+            f"worker {distribution.worker_index} finished{took}; the chief writes "
+            f"the run to {os.path.abspath(directory)}"
+        )
+        return
+    _say(f"Finished{took}. Results:")
+    for line in experiment.headline(metrics):
+        _say("  " + line)
+    _say(f"Outputs in {os.path.abspath(directory)}:")
+    rows = run_outputs(directory)
+    width = max((len(name) for name, _ in rows), default=0)
+    for name, what in rows:
+        _say(f"  {name:<{width}}  {what}".rstrip())
+
+
 # === The run ===
+
+# Runs of run_experiment in progress in this process (a search runs its
+# trials inside its own run): a run inside another prints less.
+_RUNS_IN_PROGRESS = 0
 
 
 def _ensure_built(model, example):
@@ -590,21 +858,80 @@ def run_experiment(
             "--stop-after-epochs must be a positive whole number of epochs. "
             f"Received: {stop_after_epochs!r}."
         )
+    global _RUNS_IN_PROGRESS
+    nested = _RUNS_IN_PROGRESS > 0  # e.g. a trial of a search
+    _RUNS_IN_PROGRESS += 1
+    try:
+        return _run(
+            experiment,
+            config,
+            output_dir,
+            distribution,
+            backend,
+            overwrite=overwrite,
+            smoke=smoke,
+            verbose=verbose,
+            log=log,
+            stop_after_epochs=stop_after_epochs,
+            nested=nested,
+        )
+    finally:
+        _RUNS_IN_PROGRESS -= 1
+
+
+def _run(
+    experiment,
+    config,
+    output_dir,
+    distribution,
+    backend,
+    *,
+    overwrite,
+    smoke,
+    verbose,
+    log,
+    stop_after_epochs,
+    nested,
+):
     state = inspect_run_dir(
         output_dir, config, overwrite, log, clear=distribution.is_chief
     )
     if state == "finished":
         metrics = read_json(os.path.join(output_dir, METRICS_FILE))
-        log(
-            f"{output_dir} is complete; metrics: {os.path.join(output_dir, METRICS_FILE)}"
+        _say(
+            f"run directory: {os.path.abspath(output_dir)} is complete (trained "
+            "earlier; --overwrite trains it again)"
+        )
+        if not nested:
+            _say(
+                _setup_line(
+                    metrics.get("backend"),
+                    metrics.get("distribution"),
+                    metrics.get("hardware"),
+                )
+            )
+            for line in _data_lines(metrics.get("data_source"), {}):
+                _say(line)
+        _print_summary(
+            experiment, output_dir, metrics, nested, distribution, earlier=True
         )
         return metrics
 
+    from cram_keras.platform_info import describe
+
+    _say(
+        f"run directory: {os.path.abspath(output_dir)} "
+        f"({'resuming' if state == 'resume' else 'new run'})"
+    )
+    if not nested:
+        _say(_setup_line(backend, distribution.describe(), describe()))
     start = time.perf_counter()
     data = experiment.load_data(config, log, smoke)
     experiment.check_inputs(config, data)
     source = experiment.data_source(data)
     source = source.to_dict() if hasattr(source, "to_dict") else source
+    for line in _data_lines(source, experiment.split_sizes(config, data)):
+        _say(line)
 
     run = Run(output_dir, config, distribution, smoke=smoke, log=log)
     if run.is_chief:
@@ -653,8 +980,6 @@ def run_experiment(
         metrics = experiment.evaluate(model, run, data)
         crash_point("after_evaluate")
         metrics.update(summary)
-        from cram_keras.platform_info import describe
-
         metrics.update(
             backend=backend,
             distribution=distribution.describe(),
@@ -682,7 +1007,7 @@ def run_experiment(
         metrics.pop("_this_process_train_seconds", None)
         if run.is_chief:
             write_json(run.path(METRICS_FILE), metrics)
-        print(json.dumps(metrics, indent=2, sort_keys=True, default=str))
+        _print_summary(experiment, output_dir, metrics, nested, distribution)
         return metrics
 
 
@@ -739,6 +1064,8 @@ def _train(
     loop_start = time.perf_counter()
     epoch = first_epoch
     limit = config.epochs if stop_after is None else min(config.epochs, stop_after)
+    progress = EpochProgress(config.epochs, until=limit)
+    progress.start()
     while not finished and epoch < limit:
         keras.utils.set_random_seed(epoch_seed(config.seed, epoch))
         rate = experiment.learning_rate(config, epoch)
@@ -749,8 +1076,9 @@ def _train(
             timer,
             _NaNGuard(run, epoch if record else 0),
             _CrashPoints(),
-            _Progress(config.epochs, interactive),
         ]
+        if interactive:
+            callbacks.append(_ProgressBar(config.epochs))
         if distribution.replicas > 1:
             callbacks.append(_SyncReplicaVariables(distribution))
         tensorboard = _tensorboard_callback(run)
@@ -764,7 +1092,7 @@ def _train(
             epochs=epoch + 1,
             callbacks=callbacks,
             shuffle=False,  # the epoch's dataset is already in its epoch order
-            verbose=0,  # _Progress reports the run's epochs
+            verbose=0,  # `progress` reports the run's epochs
         )
         # Also without a validation pass: the checkpoint holds the replicas'
         # mean statistics, which every worker then has.
@@ -811,6 +1139,11 @@ def _train(
         )
         if run.is_chief:
             _write_log_csv(run.path(LOG_FILE), rows)
+        progress.epoch_end(
+            epoch,
+            {k: v for k, v in row.items() if k not in _NOT_IN_EPOCH_LINE},
+            last=finished,
+        )
         epoch += 1
 
     if not finished:

@@ -1,8 +1,10 @@
 """The shared runner on a tiny regression experiment: resume without
 retraining, a damaged checkpoint falls back to the previous one, a failed
 first attempt never blocks the corrected command, a different config with
-completed epochs is refused, early stopping and best weights survive a
-restart, and a NaN loss stops the run naming epoch and step.
+completed epochs (or with a search's trials) is refused, a larger
+max_trials continues a search, early stopping and best weights survive a
+restart, a NaN loss stops the run naming epoch and step, and a run says
+where it goes, each epoch's time and ETA, and where its outputs are.
 
 The reference for every "resumed == uninterrupted" check is a separate
 uninterrupted run of the same config, not the code's own bookkeeping.
@@ -12,6 +14,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -378,3 +381,133 @@ def test_dtype_policy_scope_sets_and_restores_the_global_policy():
     assert keras.config.dtype_policy().name == before
     with dtype_policy_scope(ToyConfig()):  # no such setting: left alone
         assert keras.config.dtype_policy().name == before
+
+
+# === What a run prints ===
+
+_EPOCH_LINE = re.compile(r"^Epoch (\d+)/(\d+) - [\d.hms]+ - ETA [\d.hms]+ - (.*)$")
+
+
+def test_a_run_says_where_it_goes_each_epoch_and_where_its_outputs_are(
+    tmp_path, capsys
+):
+    out = tmp_path / "run"
+    metrics = run_experiment(Toy(), ToyConfig(epochs=3), str(out))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"run directory: {out} (new run)"
+    assert lines[1].startswith("backend: tensorflow; strategy: default (1 replica)")
+    assert lines[2] == "data: toy"
+
+    epochs = [m for m in map(_EPOCH_LINE.match, lines) if m]
+    assert [(m[1], m[2]) for m in epochs] == [("1", "3"), ("2", "3"), ("3", "3")]
+    with open(out / "log.csv") as f:
+        logged = list(csv.DictReader(f))
+    for match, row in zip(epochs, logged, strict=True):
+        assert f"val_loss: {float(row['val_loss']):.4g}" in match[3]
+
+    # The summary, not the metrics as JSON: the best epoch, then every entry
+    # of the run directory with what it is.
+    assert not any(line.startswith(("{", "}")) for line in lines)
+    best = f"best validation epoch: {metrics['best_epoch'] + 1} of 3"
+    assert any(line.strip() == best for line in lines)
+    listing = lines[lines.index(f"Outputs in {out}:") + 1 :]
+    named = [line.split()[0] for line in listing]
+    assert sorted(name.rstrip("/") for name in named) == sorted(os.listdir(out))
+    assert named[:2] == ["metrics.json", "model.keras"]
+    for name in named:
+        assert (out / name).is_dir() == name.endswith("/"), name
+
+    # A finished run says so, and shows the same summary.
+    run_experiment(Toy(), ToyConfig(epochs=3), str(out))
+    again = capsys.readouterr().out.splitlines()
+    assert again[0] == f"run directory: {out} is complete (trained earlier; " + (
+        "--overwrite trains it again)"
+    )
+    assert again[again.index(f"Outputs in {out}:") + 1 :] == listing
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    max_trials: int = option(1, "trials")
+    glimpse_range: list = option([1, 2], "glimpses searched", flag=False)
+
+
+def _search_dir(tmp_path, trials, finished):
+    """A run directory as a search leaves it: config.json, keras-tuner's
+    trial folders and, when finished, metrics.json (no epoch checkpoints of
+    its own)."""
+    out = tmp_path / "search"
+    (out / "trials").mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(SearchConfig())))
+    for i in range(trials):
+        (out / "tuner" / f"trial_{i}").mkdir(parents=True)
+        (out / "tuner" / f"trial_{i}" / "trial.json").write_text("{}")
+        (out / "trials" / str(i)).mkdir()
+        (out / "trials" / str(i) / "metrics.json").write_text("{}")
+    if finished:
+        (out / "metrics.json").write_text("{}")
+    return out
+
+
+def _files(directory):
+    return {
+        os.path.relpath(os.path.join(root, name), directory): os.stat(
+            os.path.join(root, name)
+        ).st_mtime_ns
+        for root, _, names in os.walk(directory)
+        for name in names
+    }
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_search_is_never_cleared_for_another_config(tmp_path, finished):
+    from cram_keras.experiments.runner import inspect_run_dir
+
+    out = _search_dir(tmp_path, trials=1, finished=finished)
+    before = _files(out)
+    notes = []
+    with pytest.raises(UsageError, match=r"a search with 1 trial \(tuner/\)") as error:
+        inspect_run_dir(str(out), SearchConfig(glimpse_range=[1, 1]), log=notes.append)
+    assert "glimpse_range: [1, 2] -> [1, 1]" in str(error.value)
+    assert "--overwrite" in str(error.value)
+    assert _files(out) == before and notes == []
+    # Nor with a changed max_trials on top.
+    with pytest.raises(UsageError):
+        inspect_run_dir(str(out), SearchConfig(max_trials=3, glimpse_range=[1, 1]))
+    assert _files(out) == before
+
+
+def test_a_larger_max_trials_continues_a_search(tmp_path):
+    from cram_keras.experiments.runner import inspect_run_dir
+
+    out = _search_dir(tmp_path, trials=1, finished=True)
+    trials = _files(out / "trials")
+    # Not more trials than it has: the search is done.
+    assert inspect_run_dir(str(out), SearchConfig()) == "finished"
+    assert inspect_run_dir(str(out), SearchConfig(max_trials=1)) == "finished"
+    notes = []
+    state = inspect_run_dir(str(out), SearchConfig(max_trials=2), log=notes.append)
+    assert state == "resume"
+    assert "max_trials: 1 -> 2" in notes[0] and "every trial is kept" in notes[0]
+    # The finished search's metrics.json goes (the continued search writes
+    # it again); every trial stays as it was.
+    assert not (out / "metrics.json").exists()
+    assert _files(out / "trials") == trials
+    assert (out / "tuner" / "trial_0" / "trial.json").exists()
+
+    # An interrupted search resumes under a changed max_trials.
+    out = _search_dir(tmp_path / "interrupted", trials=2, finished=False)
+    before = _files(out)
+    assert inspect_run_dir(str(out), SearchConfig(max_trials=5)) == "resume"
+    assert inspect_run_dir(str(out), SearchConfig(max_trials=1)) == "resume"
+    assert _files(out) == before
+
+
+def test_default_run_name_leaves_out_max_trials():
+    from cram_keras.experiments import inpaint
+
+    name = cli.default_run_name
+    base = name(inpaint.EXPERIMENT, inpaint.Config(tune=True))
+    assert name(inpaint.EXPERIMENT, inpaint.Config(tune=True, max_trials=40)) == base
+    other = inpaint.Config(tune=True, glimpse_range=[1, 4])
+    assert name(inpaint.EXPERIMENT, other) != base

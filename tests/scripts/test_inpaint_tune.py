@@ -1,10 +1,12 @@
-"""train_inpaint.py --tune: a two-trial search on the smoke data, killed
-during its second trial and after the search, then finished. Each trial is
-a run in trials/<id>; the table lists each trial's values (those its run
-was configured with) and objective (the held-out hole PSNR its run
-scored); best_config.json is the argmax; the rerun after the finished
-search trains nothing and scores the winner's own run; the first trial's
-files are never touched again. Bad search settings fail clearly."""
+"""train_inpaint.py --tune: a one-trial search on the smoke data, finished;
+another setting is then refused without deleting anything, while
+--max-trials 2 continues the search with one more trial, killed during it
+and after the search, then finished. Each trial is a run in trials/<id>;
+the table lists each trial's values (those its run was configured with)
+and objective (the held-out hole PSNR its run scored); best_config.json is
+the argmax; the rerun after the finished search trains nothing and scores
+the winner's own run; the first trial's files are never touched again. Bad
+search settings fail clearly."""
 
 import csv
 import json
@@ -22,11 +24,13 @@ SCRIPT = os.path.join(ROOT, "train_inpaint.py")
 SEARCHED = ("glimpses", "learning_rate", "min_scale")
 
 
-def run(out, crash_at):
+def run(out, crash_at, max_trials=2):
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
-    env["CRAM_KERAS_CRASH_AT"] = crash_at
+    env.pop("CRAM_KERAS_CRASH_AT", None)
+    if crash_at is not None:
+        env["CRAM_KERAS_CRASH_AT"] = crash_at
     return subprocess.run(
-        [sys.executable, SCRIPT, *tune_args(out)],
+        [sys.executable, SCRIPT, *tune_args(out, max_trials)],
         capture_output=True,
         text=True,
         env=env,
@@ -35,8 +39,8 @@ def run(out, crash_at):
     )
 
 
-def tune_args(out):
-    return ["--smoke", "--tune", "--max-trials", "2", "--epochs", "1",
+def tune_args(out, max_trials=2):
+    return ["--smoke", "--tune", "--max-trials", str(max_trials), "--epochs", "1",
             "--output-dir", str(out)]  # fmt: skip
 
 
@@ -61,14 +65,37 @@ def last_logged(path, key):
 
 
 @pytest.mark.slow
-def test_tune_survives_kills_and_reuses_the_winning_trial(tmp_path, monkeypatch):
+def test_tune_continues_survives_kills_and_reuses_the_winning_trial(
+    tmp_path, monkeypatch
+):
     out = tmp_path / "run"
-    # Killed after the first batch of the second trial.
+    # A finished search of one trial.
+    proc = run(out, None, max_trials=1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_json(out / "metrics.json")["trials"] == 1
+    assert sorted(os.listdir(out / "trials")) == ["0"]
+    first = mtimes(out / "trials/0")
+    everything = mtimes(out)
+
+    # Another searched range is another search: refused, nothing deleted.
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    proc = run_script_in_process(
+        SCRIPT, *tune_args(out, 2), "--set", "glimpse_range=1,1"
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "glimpse_range: [1, 2] -> [1, 1]" in proc.stderr
+    assert "a search with 1 trial" in proc.stderr and "--overwrite" in proc.stderr
+    assert mtimes(out) == everything
+
+    # --max-trials 2 continues it: one more trial, killed after its first
+    # batch.
     proc = run(out, "trial:1:batch:0")
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    assert (out / "trials/0/metrics.json").exists()
+    assert "max_trials: 1 -> 2" in proc.stderr
+    assert mtimes(out / "trials/0") == first
+    assert sorted(os.listdir(out / "trials")) == ["0", "1"]
     assert not (out / "trials/1/metrics.json").exists()
-    first = mtimes(out / "trials/0")
+    assert not (out / "metrics.json").exists()  # the search is not finished
     second_config = read_json(out / "trials/1/config.json")
 
     # Rerun, killed after the search (before the winner is scored): the
@@ -126,7 +153,12 @@ def test_tune_survives_kills_and_reuses_the_winning_trial(tmp_path, monkeypatch)
     trial = out / "trials" / best["trial_id"]
     trial_config = read_json(trial / "config.json")
     trial_config.pop("data_source")
-    assert best["config"] == trial_config
+    # The search's max_trials when the trial ran is no setting of its run.
+    assert best["config"]["max_trials"] == 2
+    assert {**best["config"], "max_trials": None} == {
+        **trial_config,
+        "max_trials": None,
+    }
     assert best["values"] == {name: trial_config[name] for name in SEARCHED}
 
     # metrics.json names the winner, whose own run was scored (not retrained).

@@ -1,10 +1,14 @@
-"""train_rnn_spn.py end to end: the smoke run writes every artifact, the
-export serves the same probabilities in a fresh process, an interrupted run
-resumes, and bad flags fail clearly."""
+"""train_rnn_spn.py end to end: the smoke run says where it writes, with
+which data, backend and strategy, before anything else (no TensorFlow C++
+logs), one line per epoch with its time and ETA, and ends naming its
+outputs; it writes every artifact, the export serves the same probabilities
+in a fresh process, an interrupted run resumes, and bad flags fail
+clearly."""
 
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -32,20 +36,59 @@ def run_script(*args, timeout=600):
     )
 
 
+# A line of TensorFlow's C++ logging (glog / absl prefix, or absl's notice).
+CPP_LOG = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] |WARNING: All log)")
+EPOCH_LINE = re.compile(r"^Epoch (\d+)/(\d+) - [\d.hms]+ - ETA [\d.hms]+ - \w")
+
+
+def check_run_report(output, out, data_dir, epochs):
+    """What a run prints, stdout and stderr together in order: its own
+    lines first, the run directory, data, backend and strategy among them,
+    no C++ log line at all (the scripts' default level), a line per epoch,
+    and a summary naming outputs that exist."""
+    lines = output.splitlines()
+    assert not [line for line in lines if CPP_LOG.match(line)], output[:3000]
+    first = lines.index(f"run directory: {out} (new run)")
+    assert all(line.startswith("note: ") for line in lines[:first]), output[:3000]
+    head = "\n".join(lines[first : first + 4])
+    assert "backend: tensorflow; strategy: default (1 replica)" in head
+    assert "\ndata: " in head and str(data_dir) in head
+    assert re.search(r"^splits: train \d+, valid \d+, test \d+$", head, re.M)
+    numbers = [m.group(1, 2) for m in map(EPOCH_LINE.match, lines) if m]
+    assert numbers == [(str(e), str(epochs)) for e in range(1, epochs + 1)], output
+    finished = next(i for i, line in enumerate(lines) if line.startswith("Finished"))
+    assert re.fullmatch(r"Finished in [\d.hms]+\. Results:", lines[finished])
+    assert re.fullmatch(
+        r"  test per digit error [\d.]+ %, test sequence error [\d.]+ %",
+        lines[finished + 1],
+    )
+    listing = lines[lines.index(f"Outputs in {out}:") + 1 :]
+    named = [line.split()[0] for line in listing]
+    for name in named:
+        assert (out / name).exists(), name
+    return named
+
+
 @pytest.mark.slow
 def test_smoke_run_writes_every_artifact_and_exports(fake_mnist_dir, tmp_path):
     out = tmp_path / "run"
-    proc = run_script(
-        "--smoke",
-        "--export",
-        "--data-dir",
-        str(fake_mnist_dir),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--output-dir",
-        str(out),
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # TF_CPP_MIN_LOG_LEVEL left to the script; stderr merged in order.
+    env = {k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_rnn_spn.py"), "--smoke",
+         "--export", "--data-dir", str(fake_mnist_dir), "--cache-dir",
+         str(tmp_path / "cache"), "--output-dir", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    named = check_run_report(proc.stdout, out, fake_mnist_dir, epochs=2)
+    assert set(named) >= {"metrics.json", "model.keras", "attention.png",
+                          "saved_model/", "tensorboard/", "log.csv"}  # fmt: skip
     for name in (
         "config.json",
         "log.csv",
