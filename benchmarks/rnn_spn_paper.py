@@ -48,6 +48,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -282,6 +283,7 @@ def write_report(args):
         "commit": args.commit or previous.get("commit") or _commit(),
         "hardware": args.hardware or describe(),
         "backend": args.backend or keras.backend.backend(),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "models": {},
         "lost_runs": list(previous.get("lost_runs", [])),
     }

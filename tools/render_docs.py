@@ -316,6 +316,10 @@ def rnn_spn_cpu(base):
                 f"{model['epochs_done']} ({model['best_epoch']})",
                 duration(model["train_wall_seconds"]),
                 whole(model["train_sequences_per_second"]),
+                ", ".join(
+                    f"{area:.2f}" for area in model.get("window_area_per_step", [])
+                ),
+                hardware(model) if model.get("hardware") else hardware(result),
                 state,
             ]
         )
@@ -327,6 +331,8 @@ def rnn_spn_cpu(base):
         "epochs (best)",
         "training time",
         "train sequences/s",
+        "window area per step (fraction of the image)",
+        "hardware",
         "state",
     ]
     return table(header, rows) + "\n\n" + source(name, result, base)

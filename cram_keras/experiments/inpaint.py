@@ -558,7 +558,7 @@ class InpaintingExperiment(Experiment):
     examples = """Examples:
     python train_inpaint.py --epochs 50                    # the paper's SVHN run
     python train_inpaint.py --epochs 50 --encoder cnn      # no-attention baseline
-    python train_inpaint.py --dataset mnist32 --data-dir ../shared/data/mnist --epochs 3
+    python train_inpaint.py --dataset mnist32 --data-dir MNIST_DIR --epochs 3
     python train_inpaint.py --dataset npz:svhn_subset.npz --data-dir DIR --mask random
     python train_inpaint.py --tune --max-trials 16 --epochs 10   # glimpses x rate x window
     python train_inpaint.py --smoke                        # seconds, offline

@@ -294,7 +294,7 @@ class RNNSPNExperiment(Experiment):
     )
     examples = """Examples:
     python train_rnn_spn.py --model rnn_spn --downsample 2          # paper setting
-    python train_rnn_spn.py --data-dir ../shared/data/mnist --epochs 3
+    python train_rnn_spn.py --data-dir MNIST_DIR --epochs 3
     python train_rnn_spn.py --smoke                                 # seconds, offline
     python train_rnn_spn.py --set gru_initializer=keras --epochs 6"""
     backends = ("tensorflow", "jax")

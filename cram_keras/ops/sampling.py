@@ -48,7 +48,7 @@ from cram_keras.utils import check_bool, check_choice
 PADDING_MODES = ("zeros", "border")
 # `scale_translate_sample` uses two matmuls while they cost at most this many
 # multiply-adds per output value (H*W/w + W), else the gather path. Measured
-# in benchmarks/README.md.
+# in docs/sampler.md.
 SEPARABLE_MAX_COST = 512
 
 

@@ -183,7 +183,7 @@ def _tf_config():
     except ValueError as err:
         raise StrategyError(
             f"TF_CONFIG is not valid JSON ({err}). Received: TF_CONFIG={raw!r}. "
-            'Set it as in the README, e.g. {"cluster": {"worker": ["host1:12345", '
+            'Set it as in docs/running.md, e.g. {"cluster": {"worker": ["host1:12345", '
             '"host2:12345"]}, "task": {"type": "worker", "index": 0}}.'
         ) from None
     if not isinstance(config, dict) or "cluster" not in config or "task" not in config:
@@ -246,7 +246,7 @@ def resolve_strategy(name="auto"):
         if tf_config is None:
             raise StrategyError(
                 "--strategy multiworker needs TF_CONFIG, the cluster description "
-                "of every worker (see the README's multi-machine example). "
+                "of every worker (see the multi-machine example in docs/running.md). "
                 "Received: TF_CONFIG unset."
             )
         index, is_chief, workers = _chief_of(tf_config)
