@@ -1,5 +1,6 @@
 """train_cls.py end to end: the smoke run writes every artifact for the oracle
-and the learned-saliency clue, the export serves the same probabilities in a
+(under --strategy mirrored on a CPU split into two logical devices, recording
+the two replicas) and the learned-saliency clue, the export serves the same probabilities in a
 fresh process, `--clue none` feeds zeros and adds no clue loss, an
 interrupted run resumes (without training the saliency network again), the
 `--tune` search writes its table and best configuration, and bad flags and
@@ -26,16 +27,33 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ENV = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
 SCRIPT = os.path.join(ROOT, "train_cls.py")
 
+# Runs `python SCRIPT ARGS...` with the CPU split into two logical devices
+# as TensorFlow finishes loading (before it starts), so that the script
+# itself still loads TensorFlow, with its own log level.
+SPLIT_CPU_AND_RUN = """
+import importlib.abc, importlib.util, runpy, sys
 
-def run_script(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, SCRIPT, *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=ROOT,
-        timeout=timeout,
-    )
+class SplitCpuOnLoad(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def load_and_split(tf):
+            load(tf)
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+        spec.loader.exec_module = load_and_split
+        return spec
+
+sys.meta_path.insert(0, SplitCpuOnLoad())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 def script_main():
@@ -83,10 +101,24 @@ def assert_run_artifacts(out, epochs):
 @pytest.mark.slow
 def test_smoke_oracle_writes_every_artifact_and_exports(fake_mnist_dir, tmp_path):
     out = tmp_path / "run"
-    args = ["--smoke", "--clue", "oracle", "--export", "--output-dir", str(out)]
-    proc = run_script(*args, *data_flags(fake_mnist_dir, tmp_path))
+    args = ["--smoke", "--clue", "oracle", "--export", "--strategy", "mirrored",
+            "--output-dir", str(out), *data_flags(fake_mnist_dir, tmp_path)]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", SPLIT_CPU_AND_RUN, SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     metrics = assert_run_artifacts(out, epochs=2)
+    assert metrics["distribution"] == {
+        "strategy": "mirrored",
+        "replicas": 2,
+        "workers": 1,
+    }
+    assert metrics["epochs"] == 2
     assert metrics["clue"] == "oracle" and metrics["beta"] == 0.1
     assert 0.0 <= metrics["glimpse_in_digit_box"] <= 1.0
     assert json.loads((out / "config.json").read_text())["clue"] == "oracle"

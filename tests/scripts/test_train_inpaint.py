@@ -1,8 +1,9 @@
-"""train_inpaint.py end to end: the smoke run writes every artifact, the
-export completes images as the Keras model does in a fresh process,
---eval-only rescores a checkpoint, an interrupted run resumes with all three
-optimizers' state, the default TFDS source works offline under
-mock_data, and bad data or flags fail with a clear message."""
+"""train_inpaint.py end to end: the smoke run (under --strategy mirrored on
+a CPU split into two logical devices, each step of the two replicas counted
+once) writes every artifact, the export completes images as the Keras model
+does in a fresh process, --eval-only rescores a checkpoint, an interrupted
+run resumes with all three optimizers' state, the default TFDS source works
+offline under mock_data, and bad data or flags fail with a clear message."""
 
 import csv
 import importlib.util
@@ -25,16 +26,33 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SCRIPT = os.path.join(ROOT, "train_inpaint.py")
 ENV = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
 
+# Runs `python SCRIPT ARGS...` with the CPU split into two logical devices
+# as TensorFlow finishes loading (before it starts), so that the script
+# itself still loads TensorFlow, with its own log level.
+SPLIT_CPU_AND_RUN = """
+import importlib.abc, importlib.util, runpy, sys
 
-def run_script(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train_inpaint.py"), *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=ROOT,
-        timeout=timeout,
-    )
+class SplitCpuOnLoad(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def load_and_split(tf):
+            load(tf)
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+        spec.loader.exec_module = load_and_split
+        return spec
+
+sys.meta_path.insert(0, SplitCpuOnLoad())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 def load_script():
@@ -63,9 +81,15 @@ def tiny_npz(tmp_path):
 def test_smoke_run_writes_every_artifact_exports_and_rescores(tiny_npz, tmp_path):
     out = tmp_path / "run"
     dataset = f"npz:{tiny_npz}"
-    proc = run_script(
-        "--smoke", "--export", "--dataset", dataset, "--output-dir", str(out)
-    )
+    proc = subprocess.run(
+        [sys.executable, "-c", SPLIT_CPU_AND_RUN, SCRIPT, "--smoke", "--export",
+         "--strategy", "mirrored", "--dataset", dataset, "--output-dir", str(out)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=600,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in (
         "config.json",
@@ -89,7 +113,15 @@ def test_smoke_run_writes_every_artifact_exports_and_rescores(tiny_npz, tmp_path
     for scores in metrics["methods"].values():
         assert set(scores) == {"hole_psnr", "hole_l1", "ssim"}
         assert all(np.isfinite(v) for v in scores.values())
+    assert metrics["distribution"] == {
+        "strategy": "mirrored",
+        "replicas": 2,
+        "workers": 1,
+    }
+    assert metrics["epochs"] == 2
     assert metrics["n_train"] == 64 and metrics["n_test"] == 20
+    # 64 training images in global batches of 16, two epochs: each step of
+    # the two replicas counts once.
     assert metrics["steps"] == {
         "generator": 8,
         "local_discriminator": 8,

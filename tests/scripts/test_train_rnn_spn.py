@@ -1,9 +1,10 @@
-"""train_rnn_spn.py end to end: the smoke run says where it writes, with
-which data, backend and strategy, before anything else (no TensorFlow C++
-logs), one line per epoch with its time and ETA, and ends naming its
-outputs; it writes every artifact, the export serves the same probabilities
-in a fresh process, an interrupted run resumes, and bad flags fail
-clearly."""
+"""train_rnn_spn.py end to end: the smoke run (under --strategy mirrored on
+a CPU split into two logical devices) says where it writes, with which data,
+backend and strategy, before anything else (no TensorFlow C++ logs), one
+line per epoch with its time and ETA, and ends naming its outputs; it
+records the two replicas, writes every artifact, the export serves the same
+probabilities in a fresh process, an interrupted run resumes, and bad flags
+fail clearly."""
 
 import csv
 import json
@@ -24,16 +25,33 @@ from testing import (
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
 
+# Runs `python SCRIPT ARGS...` with the CPU split into two logical devices
+# as TensorFlow finishes loading (before it starts), so that the script
+# itself still loads TensorFlow, with its own log level.
+SPLIT_CPU_AND_RUN = """
+import importlib.abc, importlib.util, runpy, sys
 
-def run_script(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train_rnn_spn.py"), *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=ROOT,
-        timeout=timeout,
-    )
+class SplitCpuOnLoad(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def load_and_split(tf):
+            load(tf)
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+        spec.loader.exec_module = load_and_split
+        return spec
+
+sys.meta_path.insert(0, SplitCpuOnLoad())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 # A line of TensorFlow's C++ logging (glog / absl prefix, or absl's notice).
@@ -41,7 +59,7 @@ CPP_LOG = re.compile(r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] |WARNING: All log)")
 EPOCH_LINE = re.compile(r"^Epoch (\d+)/(\d+) - [\d.hms]+ - ETA [\d.hms]+ - \w")
 
 
-def check_run_report(output, out, data_dir, epochs):
+def check_run_report(output, out, data_dir, epochs, strategy="default (1 replica)"):
     """What a run prints, stdout and stderr together in order: its own
     lines first, the run directory, data, backend and strategy among them,
     no C++ log line at all (the scripts' default level), a line per epoch,
@@ -51,7 +69,7 @@ def check_run_report(output, out, data_dir, epochs):
     first = lines.index(f"run directory: {out} (new run)")
     assert all(line.startswith("note: ") for line in lines[:first]), output[:3000]
     head = "\n".join(lines[first : first + 4])
-    assert "backend: tensorflow; strategy: default (1 replica)" in head
+    assert f"backend: tensorflow; strategy: {strategy}" in head
     assert "\ndata: " in head and str(data_dir) in head
     assert re.search(r"^splits: train \d+, valid \d+, test \d+$", head, re.M)
     numbers = [m.group(1, 2) for m in map(EPOCH_LINE.match, lines) if m]
@@ -74,19 +92,23 @@ def test_smoke_run_writes_every_artifact_and_exports(fake_mnist_dir, tmp_path):
     out = tmp_path / "run"
     # TF_CPP_MIN_LOG_LEVEL left to the script; stderr merged in order.
     env = {k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    argv = [os.path.join(ROOT, "train_rnn_spn.py"), "--smoke", "--export",
+            "--strategy", "mirrored", "--set", "n_train=32", "--data-dir",
+            str(fake_mnist_dir), "--cache-dir", str(tmp_path / "cache"),
+            "--output-dir", str(out)]  # fmt: skip
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "train_rnn_spn.py"), "--smoke",
-         "--export", "--data-dir", str(fake_mnist_dir), "--cache-dir",
-         str(tmp_path / "cache"), "--output-dir", str(out)],
+        [sys.executable, "-c", SPLIT_CPU_AND_RUN, *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
         cwd=ROOT,
         timeout=600,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stdout[-6000:]
-    named = check_run_report(proc.stdout, out, fake_mnist_dir, epochs=2)
+    named = check_run_report(
+        proc.stdout, out, fake_mnist_dir, epochs=2, strategy="mirrored (2 replicas)"
+    )
     assert set(named) >= {"metrics.json", "model.keras", "attention.png",
                           "saved_model/", "tensorboard/", "log.csv"}  # fmt: skip
     for name in (
@@ -106,6 +128,12 @@ def test_smoke_run_writes_every_artifact_and_exports(fake_mnist_dir, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("test_per_digit_error", "test_sequence_error", "wall_seconds"):
         assert key in metrics
+    assert metrics["distribution"] == {
+        "strategy": "mirrored",
+        "replicas": 2,
+        "workers": 1,
+    }
+    assert metrics["epochs"] == 2
     assert (
         0.0 <= metrics["test_per_digit_error"] <= metrics["test_sequence_error"] <= 1.0
     )
@@ -126,15 +154,13 @@ def test_smoke_run_writes_every_artifact_and_exports(fake_mnist_dir, tmp_path):
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
 
     # Rerunning a finished run does not train again.
-    again = run_script(
-        "--smoke",
-        "--export",
-        "--data-dir",
-        str(fake_mnist_dir),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--output-dir",
-        str(out),
+    again = subprocess.run(
+        [sys.executable, "-c", SPLIT_CPU_AND_RUN, *argv],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=600,
     )
     assert again.returncode == 0 and "is complete" in again.stdout + again.stderr
 
