@@ -59,7 +59,7 @@ from cram_keras.experiments.config import config_diff, config_to_dict, field_def
 from cram_keras.training.callbacks import EpochProgress, format_seconds
 from cram_keras.training.checkpoint import EpochCheckpoints, crash_point
 from cram_keras.training.distribute import Distribution, python_scalar
-from cram_keras.utils import atomic_path, read_json, write_json
+from cram_keras.utils import atomic_path, epoch_seed, read_json, write_json
 
 # Files and folders a run owns (removed by --overwrite or when a directory
 # without a completed epoch is reused with a new config).
@@ -82,11 +82,6 @@ class UsageError(ValueError):
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite (exit code 1)."""
-
-
-def epoch_seed(seed, epoch):
-    """The seed of epoch ``epoch`` of a run seeded ``seed`` (any process)."""
-    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
 
 
 @dataclasses.dataclass
