@@ -1051,6 +1051,29 @@ def headline(base):
                 link("rnn_spn_paper_gpu.json"),
             ]
         )
+    # Table 1 rows that ran on the CPU only (the GPU file has none of them).
+    cpu = load("rnn_spn_paper.json")
+    for key in table1_order(cpu["models"]):
+        if key in gpu["models"]:
+            continue
+        m = cpu["models"][key]
+        model, _, d = key.partition("_d")
+        state = (
+            f"early-stopped at epoch {m['epochs_done']}"
+            if m["stopped_early"]
+            else f"in progress: best of {m['epochs_done']} epochs so far"
+        )
+        rows.append(
+            [
+                f"RNN-SPN Table 1: {row_label(key)}",
+                "per-digit test error",
+                pct(m["paper_per_digit_error"]),
+                pct(m["test_per_digit_error_at_best"], 2),
+                f"paper protocol, `--model {model} --downsample {d}`, {state}; "
+                f"{short_hardware('rnn_spn_paper.json', dict(cpu, **m))}",
+                link("rnn_spn_paper.json"),
+            ]
+        )
     anchors = cls["anchors"]
     p = cls["protocol"]
     for clue in ("oracle", "saliency", "none"):
