@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from testing import (
+    SPLIT_CPU_AND_RUN,
     assert_clear_serving_errors,
     run_script_in_process,
     serve_in_fresh_process,
@@ -26,34 +27,6 @@ from testing import (
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
 SCRIPT = os.path.join(ROOT, "train_cls.py")
-
-# Runs `python SCRIPT ARGS...` with the CPU split into two logical devices
-# as TensorFlow finishes loading (before it starts), so that the script
-# itself still loads TensorFlow, with its own log level.
-SPLIT_CPU_AND_RUN = """
-import importlib.abc, importlib.util, runpy, sys
-
-class SplitCpuOnLoad(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "tensorflow":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        load = spec.loader.exec_module
-
-        def load_and_split(tf):
-            load(tf)
-            cpu = tf.config.list_physical_devices("CPU")[0]
-            tf.config.set_logical_device_configuration(
-                cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-
-        spec.loader.exec_module = load_and_split
-        return spec
-
-sys.meta_path.insert(0, SplitCpuOnLoad())
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
 
 
 def script_main():
