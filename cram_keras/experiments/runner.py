@@ -5,7 +5,10 @@ its Config, data, model, metrics and figures); `run_experiment` owns the
 rest, the same for every script:
 
 1. the backend check (one line naming the backends the experiment trains on);
-2. the run directory: a finished run returns its metrics at once; a
+2. the run directory, first taken for this process (`run_lock`: another
+   process running in it is refused with `RunDirectoryBusy`, exit code 2,
+   before anything is read or written; a lock left by a killed run is
+   taken over); then a finished run returns its metrics at once; a
    directory whose config differs is refused if it holds work (a completed
    epoch, a finished run, or trials of a search in ``tuner/``; the message
    names the differing fields and the two ways out: ``--output-dir`` or
@@ -37,8 +40,10 @@ splits used); one line per epoch with its time and an ETA
 scores and where each output is. Notes go to stderr.
 
 Under MultiWorkerMirroredStrategy every worker runs all of it (the
-collective steps must match) and only the chief writes; the other workers
-write just ``workers/worker-<i>/final.weights.h5``.
+collective steps must match) and only the chief writes and holds the run
+directory; the other workers write just
+``workers/worker-<i>/final.weights.h5``, and stop with the chief when it
+cannot take the directory.
 """
 
 import contextlib
@@ -56,6 +61,7 @@ import keras
 import numpy as np
 
 from cram_keras.experiments.config import config_diff, config_to_dict, field_default
+from cram_keras.training import run_lock
 from cram_keras.training.callbacks import EpochProgress, format_seconds
 from cram_keras.training.checkpoint import EpochCheckpoints, crash_point
 from cram_keras.training.distribute import Distribution, python_scalar
@@ -78,6 +84,14 @@ EXTENT_SETTINGS = ("max_trials",)
 
 class UsageError(ValueError):
     """A bad flag, config or run directory (exit code 2)."""
+
+
+class RunDirectoryBusy(UsageError, run_lock.DirectoryBusy):
+    """Another running process holds the run directory (exit code 2): one
+    paragraph naming it (`cram_keras.training.run_lock`)."""
+
+    def __init__(self, message, directory=None, holder=None):
+        run_lock.DirectoryBusy.__init__(self, message, directory, holder)
 
 
 class TrainingDiverged(RuntimeError):
@@ -308,6 +322,8 @@ def check_output_dir(path, flag="--output-dir"):
 
 def _clear_run_dir(directory):
     for name in os.listdir(directory):
+        if name == run_lock.LOCK_NAME:
+            continue  # this process's hold on the directory
         path = os.path.join(directory, name)
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)
@@ -857,21 +873,54 @@ def run_experiment(
     nested = _RUNS_IN_PROGRESS > 0  # e.g. a trial of a search
     _RUNS_IN_PROGRESS += 1
     try:
-        return _run(
-            experiment,
-            config,
-            output_dir,
-            distribution,
-            backend,
-            overwrite=overwrite,
-            smoke=smoke,
-            verbose=verbose,
-            log=log,
-            stop_after_epochs=stop_after_epochs,
-            nested=nested,
-        )
+        with _hold_run_dir(output_dir, distribution, log):
+            return _run(
+                experiment,
+                config,
+                output_dir,
+                distribution,
+                backend,
+                overwrite=overwrite,
+                smoke=smoke,
+                verbose=verbose,
+                log=log,
+                stop_after_epochs=stop_after_epochs,
+                nested=nested,
+            )
     finally:
         _RUNS_IN_PROGRESS -= 1
+
+
+@contextlib.contextmanager
+def _hold_run_dir(directory, distribution, log):
+    """The run directory belongs to one process at a time (`run_lock`): the
+    chief takes it before anything is read or written, and a busy one is
+    refused (`RunDirectoryBusy`). Under MultiWorkerMirroredStrategy every
+    worker learns whether the chief could (a collective), so that the
+    others stop with it instead of waiting for it."""
+    check_output_dir(directory)
+    lock = failure = None
+    if distribution.is_chief:
+        try:
+            lock = run_lock.acquire(directory, log=log)
+        except run_lock.DirectoryBusy as err:
+            failure = RunDirectoryBusy(str(err), err.directory, err.holder)
+        except Exception as err:  # noqa: BLE001  Raised below, on every worker.
+            failure = err
+    if not distribution.all_agree(failure is None):
+        if failure is not None:
+            raise failure
+        raise RunDirectoryBusy(
+            f"the chief of this cluster could not take the run directory "
+            f"{directory} (its message says why: another process holds it, or it "
+            "cannot be written); this worker stops with it.",
+            directory,
+        )
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _run(

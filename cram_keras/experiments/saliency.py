@@ -7,7 +7,9 @@ The network trains as a nested run of the same machinery
 (`SaliencyStage`, resumable epoch by epoch) into
 ``<run>/saliency/network/``; the clues and their IoU against the masks are
 kept in ``<run>/saliency/`` (`prepare_clues`), so a resumed classification
-run neither trains the network nor thresholds again.
+run neither trains the network nor thresholds again. One process at a
+time makes them: the one holding the run directory
+(`cram_keras.training.run_lock`).
 """
 
 import dataclasses
@@ -21,6 +23,7 @@ from cram_keras.data.saliency_masks import saliency_targets
 from cram_keras.experiments.config import option
 from cram_keras.experiments.runner import Experiment, run_experiment
 from cram_keras.models.saliency import SaliencyNetwork
+from cram_keras.training import run_lock
 from cram_keras.training.saliency import (
     load_clues,
     mask_iou,
@@ -115,7 +118,15 @@ def prepare_clues(config, splits, output_dir):
     info_path = os.path.join(directory, "metrics.json")
     if os.path.exists(clues_path) and os.path.exists(info_path):
         return load_clues(clues_path, splits), read_json(info_path)
+    # One process makes the clues (the run that holds `output_dir` may take
+    # it again; the network's own run holds its directory too).
+    with run_lock.hold(output_dir):
+        return _make_clues(config, splits, directory, clues_path, info_path)
 
+
+def _make_clues(config, splits, directory, clues_path, info_path):
+    if os.path.exists(clues_path) and os.path.exists(info_path):
+        return load_clues(clues_path, splits), read_json(info_path)
     os.makedirs(directory, exist_ok=True)
     targets = saliency_targets(splits, pseudo_masks=config.dataset == "svhn")
     start = time.perf_counter()

@@ -92,6 +92,20 @@ class Distribution:
                 "replicas answered."
             )
 
+    def all_agree(self, ok):
+        """Whether every worker of the cluster passed a true ``ok`` (``ok``
+        itself with a single worker). Every worker must call it at the same
+        point, as `barrier`."""
+        if self.workers < 2 or self.strategy is None:
+            return bool(ok)
+        import tensorflow as tf
+
+        strategy = self.strategy
+        value = 1.0 if ok else 0.0
+        votes = strategy.run(lambda: tf.constant(value))
+        total = strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)
+        return int(round(float(total.numpy()))) == strategy.num_replicas_in_sync
+
     def sync_replica_variables(self, model):
         """Sets every replica's copy of each variable of ``model`` that the
         replicas update on their own to the mean over all replicas (of every

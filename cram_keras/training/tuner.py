@@ -31,6 +31,10 @@ The space is also small (8 glimpse counts x one log-scale rate), where random
 search with equal budgets covers it well (Bergstra & Bengio, 2012), and
 equal budgets give a trials table whose rows compare like with like.
 
+`run_glimpse_search` and `run_search` hold their directory for the whole
+search (`cram_keras.training.run_lock`): a second search started on the
+same directory is refused before it writes anything.
+
 The search is resumable as any keras-tuner search: the tuner is created with
 `overwrite=False` and its project directory holds the oracle state and every
 trial; rerunning the same search reloads it, skips finished trials, re-runs
@@ -70,6 +74,7 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
+from cram_keras.training import run_lock
 from cram_keras.training.checkpoint import CRASH_ENV
 from cram_keras.utils import (
     atomic_path,
@@ -326,6 +331,19 @@ def load_trial_model(tuner, trial_id):
     return tuner.load_model(tuner.oracle.get_trial(trial_id))
 
 
+def _hold_search(directory):
+    """A search directory belongs to one process at a time
+    (`cram_keras.training.run_lock`; a run of the runner already holds its
+    own, which it may take again): a second search there is refused with
+    `run_lock.DirectoryBusy` before it writes anything."""
+    return run_lock.hold(
+        os.fspath(directory),
+        what="search directory",
+        flag="directory",
+        overwrite_flag=None,
+    )
+
+
 def run_glimpse_search(
     build_model,
     train,
@@ -351,44 +369,47 @@ def run_glimpse_search(
     `best_configuration` with `config`, `best_config(best)` (the run's
     config with the winning values).
     """
-    hypermodel = GlimpseHyperModel(
-        build_model,
-        example_inputs=example_inputs,
-        glimpse_range=tuple(glimpse_range),
-        learning_rate_range=tuple(learning_rate_range),
-    )
-    tuner = glimpse_search(
-        hypermodel, directory, "tuner", max_trials=max_trials, seed=seed
-    )
-    tuner.search(
-        train,
-        validation_data=valid,
-        epochs=epochs,
-        callbacks=[keras.callbacks.TensorBoard(os.path.join(directory, "tensorboard"))],
-        shuffle=False,  # the dataset shuffles itself
-        verbose=2,
-    )
-    rows = trials_table(tuner)
-    write_trials_table(
-        rows,
-        os.path.join(directory, "trials.csv"),
-        os.path.join(directory, "trials.json"),
-    )
-    best = best_configuration(tuner)
-    write_json(
-        os.path.join(directory, "best_config.json"),
-        dict(best, config=best_config(best)),
-    )
-    model = load_trial_model(tuner, best["trial_id"])
-    row = next(r for r in rows if r["trial_id"] == best["trial_id"])
-    summary = {
-        "epochs": row["epochs"],
-        "best_epoch": row["best_epoch"],
-        "valid_error_per_epoch": row["val_error_per_epoch"],
-        "trials": len(rows),
-        "best_trial": best["trial_id"],
-    }
-    return model, best, summary
+    with _hold_search(directory):
+        hypermodel = GlimpseHyperModel(
+            build_model,
+            example_inputs=example_inputs,
+            glimpse_range=tuple(glimpse_range),
+            learning_rate_range=tuple(learning_rate_range),
+        )
+        tuner = glimpse_search(
+            hypermodel, directory, "tuner", max_trials=max_trials, seed=seed
+        )
+        tuner.search(
+            train,
+            validation_data=valid,
+            epochs=epochs,
+            callbacks=[
+                keras.callbacks.TensorBoard(os.path.join(directory, "tensorboard"))
+            ],
+            shuffle=False,  # the dataset shuffles itself
+            verbose=2,
+        )
+        rows = trials_table(tuner)
+        write_trials_table(
+            rows,
+            os.path.join(directory, "trials.csv"),
+            os.path.join(directory, "trials.json"),
+        )
+        best = best_configuration(tuner)
+        write_json(
+            os.path.join(directory, "best_config.json"),
+            dict(best, config=best_config(best)),
+        )
+        model = load_trial_model(tuner, best["trial_id"])
+        row = next(r for r in rows if r["trial_id"] == best["trial_id"])
+        summary = {
+            "epochs": row["epochs"],
+            "best_epoch": row["best_epoch"],
+            "valid_error_per_epoch": row["val_error_per_epoch"],
+            "trials": len(rows),
+            "best_trial": best["trial_id"],
+        }
+        return model, best, summary
 
 
 # === Searches whose trials are runs ===
@@ -594,38 +615,40 @@ def run_search(
     `trials.csv`, `trials.json` and `best_config.json`: the best trial's
     id, run directory, values and objective, and `best_config(values)`.
     """
-    search = RunSearch(
-        train_trial,
-        search_space(ranges, log=log),
-        objective,
-        directory,
-        "tuner",
-        max_trials=max_trials,
-        seed=seed,
-        failed_errors=failed_errors,
-    )
-    search.search(verbose=1)
-    rows = run_trials_table(search)
-    best = best_row(rows, objective, "max", where=f"the search in {directory}")
-    values = {name: best[name] for name in hyperparameter_names(search)}
-    if write:
-        write_trials_table(
-            rows,
-            os.path.join(directory, "trials.csv"),
-            os.path.join(directory, "trials.json"),
-            table_columns(search),
+    # Another worker (``write`` False) leaves the directory to the chief.
+    with _hold_search(directory) if write else contextlib.nullcontext():
+        search = RunSearch(
+            train_trial,
+            search_space(ranges, log=log),
+            objective,
+            directory,
+            "tuner",
+            max_trials=max_trials,
+            seed=seed,
+            failed_errors=failed_errors,
         )
-        write_json(
-            os.path.join(directory, "best_config.json"),
-            {
-                "trial_id": best["trial_id"],
-                "run_directory": trial_directory(best["trial_id"]),
-                "values": values,
-                objective: best[objective],
-                "config": best_config(values),
-            },
-        )
-    return best, values, rows
+        search.search(verbose=1)
+        rows = run_trials_table(search)
+        best = best_row(rows, objective, "max", where=f"the search in {directory}")
+        values = {name: best[name] for name in hyperparameter_names(search)}
+        if write:
+            write_trials_table(
+                rows,
+                os.path.join(directory, "trials.csv"),
+                os.path.join(directory, "trials.json"),
+                table_columns(search),
+            )
+            write_json(
+                os.path.join(directory, "best_config.json"),
+                {
+                    "trial_id": best["trial_id"],
+                    "run_directory": trial_directory(best["trial_id"]),
+                    "values": values,
+                    objective: best[objective],
+                    "config": best_config(values),
+                },
+            )
+        return best, values, rows
 
 
 def hyperparameter_names(search):
