@@ -14,6 +14,8 @@ Test modules import it as `from testing import ...` (pytest puts `tests/` on
   current backend (TensorFlow, JAX or PyTorch).
 - `native_sampler_unavailable()`: why the compiled TensorFlow sampler
   cannot be built here, or None.
+- `held_by_another_process(directory)`: a context in which another (small,
+  TensorFlow-free) process holds `directory` (`cram_keras.training.run_lock`).
 - `supports_float64()`: whether keras.ops compute in float64 on this
   backend (only TensorFlow; elsewhere Keras promotes float64 to float32).
 - `reference_affine_grid`, `reference_bilinear_sample`, `pixel_coordinates`:
@@ -363,3 +365,43 @@ sys.meta_path.insert(0, SplitCpuOnLoad())
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
+
+
+# A process that holds a directory (cram_keras.training.run_lock, loaded by
+# its path: no TensorFlow start-up) until its stdin closes.
+_HOLD_DIRECTORY = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("run_lock", sys.argv[1])
+run_lock = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(run_lock)
+lock = run_lock.acquire(sys.argv[2], name=sys.argv[3])
+print("held", flush=True)
+sys.stdin.read()
+lock.release()
+"""
+
+
+def held_by_another_process(directory, name=".lock"):
+    """A context manager: another process holds ``directory`` (its lock file
+    ``name``) while the body runs; yields that process (a ``Popen``)."""
+    import contextlib
+    import subprocess
+
+    from cram_keras.training import run_lock
+
+    @contextlib.contextmanager
+    def held():
+        child = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_DIRECTORY, run_lock.__file__,
+             str(directory), name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            assert child.stdout.readline().strip() == "held"
+            yield child
+        finally:
+            child.communicate("", timeout=60)
+
+    return held()

@@ -7,7 +7,9 @@ being written (the temporary file exists, the final name does not yet),
 between the weights and the epoch's record, after the last epoch (during
 batch-norm recalibration / before evaluation), during the final evaluation,
 and after the figures. After every kill the same command is run again; the
-last one finishes the run. Then `log.csv` holds each epoch exactly once,
+last one finishes the run; each run after a kill takes over the lock the
+killed one left on the run directory, saying so in one line. Then
+`log.csv` holds each epoch exactly once,
 `metrics.json` counts the epochs right, and — with `--deterministic` — the
 final weights equal those of an uninterrupted run bit for bit (tolerance 0).
 """
@@ -62,6 +64,7 @@ def weights(out):
 
 
 def kill_then_finish(script, out, moments, *args, backend="tensorflow"):
+    killed = None
     for moment in moments:
         proc = run(script, out, *args, crash_at=moment, backend=backend)
         assert proc.returncode == -signal.SIGKILL, (
@@ -69,9 +72,25 @@ def kill_then_finish(script, out, moments, *args, backend="tensorflow"):
             + proc.stderr[-3000:]
         )
         assert not (out / "metrics.json").exists(), moment
+        if killed is not None:
+            assert_took_over(proc, out, killed)
+        # The killed run's lock stays; the next run takes it over.
+        killed = json.loads((out / ".lock").read_text())["pid"]
     proc = run(script, out, *args, backend=backend)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert_took_over(proc, out, killed)
+    assert not (out / ".lock").exists()
     return proc
+
+
+def assert_took_over(proc, out, pid):
+    """``proc`` took over the run directory from the killed process ``pid``
+    (one line), and went on."""
+    said = f"note: {out}: took over from "
+    notes = [line for line in proc.stderr.splitlines() if line.startswith(said)]
+    assert len(notes) == 1, proc.stderr[-3000:]
+    assert notes[0].startswith(f"{said}pid {pid} on this machine ("), notes[0]
+    assert notes[0].endswith("which is no longer running."), notes[0]
 
 
 @pytest.mark.slow

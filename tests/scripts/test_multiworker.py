@@ -6,6 +6,8 @@ figures, the SavedModel, checkpoints, TensorBoard), the other worker only
 with, read from the file each one wrote, are identical.
 
 Also: another worker leaves a run that --overwrite discards to the chief;
+when the chief cannot take the run directory (another process holds it),
+every worker stops with exit code 2;
 and the Keras limitations that `work_around_multiworker_fit` works around
 are still there (the test to fail the day Keras fixes them)."""
 
@@ -20,6 +22,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from testing import held_by_another_process
 
 from cram_keras.experiments.config import option
 from cram_keras.experiments.runner import Experiment, run_experiment
@@ -154,6 +157,7 @@ def test_two_local_workers_run_the_script_to_the_end(script, fake_mnist_dir, tmp
         str(p.relative_to(out / "workers")) for p in (out / "workers").rglob("*")
     )
     assert written == ["worker-1", os.path.join("worker-1", "final.weights.h5")]
+    assert not (out / ".lock").exists()  # the chief held the directory
     assert _event_file_pids(out) == {chief.pid}
     assert other.pid != chief.pid
 
@@ -165,6 +169,29 @@ def test_two_local_workers_run_the_script_to_the_end(script, fake_mnist_dir, tmp
     assert len(chief_model.weights) > 0
     for a, b in zip(chief_model.weights, other_model.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), a.path)
+
+
+@pytest.mark.slow
+def test_workers_stop_with_a_chief_whose_run_directory_is_busy(tmp_path):
+    """The chief alone takes the run directory; held by another process, the
+    chief is refused (exit 2, one paragraph) and the other worker stops with
+    it (exit 2) instead of waiting for it; nothing is written."""
+    out = tmp_path / "run"
+    out.mkdir()
+    argv = [os.path.join(ROOT, "train_rnn_spn.py"), "--smoke", "--strategy",
+            "multiworker", "--output-dir", str(out)]  # fmt: skip
+    with held_by_another_process(out) as holder:
+        (chief, _, chief_err), (other, _, other_err) = run_workers(argv, timeout=300)
+        assert sorted(os.listdir(out)) == [".lock"]
+    assert chief.returncode == 2, chief_err[-3000:]
+    assert other.returncode == 2, other_err[-3000:]
+    assert "Traceback" not in chief_err + other_err
+    assert f"error: {out} is in use by another process: pid {holder.pid}" in chief_err
+    assert (
+        f"error: the chief of this cluster could not take the run directory {out}"
+        in other_err
+    )
+    assert os.listdir(out) == []
 
 
 # A worker of a two-worker cluster: fits a tiny model under

@@ -6,7 +6,8 @@ search whose trials are runs (`RunSearch`, with fake runs): its table holds
 each trial's values and objective, the best row is the argmax; a rerun
 trains nothing; an interrupted trial resumes with its id and values; a
 diverged trial fails alone while other errors stop the search; the seed
-fixes the values."""
+fixes the values; a second search in a directory that another process is
+searching is refused."""
 
 import csv
 import json
@@ -212,6 +213,32 @@ def test_run_search_table_best_row_and_rerun_without_training(tmp_path):
     assert again.calls == []
     run_search(tmp_path, again, max_trials=4)
     assert [trial_id for trial_id, _ in again.calls] == ["3"]
+
+
+def test_a_second_search_in_one_directory_is_refused_before_it_writes(tmp_path):
+    """`run_search` holds its directory (`cram_keras.training.run_lock`): a
+    search while another process holds it writes nothing; once free, the
+    search runs, and leaves no lock behind."""
+    from testing import held_by_another_process
+
+    from cram_keras.training import run_lock
+
+    def search(runs):
+        return tuning.run_search(
+            runs, SPACE, "psnr", str(tmp_path), log=("learning_rate",),
+            max_trials=2, seed=0, best_config=dict,
+        )  # fmt: skip
+
+    runs = FakeRuns()
+    with held_by_another_process(tmp_path) as holder:
+        with pytest.raises(run_lock.DirectoryBusy, match=f"pid {holder.pid}") as busy:
+            search(runs)
+        assert "One process at a time writes a search directory" in str(busy.value)
+        assert sorted(os.listdir(tmp_path)) == [".lock"]
+    assert runs.calls == []
+    search(runs)
+    assert len(runs.calls) == 2
+    assert "tuner" in os.listdir(tmp_path) and ".lock" not in os.listdir(tmp_path)
 
 
 @pytest.mark.parametrize("interrupted", ["0", "1"])
