@@ -7,12 +7,15 @@ stay the same.
    100, random inputs of the real shape) under each policy, as
    `train_speed.py` times them.
 2. Curves: the same short training run (the paper's recipe on
-   `--n-train` generated sequences, `--epochs` epochs, one seed) under each
-   policy, from the same initial weights and batch order; per epoch the
-   training loss and the validation per-digit error.
+   `--n-train` generated sequences, `--epochs` epochs, one seed; or the
+   settings of a named configuration, `--config`) under each policy, from
+   the same initial weights and batch order; per epoch the training loss
+   and the validation per-digit error.
 
-    python benchmarks/bf16_check.py --data-dir MNIST_DIR \
-        --output benchmarks/results/bf16_check.json
+The committed file came from the configuration `rnn_spn/bf16_check`:
+
+    python benchmarks/bf16_check.py --config rnn_spn/bf16_check \
+        --data-dir MNIST_DIR --output benchmarks/results/bf16_check.json
 
 Without `--data-dir` the bundled MNIST sample is used. Run the speed part on
 an otherwise idle machine; the file records how busy the CPUs were and
@@ -36,7 +39,7 @@ import tempfile  # noqa: E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from cram_keras.experiments import rnn_spn  # noqa: E402
+from cram_keras.experiments import named, rnn_spn  # noqa: E402
 from cram_keras.platform_info import cpu_flags, describe  # noqa: E402
 from cram_keras.utils import write_json  # noqa: E402
 
@@ -63,13 +66,46 @@ def curve(config, policy, runs_dir):
     }
 
 
+def curves_config(args):
+    """The curves' Config: a named configuration's settings, or the paper's
+    recipe on --n-train sequences (a quarter of them, at least 100, for
+    validation and test); --n-train and --epochs change either."""
+    changes = {"data_dir": args.data_dir}
+    if args.epochs is not None:
+        changes["epochs"] = args.epochs
+    if args.config:
+        if args.n_train is not None:
+            changes.update(n_train=args.n_train)
+        return named.load(args.config, "rnn_spn")[0].resolve(changes=changes)
+    n_train = 4000 if args.n_train is None else args.n_train
+    return rnn_spn.Config(
+        model="rnn_spn",
+        epochs=changes.pop("epochs", 4),
+        n_train=n_train,
+        n_valid=max(n_train // 4, 100),
+        n_test=max(n_train // 4, 100),
+        **changes,
+    )
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--data-dir", default=None, help="MNIST files (default: bundled)")
-    p.add_argument("--n-train", type=int, default=4000, help="training sequences")
-    p.add_argument("--epochs", type=int, default=4, help="epochs of each curve")
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="NAME",
+        help="the curves' settings from a named configuration, e.g. "
+        "rnn_spn/bf16_check (its --n-train and --epochs unless given)",
+    )
+    p.add_argument(
+        "--n-train", type=int, default=None, help="training sequences (default 4000)"
+    )
+    p.add_argument(
+        "--epochs", type=int, default=None, help="epochs of each curve (default 4)"
+    )
     p.add_argument("--steps", type=int, default=10, help="timed steps per policy")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--threads", type=int, default=2)
@@ -84,6 +120,7 @@ def main(argv=None):
     )
     p.add_argument("--output", default="benchmarks/results/bf16_check.json")
     args = p.parse_args(argv)
+    config = curves_config(args)  # a bad configuration stops here
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
 
     speed = {}
@@ -117,14 +154,6 @@ def main(argv=None):
     if args.speed_only:
         write_json(args.output, record)
         return 0
-    config = rnn_spn.Config(
-        model="rnn_spn",
-        epochs=args.epochs,
-        n_train=args.n_train,
-        n_valid=max(args.n_train // 4, 100),
-        n_test=max(args.n_train // 4, 100),
-        data_dir=args.data_dir,
-    )
     # Rerunning with the same --runs-dir resumes the curves' runs.
     runs_dir = args.runs_dir or tempfile.mkdtemp(prefix="bf16_check_")
     curves = {policy: curve(config, policy, runs_dir) for policy in POLICIES}
@@ -139,6 +168,12 @@ def main(argv=None):
             k: v for k, v in dataclasses.asdict(config).items() if k != "dtype_policy"
         },
     )
+    if args.config:
+        record.update(
+            configuration=args.config,
+            settings=named.recorded_settings(config, ("dtype_policy",)),
+            commit=named.commit(),
+        )
     if args.reuse_speed:
         record["command"] += "  (speed from the earlier --speed-only run)"
     write_json(args.output, record)

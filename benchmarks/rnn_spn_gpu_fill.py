@@ -31,15 +31,17 @@ Jobs (the arguments; without any: ``rnn_spn ffn_spn conv``, the three d = 2
 rows of Table 1):
 
 * ``search``: the validation search over dropout rate, placement and d
-  (benchmarks/rnn_spn_dropout_search.py, with SEARCH_ARGS, e.g.
-  ``--models rnn_spn --epochs 20``), split into SHARDS shards (default: the
-  largest stage), one process each (``--shard K/N``);
+  (``run_study.py rnn_spn/dropout_search``, the configuration
+  SEARCH_CONFIG, with SEARCH_ARGS, e.g. ``--models rnn_spn --epochs 20``),
+  split into SHARDS shards (default: the largest stage), one process each
+  (``--shard K/N``);
 * ``search:K/N``: one shard of it;
 * ``MODEL[:D][:KEY=VALUE...]``: a Table 1 row trained to the paper protocol
-  by benchmarks/rnn_spn_paper.py (run directory ``<model>`` for d = 2 and the
-  CNN, ``<model>_d<d>`` otherwise), each KEY=VALUE one ``--set`` of it, e.g.
-  ``rnn_spn:3:dropout=0.3:dropout_placement=paper``. D defaults to 2; the
-  CNN (``conv``) takes none.
+  by ``run_study.py rnn_spn/table1`` (the configuration CONFIG; the row is
+  its variant ``<model>`` for d = 2 and the CNN, ``<model>_d<d>``
+  otherwise, and names the run directory), each KEY=VALUE one ``--set`` of
+  it, e.g. ``rnn_spn:3:dropout=0.3:dropout_placement=paper``. D defaults
+  to 2; the CNN (``conv``) takes none.
 
 Processes start in the job list's order, in stages (STAGES, default
 3,6,9,12 processes): each stage waits until every new process has committed
@@ -80,10 +82,11 @@ progress). Then OUT receives:
   when its weights (both files, if the best epoch is not the newest) exceed
   RESUME_BYTES;
 * ``report.tar.gz``: the reports run after the pack over every run so far,
-  ``rnn_spn_paper.py --report`` (the progress file rnn_spn_paper_gpu.json,
-  the learning curves, attention figures; test errors at the best
-  validation epoch so far) and ``rnn_spn_dropout_search.py --report``
-  (rnn_spn_dropout_search_gpu.json), and their logs.
+  ``run_study.py rnn_spn/table1 --report`` (the progress file
+  rnn_spn_paper_gpu.json, the learning curves, attention figures; test
+  errors at the best validation epoch so far) and ``run_study.py
+  rnn_spn/dropout_search --report`` (rnn_spn_dropout_search_gpu.json), and
+  their logs.
 
 RESUME_DIR is unpacked into RUNS_DIR (default runs/rnn_spn_paper_gpu) before
 anything starts; its report.tar.gz gives the reports the progress files to
@@ -110,14 +113,16 @@ import tarfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CAMPAIGN = os.path.join(REPO, "benchmarks", "rnn_spn_paper.py")
-SEARCH = os.path.join(REPO, "benchmarks", "rnn_spn_dropout_search.py")
+STUDY = os.path.join(REPO, "run_study.py")
 WRAPPER = "benchmarks/rnn_spn_paper_gpu.sh"
+# The configurations the jobs run (CONFIG, SEARCH_CONFIG).
+TABLE_CONFIG = "rnn_spn/table1"
+SEARCH_CONFIG = "rnn_spn/dropout_search"
 
 MIB = 1 << 20
 MODELS = ("rnn_spn", "ffn_spn", "conv")
 DEFAULT_JOBS = ("rnn_spn", "ffn_spn", "conv")
-# The search's default epochs per trial (rnn_spn_dropout_search.EPOCHS).
+# The search's default epochs per trial (its configuration's EPOCHS_PER_TRIAL).
 SEARCH_EPOCHS = 20
 # Config fields the campaign sets from a job's own words.
 JOB_FIELDS = ("model", "downsample", "data_dir")
@@ -147,7 +152,7 @@ class SettingError(ValueError):
 
 
 def row_key(model, downsample=2.0):
-    """The campaign's run directory of a Table 1 row (rnn_spn_paper.row_key)."""
+    """A Table 1 row's variant and run directory (table1.row_key)."""
     if model == "conv" or float(downsample) == 2.0:
         return model
     return f"{model}_d{float(downsample):g}"
@@ -340,9 +345,19 @@ def build_parser():
         help="shards of the job 'search' (SHARDS; default: the largest stage)",
     )
     p.add_argument(
+        "--config",
+        default=_env("CONFIG", TABLE_CONFIG),
+        help=f"the configuration of the Table rows (CONFIG; default {TABLE_CONFIG})",
+    )
+    p.add_argument(
+        "--search-config",
+        default=_env("SEARCH_CONFIG", SEARCH_CONFIG),
+        help=f"the configuration of the search (SEARCH_CONFIG; default {SEARCH_CONFIG})",
+    )
+    p.add_argument(
         "--search-args",
         default=_env("SEARCH_ARGS", ""),
-        help="more arguments of rnn_spn_dropout_search.py (SEARCH_ARGS)",
+        help="more arguments of the search's run_study.py (SEARCH_ARGS)",
     )
     p.add_argument(
         "--resume-bytes",
@@ -420,6 +435,8 @@ class Settings:
     warmup_max: float = 240.0
     report_timeout: float = 120.0
     call_seconds: float = 0.0
+    config: str = TABLE_CONFIG
+    search_config: str = SEARCH_CONFIG
 
     @property
     def deadline(self):
@@ -467,6 +484,14 @@ def settings_from_args(args):
         )
     shards = _whole("SHARDS", args.shards, 1) if args.shards else stages[-1]
     jobs = parse_jobs(args.jobs, shards)
+    rows = config_variants(args.config)
+    config_variants(args.search_config)
+    for job in jobs:
+        if job.kind == "table" and job.name not in rows:
+            raise SettingError(
+                f"job {job.spec()!r}: {job.name} is not a row of {args.config} "
+                f"(its rows: {', '.join(rows)})"
+            )
     search_args, search_epochs = parse_search_args(args.search_args)
     if args.max_files < len(FIXED_FILES):
         raise SettingError(f"--max-files must be at least {len(FIXED_FILES)}")
@@ -494,6 +519,8 @@ def settings_from_args(args):
         warmup_max=args.warmup_max,
         report_timeout=_positive("REPORT_TIMEOUT", args.report_timeout),
         call_seconds=_positive("CALL_SECONDS", args.call_seconds, allow_zero=True),
+        config=args.config,
+        search_config=args.search_config,
     )
     if settings.resume_dir:
         check_resume_dir(settings.resume_dir)
@@ -504,6 +531,24 @@ def settings_from_args(args):
                 "or rerun without RESUME_DIR to continue the runs there"
             )
     return settings
+
+
+def config_variants(name):
+    """The variant names of configuration ``name`` (configs/NAME.py), read
+    with the standard library alone; SettingError if there is none."""
+    import ast
+
+    path = os.path.join(REPO, "configs", *name.split("/")) + ".py"
+    if "." in name or not os.path.isfile(path):
+        raise SettingError(f"no configuration {name!r} (configs/{name}.py)")
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            getattr(t, "id", None) == "VARIANTS" for t in node.targets
+        ):
+            return [ast.literal_eval(key) for key in node.value.keys]
+    return []
 
 
 def _holds_runs(runs_dir):
@@ -671,7 +716,8 @@ def job_command(job, settings):
         k, n = job.shard
         return [
             python,
-            SEARCH,
+            STUDY,
+            settings.search_config,
             *data,
             "--runs-dir",
             os.path.join(runs, SEARCH_DIR),
@@ -681,10 +727,8 @@ def job_command(job, settings):
             f"{k}/{n}",
             *settings.search_args,
         ]
-    words = [python, CAMPAIGN, *data, "--runs-dir", runs, "--models", job.model]
-    words += ["--schedule", f"{job.model}:300"]
-    if job.model != "conv":
-        words += ["--downsample", f"{job.downsample:g}"]
+    words = [python, STUDY, settings.config, *data, "--runs-dir", runs]
+    words += ["--variants", job.name, "--schedule", f"{job.model}:300"]
     for item in job.sets:
         words += ["--set", item]
     return words
@@ -1451,7 +1495,7 @@ def report_commands(settings):
     commands = {}
     table = [r for r in run_directories(s.runs_dir) if os.sep not in r]
     if table:
-        words = [python, CAMPAIGN, "--report", *data, "--runs-dir", s.runs_dir]
+        words = [python, STUDY, s.config, "--report", *data, "--runs-dir", s.runs_dir]
         words += ["--output", os.path.join(reports, "rnn_spn_paper_gpu.json")]
         words += ["--command", gpu_command(s)]
         words += [
@@ -1463,7 +1507,7 @@ def report_commands(settings):
                       f"{key}={os.path.join(reports, f'attention_{key}.png')}"]  # fmt: skip
         commands["rnn_spn_paper"] = words
     if os.path.isdir(os.path.join(s.runs_dir, SEARCH_DIR)):
-        words = [python, SEARCH, "--report", *data]
+        words = [python, STUDY, s.search_config, "--report", *data]
         words += ["--runs-dir", os.path.join(s.runs_dir, SEARCH_DIR)]
         words += ["--output", os.path.join(reports, "rnn_spn_dropout_search_gpu.json")]
         commands["rnn_spn_dropout_search"] = words + s.search_args
@@ -1536,24 +1580,17 @@ def write_report_tar(settings):
 def prepare(settings):
     """Checks each Table job's settings against the Config (one line per bad
     job) and generates the sequences once, before the processes share them."""
-    import importlib.util
+    from cram_keras.experiments import named, rnn_spn
+    from cram_keras.experiments.config import parse_assignments
 
-    spec = importlib.util.spec_from_file_location("rnn_spn_paper", CAMPAIGN)
-    campaign = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(campaign)
-    from cram_keras.experiments import rnn_spn
-
+    table, _ = named.load(settings.config)
     bad = 0
     for job in settings.jobs:
         if job.kind != "table":
             continue
         try:
-            overrides = campaign.parse_sets(list(job.sets))
-            campaign.paper_config(job.model, settings.data_dir, "lasagne",
-                                  job.downsample or 2.0, overrides)  # fmt: skip
-        except SystemExit as err:
-            print(f"job {job.spec()!r}: {err}", file=sys.stderr)
-            bad += 1
+            changes = parse_assignments(rnn_spn.Config, list(job.sets))
+            table.resolve(job.name, changes=dict(changes, data_dir=settings.data_dir))
         except (TypeError, ValueError) as err:
             print(f"job {job.spec()!r}: {err}", file=sys.stderr)
             bad += 1

@@ -15,7 +15,9 @@
 # (RESUME_DIR: every file the previous call left in OUT, copied into a folder
 # that git ignores and that the call carries.) Jobs: search, search:K/N,
 # MODEL[:D][:KEY=VALUE...], e.g. rnn_spn:3:dropout=0.3:dropout_placement=paper;
-# without any, the three d = 2 rows (rnn_spn ffn_spn conv).
+# without any, the three d = 2 rows (rnn_spn ffn_spn conv). The rows are
+# variants of the configuration CONFIG (default rnn_spn/table1), the search is
+# SEARCH_CONFIG (default rnn_spn/dropout_search); both run with run_study.py.
 #
 # Made for a GPU machine with JAX and CUDA, no TensorFlow and no network.
 # DATA_DIR holds the four official MNIST IDX .gz files; .whl (optional) holds

@@ -18,7 +18,7 @@ so a pip-installed copy has them too):
   before storage (``logits_float32``).
 
 `tools/ship_weights.py` writes them from a run directory of
-``train_rnn_spn.py`` (or ``benchmarks/rnn_spn_paper.py``).
+``train_rnn_spn.py`` (or of the study ``rnn_spn/table1``).
 
 Command line::
 

@@ -16,9 +16,10 @@ One block, `shipped_weights`, reads the manifests of the trained models
 shipped in `cram_keras/weights/` (`NAME.json`, written by
 `tools/ship_weights.py`) instead.
 
-Each results block ends with a source line: the result file, the command
-that wrote it, the hardware, the backend and library versions, and the
-date. Commands are shown as a user runs them: local data folders become
+Each results block ends with a source line: the result file, the named
+configuration it came from (`configs/`) with the command that runs it (or,
+for a speed benchmark, the command that wrote it), the hardware, the
+backend and library versions, and the date. Commands are shown as a user runs them: local data folders become
 `MNIST_DIR` (the folder with the four official MNIST IDX files), the
 1,083-image SVHN subset is the copy bundled in the package, and options
 that only named where a run directory or a note went are left out.
@@ -27,6 +28,7 @@ Standard library only (no TensorFlow), so the docs test runs it quickly.
 """
 
 import argparse
+import ast
 import difflib
 import json
 import os
@@ -206,6 +208,65 @@ def result_date(name, result):
     return RESULT_DATES[name]
 
 
+def configuration_header(name):
+    """The header of configuration ``name`` (its docstring, read without
+    importing it): ``{"title": ..., "Command": ..., "Reproduces": ...}``."""
+    path = REPO / "configs" / (name.partition(":")[0] + ".py")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    doc = ast.get_docstring(tree) or ""
+    header = {"title": doc.splitlines()[0] if doc else ""}
+    for match in re.finditer(r"^([A-Z][a-z ]+): (.+(?:\n[ \t]+.+)*)", doc, re.M):
+        header[match.group(1)] = " ".join(match.group(2).split())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and node.targets[0].id == "OUTPUT":
+            header["output"] = ast.literal_eval(node.value)
+    return header
+
+
+def configuration_command(name):
+    return configuration_header(name)["Command"]
+
+
+def configurations(base):
+    """Every configuration: what it reproduces, its command, its result."""
+    rows = []
+    for path in sorted((REPO / "configs").glob("*/*.py")):
+        name = f"{path.parent.name}/{path.stem}"
+        header = configuration_header(name)
+        link = os.path.relpath(path, REPO / base).replace(os.sep, "/")
+        output = header.get("output")
+        if output and (REPO / output).exists():
+            target = os.path.relpath(REPO / output, REPO / base).replace(os.sep, "/")
+            output = f"[`{pathlib.Path(output).name}`]({target})"
+        elif output:
+            output = f"`{pathlib.Path(output).name}` (not run yet)"
+        rows.append(
+            [
+                f"[`{name}`]({link})",
+                header["title"],
+                f"`{header['Command']}`",
+                output or "-",
+            ]
+        )
+    return table(["configuration", "what it runs", "command", "result file"], rows)
+
+
+def written_by(name, result, base):
+    """How the source line names what wrote a result file: its
+    configuration and the command that runs it, or the command alone."""
+    if result.get("script_commit"):  # the script is no longer in the tree
+        command = result["command"].replace("benchmarks/", "")
+        return f"`{command}`, a script archived at commit {result['script_commit'][:7]}"
+    command = clean_command(result["command"], name)
+    if "configuration" not in result:
+        return f"`{command}`"
+    config = result["configuration"]
+    if name not in COMMANDS:
+        command = configuration_command(config)
+    link = os.path.relpath(REPO / "configs" / f"{config}.py", REPO / base)
+    return f"configuration [`{config}`]({link.replace(os.sep, '/')}): `{command}`"
+
+
 def source(name, result, base, backend=None, date=None, command=None):
     """The source line under a table: file, command, hardware, backend, date."""
     link = os.path.relpath(RESULTS / name, REPO / base).replace(os.sep, "/")
@@ -216,9 +277,9 @@ def source(name, result, base, backend=None, date=None, command=None):
         backend = f"{backend}; {extra}"
     elif extra:
         backend = extra
-    command = command or clean_command(result["command"], name)
+    how = f"`{command}`" if command else written_by(name, result, base)
     return (
-        f"Source: [`benchmarks/results/{name}`]({link}), written by `{command}`; "
+        f"Source: [`benchmarks/results/{name}`]({link}), written by {how}; "
         f"{hardware(result)}; {backend}; {date or result_date(name, result)}."
     )
 
@@ -1185,25 +1246,24 @@ def wall_times(base):
 
 
 def commands(base):
-    """Every committed result file with the command that reproduces it."""
+    """Every committed result file with its configuration and the command
+    that reproduces it."""
     lines = []
     for path in sorted(RESULTS.glob("*.json")):
         result = load(path.name)
         if "runs" in result and isinstance(result["runs"], list):  # sampler_speed.json
             run = result["runs"][-1]
-            command, where = clean_command(run["command"]), hardware(run)
+            how, where = f"`{clean_command(run['command'])}`", hardware(run)
         else:
-            command, where = (
-                clean_command(result["command"], path.name),
-                hardware(result),
-            )
+            how, where = written_by(path.name, result, base), hardware(result)
         link = os.path.relpath(path, REPO / base).replace(os.sep, "/")
-        lines.append(f"- [`{path.name}`]({link}) ({where}):\n  `{command}`")
+        lines.append(f"- [`{path.name}`]({link}) ({where}):\n  {how}")
     return "\n".join(lines)
 
 
 RENDERERS = {
     "commands": commands,
+    "configurations": configurations,
     "headline": headline,
     "rnn_spn_table1": rnn_spn_table1,
     "rnn_spn_gpu": rnn_spn_gpu,

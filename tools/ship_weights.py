@@ -4,8 +4,8 @@
     python tools/ship_weights.py RUN_DIR NAME --data-dir MNIST_DIR \\
         [--command "python train_rnn_spn.py ..."] [--commit SHA]
 
-RUN_DIR is a run directory of `train_rnn_spn.py` (or of
-`benchmarks/rnn_spn_paper.py`), finished or still training; it is only
+RUN_DIR is a run directory of `train_rnn_spn.py` (or of the study
+`rnn_spn/table1`), finished or still training; it is only
 read. The tool takes the best-validation weights of its newest intact epoch
 checkpoint (copied first and checked against the checkpoint's SHA-256, so a
 training that is still running may go on), and writes into
@@ -40,7 +40,6 @@ import pathlib
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -53,7 +52,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cram_keras import pretrained  # noqa: E402
-from cram_keras.experiments import rnn_spn  # noqa: E402
+from cram_keras.experiments import named, rnn_spn  # noqa: E402
 from cram_keras.experiments.config import field_default  # noqa: E402
 from cram_keras.experiments.runner import (  # noqa: E402
     CHECKPOINT_DIR,
@@ -197,19 +196,6 @@ def choose_storage(
 
 
 # === The manifest ===
-
-
-def _git_head():
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def training_command(config):
@@ -533,7 +519,7 @@ def _manifest(
         or args.backend
         or keras.backend.backend(),
         "hardware": (metrics or {}).get("hardware") or args.hardware or describe(),
-        "commit": args.commit or _git_head(),
+        "commit": args.commit or named.commit(),
         "training_command": args.command or training_command(config),
         "training_config": training_config,
         "storage_dtype": dtype,

@@ -6,6 +6,8 @@ default; every field can be set with ``--set key=value`` (repeatable,
 type-checked, unknown keys rejected with the valid ones listed). The common
 flags are the same in every script:
 
+    --config NAME      a named configuration (configs/<experiment>/NAME.py;
+                       NAME:VARIANT for one variant of a study)
     --smoke            seconds-long run on tiny data (bundled, offline)
     --output-dir DIR   the run directory (default: runs/<experiment>/<name>)
     --overwrite        discard a previous run in --output-dir
@@ -26,6 +28,7 @@ import dataclasses
 import os
 import sys
 
+from cram_keras.experiments import named
 from cram_keras.experiments.config import (
     base_type,
     check_finite_fields,
@@ -120,6 +123,14 @@ def build_parser(experiment):
 
     common = parser.add_argument_group("run")
     common.add_argument(
+        "--config",
+        default=None,
+        metavar="NAME",
+        help=f"a named configuration, configs/{experiment.name}/NAME.py "
+        "(NAME:VARIANT: one variant of a study); flags and --set change it "
+        "further (default: none, the paper setting)",
+    )
+    common.add_argument(
         "--smoke",
         action="store_true",
         help="a seconds-long end-to-end run: tiny data (the bundled samples unless "
@@ -177,13 +188,23 @@ def build_parser(experiment):
 
 
 def resolve_config(experiment, args):
-    """The Config from flags, ``--set`` and ``--smoke`` (ValueError if bad)."""
+    """The Config from ``--config``, flags, ``--set`` and ``--smoke``, each
+    over the one before (UsageError if bad)."""
     fields = [f.name for f in dataclasses.fields(experiment.Config)]
-    values = {name: getattr(args, name, None) for name in fields}
-    values = {k: v for k, v in values.items() if v is not None}
+    flags = {name: getattr(args, name, None) for name in fields}
     from cram_keras.experiments.runner import UsageError
 
     try:
+        values = {}
+        if getattr(args, "config", None):
+            values.update(named.script_overrides(args.config, experiment.name))
+            if args.smoke:  # The smoke sizes over the configuration's.
+                values = {
+                    k: v
+                    for k, v in values.items()
+                    if k not in experiment.smoke_overrides
+                }
+        values.update({k: v for k, v in flags.items() if v is not None})
         values.update(parse_assignments(experiment.Config, args.assignments))
         if args.smoke:
             config = experiment.smoke_config(**values)

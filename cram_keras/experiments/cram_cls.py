@@ -51,8 +51,9 @@ Model sizes are the encoder's defaults (`CRAMEncoder`: 12 px glimpses,
 stopping on validation accuracy, patience 20).
 
 CPU-budget setting: the same architecture on a 20k-image training subset for
-a few epochs per clue; see ``benchmarks/cram_cls_budget.py`` for the
-committed command, its wall time and ``benchmarks/results/cram_cls_budget.json``.
+a few epochs per clue; the configuration ``configs/cram_cls/budget.py`` holds
+the committed command and its wall time, ``benchmarks/results/cram_cls_budget.json``
+the results.
 """
 
 import dataclasses

@@ -22,9 +22,9 @@ CRAM step ten times slower on the 2-core CPU we measured (5.0 s against
 0.46 s, batch 64); on JAX the step is always compiled (``jax.jit``).
 
 CPU-budget setting: the same architecture on ``mnist32`` and on the real
-1,083-image SVHN subset, 8 to 14 minutes per model on 2 shared cores: see
-``benchmarks/inpaint_budget.py`` for the committed commands, wall times and
-results (``benchmarks/results/inpaint_*.json``).
+1,083-image SVHN subset, 8 to 14 minutes per model on 2 shared cores: the
+configurations ``configs/inpaint/*.py`` hold the committed commands and wall
+times, ``benchmarks/results/inpaint_*.json`` the results.
 
 All methods are scored by ``cram_keras.evaluation.baselines.evaluate_inpainting``
 on the same test images and masks (the centred hole, or random rectangles

@@ -14,8 +14,8 @@ after 50 epochs without a better validation per-digit error, test errors at
 the best validation epoch.
 
 CPU-budget setting: the same architecture and data with ``--epochs`` small
-(see ``benchmarks/rnn_spn_budget.py`` for the committed command and its wall
-time). The run machinery (resume, checkpoints, strategies, flags) is
+(the configuration ``configs/rnn_spn/budget.py`` holds the committed command
+and its wall time). The run machinery (resume, checkpoints, strategies, flags) is
 `cram_keras.experiments.runner`; this module holds only what is RNN-SPN's.
 """
 

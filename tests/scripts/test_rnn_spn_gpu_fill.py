@@ -87,23 +87,25 @@ def test_job_list_and_commands(tmp_path):
     assert row.spec() == "rnn_spn:3:dropout=0.3:dropout_placement=paper"
     assert fill.parse_jobs(["search:1/3"], 9)[0].shard == (1, 3)
     assert [j.name for j in fill.parse_jobs([], 4)] == ["rnn_spn", "ffn_spn", "conv"]
-    # The campaign's own naming of the run directories.
-    campaign = _load("rnn_spn_paper")
+    # The campaign's own naming of the rows and their run directories.
+    from cram_keras.studies import table1
+
     for model, d in [("rnn_spn", 2.0), ("ffn_spn", 1.5), ("conv", 2.0)]:
-        assert fill.row_key(model, d) == campaign.row_key(model, d)
+        assert fill.row_key(model, d) == table1.row_key(model, d)
 
     settings = _settings(tmp_path, data_dir="mnist", search_args=["--epochs", "5"])
     words = fill.job_command(row, settings)
-    assert words[1].endswith(os.path.join("benchmarks", "rnn_spn_paper.py"))
-    text = " ".join(words[2:])
-    assert "--models rnn_spn --schedule rnn_spn:300 --downsample 3" in text
+    assert words[1] == os.path.join(ROOT, "run_study.py")
+    assert words[2] == "rnn_spn/table1"
+    text = " ".join(words[3:])
+    assert "--variants rnn_spn_d3 --schedule rnn_spn:300" in text
     assert "--set dropout=0.3 --set dropout_placement=paper" in text
     assert "--data-dir mnist" in text
     conv = " ".join(fill.job_command(jobs[1], settings))
-    assert "--downsample" not in conv
+    assert "--variants conv --schedule conv:300" in conv
     shard = fill.job_command(jobs[4], settings)
-    assert shard[1].endswith("rnn_spn_dropout_search.py")
-    assert " ".join(shard[2:]).endswith("--shard 1/4 --epochs 5")
+    assert shard[1:3] == [os.path.join(ROOT, "run_study.py"), "rnn_spn/dropout_search"]
+    assert " ".join(shard[3:]).endswith("--shard 1/4 --epochs 5")
     assert "--runs-dir " + os.path.join(settings.runs_dir, "search") in " ".join(shard)
 
 
@@ -125,6 +127,8 @@ def test_job_list_and_commands(tmp_path):
         (["--search-args=--output x"], "SEARCH_ARGS cannot hold --output"),
         (["--search-args=--epochs 0"], "--epochs takes a positive whole number"),
         (["--resume-dir", "missing"], "RESUME_DIR missing is no folder"),
+        (["ffn_spn:1.5"], "ffn_spn_d1.5 is not a row of rnn_spn/table1"),
+        (["--config", "rnn_spn/nope"], "no configuration 'rnn_spn/nope'"),
         (["--resume-dir", "."], "holds no readable state.tar.gz"),
     ],
 )
@@ -545,7 +549,8 @@ def test_a_smoke_run_resumes_from_the_unpacked_pack(tmp_path, capsys):
 
 # === The sharded search ===
 
-search = _load("rnn_spn_dropout_search")
+from cram_keras.studies import driver  # noqa: E402
+from cram_keras.studies import dropout_search as search  # noqa: E402
 
 
 def test_search_shards_partition_the_grid_and_the_report_reads_them_all(
@@ -574,13 +579,14 @@ def test_search_shards_partition_the_grid_and_the_report_reads_them_all(
     monkeypatch.setattr(search, "committed_rows", rows)
     runs = tmp_path / "search"
     common = [
+        "rnn_spn/dropout_search",
         "--smoke", "--models", "rnn_spn,conv", "--epochs", "1", "--rates", "0,0.3",
         "--placements", "paper", "--downsample", "3", "--runs-dir", str(runs),
     ]  # fmt: skip
     names = {}
     for k in range(3):
         output = tmp_path / f"shard-{k}.json"
-        assert search.main([*common, "--shard", f"{k}/3", "--output", str(output)]) == 0
+        assert driver.main([*common, "--shard", f"{k}/3", "--output", str(output)]) == 0
         result = json.loads(output.read_text())
         assert result["shard"] == f"{k}/3"
         names[k] = sorted(
@@ -600,13 +606,13 @@ def test_search_shards_partition_the_grid_and_the_report_reads_them_all(
 
     output = tmp_path / "report.json"
     argv = [*common, "--report", "--shard", "1/3", "--output", str(output)]
-    assert search.main(argv) == 0
+    assert driver.main(argv) == 0
     result = json.loads(output.read_text())
     assert "shard" not in result
     assert result["models"]["rnn_spn"]["chosen"]["trial"] == "paper_p0.3_d3"
     assert result["models"]["conv"]["chosen"]["trial"] == "p0"
     with pytest.raises(SystemExit):
-        search.parse_args([*common, "--shard", "3/3"])
+        driver.main([*common, "--shard", "3/3"])
 
 
 def test_a_trial_brought_back_with_its_logs_only_counts_its_epochs(

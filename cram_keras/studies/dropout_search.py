@@ -1,13 +1,13 @@
-#!/usr/bin/env python
 """RNN-SPN Table 1: dropout rates and downsample factors chosen on the
-validation set, as the paper says they were ("down-sampling factors and
-dropout rates optimized on the validation set"; it reports neither the grid
-nor the values chosen).
+validation set (configuration ``rnn_spn/dropout_search``), as the paper says
+they were ("down-sampling factors and dropout rates optimized on the
+validation set"; it reports neither the grid nor the values chosen).
 
 For each model family (``rnn_spn``, ``ffn_spn``, ``conv``) every setting of a
 grid trains on a short protocol and the validation set alone picks one.
 
-Grid (defaults; ``--rates``, ``--placements``, ``--downsample``):
+Grid (the configuration's GRID; ``--rates``, ``--placements``,
+``--downsample``, ``--models``):
 
 * dropout rate p: 0, 0.1, 0.2, 0.3, 0.4, 0.5;
 * dropout placement: ``code`` (the released code's layers) and ``paper``
@@ -19,12 +19,13 @@ Grid (defaults; ``--rates``, ``--placements``, ``--downsample``):
 With the defaults: 44 trials for each SPN, 11 for the CNN.
 
 Protocol of a trial: the paper's (the released code's) training setting,
-everything at its `Config` default but the grid's fields: 60,000 training
-sequences, batch 100, RMSprop 5e-4 with two-stage clipping, the released
-learning-rate rule, the dropout ramp over the first 5 epochs, seed 0 (the
-same for every trial), validation on the 10,000 validation sequences after
-every epoch; trained for ``--epochs`` (20) epochs only. Each trial is its
-own run directory, ``<runs-dir>/<model>/<trial>``, trained with the runner's
+everything at its `Config` default but the grid's fields and the
+configuration's SETTINGS: 60,000 training sequences, batch 100, RMSprop
+5e-4 with two-stage clipping, the released learning-rate rule, the dropout
+ramp over the first 5 epochs, seed 0 (the same for every trial), validation
+on the 10,000 validation sequences after every epoch; trained for
+EPOCHS_PER_TRIAL (``--epochs``, 20) epochs only. Each trial is its own run
+directory, ``<runs-dir>/<model>/<trial>``, trained with the runner's
 ``stop_after_epochs``: the run pauses after those epochs and never reaches
 its final step, so the test set is never evaluated (its epoch limit is kept
 above ``--epochs`` and its early-stopping patience at least ``--epochs``,
@@ -41,7 +42,7 @@ interrupted one from its last committed epoch (the runner's checkpoints),
 and a larger ``--epochs`` extends every trial. The result file is rewritten
 after every trial:
 
-    python benchmarks/rnn_spn_dropout_search.py --data-dir MNIST_DIR
+    python run_study.py rnn_spn/dropout_search --data-dir MNIST_DIR
 
 ``--report`` only rewrites the result file from the run directories.
 
@@ -54,53 +55,44 @@ only them, so it never chooses. ``--report`` reads every trial found in the
 run directories, whichever shard trained it, and chooses once all of a
 family's are done:
 
-    python benchmarks/rnn_spn_dropout_search.py --data-dir MNIST_DIR \\
+    python run_study.py rnn_spn/dropout_search --data-dir MNIST_DIR \\
         --shard 0/2 --output shard-0.json &
-    python benchmarks/rnn_spn_dropout_search.py --data-dir MNIST_DIR \\
+    python run_study.py rnn_spn/dropout_search --data-dir MNIST_DIR \\
         --shard 1/2 --output shard-1.json &
-    wait; python benchmarks/rnn_spn_dropout_search.py --data-dir MNIST_DIR --report
+    wait; python run_study.py rnn_spn/dropout_search --data-dir MNIST_DIR --report
 
 A trial directory brought back from another machine with its logs only (its
 newest checkpoint record, without the weights files) counts with the epochs
 that record holds: a trial done that way is not trained again, and one that
 needs more epochs starts over.
 
-``benchmarks/results/rnn_spn_dropout_search.json``: the grid, the protocol,
-the rule, per trial its settings and validation curves (per-digit and
-sequence error, loss; training loss), per family the chosen setting and the
-command that trains it on the full protocol, and the hardware, backend,
-commit and command of the search. It holds no test-set number.
+The result file: the grid, the protocol, the rule, per trial its settings
+and validation curves (per-digit and sequence error, loss; training loss),
+per family the chosen setting and the command that trains it on the full
+protocol, and the hardware, backend, commit, command and configuration of
+the search. It holds no test-set number.
 """
 
 import argparse
 import dataclasses
 import os
 import shlex
-import subprocess
-import sys
 
-# As the training scripts: TensorFlow's oneDNN CPU kernels on unless set.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+import keras
 
-import keras  # noqa: E402 - after the oneDNN setting
-
-from cram_keras.experiments import rnn_spn  # noqa: E402
-from cram_keras.experiments.runner import (  # noqa: E402
+from cram_keras.experiments import rnn_spn
+from cram_keras.experiments.runner import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     METRICS_FILE,
     load_config,
     read_log,
 )
-from cram_keras.training.checkpoint import EpochCheckpoints  # noqa: E402
-from cram_keras.utils import read_json, write_json  # noqa: E402
+from cram_keras.training.checkpoint import EpochCheckpoints
+from cram_keras.utils import read_json
 
-SCRIPT = "benchmarks/rnn_spn_dropout_search.py"
 MODELS = ("rnn_spn", "ffn_spn", "conv")
-RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 PLACEMENTS = ("code", "paper")
-DOWNSAMPLE = (1.0, 2.0, 3.0, 4.0)
-EPOCHS = 20
 # Errors equal to this many decimals are a tie (one validation digit in
 # 30,000 is 3.3e-5).
 TIE_DECIMALS = 6
@@ -117,6 +109,79 @@ SELECTION_RULE = (
     f"(minimum over its epochs); ties (equal to {TIE_DECIMALS} decimals) to the "
     "lower dropout rate, then to the earlier trial in grid order"
 )
+
+
+def add_arguments(group):
+    group.add_argument(
+        "--models",
+        type=_names(MODELS),
+        default=None,
+        help="families, comma-separated, in order (default: the GRID's, all three)",
+    )
+    group.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs per trial (default: EPOCHS_PER_TRIAL, 20)",
+    )
+    group.add_argument(
+        "--rates",
+        type=_floats,
+        default=None,
+        help="dropout rates in [0, 1) (default: the GRID's, 0,0.1,0.2,0.3,0.4,0.5)",
+    )
+    group.add_argument(
+        "--placements",
+        type=_names(PLACEMENTS),
+        default=None,
+        help="dropout placements (default: the GRID's, code,paper)",
+    )
+    group.add_argument(
+        "--downsample",
+        type=_floats,
+        default=None,
+        help="downsample factors of the SPNs (default: the GRID's, 1,2,3,4)",
+    )
+    group.add_argument(
+        "--report",
+        action="store_true",
+        help="only rewrite the result file from the run directories (every "
+        "trial found, whatever --shard says)",
+    )
+    group.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="K/N",
+        help="train only the trials i (numbered over every family of --models, "
+        "from 0) with i %% N == K, e.g. 0/4 .. 3/4 in four processes",
+    )
+
+
+def run(study):
+    """The search (or, with ``--report``, only its result file)."""
+    from cram_keras.studies.driver import StudyError
+
+    args = study.args
+    grid = study.named.extra["GRID"]
+    for key in ("models", "rates", "placements", "downsample"):
+        if getattr(args, key) is None:
+            setattr(args, key, list(grid[key]))
+    if args.epochs is None:
+        args.epochs = study.named.extra["EPOCHS_PER_TRIAL"]
+    if args.epochs < 1:
+        raise StudyError(
+            f"--epochs must be a positive whole number. Received: {args.epochs}"
+        )
+    bad = [r for r in args.rates if not 0.0 <= r < 1.0]
+    if bad:
+        raise StudyError(f"--rates must lie in [0, 1). Received: {bad}")
+    results = search(study)
+    for model, entry in results["models"].items():
+        chosen = entry["chosen"]
+        state = chosen["trial"] if chosen else "incomplete"
+        print(f"{model}: {state}", flush=True)
+    return 0
 
 
 def grid_trials(model, rates, placements, downsample):
@@ -261,39 +326,13 @@ def train_command(model, record, data_dir, ramp_epochs):
     return shlex.join(words)
 
 
-def _commit():
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=os.path.dirname(os.path.abspath(__file__)),
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def base_config(args):
-    overrides = dict(
-        data_dir=args.data_dir,
-        cache_dir=args.cache_dir,
-        dropout_ramp_epochs=args.ramp_epochs,
-    )
-    if args.n_train is not None:
-        overrides["n_train"] = args.n_train
-    if args.smoke:
-        return rnn_spn.smoke_config(**overrides)
-    return rnn_spn.Config(**{k: v for k, v in overrides.items() if v is not None})
-
-
-def search(args, argv):
+def search(study):
     """Runs (or, with ``--report``, only reads) every trial; writes and
     returns the result dict."""
-    from cram_keras.platform_info import describe
-
-    base = base_config(args)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    args = study.args
+    base = study.config()
+    ramp_epochs = base.dropout_ramp_epochs
+    data_dir = study.locations.get("data_dir")
     results = dict(
         search="RNN-SPN Table 1: dropout and downsample factor on the validation set",
         protocol=PROTOCOL,
@@ -302,10 +341,7 @@ def search(args, argv):
         grid={},
         models={},
         data_source=None,
-        hardware=describe(),
         backend=keras.backend.backend(),
-        commit=_commit(),
-        command=shlex.join(["python", SCRIPT, *argv]),
     )
     shard = None if args.report else args.shard
     if shard is not None:
@@ -324,7 +360,7 @@ def search(args, argv):
             index += 1
             if shard is not None and index % shard[1] != shard[0]:
                 continue
-            run_dir = run_dir_for(args.runs_dir, model, trial)
+            run_dir = run_dir_for(study.runs_dir, model, trial)
             config = trial_config(base, model, trial, args.epochs)
             if args.report:
                 if not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
@@ -334,21 +370,23 @@ def search(args, argv):
             else:
                 # One line per trial, read by benchmarks/rnn_spn_gpu_fill.py.
                 print(f"search: {model} {trial['name']}", flush=True)
-                rows = run_trial(config, run_dir, args.epochs, smoke=args.smoke)
+                rows = run_trial(config, run_dir, args.epochs, smoke=study.smoke)
             if results["data_source"] is None:
                 stored = read_json(os.path.join(run_dir, CONFIG_FILE))
                 results["data_source"] = stored.get("data_source")
             entry["trials"].append(trial_record(trial, rows, args.epochs, run_dir))
-            _choose_if_complete(entry, model, trials, args)
-            write_json(args.output, results)
-        _choose_if_complete(entry, model, trials, args)
-    write_json(args.output, results)
+            _choose_if_complete(
+                entry, model, trials, args.epochs, data_dir, ramp_epochs
+            )
+            study.write(results)
+        _choose_if_complete(entry, model, trials, args.epochs, data_dir, ramp_epochs)
+    study.write(results)
     return results
 
 
-def _choose_if_complete(entry, model, trials, args):
+def _choose_if_complete(entry, model, trials, epochs, data_dir, ramp_epochs):
     """Applies the selection rule once every trial of ``model`` is done."""
-    done = [t for t in entry["trials"] if t["epochs_done"] >= args.epochs]
+    done = [t for t in entry["trials"] if t["epochs_done"] >= epochs]
     entry["complete"] = len(done) == len(trials)
     entry["chosen"] = None
     if entry["complete"]:
@@ -360,7 +398,7 @@ def _choose_if_complete(entry, model, trials, args):
             downsample=chosen["downsample"],
             best_epoch=chosen["best_epoch"],
             best_valid_per_digit_error=chosen["best_valid_per_digit_error"],
-            train_command=train_command(model, chosen, args.data_dir, args.ramp_epochs),
+            train_command=train_command(model, chosen, data_dir, ramp_epochs),
         )
 
 
@@ -396,102 +434,3 @@ def _names(choices):
         return values
 
     return parse
-
-
-def parse_args(argv):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--data-dir", default=None, help="MNIST IDX directory")
-    p.add_argument("--cache-dir", default=None, help="cache of generated sequences")
-    p.add_argument(
-        "--runs-dir",
-        default="runs/rnn_spn_dropout_search",
-        help="one run directory per trial: <runs-dir>/<model>/<trial>",
-    )
-    p.add_argument(
-        "--output",
-        default="benchmarks/results/rnn_spn_dropout_search.json",
-        help="the result file, rewritten after every trial",
-    )
-    p.add_argument(
-        "--models",
-        type=_names(MODELS),
-        default=list(MODELS),
-        help="families, comma-separated, in order (default: all three)",
-    )
-    p.add_argument(
-        "--epochs", type=int, default=EPOCHS, help="epochs per trial (default 20)"
-    )
-    p.add_argument(
-        "--rates",
-        type=_floats,
-        default=list(RATES),
-        help="dropout rates in [0, 1) (default 0,0.1,0.2,0.3,0.4,0.5)",
-    )
-    p.add_argument(
-        "--placements",
-        type=_names(PLACEMENTS),
-        default=list(PLACEMENTS),
-        help="dropout placements (default code,paper)",
-    )
-    p.add_argument(
-        "--downsample",
-        type=_floats,
-        default=list(DOWNSAMPLE),
-        help="downsample factors of the SPNs (default 1,2,3,4)",
-    )
-    p.add_argument(
-        "--ramp-epochs",
-        type=int,
-        default=5,
-        help="dropout ramp of every trial (default 5, the released code's)",
-    )
-    p.add_argument(
-        "--n-train",
-        type=int,
-        default=None,
-        help="training sequences (default: the paper's 60,000)",
-    )
-    p.add_argument(
-        "--smoke",
-        action="store_true",
-        help="the bundled MNIST sample and the runner's smoke sizes (64 "
-        "training sequences, batch 16): checks the driver in seconds",
-    )
-    p.add_argument(
-        "--report",
-        action="store_true",
-        help="only rewrite the result file from the run directories (every "
-        "trial found, whatever --shard says)",
-    )
-    p.add_argument(
-        "--shard",
-        type=_shard,
-        default=None,
-        metavar="K/N",
-        help="train only the trials i (numbered over every family of --models, "
-        "from 0) with i %% N == K, e.g. 0/4 .. 3/4 in four processes",
-    )
-    args = p.parse_args(argv)
-    if args.epochs < 1:
-        p.error(f"--epochs must be a positive whole number. Received: {args.epochs}")
-    bad = [r for r in args.rates if not 0.0 <= r < 1.0]
-    if bad:
-        p.error(f"--rates must lie in [0, 1). Received: {bad}")
-    return args
-
-
-def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    results = search(args, argv)
-    for model, entry in results["models"].items():
-        chosen = entry["chosen"]
-        state = chosen["trial"] if chosen else "incomplete"
-        print(f"{model}: {state}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

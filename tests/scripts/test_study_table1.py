@@ -1,29 +1,21 @@
-"""benchmarks/rnn_spn_paper.py, the Table 1 campaign's progress report: test
-errors of the best validation epoch re-evaluated from the checkpoint equal
-the runner's own final evaluation; a finished run brought back without its
-weights is reported from its metrics.json, one without weights or metrics by
-its per-epoch log alone; the table names each run's state."""
+"""The Table 1 campaign (``run_study.py rnn_spn/table1``,
+cram_keras/studies/table1.py) and its progress report: test errors of the
+best validation epoch re-evaluated from the checkpoint equal the runner's
+own final evaluation; a finished run brought back without its weights is
+reported from its metrics.json, one without weights or metrics by its
+per-epoch log alone; the table names each run's state; each row records
+its configuration and settings."""
 
-import importlib.util
 import json
 import os
 
 import pytest
 
 from cram_keras.experiments import rnn_spn
+from cram_keras.studies import driver
+from cram_keras.studies import table1 as campaign
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _load_campaign():
-    path = os.path.join(ROOT, "benchmarks", "rnn_spn_paper.py")
-    spec = importlib.util.spec_from_file_location("rnn_spn_paper", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-campaign = _load_campaign()
 
 
 @pytest.fixture(scope="module")
@@ -119,13 +111,19 @@ def test_table_states_and_schedule():
         "| 20 (46) | 2 min | 18332 | in progress |"
     )
     assert rows["| CNN"].endswith("| finished (300 epochs) |")
-    assert campaign.parse_schedule("rnn_spn:60,conv:20", ["rnn_spn", "conv"]) == [
-        ("rnn_spn", 60),
+    configs = {
+        "rnn_spn": rnn_spn.Config(),
+        "rnn_spn_d3": rnn_spn.Config(downsample=3.0),
+        "conv": rnn_spn.Config(model="conv"),
+    }
+    assert campaign.parse_schedule("conv:20,rnn_spn:60", configs) == [
         ("conv", 20),
+        ("rnn_spn", 60),
+        ("rnn_spn_d3", 60),
     ]
     for bad in ("rnn_spn:0", "rnn_spn", "cnn:20", "rnn_spn:x"):
-        with pytest.raises(SystemExit, match="--schedule takes model:epochs"):
-            campaign.parse_schedule(bad, ["rnn_spn", "conv"])
+        with pytest.raises(driver.StudyError, match="--schedule takes model:epochs"):
+            campaign.parse_schedule(bad, configs)
 
 
 @pytest.mark.parametrize(
@@ -160,36 +158,33 @@ def test_gpu_script_refuses_bad_settings_before_anything_runs(
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
 
-def test_set_changes_the_config_not_the_run_directory(tmp_path, monkeypatch):
-    overrides = campaign.parse_sets(["dropout=0.3", "dropout_placement=paper"])
-    config = campaign.paper_config("rnn_spn", None, "lasagne", 3.0, overrides)
-    assert (config.dropout, config.dropout_placement, config.downsample) == (
-        0.3,
-        "paper",
-        3.0,
-    )
-    assert config.gru_initializer == "lasagne" and config.epochs == 300
-    for bad, message in [
-        ("downsample=3", "set with --downsample"),
-        ("model=conv", "set with --models"),
-        ("dropuot=0.3", "has no setting 'dropuot'"),
-    ]:
-        with pytest.raises(SystemExit, match=message):
-            campaign.parse_sets([bad])
+def test_set_changes_the_config_not_the_run_directory(tmp_path, monkeypatch, capsys):
     trained = []
     monkeypatch.setattr(
         rnn_spn, "train_and_evaluate",
-        lambda config, run_dir, **kw: trained.append((config, run_dir)),
+        lambda config, run_dir, **kw: trained.append((config, run_dir, kw)),
     )  # fmt: skip
-    argv = ["--runs-dir", str(tmp_path), "--models", "ffn_spn", "--downsample", "3"]
+    argv = ["rnn_spn/table1", "--runs-dir", str(tmp_path), "--variants", "ffn_spn_d3"]
     argv += ["--schedule", "ffn_spn:5", "--set", "dropout=0.2"]
-    assert campaign.main(argv) == 0
-    assert [os.path.basename(d) for _, d in trained] == ["ffn_spn_d3"] * 2
-    assert all(c.dropout == 0.2 and c.downsample == 3.0 for c, _ in trained)
-    # A bad value is refused before anything trains.
+    assert driver.main(argv) == 0
+    # The row's two stages, in its own run directory.
+    assert [os.path.basename(d) for _, d, _ in trained] == ["ffn_spn_d3"] * 2
+    assert [kw["stop_after_epochs"] for _, _, kw in trained] == [5, None]
+    config = trained[0][0]
+    assert (config.model, config.downsample, config.dropout) == ("ffn_spn", 3.0, 0.2)
+    assert config.gru_initializer == "lasagne" and config.epochs == 300
+    # A bad setting, or a row's own field, is refused before anything trains.
     trained.clear()
-    with pytest.raises(SystemExit, match="dropout"):
-        campaign.main(argv[:-1] + ["dropout=1.5"])
+    for bad, message in [
+        (["--set", "dropout=1.5"], "dropout"),
+        (["--set", "downsample=3"], "set by the row"),
+        (["--set", "model=conv"], "set by the row"),
+        (["--set", "dropuot=0.3"], "has no setting 'dropuot'"),
+        (["--variants", "rnn_spn_d5"], "--variants takes distinct names"),
+    ]:
+        capsys.readouterr()
+        assert driver.main(argv[:3] + bad) == 2
+        assert message in capsys.readouterr().err
     assert trained == []
 
 
@@ -207,8 +202,9 @@ def test_report_rows_by_model_and_d_with_the_window_area(tmp_path, fake_mnist_di
     runs = tmp_path / "runs"
     rnn_spn.train_and_evaluate(config, str(runs / "rnn_spn_d3"), verbose=0)
     output = tmp_path / "progress.json"
-    campaign.main(
+    driver.main(
         [
+            "rnn_spn/table1",
             "--report",
             "--runs-dir",
             str(runs),
@@ -223,6 +219,12 @@ def test_report_rows_by_model_and_d_with_the_window_area(tmp_path, fake_mnist_di
     results = json.loads(output.read_text())
     entry = results["models"]["rnn_spn_d3"]
     assert entry["downsample"] == 3.0 and entry["paper_per_digit_error"] == 0.018
+    # Each row names its configuration and the settings it trained with.
+    assert results["configuration"] == "rnn_spn/table1"
+    assert entry["configuration"] == "rnn_spn/table1:rnn_spn_d3"
+    assert (
+        entry["settings"]["downsample"] == 3.0 and "data_dir" not in entry["settings"]
+    )
     assert (tmp_path / "d3.png").stat().st_size > 0
     # The reference: the affine matrices of every test image, their
     # determinants by NumPy, averaged per step.

@@ -1,36 +1,26 @@
-"""benchmarks/rnn_spn_dropout_search.py, the validation search over dropout
-and downsample factor: the documented grid and selection rule, and a smoke
+"""The validation search over dropout and downsample factor
+(``run_study.py rnn_spn/dropout_search``, cram_keras/studies/dropout_search.py): the documented grid and selection rule, and a smoke
 search (bundled MNIST sample, 1 epoch, 2 trials) whose choice is the argmin
 of the validation errors the runs committed, that never evaluates the test
 set, and that a rerun finishes from its run directories without training."""
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pytest
 
-from cram_keras.experiments import rnn_spn
+from cram_keras.experiments import named, rnn_spn
 from cram_keras.experiments.runner import read_log
+from cram_keras.studies import driver
+from cram_keras.studies import dropout_search as search
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _load_search():
-    path = os.path.join(ROOT, "benchmarks", "rnn_spn_dropout_search.py")
-    spec = importlib.util.spec_from_file_location("rnn_spn_dropout_search", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-search = _load_search()
+GRID = named.load("rnn_spn/dropout_search")[0].extra["GRID"]
 
 
 def test_default_grid():
     spn = search.grid_trials(
-        "rnn_spn", search.RATES, search.PLACEMENTS, search.DOWNSAMPLE
+        "rnn_spn", GRID["rates"], GRID["placements"], GRID["downsample"]
     )
     # d in 1..4; per d: rate 0 once, and 5 rates x 2 placements.
     assert len(spn) == 4 * (1 + 5 * 2) == 44
@@ -42,7 +32,7 @@ def test_default_grid():
     ]
     assert spn[0]["dropout_placement"] is None and spn[0]["dropout"] == 0.0
     conv = search.grid_trials(
-        "conv", search.RATES, search.PLACEMENTS, search.DOWNSAMPLE
+        "conv", GRID["rates"], GRID["placements"], GRID["downsample"]
     )
     assert len(conv) == 11 and {t["downsample"] for t in conv} == {None}
     assert conv[-1]["name"] == "paper_p0.5"
@@ -110,12 +100,13 @@ def test_smoke_search_chooses_the_validation_argmin_and_never_reads_test(
     monkeypatch.setattr(rnn_spn.RNNSPNExperiment, "write_outputs", forbidden)
     output = tmp_path / "search.json"
     argv = [
+        "rnn_spn/dropout_search",
         "--smoke", "--models", "rnn_spn", "--epochs", "1", "--rates", "0,0.3",
         "--placements", "paper", "--downsample", "3",
         "--runs-dir", str(tmp_path / "runs"), "--output", str(output),
         "--cache-dir", str(tmp_path / "cache"),
     ]  # fmt: skip
-    assert search.main(argv) == 0
+    assert driver.main(argv) == 0
     result = json.loads(output.read_text())
 
     entry = result["models"]["rnn_spn"]
@@ -136,24 +127,29 @@ def test_smoke_search_chooses_the_validation_argmin_and_never_reads_test(
     assert entry["chosen"]["trial"] == argmin
     assert entry["chosen"]["best_valid_per_digit_error"] == errors[argmin][0]
     assert "--downsample 3" in entry["chosen"]["train_command"]
-    # No test-set number anywhere (the data source only counts test digits).
-    assert not [k for k in _keys(result) if "test" in k.lower()]
+    # No test-set number anywhere (the data source only counts test digits,
+    # the settings hold the test set's size).
+    assert not [
+        k for k in _keys(result, ("data_source", "settings")) if "test" in k.lower()
+    ]
     assert not [
         k for k in _keys(result["data_source"], ()) if "error" in k or "loss" in k
     ]
     for key in ("grid", "hardware", "backend", "commit", "command", "selection_rule"):
         assert key in result
+    assert result["configuration"] == "rnn_spn/dropout_search"
+    assert result["settings"]["dropout_ramp_epochs"] == 5
     assert result["grid"]["rnn_spn"]["trials"] == ["p0_d3", "paper_p0.3_d3"]
     assert result["command"].startswith(
-        "python benchmarks/rnn_spn_dropout_search.py --smoke"
+        "python run_study.py rnn_spn/dropout_search --smoke"
     )
 
     # Resumable: a rerun trains nothing and writes the same choice.
     monkeypatch.setattr(rnn_spn, "train_and_evaluate", forbidden)
-    assert search.main(argv) == 0
+    assert driver.main(argv) == 0
     again = json.loads(output.read_text())["models"]["rnn_spn"]
     assert again["chosen"] == entry["chosen"] and again["trials"] == entry["trials"]
-    assert search.main(argv + ["--report"]) == 0
+    assert driver.main(argv + ["--report"]) == 0
     assert (
         json.loads(output.read_text())["models"]["rnn_spn"]["chosen"] == entry["chosen"]
     )

@@ -1,27 +1,27 @@
-#!/usr/bin/env python
-"""RNN-SPN Table 1 as a resumable campaign: the paper protocol.
+"""RNN-SPN Table 1 as a resumable campaign (configuration
+``rnn_spn/table1``): the paper protocol, one run directory per row.
 
 The protocol is exactly the paper's (released code's): 60k / 10k / 10k
 generated sequences, batch 100, RMSprop 5e-4 (rho 0.9, eps 1e-6), two-stage
 clipping (+-1, then global norm 5), the released code's learning-rate rule,
 early stopping with patience 50 on validation per-digit error, up to 300
-epochs, test error at the best validation epoch. The downsample factor d of
-the SPN models is `--downsample` (default 2; Table 1 has d = 1..4). Models
-run in stages, each in its own run directory (`<model>` for d = 2 and the
-CNN, `<model>_d<d>` otherwise): first RNN-SPN to 60 epochs, FFN-SPN and the
-CNN to 20 (`--schedule`), then each in turn to the end of its protocol. A
-killed campaign continues where it stopped when the same command is run
-again (the runner's crash-safe epoch checkpoints and `stop_after_epochs`).
-`--set KEY=VALUE` (repeatable) changes any other `Config` field of the runs
-trained, e.g. the dropout chosen on the validation set
-(benchmarks/rnn_spn_dropout_search.py): `--set dropout=0.3 --set
-dropout_placement=paper`; the run directories keep their names.
+epochs, test error at the best validation epoch. Each row of Table 1 is a
+variant of the configuration (``rnn_spn``, ``ffn_spn``, ``conv`` for d = 2
+and the CNN, ``<model>_d<d>`` otherwise) and trains in the run directory of
+that name. The rows train in stages: first to the epochs of the
+configuration's SCHEDULE (``--schedule``), then each in turn to the end of
+its protocol. A killed campaign continues where it stopped when the same
+command is run again (the runner's crash-safe epoch checkpoints and
+``stop_after_epochs``). ``--set KEY=VALUE`` (repeatable) changes any other
+Config field of the rows trained, e.g. the dropout chosen on the validation
+set (configuration ``rnn_spn/dropout_search``): ``--set dropout=0.3 --set
+dropout_placement=paper``; the run directories keep their names.
 
 Run it from a git worktree at a fixed commit, in the background (MNIST_DIR
 holds the four official MNIST IDX .gz files):
 
     git worktree add runs/campaign <commit>
-    cd runs/campaign && nohup python benchmarks/rnn_spn_paper.py \\
+    cd runs/campaign && nohup python run_study.py rnn_spn/table1 \\
         --data-dir MNIST_DIR --runs-dir ../rnn_spn_paper \\
         > ../rnn_spn_paper.log 2>&1 &
 
@@ -29,45 +29,46 @@ and, whenever you stop, write the progress file from the run directories
 (it also evaluates the best-validation weights so far on the test set, and
 measures each SPN step's window area there):
 
-    python benchmarks/rnn_spn_paper.py --report --data-dir MNIST_DIR \\
+    python run_study.py rnn_spn/table1 --report --data-dir MNIST_DIR \\
         --runs-dir runs/rnn_spn_paper --commit <commit> \\
         --attention-figure rnn_spn_d3=assets/rnn_spn_attention_d3.png
 
-`benchmarks/results/rnn_spn_paper.json`: one row per run directory (model
-and d), with its epochs done, per-epoch validation per-digit and sequence
-errors, test errors at the best validation epoch so far, the mean window
-area of each step as a fraction of the image (`window_area_per_step`, the
-zoom), wall time, throughput, hardware, the campaign's commit and whether
-it has finished. A run whose directory is gone keeps its committed row, or
-its curve under ``lost_runs`` when a restarted run replaced it.
+The progress file (the configuration's OUTPUT,
+``benchmarks/results/rnn_spn_paper.json``): one row per run directory, with
+its epochs done, per-epoch validation per-digit and sequence errors, test
+errors at the best validation epoch so far, the mean window area of each
+step as a fraction of the image (``window_area_per_step``, the zoom), wall
+time, throughput, hardware, the campaign's commit, the row's configuration
+and settings, and whether it has finished. A run whose directory is gone
+keeps its committed row, or its curve under ``lost_runs`` when a restarted
+run replaced it.
 """
 
-import argparse
 import json
 import os
-import shlex
-import subprocess
 import sys
 import time
 import warnings
 
+import keras
 import numpy as np
 
-# As the training scripts: TensorFlow's oneDNN CPU kernels on unless set.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-import keras  # noqa: E402 - after the oneDNN setting
-
-from cram_keras.experiments import rnn_spn
+from cram_keras.experiments import named, rnn_spn
 from cram_keras.experiments.runner import (
     CHECKPOINT_DIR,
     dtype_policy_scope,
     load_config,
 )
 from cram_keras.platform_info import describe
+from cram_keras.studies.driver import StudyError
 from cram_keras.training.checkpoint import EpochCheckpoints
-from cram_keras.utils import read_json, write_json
+from cram_keras.utils import read_json
 
+PROTOCOL = (
+    "paper: 60k/10k/10k sequences, d=2, batch 100, RMSprop 5e-4, two-stage "
+    "clipping, released LR rule, early stopping patience 50 on validation "
+    "per-digit error, up to 300 epochs, test at the best validation epoch"
+)
 # Table 1 of the paper: per-digit test error by model and downsample factor d
 # (the CNN has no transformer).
 PAPER_TABLE_1 = {
@@ -83,6 +84,128 @@ PAPER_TABLE_1 = {
 }
 MODELS = ("rnn_spn", "ffn_spn", "conv")
 NAMES = {"rnn_spn": "RNN-SPN", "ffn_spn": "FFN-SPN", "conv": "CNN"}
+# Fields a row's variant sets (they name its run directory).
+ROW_FIELDS = ("model", "downsample")
+
+
+def add_arguments(group):
+    group.add_argument(
+        "--schedule",
+        default=None,
+        help="first stage: model:epochs, in order (default: the configuration's "
+        "SCHEDULE, rnn_spn:60,ffn_spn:20,conv:20); after it every row trains to "
+        "the end of its protocol",
+    )
+    group.add_argument(
+        "--report", action="store_true", help="only write the progress file"
+    )
+    group.add_argument(
+        "--commit", default=None, help="the campaign's commit (--report)"
+    )
+    group.add_argument(
+        "--command",
+        default=None,
+        help="the campaign's command line, recorded by --report",
+    )
+    group.add_argument(
+        "--hardware",
+        default=None,
+        help="the machine the runs trained on, recorded by --report (default: "
+        "this machine's description)",
+    )
+    group.add_argument(
+        "--backend",
+        default=None,
+        help="the Keras backend the runs trained with, recorded by --report "
+        "(default: this process's)",
+    )
+    group.add_argument(
+        "--note", default=None, help="a remark stored with the progress file"
+    )
+    group.add_argument(
+        "--curves-figure",
+        default=None,
+        help="learning-curve figure written by --report ('' for none; default: "
+        "the configuration's)",
+    )
+    group.add_argument(
+        "--attention-figure",
+        action="append",
+        default=None,
+        metavar="[ROW=]PATH",
+        help="Fig. 3-style figure of a row's best weights so far, written by "
+        "--report; ROW is a run directory's name (rnn_spn_d3, ffn_spn, ...; "
+        "without it: rnn_spn); repeatable; '' for none (default: the "
+        "configuration's, rnn_spn=assets/rnn_spn_attention.png)",
+    )
+
+
+def writes_output(study):
+    """Only the report writes the result file: the rows' processes, one
+    per row, share the runs folder and the result file's name."""
+    return study.args.report
+
+
+def run(study):
+    if study.args.report:
+        write_report(study)
+        return 0
+    for key in study.changes:
+        if key in ROW_FIELDS:
+            raise StudyError(
+                f"--set {key}=...: {key} is set by the row (--variants names the "
+                "rows; it names the run directory)."
+            )
+    rows = study.variants
+    schedule = study.args.schedule
+    if schedule is None:
+        schedule = ",".join(
+            f"{m}:{e}" for m, e in study.named.extra["SCHEDULE"].items()
+        )
+    configs = {row: study.config(row) for row in rows}  # every row checked first
+    stages = [parse_schedule(schedule, configs), [(row, None) for row in rows]]
+    print("campaign:", study.command, "commit", named.commit(), flush=True)
+    for stage in stages:
+        for row, epochs in stage:
+            print(f"campaign: {row} to {epochs or 'the end'}", flush=True)
+            rnn_spn.train_and_evaluate(
+                configs[row], study.run_dir(row), stop_after_epochs=epochs
+            )
+    return 0
+
+
+def parse_schedule(text, configs):
+    """``"rnn_spn:60,conv:20"`` -> ``[(row, 60), ...]``: every row of
+    ``configs`` whose model is named, in the schedule's order."""
+    models = sorted({c.model for c in configs.values()}, key=MODELS.index)
+    stage = []
+    for item in text.split(","):
+        model, _, epochs = item.partition(":")
+        if model not in MODELS or not epochs.isdigit() or int(epochs) < 1:
+            raise StudyError(
+                f"--schedule takes model:epochs items with models from {models} and "
+                f"positive epochs. Received: {item!r}"
+            )
+        stage += [(row, int(epochs)) for row, c in configs.items() if c.model == model]
+    return stage
+
+
+def attention_figures(study):
+    """``{row: path}`` of the Fig. 3 figures: the configuration's, or those
+    of ``--attention-figure`` (``[ROW=]PATH``; an empty PATH drops ROW)."""
+    values = study.args.attention_figure
+    if values is None:
+        return dict(study.figure("attention") or {})
+    figures = {}
+    for value in values:
+        key, sep, path = value.partition("=")
+        if not sep:
+            key, path = "rnn_spn", value
+        if path:
+            figures[key] = path
+        else:
+            figures.pop(key, None)
+    return figures
 
 
 def paper_error(model, downsample):
@@ -101,57 +224,6 @@ def row_name(model, downsample):
     if model == "conv":
         return NAMES[model]
     return f"{NAMES[model]}, d = {float(downsample):g}"
-
-
-# Fields set by the campaign's own flags (they also name the run directory).
-FLAG_FIELDS = {
-    "model": "--models",
-    "downsample": "--downsample",
-    "data_dir": "--data-dir",
-}
-
-
-def paper_config(model, data_dir, gru_initializer, downsample=2.0, overrides=None):
-    """The paper protocol's Config of ``model``; ``overrides`` (``{field:
-    value}``, from ``--set``) change any field but those of `FLAG_FIELDS`."""
-    kwargs = dict(model=model, data_dir=data_dir)
-    if model == "rnn_spn":
-        kwargs["gru_initializer"] = gru_initializer
-    if model != "conv":
-        kwargs["downsample"] = float(downsample)
-    kwargs.update(overrides or {})
-    return rnn_spn.Config(**kwargs)
-
-
-def parse_sets(assignments):
-    """``["dropout=0.3", ...]`` -> ``{"dropout": 0.3, ...}`` (SystemExit with
-    one line on an unknown field, a bad value or a field of `FLAG_FIELDS`)."""
-    from cram_keras.experiments.config import parse_assignments
-
-    try:
-        overrides = parse_assignments(rnn_spn.Config, assignments)
-    except ValueError as err:
-        raise SystemExit(str(err)) from None
-    for key in overrides:
-        if key in FLAG_FIELDS:
-            raise SystemExit(
-                f"--set {key}=...: {key} is set with {FLAG_FIELDS[key]} (it names the "
-                "run directory)."
-            )
-    return overrides
-
-
-def _commit():
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=os.path.dirname(os.path.abspath(__file__)),
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def report_model(run_dir, data_cache, attention_path=None):
@@ -195,6 +267,7 @@ def report_model(run_dir, data_cache, attention_path=None):
         "dropout": config.dropout,
         "dropout_placement": config.dropout_placement,
         "paper_per_digit_error": paper_error(config.model, config.downsample),
+        "settings": named.recorded_settings(config),
     }
     metrics_path = os.path.join(run_dir, "metrics.json")
     metrics = read_json(metrics_path) if os.path.exists(metrics_path) else None
@@ -269,18 +342,16 @@ def _newest_readable_record(checkpoints):
     return None
 
 
-def write_report(args):
-    previous = read_json(args.output) if os.path.exists(args.output) else {}
+def write_report(study):
+    args = study.args
+    output = study.output
+    previous = read_json(output) if os.path.exists(output) else {}
     results = {
-        "protocol": (
-            "paper: 60k/10k/10k sequences, d=2, batch 100, RMSprop 5e-4, two-stage "
-            "clipping, released LR rule, early stopping patience 50 on validation "
-            "per-digit error, up to 300 epochs, test at the best validation epoch"
-        ),
+        "protocol": PROTOCOL,
         "command": args.command
-        or "python benchmarks/rnn_spn_paper.py --data-dir DIR --runs-dir "
-        f"{args.runs_dir}",
-        "commit": args.commit or previous.get("commit") or _commit(),
+        or f"python run_study.py {study.name} --data-dir DIR --runs-dir "
+        f"{study.runs_dir}",
+        "commit": args.commit or previous.get("commit") or named.commit(),
         "hardware": args.hardware or describe(),
         "backend": args.backend or keras.backend.backend(),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
@@ -290,21 +361,21 @@ def write_report(args):
     if args.note:
         results["note"] = args.note
     cache = {}
+    figures = attention_figures(study)
+    runs_dir = study.runs_dir
     found = (
         sorted(
             name
-            for name in os.listdir(args.runs_dir)
-            if os.path.exists(os.path.join(args.runs_dir, name, "config.json"))
+            for name in os.listdir(runs_dir)
+            if os.path.exists(os.path.join(runs_dir, name, "config.json"))
         )
-        if os.path.isdir(args.runs_dir)
+        if os.path.isdir(runs_dir)
         else []
     )
     keys = list(dict.fromkeys(list(previous.get("models", {})) + found))
     for key in sorted(keys, key=_row_order):
-        run_dir = os.path.join(args.runs_dir, key)
-        attention = None
-        if key in args.attention_figures:
-            attention = args.attention_figures[key]
+        run_dir = os.path.join(runs_dir, key)
+        attention = figures.get(key)
         entry = report_model(run_dir, cache, attention) if key in found else None
         if entry is not None:
             # Rows of one file may have trained on different machines and
@@ -312,6 +383,9 @@ def write_report(args):
             entry["hardware"] = results["hardware"]
             entry["backend"] = results["backend"]
             entry["commit"] = results["commit"]
+            entry["configuration"] = f"{study.name}:{key}"
+            if key not in study.named.variants:
+                print(f"{run_dir}: not a variant of {study.name}", file=sys.stderr)
         old = previous.get("models", {}).get(key)
         if entry is None:
             if old is not None:
@@ -321,9 +395,17 @@ def write_report(args):
             # The directory was restarted on a fresh machine: keep the lost curve.
             results["lost_runs"].append(dict(old, model=key))
         results["models"][key] = entry
-    write_json(args.output, results)
-    if args.curves_figure:
-        learning_curves_figure(results, args.curves_figure)
+    results["variants"] = {
+        k: study.named.variants[k]
+        for k in results["models"]
+        if k in study.named.variants
+    }
+    study.write(results)
+    curves = (
+        study.figure("curves") if args.curves_figure is None else args.curves_figure
+    )
+    if curves:
+        learning_curves_figure(results, curves)
     print(json.dumps(results["models"], indent=1)[:4000])
     print(markdown_table(results))
 
@@ -442,151 +524,3 @@ def learning_curves_figure(results, path):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument(
-        "--data-dir", default=None, help="MNIST IDX directory (required offline)"
-    )
-    p.add_argument("--runs-dir", default="runs/rnn_spn_paper", help="run directories")
-    p.add_argument(
-        "--models", default=",".join(MODELS), help="comma-separated, in order"
-    )
-    p.add_argument(
-        "--gru-initializer",
-        default="lasagne",
-        choices=("keras", "lasagne"),
-        help="RNN-SPN's GRU initialisation (default: lasagne, the released code's; "
-        "see benchmarks/results/rnn_spn_init.json)",
-    )
-    p.add_argument(
-        "--schedule",
-        default="rnn_spn:60,ffn_spn:20,conv:20",
-        help="first stage: model:epochs, in order (default: rnn_spn:60,ffn_spn:20,"
-        "conv:20); after it every model of --models trains to the end of its protocol",
-    )
-    p.add_argument("--report", action="store_true", help="only write the progress file")
-    p.add_argument(
-        "--commit", default=None, help="the campaign's commit (for --report)"
-    )
-    p.add_argument(
-        "--command",
-        default=None,
-        help="the campaign's command line, recorded by --report (default: this "
-        "script's)",
-    )
-    p.add_argument(
-        "--hardware",
-        default=None,
-        help="the machine the runs trained on, recorded by --report (default: "
-        "this machine's description)",
-    )
-    p.add_argument(
-        "--backend",
-        default=None,
-        help="the Keras backend the runs trained with, recorded by --report "
-        "(default: this process's)",
-    )
-    p.add_argument(
-        "--note", default=None, help="a remark stored with the progress file"
-    )
-    p.add_argument(
-        "--output",
-        default="benchmarks/results/rnn_spn_paper.json",
-        help="the progress file written by --report",
-    )
-    p.add_argument(
-        "--curves-figure",
-        default="assets/rnn_spn_paper_curves.png",
-        help="learning-curve figure written by --report ('' for none)",
-    )
-    p.add_argument(
-        "--attention-figure",
-        action="append",
-        default=None,
-        metavar="[ROW=]PATH",
-        help="Fig. 3-style figure of a row's best weights so far, written by "
-        "--report; ROW is a run directory's name (rnn_spn_d3, ffn_spn, ...; "
-        "without it: rnn_spn); repeatable; '' for none (default: "
-        "rnn_spn=assets/rnn_spn_attention.png)",
-    )
-    p.add_argument(
-        "--downsample",
-        type=float,
-        default=2.0,
-        help="downsample factor d of the SPN models trained (default 2; their "
-        "run directories are <model>_d<d> for d other than 2)",
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        dest="assignments",
-        metavar="KEY=VALUE",
-        help="any other Config field of the runs trained, e.g. --set dropout=0.3 "
-        "(repeatable; the run directories keep their names)",
-    )
-    args = p.parse_args(argv)
-    args.attention_figures = parse_figures(args.attention_figure)
-    if args.report:
-        write_report(args)
-        return 0
-    overrides = parse_sets(args.assignments)
-    models = args.models.split(",")
-    stages = [parse_schedule(args.schedule, models), [(m, None) for m in models]]
-    configs = {}
-    for model in models:
-        try:
-            configs[model] = paper_config(
-                model, args.data_dir, args.gru_initializer, args.downsample, overrides
-            )
-        except (TypeError, ValueError) as err:
-            raise SystemExit(f"{model}: {err}") from None
-    print("campaign:", shlex.join(sys.argv), "commit", _commit(), flush=True)
-    for stage in stages:
-        for model, epochs in stage:
-            config = configs[model]
-            key = row_key(model, args.downsample)
-            print(f"campaign: {key} to {epochs or 'the end'}", flush=True)
-            rnn_spn.train_and_evaluate(
-                config, os.path.join(args.runs_dir, key), stop_after_epochs=epochs
-            )
-    return 0
-
-
-def parse_figures(values):
-    """``["x.png", "rnn_spn_d3=y.png"]`` -> ``{"rnn_spn": "x.png", ...}``; an
-    empty value drops that row's figure."""
-    if values is None:
-        return {"rnn_spn": "assets/rnn_spn_attention.png"}
-    figures = {}
-    for value in values:
-        key, sep, path = value.partition("=")
-        if not sep:
-            key, path = "rnn_spn", value
-        if path:
-            figures[key] = path
-        else:
-            figures.pop(key, None)
-    return figures
-
-
-def parse_schedule(text, models):
-    """``"rnn_spn:60,ffn_spn:20"`` -> ``[("rnn_spn", 60), ("ffn_spn", 20)]``."""
-    stage = []
-    for item in text.split(","):
-        model, _, epochs = item.partition(":")
-        if model not in models or not epochs.isdigit() or int(epochs) < 1:
-            raise SystemExit(
-                f"--schedule takes model:epochs items with models from {models} and "
-                f"positive epochs. Received: {item!r}"
-            )
-        stage.append((model, int(epochs)))
-    return stage
-
-
-if __name__ == "__main__":
-    sys.exit(main())

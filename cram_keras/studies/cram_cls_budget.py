@@ -1,0 +1,160 @@
+"""CRAM classification with each clue over seeds (configuration
+``cram_cls/budget``): per clue the test error at the best validation epoch,
+the epochs, wall time and validation error per epoch, as means over the
+seeds with every seed's values beside them; the saliency network's test
+IoU; the validation curves and the glimpses of one variant's first seed
+(its FIGURES)."""
+
+import os
+import shutil
+
+import numpy as np
+
+from cram_keras.experiments import cram_cls
+from cram_keras.studies.driver import run_grid
+
+CLUE_COLORS = {"oracle": "tab:green", "saliency": "tab:blue", "none": "tab:red"}
+
+
+def run(study):
+    base = study.config()
+    glimpses = study.figure("glimpses")
+    glimpses_variant = study.figure("glimpses_variant")
+    first_seed = study.seeds[0]
+
+    def run_one(config, run_dir, variant, seed):
+        metrics = cram_cls.train_and_evaluate(config, run_dir)
+        if glimpses and variant == glimpses_variant and seed == first_seed:
+            os.makedirs(os.path.dirname(glimpses) or ".", exist_ok=True)
+            for ext in ("png", "gif"):
+                shutil.copyfile(
+                    os.path.join(run_dir, f"glimpses.{ext}"), f"{glimpses}.{ext}"
+                )
+        return dict(metrics, seed=seed)
+
+    def summarise(records):
+        return results_of(records, base, study.seeds)
+
+    _, results = run_grid(study, run_one, summarise)
+    curves = study.figure("curves")
+    if curves:
+        os.makedirs(os.path.dirname(curves) or ".", exist_ok=True)
+        plot_curves(
+            results["runs"],
+            curves,
+            f"CRAM, cluttered MNIST 60x60, {base.n_train} training images, "
+            f"{len(study.seeds)} seed(s)",
+        )
+    return 0
+
+
+def results_of(records, base, seeds):
+    """The result file's numbers from ``records[clue][seed]`` (metrics)."""
+    results = {"runs": {}}
+    for clue, per_seed in records.items():
+        per_seed = list(per_seed.values())
+        results["runs"][clue] = summarize(per_seed)
+        if clue == "saliency":
+            for key in ("saliency_test_iou", "saliency_valid_iou", "saliency_seconds"):
+                results[key] = _mean([m[key] for m in per_seed])
+            results["saliency_test_iou_per_seed"] = [
+                m["saliency_test_iou"] for m in per_seed
+            ]
+    results.update(
+        protocol={
+            "dataset": base.dataset,
+            "n_train": base.n_train,
+            "n_valid": base.n_valid,
+            "n_test": base.n_test,
+            "epochs": base.epochs,
+            "saliency_epochs": base.saliency_epochs,
+            "seeds": list(seeds),
+            "budget": (
+                f"CPU budget: {base.n_train} of the 55,000 training images, "
+                f"{base.epochs} epochs per clue and seed, the same for every clue; "
+                "paper-size model, Adam 1e-4, batch 64; test error at the best "
+                f"validation epoch; values are means over the training seeds "
+                f"{list(seeds)} (one generated dataset), per-seed values alongside"
+            ),
+        },
+        anchors=dict(
+            cram_cls.ANCHORS,
+            note=(
+                "published test errors, not run here: RAM 8 glimpses and its "
+                "conv net (Mnih et al. 2014) on 60x60 cluttered MNIST; ST-CNN "
+                "(Jaderberg et al. 2015) on its 60x60 translated+cluttered MNIST"
+            ),
+        ),
+        # The sum of the runs' own wall times (saliency training included),
+        # which survive interruptions and resumed invocations.
+        total_wall_seconds=sum(
+            sum(r["wall_seconds_per_seed"]) for r in results["runs"].values()
+        ),
+    )
+    return results
+
+
+def _mean(values):
+    return float(np.mean(values))
+
+
+def summarize(per_seed):
+    """One clue's entry: means over seeds, and every seed's own values."""
+    curves = [m["valid_error_per_epoch"] for m in per_seed]
+    shortest = min(len(c) for c in curves)
+    return {
+        "test_error": _mean([m["test_error"] for m in per_seed]),
+        "valid_error": _mean([m["valid_error"] for m in per_seed]),
+        "epochs": per_seed[0]["epochs"],
+        "wall_seconds": _mean([m["wall_seconds"] for m in per_seed]),
+        "valid_error_per_epoch": [
+            _mean([c[e] for c in curves]) for e in range(shortest)
+        ],
+        "train_error_per_epoch": [
+            _mean([m["train_error_per_epoch"][e] for m in per_seed])
+            for e in range(shortest)
+        ],
+        "glimpse_in_digit_box": _mean([m["glimpse_in_digit_box"] for m in per_seed]),
+        "glimpse_scale": _mean([m["glimpse_scale"] for m in per_seed]),
+        "beta": per_seed[0]["beta"],
+        "parameters": per_seed[0]["parameters"],
+        "train_samples_per_second": _mean(
+            [m["train_samples_per_second"] for m in per_seed]
+        ),
+        "seeds": [m["seed"] for m in per_seed],
+        "test_error_per_seed": [m["test_error"] for m in per_seed],
+        "wall_seconds_per_seed": [m["wall_seconds"] for m in per_seed],
+        "best_epoch_per_seed": [m["best_epoch"] for m in per_seed],
+        "valid_error_per_epoch_per_seed": curves,
+    }
+
+
+def plot_curves(runs, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for clue, run in runs.items():
+        color = CLUE_COLORS.get(clue)
+        for errors in run.get("valid_error_per_epoch_per_seed", []):
+            epochs = range(1, len(errors) + 1)
+            ax.plot(epochs, [100 * e for e in errors], color=color, lw=0.7, alpha=0.4)
+        errors = run["valid_error_per_epoch"]
+        ax.plot(
+            range(1, len(errors) + 1),
+            [100 * e for e in errors],
+            marker="o",
+            color=color,
+            label=f"clue: {clue} (test {100 * run['test_error']:.1f} %)",
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation error (%)")
+    ax.set_title(title, fontsize=8)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

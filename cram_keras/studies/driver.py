@@ -1,0 +1,263 @@
+"""The study driver: ``python run_study.py NAME [options]``.
+
+NAME is a study configuration, ``configs/<experiment>/<name>.py`` with a
+``PROTOCOL`` (see `cram_keras.experiments.named`): its variants, each over
+its seeds, on top of its settings. The protocol, a module of
+`cram_keras.studies`, trains the runs and writes the result file; the
+driver gives it what every study shares:
+
+    --data-dir DIR     the data (MNIST IDX files, SVHN .mat files)
+    --cache-dir DIR    where generated data sets are cached
+    --runs-dir DIR     the run directories (default runs/studies/NAME);
+                       one per run, so a stopped study continues when rerun
+    --output FILE      the result file (default: the configuration's OUTPUT)
+    --set KEY=VALUE    any Config field, for every run (repeatable)
+    --variants A,B     these variants only, in this order
+    --smoke            the runner's smoke sizes and the bundled data
+
+and its own options after them (``run_study.py NAME --help``). Every
+result file records the configuration's name, the resolved settings, the
+variants and seeds, the commit, the command and the hardware.
+
+Safe to run twice at once: the driver holds its result file for the
+whole study (`cram_keras.training.run_lock`), so a second driver writing
+the same file stops with a message (exit 2) before anything is written,
+and the runner holds each run directory while it trains. The processes of
+the Table 1 campaign share one runs folder by design, one row each, and
+write no result file until ``--report`` (``writes_output``).
+"""
+
+import argparse
+import importlib
+import os
+import shlex
+import sys
+
+from cram_keras.experiments import named as named_configs
+from cram_keras.experiments.config import parse_assignments
+from cram_keras.training import run_lock
+
+EXIT_USAGE = 2
+
+
+class StudyError(ValueError):
+    """A study that cannot run as asked (one line, exit 2)."""
+
+
+class Study:
+    """One invocation of a study: the configuration and the driver's
+    options, resolved."""
+
+    def __init__(self, named, args, argv):
+        self.named = named
+        self.name = named.name
+        self.args = args
+        self.smoke = args.smoke
+        config_cls = named.module().Config
+        try:
+            self.changes = parse_assignments(config_cls, args.assignments)
+        except ValueError as err:
+            raise StudyError(str(err)) from None
+        self.locations = {
+            key: getattr(args, key)
+            for key in named_configs.LOCATION_FIELDS
+            if getattr(args, key, None)
+        }
+        default = named.extra.get("DEFAULT_VARIANTS") or list(named.variants)
+        self.variants = _names(args.variants, named.variants) or list(default)
+        self.seeds = list(named.seeds) or [None]
+        self.runs_dir = args.runs_dir or os.path.join(
+            "runs", "studies", *self.name.split("/")
+        )
+        self.output = args.output or named.output
+        self.command = shlex.join(["python", "run_study.py", *argv])
+
+    def config(self, variant=None, seed=None, **changes):
+        """The Config of one run (``variant``, ``seed``), with ``--set``,
+        the data folders and ``changes``."""
+        return self.named.resolve(
+            variant,
+            seed,
+            {**self.changes, **changes, **self.locations},
+            smoke=self.smoke,
+        )
+
+    def run_dir(self, variant, seed=None):
+        name = variant if seed is None else f"{variant}_seed{seed}"
+        return os.path.join(self.runs_dir, name)
+
+    def figure(self, key):
+        """A figure's path: ``--figure KEY=PATH``, else the configuration's
+        FIGURES (None or '': none)."""
+        for item in reversed(self.args.figure):
+            name, _, path = item.partition("=")
+            if name == key:
+                return path or None
+        return self.named.figures.get(key)
+
+    def provenance(self):
+        """What every result file of a configuration records."""
+        from cram_keras.platform_info import describe
+
+        base = self.config()
+        drop = ("seed",) if self.named.seeds else ()
+        return dict(
+            configuration=self.name,
+            settings=named_configs.recorded_settings(base, drop),
+            variants={v: self.named.variants[v] for v in self.variants},
+            seeds=[s for s in self.seeds if s is not None],
+            commit=named_configs.commit(),
+            command=self.command,
+            hardware=describe(),
+        )
+
+    def write(self, results):
+        """Writes ``results`` with the provenance to the result file (a
+        provenance key that ``results`` holds keeps its value there)."""
+        from cram_keras.utils import write_json
+
+        os.makedirs(os.path.dirname(os.path.abspath(self.output)), exist_ok=True)
+        write_json(self.output, {**self.provenance(), **results})
+        return self.output
+
+
+def run_grid(study, run_one, summarise):
+    """Trains each selected variant once per seed, one run after the other
+    (every Config is checked before the first run trains); after each run
+    rewrites the result file with ``summarise(records)``, where
+    ``records[variant][seed]`` is what ``run_one(config, run_dir, variant,
+    seed)`` returned. Returns (records, results)."""
+    configs = {
+        (variant, seed): study.config(variant, seed)
+        for variant in study.variants
+        for seed in study.seeds
+    }
+    records, results = {}, {}
+    for (variant, seed), config in configs.items():
+        run_dir = study.run_dir(variant, seed)
+        records.setdefault(variant, {})[seed] = run_one(config, run_dir, variant, seed)
+        results = summarise(records)
+        study.write(results)
+    return records, results
+
+
+def _names(text, known):
+    if not text:
+        return []
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or len(set(names)) != len(names):
+        raise StudyError(
+            f"--variants takes distinct names of {', '.join(known)}. Received: {text!r}"
+        )
+    return names
+
+
+def build_parser(named=None, protocol=None):
+    title = named.header.get("title", "") if named else "Run a study configuration."
+    parser = argparse.ArgumentParser(
+        prog="run_study.py",
+        description=title + "\n\n" + __doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Studies: " + ", ".join(studies()),
+    )
+    parser.add_argument("name", metavar="NAME", help="the study configuration")
+    common = parser.add_argument_group("every study")
+    common.add_argument("--data-dir", default=None, metavar="DIR", help="the data")
+    common.add_argument(
+        "--cache-dir", default=None, metavar="DIR", help="cache of generated data"
+    )
+    common.add_argument(
+        "--runs-dir",
+        default=None,
+        metavar="DIR",
+        help="the run directories (default: runs/studies/NAME)",
+    )
+    common.add_argument(
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="the result file (default: the configuration's)",
+    )
+    common.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any Config field, for every run (repeatable)",
+    )
+    common.add_argument(
+        "--variants", default=None, metavar="A,B", help="these variants only"
+    )
+    common.add_argument(
+        "--figure",
+        action="append",
+        default=[],
+        metavar="KEY=PATH",
+        help="write the configuration's figure KEY to PATH instead ('' for none; "
+        "repeatable)",
+    )
+    common.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the runner's smoke sizes and the bundled data (seconds per run)",
+    )
+    common.add_argument(
+        "--debug", action="store_true", help="show the traceback of errors"
+    )
+    if protocol is not None and hasattr(protocol, "add_arguments"):
+        protocol.add_arguments(parser.add_argument_group(f"{named.protocol}"))
+    return parser
+
+
+def studies():
+    """The names of every study configuration."""
+    found = []
+    for name in named_configs.names():
+        try:
+            if named_configs.load(name)[0].is_study:
+                found.append(name)
+        except named_configs.ConfigurationError:
+            continue
+    return found
+
+
+def load_study(name):
+    """(NamedConfig, protocol module) of the study ``name``."""
+    named, variant = named_configs.load(name)
+    if variant is not None:
+        raise StudyError(
+            f"run_study.py runs a whole study; --variants {variant} runs one variant"
+        )
+    if not named.is_study:
+        raise StudyError(
+            f"{named.name} is no study (it has no PROTOCOL); run it with python "
+            f"{named_configs.SCRIPTS[named.experiment]} --config "
+            f"{named.name.split('/')[1]}"
+        )
+    return named, importlib.import_module(f"cram_keras.studies.{named.protocol}")
+
+
+@run_lock.refuses_when_busy
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-"):
+        build_parser().parse_args(argv)  # --help, or the usage error
+        return EXIT_USAGE
+    try:
+        named, protocol = load_study(argv[0])
+    except (named_configs.ConfigurationError, StudyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    args = build_parser(named, protocol).parse_args(argv)
+    try:
+        study = Study(named, args, argv)
+        if getattr(protocol, "writes_output", lambda study: True)(study):
+            run_lock.hold_for_call(study.output)
+        return protocol.run(study) or 0
+    except (named_configs.ConfigurationError, StudyError) as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,174 @@
+"""The study driver (run_study.py, cram_keras/studies/driver.py), with the
+training replaced by stand-ins: each variant runs once per seed in its own
+run directory, every Config is checked before the first run trains, the
+result file records the configuration, the resolved settings, the variants
+and seeds, the commit and the command; a second driver writing the same
+result file is refused before anything trains; usage errors say what to
+run instead."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from cram_keras.experiments import cram_cls, inpaint, named, rnn_spn
+from cram_keras.studies import driver
+
+RNN_SPN_METRICS = dict(
+    test_per_digit_error=0.5, test_sequence_error=0.9, valid_per_digit_error=0.4,
+    epochs=2, best_epoch=2, wall_seconds=3.0, train_sequences_per_second=10.0,
+    parameters=100,
+)  # fmt: skip
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    runs = []
+
+    def fake(config, run_dir, **kwargs):
+        runs.append((config, run_dir))
+        return dict(RNN_SPN_METRICS)
+
+    monkeypatch.setattr(rnn_spn, "train_and_evaluate", fake)
+    return runs
+
+
+def test_a_study_runs_each_variant_and_records_its_configuration(tmp_path, trained):
+    output = tmp_path / "out.json"
+    argv = ["rnn_spn/budget", "--runs-dir", str(tmp_path / "runs")]
+    argv += ["--output", str(output), "--data-dir", str(tmp_path / "mnist")]
+    assert driver.main(argv + ["--set", "batch_size=50"]) == 0
+    assert [os.path.basename(d) for _, d in trained] == [
+        "rnn_spn_seed0",
+        "ffn_spn_seed0",
+        "conv_seed0",
+    ]
+    assert [c.model for c, _ in trained] == ["rnn_spn", "ffn_spn", "conv"]
+    assert {(c.epochs, c.n_train, c.batch_size) for c, _ in trained} == {(2, 20000, 50)}
+    assert all(c.data_dir == str(tmp_path / "mnist") for c, _ in trained)
+    result = json.loads(output.read_text())
+    assert result["models"]["conv"]["paper_per_digit_error"] == 0.029
+    assert result["configuration"] == "rnn_spn/budget"
+    expected = named.recorded_settings(trained[0][0], ("seed",))
+    expected["model"] = "rnn_spn"  # the base: each variant sets its model
+    assert result["settings"] == expected and result["settings"]["batch_size"] == 50
+    assert "data_dir" not in result["settings"]
+    assert result["variants"]["ffn_spn"] == {"model": "ffn_spn"}
+    assert result["seeds"] == [0] and len(result["commit"]) == 40
+    assert result["command"] == "python run_study.py " + " ".join(
+        argv + ["--set", "batch_size=50"]
+    )
+    # --variants: a subset, in its order.
+    trained.clear()
+    assert driver.main(argv + ["--variants", "conv,rnn_spn"]) == 0
+    assert [c.model for c, _ in trained] == ["conv", "rnn_spn"]
+
+
+def test_every_run_is_checked_before_the_first_trains(tmp_path, trained, capsys):
+    argv = [
+        "rnn_spn/init",
+        "--runs-dir",
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "o"),
+    ]
+    assert driver.main(argv + ["--set", "downsample=0.5"]) == 2
+    assert "downsample" in capsys.readouterr().err and trained == []
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_second_driver_on_the_same_result_file_is_refused(tmp_path, trained, capsys):
+    output = tmp_path / "out.json"
+    holder = textwrap.dedent(
+        f"""
+        import sys, time
+        from cram_keras.training import run_lock
+        with run_lock.hold({str(tmp_path)!r}, name=".out.json.lock"):
+            print("held", flush=True)
+            time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        argv = ["rnn_spn/budget", "--runs-dir", str(tmp_path / "runs")]
+        assert driver.main(argv + ["--output", str(output)]) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "out.json" in err
+    assert trained == [] and not output.exists()
+
+
+def test_usage_errors_name_what_to_run(capsys):
+    assert driver.main(["rnn_spn/bf16_check"]) == 2
+    assert "python train_rnn_spn.py --config bf16_check" in capsys.readouterr().err
+    assert driver.main(["rnn_spn/table1:rnn_spn"]) == 2
+    assert "--variants rnn_spn" in capsys.readouterr().err
+    assert driver.main(["inpaint/nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no configuration 'inpaint/nope'" in err and "inpaint/budget_mnist32" in err
+    with pytest.raises(SystemExit):
+        driver.main(["rnn_spn/budget", "--no-such-flag"])
+
+
+def _cls_metrics(config, seed):
+    return dict(
+        test_error=0.1 + seed, valid_error=0.2, epochs=config.epochs,
+        wall_seconds=5.0, valid_error_per_epoch=[0.3, 0.2], best_epoch=2,
+        train_error_per_epoch=[0.4, 0.3], glimpse_in_digit_box=0.5,
+        glimpse_scale=0.4, beta=1.0, parameters=10, train_samples_per_second=2.0,
+        saliency_test_iou=0.7, saliency_valid_iou=0.6, saliency_seconds=1.0,
+    )  # fmt: skip
+
+
+def test_the_classification_study_writes_its_figures(tmp_path, monkeypatch):
+    def fake(config, run_dir):
+        os.makedirs(run_dir, exist_ok=True)
+        for ext in ("png", "gif"):
+            (open(os.path.join(run_dir, f"glimpses.{ext}"), "w")).close()
+        return _cls_metrics(config, config.seed)
+
+    monkeypatch.setattr(cram_cls, "train_and_evaluate", fake)
+    output = tmp_path / "cls.json"
+    argv = ["cram_cls/budget", "--runs-dir", str(tmp_path / "runs"), "--output"]
+    argv += [str(output), "--figure", f"curves={tmp_path / 'curves.png'}"]
+    argv += ["--figure", f"glimpses={tmp_path / 'glimpses'}"]
+    assert driver.main(argv) == 0
+    result = json.loads(output.read_text())
+    assert result["runs"]["none"]["test_error_per_seed"] == [0.1, 1.1]
+    assert result["protocol"]["seeds"] == [0, 1] and result["total_wall_seconds"] == 30
+    assert result["saliency_test_iou"] == pytest.approx(0.7)
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert (tmp_path / "glimpses.gif").exists()
+
+
+def test_the_inpainting_study_scores_the_classical_fills_once(tmp_path, monkeypatch):
+    def fake(config, run_dir):
+        scores = dict(hole_psnr=10.0 + config.seed, hole_l1=0.1)
+        classical = dict(hole_psnr=9.0, hole_l1=0.2)
+        run = {k: 1 for k in ("epochs", "steps", "warmup_steps", "parameters")}
+        run.update(n_train=40, n_test=20, train_images_per_second=1.0,
+                   train_wall_seconds=2.0, wall_seconds=3.0)  # fmt: skip
+        methods = {inpaint.METHOD_NAMES[config.encoder]: scores}
+        methods.update(telea=classical, navier_stokes=classical, mean_fill=classical)
+        return dict(run, methods=methods)
+
+    monkeypatch.setattr(inpaint, "train_and_evaluate", fake)
+    output = tmp_path / "inpaint.json"
+    argv = ["inpaint/budget_mnist32", "--runs-dir", str(tmp_path / "runs")]
+    argv += ["--output", str(output), "--figure", "inpainting="]
+    assert driver.main(argv) == 0
+    result = json.loads(output.read_text())
+    assert result["methods"]["cram"]["hole_psnr"] == 10.0
+    assert result["summary"]["cram_minus_cnn_encoder_db"] == 0.0
+    assert result["runs"]["cram_skip"]["0"]["scores"]["hole_psnr"] == 10.0
+    assert result["config"]["n_train"] == 8000 and "encoder" not in result["config"]
+    assert "data_dir" not in result["config"]
