@@ -17,35 +17,31 @@ from cram_keras.training import run_lock
 
 MODULE = run_lock.__file__
 
-# argv: the module's path, the directory, what to do once it holds it
-# ("wait": until stdin closes; "sleep:S": S seconds), and for "race" a
-# start time to wait for.
+# argv: the module's path, the directory (held until stdin closes), and
+# optionally a time to start at.
 _CHILD = textwrap.dedent(
     """
     import importlib.util, sys, time
     spec = importlib.util.spec_from_file_location("run_lock", sys.argv[1])
     run_lock = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run_lock)
-    directory, then = sys.argv[2], sys.argv[3]
-    if len(sys.argv) > 4:
-        time.sleep(max(0.0, float(sys.argv[4]) - time.time()))
+    directory = sys.argv[2]
+    if len(sys.argv) > 3:
+        time.sleep(max(0.0, float(sys.argv[3]) - time.time()))
     try:
         lock = run_lock.acquire(directory)
     except run_lock.DirectoryBusy:
         print("busy", flush=True)
         sys.exit(2)
     print("held", flush=True)
-    if then == "wait":
-        sys.stdin.read()
-    else:
-        time.sleep(float(then.split(":")[1]))
+    sys.stdin.read()
     lock.release()
     """
 )
 
 
-def start_holder(directory, then="wait", at=None):
-    argv = [sys.executable, "-c", _CHILD, MODULE, str(directory), then]
+def start_holder(directory, at=None):
+    argv = [sys.executable, "-c", _CHILD, MODULE, str(directory)]
     if at is not None:
         argv.append(repr(at))
     return subprocess.Popen(
@@ -224,8 +220,11 @@ def test_of_processes_started_together_exactly_one_holds(
         dead.wait()
         write_lock(run, pid=dead.pid, process_start=None)
     at = time.time() + 1.0
-    children = [start_holder(run, "sleep:2", at=at) for _ in range(5)]
-    outputs = [child.communicate(timeout=60)[0].strip() for child in children]
+    children = [start_holder(run, at=at) for _ in range(5)]
+    # The one that holds it waits until every one has tried.
+    outputs = [child.stdout.readline().strip() for child in children]
+    for child in children:
+        child.communicate("", timeout=60)
     assert sorted(outputs) == ["busy"] * 4 + ["held"], outputs
     assert sorted(c.returncode for c in children) == [0, 2, 2, 2, 2]
     assert listing(run) == []  # released; no guard or temporary file left
@@ -250,7 +249,7 @@ def test_a_driver_is_refused_while_its_result_file_is_written(tmp_path, capsys):
     held = subprocess.Popen(
         [sys.executable, "-c", _CHILD.replace("run_lock.acquire(directory)",
          f"run_lock.acquire(directory, name='.{output.name}.lock')"),
-         MODULE, str(output.parent), "wait"],
+         MODULE, str(output.parent)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
