@@ -31,7 +31,8 @@ puts `tests/` on `sys.path` because `tests/conftest.py` lives there).
    sub-layer has the layer's dtype policy, every float variable is float32,
    symbolic and computed float outputs have the compute dtype, and with the
    weights of the float32 layer the outputs match the float32 ones to the
-   precision of the compute dtype.
+   precision of the compute dtype. `run_mixed_precision_test` runs this
+   check alone, for the models and networks built from the layers.
 
 On TensorFlow the calls on arrays are eager. On JAX they run under `jax.jit`
 (one compilation each instead of one per operation, shape and dtype; the
@@ -326,6 +327,56 @@ def run_training_step(
     )
 
 
+def run_mixed_precision_test(
+    make_layer,
+    input_shape,
+    *,
+    call_kwargs=None,
+    input_data=None,
+    policies=MIXED_POLICIES,
+    seed=0,
+):
+    """Check 5 alone, for models and networks that the other checks would
+    make slow: `make_layer(dtype=None)` is the float32 reference (weights and
+    outputs), and each `make_layer(dtype=policy)` must build every sub-layer
+    under `policy`, keep float32 variables, compute in the policy's compute
+    dtype and, with the reference's weights, give its outputs to that
+    precision.
+
+    Args:
+        make_layer: callable taking `dtype` and returning a new layer or model.
+        input_shape: the input shape or (nested) list of shapes, batch first.
+        call_kwargs: extra call arguments.
+        input_data: structure of float32 arrays; default standard normal.
+        policies: the mixed dtype policies to check.
+        seed: seed of the test data.
+    """
+    call_kwargs = dict(call_kwargs or {})
+    input_shape = map_shapes(tuple, input_shape)
+    if input_data is None:
+        rng = np.random.default_rng(seed)
+        input_data = map_shapes(
+            lambda s: rng.standard_normal(s).astype("float32"), input_shape
+        )
+    symbolic_shape = map_shapes(unbatched, input_shape)
+    reference = make_layer(dtype=None)
+    reference.build(input_shape)
+    outputs = forward(reference, input_data, call_kwargs)
+    for x in keras.tree.flatten(outputs):
+        assert dtype_of(x) == "float32", dtype_of(x)
+    expected = [to_numpy(x) for x in keras.tree.flatten(outputs)]
+    for policy in policies:
+        run_mixed_precision_check(
+            make_layer(dtype=policy),
+            policy,
+            symbolic_shape,
+            input_data,
+            call_kwargs,
+            reference.get_weights(),
+            expected,
+        )
+
+
 def run_mixed_precision_check(
     layer, policy, symbolic_shape, input_data, call_kwargs, weights, expected
 ):
@@ -333,6 +384,8 @@ def run_mixed_precision_check(
     symbolic = layer(symbolic_inputs(symbolic_shape), **call_kwargs)
     # `_flatten_layers` is the walk over sub-layers that Keras' own tests use.
     for sub_layer in layer._flatten_layers(include_self=False):
+        if isinstance(sub_layer, keras.layers.InputLayer):
+            continue  # A `keras.Sequential`'s input: the float32 inputs' dtype.
         assert sub_layer.dtype_policy.name == policy, (
             f"{sub_layer.name}: {sub_layer.dtype_policy.name} under {policy}"
         )

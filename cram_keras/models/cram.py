@@ -156,6 +156,7 @@ class CRAMEncoder(keras.Model):
             units=self.context_units,
             state_units=self.core_units,
             downsample=self.context_downsample,
+            dtype=self.dtype_policy,
             name="context",
         )
         # Validates min_scale and initial_scale.
@@ -166,6 +167,7 @@ class CRAMEncoder(keras.Model):
             initial_scale=initial_scale,
             steps=None if glimpse_start == "shared" else self.num_glimpses,
             layout="spread" if glimpse_start == "spread" else "centred",
+            dtype=self.dtype_policy,
             name="localization",
         )
         self.min_scale = self.localization.min_scale
@@ -173,12 +175,18 @@ class CRAMEncoder(keras.Model):
         self.transformer = SpatialTransformer(
             transform="attention",
             output_size=(self.glimpse_size, self.glimpse_size),
+            dtype=self.dtype_policy,
             name="transformer",
         )
         self.glimpse = GlimpseNetwork(
-            filters=self.glimpse_filters, units=self.glimpse_units, name="glimpse"
+            filters=self.glimpse_filters,
+            units=self.glimpse_units,
+            dtype=self.dtype_policy,
+            name="glimpse",
         )
-        self.core = CoreNetwork(units=self.core_units, name="core")
+        self.core = CoreNetwork(
+            units=self.core_units, dtype=self.dtype_policy, name="core"
+        )
 
     def build(self, input_shape):
         image_shape, clue_shape = check_image_and_clue(self.name, input_shape)
@@ -357,7 +365,7 @@ class CRAMClassifier(keras.Model):
     ):
         super().__init__(**kwargs)
         if encoder is None:
-            encoder = CRAMEncoder(name="encoder")
+            encoder = CRAMEncoder(dtype=self.dtype_policy, name="encoder")
         if not isinstance(encoder, CRAMEncoder):
             raise ValueError(
                 "`encoder` must be a `CRAMEncoder` or None. "
@@ -384,7 +392,11 @@ class CRAMClassifier(keras.Model):
         self.clue_reduction = clue_reduction
         # === Layers ===
         self.encoder = encoder
-        self.decoder = MLP(self.decoder_units + (self.num_classes,), name="decoder")
+        self.decoder = MLP(
+            self.decoder_units + (self.num_classes,),
+            dtype=self.dtype_policy,
+            name="decoder",
+        )
         # === Metrics ===
         self.clue_loss_tracker = keras.metrics.Mean(name="clue_loss")
 

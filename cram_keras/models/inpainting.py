@@ -20,6 +20,15 @@ III-B2, IV-B, V-B; docs/design.md, experiment E3).
   updates differ per backend (`tf.GradientTape` and `optimizer.apply` on
   TensorFlow; `jax.vjp` and `optimizer.stateless_apply` on JAX).
 
+Mixed precision: under a `mixed_bfloat16` dtype policy (set globally before
+the networks are built, or given to each network), the networks compute in
+bfloat16 with float32 variables (their batch norms keep float32 statistics),
+while `CRAMInpainter` takes and returns float32 images and computes every
+loss in float32: the generator's output, the glimpse parameters and the
+discriminators' logits are cast to float32 before the losses, the completed
+image and the scores. bfloat16 has float32's range, so the optimizers need
+no loss scaling; `mixed_float16` would, and is refused by `compile`.
+
 Every network follows the paper's rule (Sections V-A, V-B): batch
 normalisation and ELU after every layer except the last of each network. The
 discriminators return logits (no sigmoid): the losses apply the sigmoid
@@ -231,19 +240,28 @@ class InpaintingGenerator(keras.layers.Layer):
         self.start_size = image_size // factor
         # === Layers ===
         s, f0 = self.start_size, self.filters[0]
-        self.project = layers.Dense(s * s * f0, use_bias=False, name="project")
-        self.project_bn = layers.BatchNormalization(name="project_bn")
-        self.reshape = layers.Reshape((s, s, f0), name="reshape")
+        policy = dict(dtype=self.dtype_policy)
+        self.project = layers.Dense(
+            s * s * f0, use_bias=False, name="project", **policy
+        )
+        self.project_bn = layers.BatchNormalization(name="project_bn", **policy)
+        self.reshape = layers.Reshape((s, s, f0), name="reshape", **policy)
         self.upsample = []
         for i, f in enumerate(self.filters[1:]):
             self.upsample.append(
                 layers.Conv2DTranspose(
-                    f, 3, strides=2, padding="same", use_bias=False, name=f"deconv{i}"
+                    f,
+                    3,
+                    strides=2,
+                    padding="same",
+                    use_bias=False,
+                    name=f"deconv{i}",
+                    **policy,
                 )
             )
-            self.upsample.append(layers.BatchNormalization(name=f"bn{i}"))
+            self.upsample.append(layers.BatchNormalization(name=f"bn{i}", **policy))
         self.to_image = layers.Conv2DTranspose(
-            self.channels, 3, strides=2, padding="same", name="to_image"
+            self.channels, 3, strides=2, padding="same", name="to_image", **policy
         )
 
     def build(self, input_shape):
@@ -324,8 +342,10 @@ class LocalDiscriminator(keras.layers.Layer):
         self.filters = check_int_tuple("filters", filters)
         self.units = check_positive_int("units", units)
         # === Layers ===
-        self.cnn = ConvStack(self.filters, kernel_size=5, strides=2, name="cnn")
-        self.mlp = MLP((self.units, 1), name="mlp")
+        self.cnn = ConvStack(
+            self.filters, kernel_size=5, strides=2, dtype=self.dtype_policy, name="cnn"
+        )
+        self.mlp = MLP((self.units, 1), dtype=self.dtype_policy, name="mlp")
 
     def build(self, input_shape):
         image_shape = tuple(input_shape[0])
@@ -386,8 +406,10 @@ class GlobalDiscriminator(keras.layers.Layer):
         self.filters = check_int_tuple("filters", filters)
         self.units = check_positive_int("units", units)
         # === Layers ===
-        self.cnn = ConvStack(self.filters, kernel_size=5, strides=2, name="cnn")
-        self.mlp = MLP((self.units, 1), name="mlp")
+        self.cnn = ConvStack(
+            self.filters, kernel_size=5, strides=2, dtype=self.dtype_policy, name="cnn"
+        )
+        self.mlp = MLP((self.units, 1), dtype=self.dtype_policy, name="mlp")
 
     def build(self, input_shape):
         self.cnn.build(tuple(input_shape))
@@ -449,8 +471,10 @@ class CNNEncoder(keras.layers.Layer):
         self.filters = check_int_tuple("filters", filters)
         self.use_clue = check_bool("use_clue", use_clue)
         # === Layers ===
-        self.cnn = ConvStack(self.filters, kernel_size=5, strides=2, name="cnn")
-        self.head = layers.Dense(self.units, name="head")
+        self.cnn = ConvStack(
+            self.filters, kernel_size=5, strides=2, dtype=self.dtype_policy, name="cnn"
+        )
+        self.head = layers.Dense(self.units, dtype=self.dtype_policy, name="head")
 
     def build(self, input_shape):
         image_shape = tuple(input_shape[0])
@@ -549,6 +573,15 @@ class ContextSkipEncoder(keras.layers.Layer):
         return cls(**config)
 
 
+def _at_least_float32(x):
+    """`x` as a tensor, cast to float32 if it is a narrower float (bfloat16 or
+    float16, a mixed dtype policy's compute dtype)."""
+    x = ops.convert_to_tensor(x)
+    if keras.backend.standardize_dtype(x.dtype) in ("bfloat16", "float16"):
+        return ops.cast(x, "float32")
+    return x
+
+
 def _update_trackers(trackers, values):
     """Adds `values[name]` to each `Mean` tracker; returns every tracker's result."""
     for name, value in values.items():
@@ -599,6 +632,11 @@ class CRAMInpainter(keras.Model):
     that the optimizers' cross-replica gradient sum is the gradient of the
     global-batch mean; the clue loss (a per-replica batch mean) is divided by
     the number of replicas.
+
+    Under a `mixed_bfloat16` dtype policy the networks compute in bfloat16
+    (float32 variables); the model's own inputs are not cast (it is built
+    with `autocast=False`), and the completed images, the generator output
+    that `generate` returns and every loss are float32.
 
     Backends: `fit`, `evaluate` and `predict` run on TensorFlow and JAX, from
     the same loss code and to the same result (batch-norm statistics, loss
@@ -654,6 +692,10 @@ class CRAMInpainter(keras.Model):
         warmup_steps=0,
         **kwargs,
     ):
+        # The images stay float32 under a mixed dtype policy: each network
+        # casts its own inputs, and the completed image keeps the original
+        # pixels outside the hole exactly.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         # === Layers ===
         self.encoder = encoder
@@ -720,6 +762,19 @@ class CRAMInpainter(keras.Model):
         """One optimizer per network; `kwargs` go to `keras.Model.compile`
         (for example `jit_compile`, `steps_per_execution`). Afterwards
         `model.optimizer` is the three seen as one (`InpainterOptimizers`)."""
+        half = [
+            network.name
+            for network in self._networks()
+            if network.dtype_policy.compute_dtype == "float16"
+        ]
+        if half:
+            raise ValueError(
+                "The inpainter trains under float32 or mixed_bfloat16; float16 "
+                "compute needs loss scaling, which its three-optimizer step does "
+                f"not do. Received: float16 compute in {', '.join(half)}. Use "
+                "keras.config.set_dtype_policy('mixed_bfloat16') or 'float32' "
+                "before building the networks."
+            )
         # No Keras optimizer for keras.Model itself: it would build unused
         # slots for every variable (the three below do the work).
         super().compile(optimizer=None, **kwargs)
@@ -740,6 +795,14 @@ class CRAMInpainter(keras.Model):
             if not optimizer.built:
                 optimizer.build(variables)
 
+    def _networks(self):
+        return (
+            self.encoder,
+            self.generator,
+            self.local_discriminator,
+            self.global_discriminator,
+        )
+
     def _optimizer_variables(self):
         return (
             (self.g_optimizer, self.generator_variables),
@@ -759,22 +822,27 @@ class CRAMInpainter(keras.Model):
     # --- Forward ------------------------------------------------------------
 
     def generate(self, images, mask, training=False, ablate=None):
-        """Generator output `G(z)` and the glimpses' `tau` (or None).
+        """Generator output `G(z)` and the glimpses' `tau` (or None), both
+        in the images' dtype (float32 at least, whatever the networks
+        compute in).
 
         The encoder sees `images * (1 - mask)` (zeros in the hole) and the
         mask as the clue. `ablate` ("glimpses" or "context", CRAM encoders
         only) cuts one pathway for diagnostics (`CRAMEncoder.call`).
         """
+        images = _at_least_float32(images)
         mask = ops.cast(mask, images.dtype)
         occluded = images * (1.0 - mask)
         kwargs = {} if ablate is None else {"ablate": ablate}
         z, tau, _ = self.encoder(
             [occluded, mask], training=training, return_glimpses=True, **kwargs
         )
-        return self.generator(z, training=training), tau
+        generated = ops.cast(self.generator(z, training=training), images.dtype)
+        return generated, None if tau is None else ops.cast(tau, images.dtype)
 
     def call(self, inputs, training=False):
         images, mask = inputs
+        images = _at_least_float32(images)
         generated, _ = self.generate(images, mask, training=training)
         return completed_image(images, generated, mask)
 
@@ -808,18 +876,22 @@ class CRAMInpainter(keras.Model):
             count = ops.cast(ops.shape(per_example)[0] * replicas, per_example.dtype)
             return ops.sum(per_example) / count
 
-        images = ops.convert_to_tensor(images)
+        # float32 (at least) images, generator output and logits: every loss
+        # is computed in float32 whatever the networks compute in.
+        images = _at_least_float32(images)
         mask = ops.cast(mask, images.dtype)
         generated, tau = self.generate(images, mask, training=True)
         completed = completed_image(images, generated, mask)
         # Real and fake in one batch, so batch norm sees both alike.
         both = ops.concatenate([completed, images], axis=0)
         both_masks = ops.concatenate([mask, mask], axis=0)
+        local_logits = self.local_discriminator([both, both_masks], training=True)
+        global_logits = self.global_discriminator(both, training=True)
         local_fake, local_real = ops.split(
-            self.local_discriminator([both, both_masks], training=True), 2, axis=0
+            ops.cast(local_logits, images.dtype), 2, axis=0
         )
         global_fake, global_real = ops.split(
-            self.global_discriminator(both, training=True), 2, axis=0
+            ops.cast(global_logits, images.dtype), 2, axis=0
         )
         # Per-example losses (B,).
         recon = hole_l1(images, generated, mask)

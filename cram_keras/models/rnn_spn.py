@@ -144,56 +144,69 @@ class RampedDropout(layers.Layer):
         return config
 
 
-def localization_cnn(filters=20, dropout=None, name="localization_cnn"):
+def localization_cnn(filters=20, dropout=None, name="localization_cnn", dtype=None):
     """maxpool 2 -> 3 x [conv filters@3x3 ReLU], maxpool 2 between: f_conv of eq. 5.
 
     With ``dropout`` (a rate), a `RampedDropout` follows the second
     convolution, as in the released RNN-SPN code; ``None``: no dropout layer.
+    ``dtype``: the dtype policy of every layer (None: the global one).
     """
+    policy = dict(dtype=dtype)
     stack = [
-        layers.MaxPooling2D(2, name="pool0"),
-        layers.Conv2D(filters, 3, activation="relu", name="conv0"),
-        layers.MaxPooling2D(2, name="pool1"),
-        layers.Conv2D(filters, 3, activation="relu", name="conv1"),
+        layers.MaxPooling2D(2, name="pool0", **policy),
+        layers.Conv2D(filters, 3, activation="relu", name="conv0", **policy),
+        layers.MaxPooling2D(2, name="pool1", **policy),
+        layers.Conv2D(filters, 3, activation="relu", name="conv1", **policy),
     ]
     if dropout is not None:
-        stack.append(RampedDropout(dropout, name="dropout0"))
+        stack.append(RampedDropout(dropout, name="dropout0", **policy))
     stack += [
-        layers.MaxPooling2D(2, name="pool2"),
-        layers.Conv2D(filters, 3, activation="relu", name="conv2"),
-        layers.Flatten(name="flatten"),
+        layers.MaxPooling2D(2, name="pool2", **policy),
+        layers.Conv2D(filters, 3, activation="relu", name="conv2", **policy),
+        layers.Flatten(name="flatten", **policy),
     ]
-    return keras.Sequential(stack, name=name)
+    return _sequential(stack, name, dtype)
 
 
 def classification_cnn(
-    filters, dense_units, dropout, placement="code", name="classifier"
+    filters, dense_units, dropout, placement="code", name="classifier", dtype=None
 ):
     """conv -> pool -> dropout -> conv -> pool -> dropout -> conv -> dense (ReLU).
 
     ``placement="paper"`` adds a third dropout after the third convolution
-    (before the dense layer), as the paper's appendix lists.
+    (before the dense layer), as the paper's appendix lists. ``dtype``: the
+    dtype policy of every layer (None: the global one).
     """
     check_choice("dropout_placement", placement, DROPOUT_PLACEMENTS)
+    policy = dict(dtype=dtype)
     stack = [
-        layers.Conv2D(filters, 3, activation="relu", name="conv0"),
-        layers.MaxPooling2D(2, name="pool0"),
-        RampedDropout(dropout, name="dropout0"),
-        layers.Conv2D(filters, 3, activation="relu", name="conv1"),
-        layers.MaxPooling2D(2, name="pool1"),
-        RampedDropout(dropout, name="dropout1"),
-        layers.Conv2D(filters, 3, activation="relu", name="conv2"),
+        layers.Conv2D(filters, 3, activation="relu", name="conv0", **policy),
+        layers.MaxPooling2D(2, name="pool0", **policy),
+        RampedDropout(dropout, name="dropout0", **policy),
+        layers.Conv2D(filters, 3, activation="relu", name="conv1", **policy),
+        layers.MaxPooling2D(2, name="pool1", **policy),
+        RampedDropout(dropout, name="dropout1", **policy),
+        layers.Conv2D(filters, 3, activation="relu", name="conv2", **policy),
     ]
     if placement == "paper":
-        stack.append(RampedDropout(dropout, name="dropout2"))
+        stack.append(RampedDropout(dropout, name="dropout2", **policy))
     stack += [
-        layers.Flatten(name="flatten"),
-        layers.Dense(dense_units, activation="relu", name="dense"),
+        layers.Flatten(name="flatten", **policy),
+        layers.Dense(dense_units, activation="relu", name="dense", **policy),
     ]
-    return keras.Sequential(stack, name=name)
+    return _sequential(stack, name, dtype)
 
 
-def gru(units, initializer, name="rnn"):
+def _sequential(stack, name, dtype):
+    """`keras.Sequential(stack)` under the dtype policy `dtype` (None: global)."""
+    model = keras.Sequential(stack, name=name)
+    if dtype is not None:
+        # Sequential takes no `dtype` argument; its layers carry the policy.
+        model.dtype_policy = dtype
+    return model
+
+
+def gru(units, initializer, name="rnn", dtype=None):
     """GRU(units) returning sequences, with Keras' or Lasagne's initialisers."""
     if initializer not in GRU_INITIALIZERS:
         raise ValueError(
@@ -209,16 +222,17 @@ def gru(units, initializer, name="rnn"):
             recurrent_initializer=keras.initializers.RandomNormal(stddev=0.1),
             bias_initializer="zeros",
         )
-    return layers.GRU(units, return_sequences=True, name=name, **kwargs)
+    return layers.GRU(units, return_sequences=True, name=name, dtype=dtype, **kwargs)
 
 
-def identity_affine_head(name):
+def identity_affine_head(name, dtype=None):
     """Dense(6) that starts at the identity transform (zero kernel, identity bias)."""
     return layers.Dense(
         6,
         kernel_initializer="zeros",
         bias_initializer=keras.initializers.Constant(IDENTITY_AFFINE),
         name=name,
+        dtype=dtype,
     )
 
 
@@ -321,16 +335,19 @@ class RNNSPN(keras.Model):
         self.align_corners = align_corners
         self.gru_initializer = gru_initializer
         # === Layers ===
+        policy = self.dtype_policy
         self.localization = localization_cnn(
             localization_filters,
             dropout=dropout if dropout_placement == "code" else None,
+            dtype=policy,
         )
-        self.rnn = gru(rnn_units, gru_initializer, name="rnn")
-        self.transform_head = identity_affine_head("transform_head")
+        self.rnn = gru(rnn_units, gru_initializer, name="rnn", dtype=policy)
+        self.transform_head = identity_affine_head("transform_head", dtype=policy)
         self.transformer = SpatialTransformer(
             transform="affine",
             downsample_factor=downsample_factor,
             align_corners=align_corners,
+            dtype=policy,
             name="transformer",
         )
         self.classifier = classification_cnn(
@@ -339,8 +356,9 @@ class RNNSPN(keras.Model):
             dropout,
             dropout_placement,
             name="classifier",
+            dtype=policy,
         )
-        self.logits = layers.Dense(num_classes, name="logits")
+        self.logits = layers.Dense(num_classes, dtype=policy, name="logits")
 
     def transforms(self, images, training=None):
         """Per-step affine parameters (B, T, 6) from the localisation GRU."""
@@ -419,9 +437,11 @@ class _MultiHeadClassifier(keras.Model):
             dropout,
             dropout_placement,
             name="classifier",
+            dtype=self.dtype_policy,
         )
         self.heads = [
-            layers.Dense(num_classes, name=f"head{i}") for i in range(num_steps)
+            layers.Dense(num_classes, dtype=self.dtype_policy, name=f"head{i}")
+            for i in range(num_steps)
         ]
 
     def _classify(self, images, training):
@@ -501,15 +521,20 @@ class FFNSPN(_MultiHeadClassifier):
         self.localization_filters = localization_filters
         self.localization_units = localization_units
         self.align_corners = align_corners
-        self.localization = localization_cnn(localization_filters)
+        policy = self.dtype_policy
+        self.localization = localization_cnn(localization_filters, dtype=policy)
         self.localization_dense = layers.Dense(
-            localization_units, activation="relu", name="localization_dense"
+            localization_units,
+            activation="relu",
+            dtype=policy,
+            name="localization_dense",
         )
-        self.transform_head = identity_affine_head("transform_head")
+        self.transform_head = identity_affine_head("transform_head", dtype=policy)
         self.transformer = SpatialTransformer(
             transform="affine",
             downsample_factor=downsample_factor,
             align_corners=align_corners,
+            dtype=policy,
             name="transformer",
         )
 

@@ -71,15 +71,16 @@ class SaliencyNetwork(keras.Model):
         self.filters = check_int_tuple("filters", filters)
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
         # === Layers ===
-        conv = dict(padding="same", use_bias=False)
+        policy = dict(dtype=self.dtype_policy)
+        conv = dict(padding="same", use_bias=False, **policy)
         self.encoder_blocks = []
         for i, f in enumerate(self.filters):
             self.encoder_blocks.append(
                 [
                     layers.Conv2D(f, self.kernel_size, name=f"conv{i}", **conv),
-                    layers.BatchNormalization(name=f"conv{i}_bn"),
-                    layers.Activation("elu", name=f"conv{i}_elu"),
-                    layers.MaxPooling2D(2, name=f"pool{i}"),
+                    layers.BatchNormalization(name=f"conv{i}_bn", **policy),
+                    layers.Activation("elu", name=f"conv{i}_elu", **policy),
+                    layers.MaxPooling2D(2, name=f"pool{i}", **policy),
                 ]
             )
         self.decoder_blocks = []
@@ -89,11 +90,11 @@ class SaliencyNetwork(keras.Model):
                     layers.Conv2DTranspose(
                         f, self.kernel_size, strides=2, name=f"deconv{i}", **conv
                     ),
-                    layers.BatchNormalization(name=f"deconv{i}_bn"),
-                    layers.Activation("elu", name=f"deconv{i}_elu"),
+                    layers.BatchNormalization(name=f"deconv{i}_bn", **policy),
+                    layers.Activation("elu", name=f"deconv{i}_elu", **policy),
                 ]
             )
-        self.head = layers.Conv2D(1, 1, activation="sigmoid", name="head")
+        self.head = layers.Conv2D(1, 1, activation="sigmoid", name="head", **policy)
 
     def _padding(self, height, width):
         multiple = 2 ** len(self.filters)
