@@ -58,7 +58,12 @@ from cram_keras.evaluation.inpainting import (
     pathway_diagnostics,
     score_methods,
 )
-from cram_keras.experiments.config import config_to_dict, option
+from cram_keras.experiments.config import (
+    DTYPE_POLICIES,
+    config_to_dict,
+    dtype_policy_option,
+    option,
+)
 from cram_keras.experiments.runner import (
     Experiment,
     TrainingDiverged,
@@ -195,6 +200,7 @@ class Config:
         "XLA (measured 10x slower on the 2-core CPU; try it on a GPU)",
         flag=False,
     )
+    dtype_policy: str = dtype_policy_option()
     seed: int = option(0, "training seed")
     # keras-tuner search (tune=True): glimpses x rate x smallest window.
     tune: bool = option(
@@ -251,6 +257,7 @@ class Config:
         check_choice("encoder", self.encoder, ENCODERS)
         check_choice("mask", self.mask, MASK_KINDS)
         check_choice("glimpse_start", self.glimpse_start, GLIMPSE_STARTS)
+        check_choice("dtype_policy", self.dtype_policy, DTYPE_POLICIES)
         positive = (
             "glimpses", "glimpse_size", "core_units", "width", "epochs",
             "batch_size", "figure_examples", "monitor_examples", "eval_batch_size",

@@ -218,3 +218,38 @@ def test_every_flag_is_documented_in_help(capsys):
     # Unset flags stay None, so the config's defaults (the paper's) apply.
     args = parser.parse_args([])
     assert args.epochs is None and args.encoder is None and not args.smoke
+
+
+def test_mixed_bfloat16_run_stops_resumes_and_scores_in_float32(tmp_path):
+    """`--dtype-policy mixed_bfloat16`: a run stopped after its first epoch
+    resumes from the checkpoint (float32 weights and optimizer state), is
+    scored on float32 completed images, and its model.keras computes in
+    bfloat16 again when loaded (under any global policy)."""
+    from cram_keras.experiments import inpaint
+
+    out = tmp_path / "run"
+    config = inpaint.smoke_config(
+        dtype_policy="mixed_bfloat16", epochs=2, n_train=32, n_test=16
+    )
+    kwargs = dict(smoke=True, verbose=0, log=lambda message: None)
+    assert (
+        inpaint.train_and_evaluate(config, str(out), stop_after_epochs=1, **kwargs)
+        is None
+    )
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    metrics = inpaint.train_and_evaluate(config, str(out), **kwargs)
+    assert metrics["epochs"] == 2
+    assert metrics["steps"]["generator"] == 2 * 32 // config.batch_size
+    assert np.isfinite(metrics["methods"]["cram"]["hole_psnr"])
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["dtype_policy"] == "mixed_bfloat16"
+    with open(out / "log.csv", newline="") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
+    model = keras.models.load_model(out / "model.keras")
+    assert {w.dtype for w in model.weights} == {"float32"}
+    images = np.zeros((2, 32, 32, 3), "float32")
+    masks = np.ones((2, 32, 32, 1), "float32")
+    z = model.encoder([images, masks])
+    assert keras.backend.standardize_dtype(z.dtype) == "bfloat16"
+    completed = model([images, masks])
+    assert keras.backend.standardize_dtype(completed.dtype) == "float32"
