@@ -14,6 +14,7 @@ import numpy as np
 
 from cram_keras.experiments import inpaint
 from cram_keras.experiments.named import recorded_settings
+from cram_keras.studies import inpaint_progress
 from cram_keras.studies.driver import StudyError, run_grid
 
 CLASSICAL = ("telea", "navier_stokes", "mean_fill")
@@ -25,7 +26,20 @@ RUN_KEYS = (
 FIGURE_VARIANTS = ("cram", "cnn_encoder")
 
 
+def add_arguments(group):
+    group.add_argument(
+        "--progress",
+        action="store_true",
+        help="train nothing: write the result file and the gap figure (FIGURES "
+        "gap) from the runs as far as they have got (per-epoch validation hole "
+        "PSNR against steps, CRAM - CNN encoder)",
+    )
+
+
 def run(study):
+    if study.args.progress:
+        inpaint_progress.report(study)
+        return 0
     figure = study.figure("inpainting")
     if figure and not set(FIGURE_VARIANTS) <= set(study.variants):
         raise StudyError(
