@@ -12,8 +12,8 @@ cram_keras/studies/driver.py.
 import os
 import sys
 
-# As the training scripts: TensorFlow's oneDNN CPU kernels on unless set,
-# and its C++ logs fatal ones only.
+# TensorFlow's settings for every script, before it loads (why: the
+# docstring of cram_keras.experiments.cli); the caller's values are kept.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

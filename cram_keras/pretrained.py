@@ -196,7 +196,7 @@ def build_model(manifest):
     """The model the manifest describes, built, with fresh weights."""
     import keras
 
-    from cram_keras.experiments.runner import dtype_policy_scope
+    from cram_keras.training.precision import dtype_policy_scope
 
     cls = model_class(manifest["model"])
     policy = manifest.get("training_config", {}).get("dtype_policy", "float32")

@@ -16,6 +16,8 @@ Test modules import it as `from testing import ...` (pytest puts `tests/` on
   cannot be built here, or None.
 - `held_by_another_process(directory)`: a context in which another (small,
   TensorFlow-free) process holds `directory` (`cram_keras.training.run_lock`).
+- `run_workers(argv)`: `python *argv` as the two workers of one
+  MultiWorkerMirroredStrategy cluster on 127.0.0.1 (TF_CONFIG).
 - `supports_float64()`: whether keras.ops compute in float64 on this
   backend (only TensorFlow; elsewhere Keras promotes float64 to float32).
 - `reference_affine_grid`, `reference_bilinear_sample`, `pixel_coordinates`:
@@ -24,10 +26,17 @@ Test modules import it as `from testing import ...` (pytest puts `tests/` on
   at a time in float64, written from the definitions.
 """
 
+import json
+import os
+import socket
+import subprocess
 import sys
 
 import keras
 import numpy as np
+
+# The repository.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def backend():
@@ -405,3 +414,53 @@ def held_by_another_process(directory, name=".lock"):
             child.communicate("", timeout=60)
 
     return held()
+
+
+def free_ports(n):
+    """``n`` free TCP ports on 127.0.0.1."""
+    sockets, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+        ports.append(s.getsockname()[1])
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def run_workers(argv, timeout=900):
+    """Runs ``python *argv`` as worker 0 and worker 1 of one cluster;
+    returns ``[(process, stdout, stderr)]``."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+    procs = []
+    for index in range(2):
+        env = dict(
+            os.environ,
+            KERAS_BACKEND="tensorflow",
+            TF_CPP_MIN_LOG_LEVEL="2",
+            TF_CONFIG=json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            ),
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, *argv],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=ROOT,
+            )
+        )
+    results = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=timeout)
+            results.append((proc, stdout, stderr))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results

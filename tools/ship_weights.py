@@ -54,15 +54,15 @@ import numpy as np  # noqa: E402
 from cram_keras import pretrained  # noqa: E402
 from cram_keras.experiments import named, rnn_spn  # noqa: E402
 from cram_keras.experiments.config import field_default  # noqa: E402
-from cram_keras.experiments.runner import (  # noqa: E402
+from cram_keras.experiments.run_dir import (  # noqa: E402
     CHECKPOINT_DIR,
     CONFIG_FILE,
     METRICS_FILE,
     RUN_KEYS,
-    dtype_policy_scope,
 )
 from cram_keras.platform_info import describe  # noqa: E402
 from cram_keras.training.checkpoint import EpochCheckpoints  # noqa: E402
+from cram_keras.training.precision import dtype_policy_scope  # noqa: E402
 from cram_keras.utils import atomic_path, read_json  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -116,6 +116,26 @@ def load_inpainting_dataset(
     return (x_train, x_test, source) if return_source else (x_train, x_test)
 
 
+def check_inpainting_images(name, images):
+    """Refuses, before training, images that would fail later
+    (`DatasetError`): the classical baselines and the figures need 1 or 3
+    channels, the networks 32x32 pixels. ``name``: the dataset, for the
+    message."""
+    channels = images.shape[-1]
+    if channels not in (1, 3):
+        raise DatasetError(
+            f"{name}: images must have 1 or 3 channels (grey or RGB; the "
+            f"classical baselines and the figures need one of them). Received: "
+            f"{channels} channels, shape {tuple(images.shape[1:])}. Convert the "
+            "images to grey or RGB."
+        )
+    if images.shape[1:3] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DatasetError(
+            f"{name}: images must be {IMAGE_SIZE}x{IMAGE_SIZE}. Received: "
+            f"{tuple(images.shape[1:3])}. Resize them to {IMAGE_SIZE}x{IMAGE_SIZE}."
+        )
+
+
 def npz_test_size(num_images):
     """Number of test images (taken from the end) of an `npz:` dataset."""
     if num_images >= _NPZ_MIN_FOR_FIXED_TEST:

@@ -1,5 +1,6 @@
 """`tf.data` input pipelines of the three experiments: NumPy arrays in,
-batched float32 datasets out.
+batched float32 datasets out; on other backends `array_batches` gives the
+same batches (`sequence_batches` and `clue_batches` choose by backend).
 
 Every training-set builder takes an optional `epoch`. With `epoch=None` the
 dataset reshuffles itself on every pass from one seed (the order of an
@@ -94,6 +95,38 @@ def clue_dataset(images, clues, labels, batch_size, shuffle_seed=None, epoch=Non
     )
 
 
+def sequence_batches(images, labels, batch_size, shuffle_seed=None, epoch=None):
+    """`sequence_dataset` on TensorFlow; on another backend the same batches
+    from `array_batches`."""
+    if _on_tensorflow():
+        return sequence_dataset(images, labels, batch_size, shuffle_seed, epoch)
+    arrays = (images, labels.astype("int32"))
+    return array_batches(arrays, batch_size, shuffle_seed, epoch)
+
+
+def clue_batches(images, clues, labels, batch_size, shuffle_seed=None, epoch=None):
+    """`clue_dataset` on TensorFlow; on another backend the same batches
+    from `array_batches`."""
+    if _on_tensorflow():
+        return clue_dataset(images, clues, labels, batch_size, shuffle_seed, epoch)
+    if clues is None:
+        clues = np.zeros(images.shape[:-1] + (1,), "uint8")
+    return array_batches(
+        (images, clues, labels), batch_size, shuffle_seed, epoch, convert=_clue_inputs
+    )
+
+
+def _on_tensorflow():
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
+
+
+def _clue_inputs(batch):
+    images, clues, labels = batch
+    return (as_float(images), clues.astype("float32")), labels
+
+
 def image_dataset(images, targets, batch_size, shuffle_seed=None, epoch=None):
     """uint8 images (and optional uint8 targets, e.g. saliency masks) ->
     batched float32 `images` or `(images, targets)`."""
@@ -184,13 +217,16 @@ def inpainting_eval_dataset(images, masks, batch_size):
 
 
 __all__ = [
+    "array_batches",
     "as_float",
     "augment_fn",
     "clue_batch",
+    "clue_batches",
     "clue_dataset",
     "image_dataset",
     "inpainting_eval_dataset",
     "inpainting_train_dataset",
+    "sequence_batches",
     "sequence_dataset",
 ]
 

@@ -1,6 +1,6 @@
-"""Scoring a trained inpainter: its completions and the classical baselines
-through the one scorer (`evaluate_inpainting`), and what each pathway of a
-CRAM encoder contributes (`pathway_diagnostics`).
+"""Scoring a trained inpainter (`score_inpainter`): its completions and the
+classical baselines through the one scorer (`evaluate_inpainting`), and
+what each pathway of a CRAM encoder contributes (`pathway_diagnostics`).
 
 The model is any inpainter with ``predict`` on ``(image, mask)`` batches
 and, for the diagnostics, ``generate(images, mask, ablate=...)`` and an
@@ -34,6 +34,16 @@ def score_methods(model, images, masks, method, batch_size=256):
             evaluate_inpainting(images, baseline(images, masks), masks)
         )
     return methods
+
+
+def score_inpainter(model, images, masks, method, batch_size=256):
+    """``{"methods": ..., "pathway_diagnostics": ...}``: `score_methods` of
+    ``model`` (named ``method``) and the baselines, and the
+    `pathway_diagnostics` of its encoder (None without glimpses)."""
+    return {
+        "methods": score_methods(model, images, masks, method, batch_size),
+        "pathway_diagnostics": pathway_diagnostics(model, images, masks, batch_size)[0],
+    }
 
 
 def pathway_diagnostics(model, images, masks, batch_size=256):

@@ -21,6 +21,18 @@ directory of another config, a backend the experiment cannot train on);
 1 a data error (missing, truncated or mismatched files) or a diverged
 training. User errors print one paragraph (``error: ...``) and no
 traceback unless ``--debug``.
+
+Environment: every script (and run_study.py) sets two variables before
+TensorFlow loads, unless the caller set them. ``TF_ENABLE_ONEDNN_OPTS=1``:
+TensorFlow leaves its oneDNN CPU kernels off on CPUs without AVX-512, where
+they make training steps 1.3-1.6x faster (AMD EPYC, 2 cores:
+benchmarks/results/rnn_spn_speed.json); 0 keeps them off.
+``TF_CPP_MIN_LOG_LEVEL=3``: TensorFlow's C++ logs, fatal ones only. Level 2
+would still print, before the run's first line, errors that need no
+action: "failed call to cuInit" on a machine with CUDA libraries and no
+usable GPU (the run says which devices it uses), and oneDNN's int32
+fallback on CPUs without AVX-512. Failures that stop a run reach Python as
+exceptions, and fatal C++ lines still print.
 """
 
 import argparse
@@ -30,6 +42,7 @@ import sys
 
 from cram_keras.experiments import named
 from cram_keras.experiments.config import (
+    add_set_flag,
     base_type,
     check_finite_fields,
     field_default,
@@ -111,8 +124,8 @@ def build_parser(experiment):
         epilog=(
             "Exit codes: 0 done; 2 usage or config error; 1 data error or "
             "diverged training. Rerunning the same command resumes an "
-            "interrupted run. Every setting of the config can also be given "
-            "with --set key=value. Environment: on TensorFlow (CPU) the sampler "
+            "interrupted run. Every setting of the config can also be "
+            "given with --set key=value. Environment: on TensorFlow (CPU) the sampler "
             "uses a compiled kernel, built on first use with g++ (same values, "
             "faster; without a compiler it says so and uses keras.ops); "
             "CRAM_KERAS_NATIVE_SAMPLER=0 turns it off, =1 makes a failed build "
@@ -162,13 +175,9 @@ def build_parser(experiment):
         help="make TensorFlow ops deterministic (slower; a resumed run then "
         "matches an uninterrupted one exactly)",
     )
-    common.add_argument(
-        "--set",
-        dest="assignments",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set any config field, e.g. --set clip_norm=5 (repeatable; "
+    add_set_flag(
+        common,
+        "set any config field, e.g. --set clip_norm=5 (repeatable; "
         "lists as 16,32,64; none for unset)",
     )
     common.add_argument(
@@ -192,7 +201,7 @@ def resolve_config(experiment, args):
     over the one before (UsageError if bad)."""
     fields = [f.name for f in dataclasses.fields(experiment.Config)]
     flags = {name: getattr(args, name, None) for name in fields}
-    from cram_keras.experiments.runner import UsageError
+    from cram_keras.experiments.errors import UsageError
 
     try:
         values = {}
@@ -297,58 +306,49 @@ def main(experiment, argv=None):
     parser = build_parser(experiment)
     args = parser.parse_args(argv)
     from cram_keras.data.errors import DatasetError
-    from cram_keras.experiments.runner import (
-        TrainingDiverged,
-        UsageError,
-        check_backend,
-        check_output_dir,
-        run_experiment,
-    )
+    from cram_keras.experiments.errors import UsageError
+    from cram_keras.experiments.experiment import check_backend
+    from cram_keras.experiments.run_dir import check_output_dir
+    from cram_keras.experiments.runner import run_experiment
+    from cram_keras.training.callbacks import TrainingDiverged
     from cram_keras.training.checkpoint import CheckpointError
     from cram_keras.training.distribute import StrategyError, resolve_strategy
 
     try:
-        try:
-            config = resolve_config(experiment, args)
-            backend = check_backend(experiment)
-            _prepare_native_sampler()
-            for name in ("cache_dir",):
-                if getattr(config, name, None):
-                    check_output_dir(
-                        getattr(config, name), "--" + name.replace("_", "-")
-                    )
-            special = experiment.run_without_training(args, config)
-            if special is not None:
-                return special
-            distribution = resolve_strategy(args.strategy)
-            if args.deterministic:
-                _make_deterministic(backend)
-            output_dir = args.output_dir or os.path.join(
-                "runs",
-                experiment.name,
-                default_run_name(experiment, config, args.smoke),
-            )
-            run_experiment(
-                experiment,
-                config,
-                output_dir,
-                distribution,
-                overwrite=args.overwrite,
-                smoke=args.smoke,
-                stop_after_epochs=args.stop_after_epochs,
-            )
-        except (UsageError, StrategyError) as err:
-            if args.debug:
-                raise
-            return _error(err, EXIT_USAGE)
-        except DatasetError as err:
-            if args.debug:
-                raise
-            return _error(err, EXIT_DATA)
-        except (TrainingDiverged, CheckpointError) as err:
-            if args.debug:
-                raise
-            return _error(err, EXIT_DATA)
+        config = resolve_config(experiment, args)
+        backend = check_backend(experiment)
+        _prepare_native_sampler()
+        for name in ("cache_dir",):
+            if getattr(config, name, None):
+                check_output_dir(getattr(config, name), "--" + name.replace("_", "-"))
+        special = experiment.run_without_training(args, config)
+        if special is not None:
+            return special
+        distribution = resolve_strategy(args.strategy)
+        if args.deterministic:
+            _make_deterministic(backend)
+        output_dir = args.output_dir or os.path.join(
+            "runs",
+            experiment.name,
+            default_run_name(experiment, config, args.smoke),
+        )
+        run_experiment(
+            experiment,
+            config,
+            output_dir,
+            distribution,
+            overwrite=args.overwrite,
+            smoke=args.smoke,
+            stop_after_epochs=args.stop_after_epochs,
+        )
+    except (UsageError, StrategyError) as err:
+        if args.debug:
+            raise
+        return _error(err, EXIT_USAGE)
+    except (DatasetError, TrainingDiverged, CheckpointError) as err:
+        if args.debug:
+            raise
+        return _error(err, EXIT_DATA)
     except KeyboardInterrupt:
         print(
             "interrupted: completed epochs are saved; rerun the same command to "
@@ -363,7 +363,7 @@ def _prepare_native_sampler():
     """With CRAM_KERAS_NATIVE_SAMPLER=1, builds and loads the compiled sampler
     now, so that a missing compiler or a wrong backend is refused before
     anything is written."""
-    from cram_keras.experiments.runner import UsageError
+    from cram_keras.experiments.errors import UsageError
     from cram_keras.ops import native_sampler
 
     try:

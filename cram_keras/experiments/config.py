@@ -21,6 +21,8 @@ import math
 import types
 import typing
 
+from cram_keras.utils import check_choice
+
 _MISSING = dataclasses.MISSING
 
 
@@ -47,7 +49,7 @@ DTYPE_POLICIES = ("float32", "mixed_bfloat16")
 
 def dtype_policy_option():
     """The ``dtype_policy`` setting of the experiments that train on every
-    backend; `runner.dtype_policy_scope` applies it."""
+    backend; `cram_keras.training.precision.dtype_policy_scope` applies it."""
     return option(
         "float32",
         "Keras dtype policy: float32 (the papers'), or mixed_bfloat16 (bfloat16 "
@@ -148,6 +150,19 @@ def parse_value(field, text):
     return value
 
 
+def add_set_flag(group, help):
+    """The repeatable ``--set KEY=VALUE`` flag of a parser (``group``); its
+    values, ``args.assignments``, go to `parse_assignments`."""
+    group.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=help,
+    )
+
+
 def parse_assignments(config_cls, assignments):
     """``["key=value", ...]`` -> ``{key: parsed value}`` for ``config_cls``.
 
@@ -170,6 +185,30 @@ def parse_assignments(config_cls, assignments):
             )
         parsed[key] = parse_value(fields[key], text)
     return parsed
+
+
+def check_choices(config):
+    """`check_choice` on every field of ``config`` declared with ``choices``
+    (`option`); an optional field may also be None."""
+    for field in dataclasses.fields(config):
+        choices = (field.metadata or {}).get("choices")
+        value = getattr(config, field.name)
+        if choices and not (value is None and base_type(field.type)[1]):
+            check_choice(field.name, value, choices)
+
+
+def check_fields(config, check, names, **bounds):
+    """``check(name, value, **bounds)`` on the fields ``names`` of
+    ``config``, e.g. `cram_keras.utils.check_int` with ``low=1``."""
+    for name in names:
+        check(name, getattr(config, name), **bounds)
+
+
+def resolve(config, name, value):
+    """Sets the field ``name`` of the frozen Config ``config`` (in its
+    ``__post_init__``: a default that depends on other fields, or a value
+    in its checked form)."""
+    object.__setattr__(config, name, value)
 
 
 def check_finite_fields(config):

@@ -57,29 +57,33 @@ the results.
 """
 
 import dataclasses
+import functools
 
 import keras
-import numpy as np
 
-from cram_keras.data.pipelines import as_float, clue_batch
-from cram_keras.data.pipelines import clue_dataset as make_dataset
+from cram_keras.data.classification import load_classification_splits
+from cram_keras.data.pipelines import as_float, clue_batch, clue_batches
 from cram_keras.evaluation.glimpses import glimpse_statistics
 from cram_keras.experiments.config import (
-    DTYPE_POLICIES,
+    check_choices,
+    check_fields,
     config_to_dict,
     dtype_policy_option,
     option,
+    resolve,
 )
-from cram_keras.experiments.runner import (
+from cram_keras.experiments.errors import UsageError
+from cram_keras.experiments.experiment import (
     Experiment,
-    UsageError,
     check_batch_size,
+    check_one_worker_search,
     jit_compile_for_backend,
 )
+from cram_keras.experiments.runner import run_experiment
 from cram_keras.experiments.saliency import prepare_clues
 from cram_keras.models.cram import CRAMClassifier, CRAMEncoder
+from cram_keras.training.checkpoint import crash_point
 from cram_keras.utils import (
-    check_choice,
     check_int,
     check_int_list,
     check_number,
@@ -98,6 +102,12 @@ ANCHORS = {
     "stn_st_cnn_cluttered60": 0.017,
 }
 
+# Fields that must be integers >= 1.
+_POSITIVE = (
+    "n_train", "n_valid", "n_test", "glimpses", "glimpse_size", "core_units",
+    "context_units", "localization_units", "glimpse_units", "epochs",
+    "batch_size", "patience", "saliency_epochs", "saliency_batch_size", "max_trials",
+)  # fmt: skip
 _LIST_FIELDS = (
     "context_filters",
     "localization_filters",
@@ -219,15 +229,10 @@ class Config:
     )
 
     def __post_init__(self):
-        def resolve(name, value):
-            object.__setattr__(self, name, value)
-
-        check_choice("dataset", self.dataset, DATASETS)
+        check_choices(self)
         svhn = self.dataset == "svhn"
         if self.clue is None:
-            resolve("clue", "saliency" if svhn else "oracle")
-        check_choice("clue", self.clue, CLUES)
-        check_choice("dtype_policy", self.dtype_policy, DTYPE_POLICIES)
+            resolve(self, "clue", "saliency" if svhn else "oracle")
         if svhn and self.clue == "oracle":
             raise ValueError(
                 "SVHN has no ground-truth saliency, so there is no oracle clue. "
@@ -235,8 +240,8 @@ class Config:
                 f"Received: dataset={self.dataset!r}, clue={self.clue!r}"
             )
         if self.beta is None:
-            resolve("beta", 0.0 if self.clue == "none" else DEFAULT_BETA)
-        resolve("beta", check_number("beta", self.beta, low=0))  # clue-loss weight
+            resolve(self, "beta", 0.0 if self.clue == "none" else DEFAULT_BETA)
+        resolve(self, "beta", check_number("beta", self.beta, low=0))  # clue weight
         if self.clue == "none" and self.beta != 0:
             raise ValueError(
                 "clue='none' is the ablation without a clue: its clue is all "
@@ -245,34 +250,18 @@ class Config:
             )
         check_int("n_valid", self.n_valid, low=1)
         if self.n_train is None:
-            resolve("n_train", SVHN_SIZES["train"] - self.n_valid if svhn else 55_000)
+            resolve(
+                self, "n_train", SVHN_SIZES["train"] - self.n_valid if svhn else 55_000
+            )
         if self.n_test is None:
-            resolve("n_test", SVHN_SIZES["test"] if svhn else 10_000)
-        for name in (
-            "n_train",
-            "n_valid",
-            "n_test",
-            "glimpses",
-            "glimpse_size",
-            "core_units",
-            "context_units",
-            "localization_units",
-            "glimpse_units",
-            "epochs",
-            "batch_size",
-            "patience",
-            "saliency_epochs",
-            "saliency_batch_size",
-            "max_trials",
-        ):
-            check_int(name, getattr(self, name), low=1)
-        for name in ("seed", "data_seed", "figure_examples"):
-            check_int(name, getattr(self, name), low=0)
+            resolve(self, "n_test", SVHN_SIZES["test"] if svhn else 10_000)
+        check_fields(self, check_int, _POSITIVE, low=1)
+        check_fields(self, check_int, ("seed", "data_seed", "figure_examples"), low=0)
         for name in _LIST_FIELDS:
-            resolve(name, check_int_list(name, getattr(self, name)))
+            resolve(self, name, check_int_list(name, getattr(self, name)))
         for name in ("learning_rate", "saliency_learning_rate"):
             value = check_number(name, getattr(self, name), low=0, low_inclusive=False)
-            resolve(name, value)
+            resolve(self, name, value)
         check_number(
             "saliency_threshold",
             self.saliency_threshold,
@@ -298,10 +287,12 @@ class Config:
                 f"Received: n_test={self.n_test}"
             )
         resolve(
+            self,
             "glimpse_range",
             check_range("glimpse_range", self.glimpse_range, low=1, integer=True),
         )
         resolve(
+            self,
             "learning_rate_range",
             check_range(
                 "learning_rate_range",
@@ -317,6 +308,8 @@ class Config:
             )
 
 
+# The smoke run: a tiny CRAM (2 glimpses, 16-unit core, one-layer CNNs), run
+# eagerly (no tracing: faster than a compiled step for a few batches).
 SMOKE = dict(
     n_train=32, n_valid=16, n_test=16, glimpses=2, glimpse_size=8, core_units=16,
     context_filters=[4], context_units=8, localization_filters=[4],
@@ -327,63 +320,22 @@ SMOKE = dict(
 )  # fmt: skip
 
 
-def smoke_config(**overrides):
-    """Seconds-long end-to-end run on a tiny generated set (used by the tests):
-    a tiny CRAM (2 glimpses, 16-unit core, one-layer CNNs), run eagerly (no
-    tracing: faster than a compiled step for a few batches)."""
-    return EXPERIMENT.smoke_config(**overrides)
-
-
 # === Data ===
 
 
 def load_splits(config, bundled=False):
-    """`({split: {"images", "labels", "saliency", "boxes"}}, DataSource)`,
-    uint8 NHWC images.
-
-    `saliency` (ground-truth masks, uint8 {0, 1}) and `boxes` are `None` for
-    SVHN. ``bundled``: the cluttered sets are generated from the bundled
-    MNIST sample when no --data-dir is given (the smoke runs).
-    """
-    if config.dataset == "svhn":
-        from cram_keras.data.sources import load_svhn_labelled
-
-        data, source = load_svhn_labelled(config.data_dir)
-        x_train, y_train = data["train"]
-        x_test, y_test = data["test"]
-        valid = slice(len(x_train) - config.n_valid, len(x_train))
-        splits = {
-            "train": (x_train[: config.n_train], y_train[: config.n_train]),
-            "valid": (x_train[valid], y_train[valid]),
-            "test": (x_test[: config.n_test], y_test[: config.n_test]),
-        }
-        return {
-            split: {"images": x, "labels": y, "saliency": None, "boxes": None}
-            for split, (x, y) in splits.items()
-        }, source
-    from cram_keras.data.translated import load_cluttered_translated
-
-    data, source = load_cluttered_translated(
+    """`({split: {"images", "labels", "saliency", "boxes"}}, DataSource)`
+    of `config` (`cram_keras.data.classification`)."""
+    return load_classification_splits(
+        config.dataset,
         config.data_dir,
-        preset=config.dataset,
-        cache_dir=config.cache_dir,
-        seed=config.data_seed,
         n_train=config.n_train,
         n_valid=config.n_valid,
         n_test=config.n_test,
-        dtype="uint8",
+        cache_dir=config.cache_dir,
+        seed=config.data_seed,
         bundled=bundled,
-        return_source=True,
     )
-    return {
-        split: {
-            "images": data[split].images,
-            "labels": data[split].labels,
-            "saliency": data[split].saliency,
-            "boxes": data[split].boxes,
-        }
-        for split in ("train", "valid", "test")
-    }, source
 
 
 # === Model ===
@@ -423,38 +375,14 @@ def compile_model(model, config, learning_rate=None):
     return model
 
 
-# === Training ===
-
-
-def _evaluate(model, datasets, run=None):
-    from cram_keras.training.checkpoint import crash_point
-
-    results = {}
-    for name, ds in datasets.items():
-        if name == "test":
-            crash_point("evaluate")
-        scores = (
-            run.evaluate(model, ds)
-            if run is not None
-            else model.evaluate(ds, return_dict=True, verbose=0)
-        )
-        results[f"{name}_error"] = 1.0 - float(scores["accuracy"])
-        results[f"{name}_loss"] = float(scores["loss"])
-        if "clue_loss" in scores:
-            results[f"{name}_clue_loss"] = float(scores["clue_loss"])
-    return results
-
-
-def _clue_batch_arrays(batch):
-    images, clues, labels = batch
-    return (as_float(images), clues.astype("float32")), labels
+# === The experiment ===
 
 
 class _Data:
     def __init__(self, splits, source):
         self.splits = splits
         self.source = source
-        self.clues = None
+        self.clues = None  # {split: uint8 clues, or None}: `prepare`
         self.saliency_info = {}
 
 
@@ -483,91 +411,64 @@ class CRAMClassificationExperiment(Experiment):
         name = f"{config.dataset}_{config.clue}_g{config.glimpses}_seed{config.seed}"
         return name + ("_tune" if config.tune else "")
 
-    def load_data(self, config, log, smoke=False):
-        splits, source = load_splits(config, bundled=smoke)
-        return _Data(splits, source)
+    def load_data(self, run):
+        return _Data(*load_splits(run.config, bundled=run.smoke))
 
-    def check_inputs(self, config, data):
+    def check_inputs(self, run):
         check_batch_size(
-            config.batch_size,
-            len(data.splits["train"]["images"]),
+            run.config.batch_size,
+            len(run.data.splits["train"]["images"]),
             "training images",
             "Lower --batch-size or raise --n-train.",
         )
-        if config.tune and keras.backend.backend() != "tensorflow":
+        if run.config.tune and keras.backend.backend() != "tensorflow":
             raise UsageError(
                 "--tune runs keras-tuner, which this project drives on TensorFlow "
                 f"only. Received: KERAS_BACKEND={keras.backend.backend()!r}."
             )
 
-    def prepare(self, run, data):
+    def prepare(self, run):
         # With several workers the chief makes the clues (for clue="saliency"
         # it trains the saliency network into the run directory); the others
-        # wait for it and read what it wrote.
-        if run.is_chief:
-            data.clues, data.saliency_info = prepare_clues(
-                run.config, data.splits, run.directory
-            )
-        run.distribution.barrier()
-        if not run.is_chief:
-            data.clues, data.saliency_info = prepare_clues(
-                run.config, data.splits, run.directory
-            )
-
-    def _dataset(self, config, data, split, epoch=None, shuffle=False):
-        if keras.backend.backend() == "tensorflow":
-            return make_dataset(
-                data.splits[split]["images"],
-                data.clues[split],
-                data.splits[split]["labels"],
-                config.batch_size,
-                config.seed if shuffle else None,
-                epoch,
-            )
-        from cram_keras.data.pipelines import array_batches
-
-        images = data.splits[split]["images"]
-        clues = data.clues[split]
-        if clues is None:
-            clues = np.zeros(images.shape[:-1] + (1,), "uint8")
-        return array_batches(
-            (images, clues, data.splits[split]["labels"]),
-            config.batch_size,
-            config.seed if shuffle else None,
-            epoch,
-            convert=_clue_batch_arrays,
+        # read what it wrote.
+        data = run.data
+        data.clues, data.saliency_info = run.distribution.chief_first(
+            lambda: prepare_clues(run.config, data.splits, run.directory)
         )
 
-    def train_dataset(self, config, data, epoch):
-        return self._dataset(config, data, "train", epoch, shuffle=True)
+    def dataset(self, run, split, epoch=None):
+        """The batches of ``split``; the training split shuffled in the order
+        of ``epoch``."""
+        seed = run.config.seed if split == "train" else None
+        images, labels = (run.data.splits[split][k] for k in ("images", "labels"))
+        clues = run.data.clues[split]
+        return clue_batches(images, clues, labels, run.config.batch_size, seed, epoch)
 
-    def valid_dataset(self, config, data):
-        return self._dataset(config, data, "valid")
+    def train_dataset(self, run, epoch):
+        return self.dataset(run, "train", epoch)
 
-    def samples_per_epoch(self, config, data):
-        return len(data.splits["train"]["images"])
+    def valid_dataset(self, run):
+        return self.dataset(run, "valid")
+
+    def samples_per_epoch(self, run):
+        return len(run.data.splits["train"]["images"])
 
     def _example(self, data):
         x = data.splits["train"]["images"]
         return [as_float(x[:2]), clue_batch(data.clues["train"], x, slice(0, 2))]
 
-    def build_model(self, config, data):
-        model = compile_model(build_model(config), config)
-        model(self._example(data))
+    def build_model(self, run):
+        model = compile_model(build_model(run.config), run.config)
+        model(self._example(run.data))
         return model
 
-    def example_batch(self, config, data):
-        return self._example(data), data.splits["train"]["labels"][:2]
+    def example_batch(self, run):
+        return self._example(run.data), run.data.splits["train"]["labels"][:2]
 
-    def custom_training(self, run, data, distribution):
+    def custom_training(self, run):
         if not run.config.tune:
             return None
-        if distribution.workers > 1:
-            raise UsageError(
-                "--tune runs keras-tuner's trials one after another in one "
-                "process; it does not run under MultiWorkerMirroredStrategy. Run "
-                "it on one machine (--strategy default or mirrored)."
-            )
+        check_one_worker_search(run.distribution)
         from cram_keras.training.tuner import run_glimpse_search
 
         config = run.config
@@ -575,10 +476,10 @@ class CRAMClassificationExperiment(Experiment):
             lambda glimpses, rate: compile_model(
                 build_model(config, glimpses), config, rate
             ),
-            self.train_dataset(config, data, None),
-            self.valid_dataset(config, data),
+            self.train_dataset(run, None),
+            self.valid_dataset(run),
             run.directory,
-            example_inputs=self._example(data),
+            example_inputs=self._example(run.data),
             glimpse_range=config.glimpse_range,
             learning_rate_range=config.learning_rate_range,
             max_trials=config.max_trials,
@@ -598,45 +499,45 @@ class CRAMClassificationExperiment(Experiment):
         )
         return model, summary
 
-    def evaluate(self, model, run, data):
-        config = run.config
-        results = _evaluate(
-            model,
-            {
-                "valid": self.valid_dataset(config, data),
-                "test": self._dataset(config, data, "test"),
-            },
-            run,
-        )
+    def evaluate(self, run):
+        config, data = run.config, run.data
+        results = {}
+        for name in ("valid", "test"):
+            if name == "test":
+                crash_point("evaluate")
+            scores = run.evaluate(self.dataset(run, name))
+            results[f"{name}_error"] = 1.0 - scores["accuracy"]
+            results[f"{name}_loss"] = scores["loss"]
+            if "clue_loss" in scores:
+                results[f"{name}_clue_loss"] = scores["clue_loss"]
         results.update(data.saliency_info)
         results.update(
-            glimpse_statistics(model, data.splits["test"], data.clues["test"]),
+            glimpse_statistics(run.model, data.splits["test"], data.clues["test"]),
             dataset=config.dataset,
             clue=config.clue,
             beta=config.beta,
             num_glimpses=config.glimpses,
             learning_rate=config.learning_rate,
             n_train=len(data.splits["train"]["images"]),
-            parameters=int(model.count_params()),
+            parameters=int(run.model.count_params()),
         )
         return results
 
-    def write_outputs(self, model, run, data, metrics):
-        config = run.config
-        test = data.splits["test"]
+    def write_outputs(self, run, metrics):
+        from cram_keras.visualization import glimpses_figure
+
+        config, test, clues = run.config, run.data.splits["test"], run.data.clues
         n = min(config.figure_examples, len(test["images"]))
         if n:
-            clues = data.clues["test"]
-            from cram_keras.visualization import glimpses_figure
-
             glimpses_figure(
-                model,
+                run.model,
                 test["images"][:n],
-                None if clues is None else clues[:n],
+                None if clues["test"] is None else clues["test"][:n],
                 test["labels"][:n],
                 run.path("glimpses.png"),
                 run.path("glimpses.gif"),
-                title=f"CRAM, clue: {config.clue}, data: {_source_label(data.source)}",
+                title=f"CRAM, clue: {config.clue}, data: "
+                f"{_source_label(run.data.source)}",
             )
 
     def summarize_log(self, rows):
@@ -645,10 +546,11 @@ class CRAMClassificationExperiment(Experiment):
             "train_error_per_epoch": [1.0 - r["accuracy"] for r in rows],
         }
 
-    def export(self, model, run, data, path):
+    def export(self, run, path):
         from cram_keras.training.export import export_classifier
 
-        export_classifier(model, path, data.splits["train"]["images"].shape[1:])
+        image_shape = run.data.splits["train"]["images"].shape[1:]
+        export_classifier(run.model, path, image_shape)
 
 
 def _source_label(source):
@@ -659,16 +561,5 @@ def _source_label(source):
 
 
 EXPERIMENT = CRAMClassificationExperiment()
-
-
-def train_and_evaluate(config, output_dir, **kwargs):
-    """Trains CRAM with `config.clue` (or runs the glimpse search), evaluates
-    the best validation epoch on the test set, and writes the run into
-    `output_dir` (see `cram_keras.experiments.runner`): config.json, log.csv,
-    tensorboard/, checkpoints/, model.keras, metrics.json, glimpses.png,
-    glimpses.gif, saliency/ (clue="saliency"), saved_model/ with `export`;
-    with `tune`: tuner/, trials.csv, trials.json and best_config.json.
-    Returns the metrics dict."""
-    from cram_keras.experiments.runner import run_experiment
-
-    return run_experiment(EXPERIMENT, config, output_dir, **kwargs)
+smoke_config = EXPERIMENT.smoke_config
+train_and_evaluate = functools.partial(run_experiment, EXPERIMENT)

@@ -37,6 +37,7 @@ the final score on those images; they select nothing.
 """
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -47,31 +48,29 @@ import numpy as np
 from cram_keras.data.inpainting import (
     IMAGE_SIZE,
     MASK_KINDS,
+    check_inpainting_images,
     inpainting_masks,
     load_inpainting_dataset,
 )
 from cram_keras.data.pipelines import inpainting_eval_dataset as eval_dataset
 from cram_keras.data.pipelines import inpainting_train_dataset
 from cram_keras.evaluation.baselines import evaluate_inpainting
-from cram_keras.evaluation.inpainting import (
-    complete,
-    pathway_diagnostics,
-    score_methods,
-)
+from cram_keras.evaluation.inpainting import complete, score_inpainter
 from cram_keras.experiments.config import (
-    DTYPE_POLICIES,
-    config_to_dict,
+    check_choices,
+    check_fields,
     dtype_policy_option,
     option,
+    resolve,
 )
-from cram_keras.experiments.runner import (
+from cram_keras.experiments.errors import UsageError
+from cram_keras.experiments.experiment import (
     Experiment,
-    TrainingDiverged,
-    UsageError,
     check_batch_size,
     jit_compile_for_backend,
-    run_experiment,
 )
+from cram_keras.experiments.runner import run_experiment
+from cram_keras.experiments.search import held_out, search_runs
 from cram_keras.models.cram import GLIMPSE_STARTS, CRAMEncoder
 from cram_keras.models.inpainting import (
     CNNEncoder,
@@ -81,17 +80,19 @@ from cram_keras.models.inpainting import (
     InpaintingGenerator,
     LocalDiscriminator,
 )
-from cram_keras.training.callbacks import BeforeValidation, InpaintingFigures
+from cram_keras.training.callbacks import (
+    BeforeValidation,
+    InpaintingFigures,
+    tensorboard_installed,
+)
 from cram_keras.training.checkpoint import (
-    EpochCheckpoints,
     ModelFileError,
     check_inpainter_fits,
     crash_point,
     load_inpainter,
 )
-from cram_keras.training.distribute import python_scalar
+from cram_keras.training.workarounds import python_scalar
 from cram_keras.utils import (
-    check_choice,
     check_int,
     check_number,
     check_range,
@@ -242,9 +243,6 @@ class Config:
     )
 
     def __post_init__(self):
-        def resolve(name, value):
-            object.__setattr__(self, name, value)
-
         dataset_ok = isinstance(self.dataset, str) and (
             self.dataset in ("svhn", "mnist32")
             or (self.dataset.startswith("npz:") and len(self.dataset) > len("npz:"))
@@ -254,17 +252,13 @@ class Config:
                 "`dataset` must be 'svhn', 'mnist32' or 'npz:PATH' (a .npz file "
                 f"with key X). Received: dataset={self.dataset!r}"
             )
-        check_choice("encoder", self.encoder, ENCODERS)
-        check_choice("mask", self.mask, MASK_KINDS)
-        check_choice("glimpse_start", self.glimpse_start, GLIMPSE_STARTS)
-        check_choice("dtype_policy", self.dtype_policy, DTYPE_POLICIES)
+        check_choices(self)
         positive = (
             "glimpses", "glimpse_size", "core_units", "width", "epochs",
             "batch_size", "figure_examples", "monitor_examples", "eval_batch_size",
         )  # fmt: skip
-        for name in positive:
-            check_int(name, getattr(self, name), low=1)
-        # Every image is IMAGE_SIZE pixels square (`check_images`).
+        check_fields(self, check_int, positive, low=1)
+        # Every image is IMAGE_SIZE pixels square (`check_inpainting_images`).
         size = IMAGE_SIZE
         for name, what in (
             ("hole_size", "the centred hole"),
@@ -318,10 +312,10 @@ class Config:
                 "`min_hole` must be at most `max_hole`. "
                 f"Received: min_hole={self.min_hole}, max_hole={self.max_hole}"
             )
-        for name in ("alpha", "beta", "clue_weight", "warmup_epochs"):
-            check_number(name, getattr(self, name), low=0)
-        for name in ("learning_rate", "d_learning_rate"):
-            check_number(name, getattr(self, name), low=0, low_inclusive=False)
+        weights = ("alpha", "beta", "clue_weight", "warmup_epochs")
+        check_fields(self, check_number, weights, low=0)
+        rates = ("learning_rate", "d_learning_rate")
+        check_fields(self, check_number, rates, low=0, low_inclusive=False)
         # The --tune search.
         check_int("max_trials", self.max_trials, low=1)
         below_initial = dict(
@@ -334,7 +328,7 @@ class Config:
             ("learning_rate_range", dict(low=0, low_inclusive=False)),
             ("min_scale_range", dict(low=0, low_inclusive=False, **below_initial)),
         ):
-            resolve(name, check_range(name, getattr(self, name), **bounds))
+            resolve(self, name, check_range(name, getattr(self, name), **bounds))
         # As for min_scale: a window of at least one pixel.
         if self.min_scale_range[0] < 1 / IMAGE_SIZE:
             raise ValueError(
@@ -376,11 +370,6 @@ SMOKE = dict(
     eval_batch_size=32, jit_compile=False, bn_recalibration_batches=2,
     max_trials=2, glimpse_range=[1, 2],
 )  # fmt: skip
-
-
-def smoke_config(**overrides):
-    """Seconds-long end-to-end run on tiny data and networks (used by the tests)."""
-    return EXPERIMENT.smoke_config(**overrides)
 
 
 # === Data ===
@@ -609,110 +598,120 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
             f"_seed{config.seed}"
         )
 
-    def load_data(self, config, log, smoke=False):
-        x_train, x_test, source = load_images(config, bundled=smoke, return_source=True)
+    def load_data(self, run):
+        config = run.config
+        x_train, x_test, source = load_images(
+            config, bundled=run.smoke, return_source=True
+        )
         if config.tune:  # The search's validation images are not trained on.
-            x_train, _ = search_split(config, x_train)
+            x_train, _ = held_out(x_train, config.tune_valid_fraction)
         masks = evaluation_masks(config, len(x_test), x_test.shape[1])
         return _Data(x_train, x_test, masks, source)
 
-    def check_inputs(self, config, data):
-        check_images(config, data.x_train, data.x_test)
+    def check_inputs(self, run):
+        check_inpainting_images(run.config.dataset, run.data.x_test)
+        check_batch_size(
+            run.config.batch_size,
+            len(run.data.x_train),
+            "training images",
+            "Training uses full batches only (batch norm); lower --batch-size.",
+        )
 
-    def steps_per_epoch(self, config, data):
-        return len(data.x_train) // config.batch_size
+    def steps_per_epoch(self, run):
+        return len(run.data.x_train) // run.config.batch_size
 
-    def train_dataset(self, config, data, epoch):
-        return train_dataset(config, data.x_train, epoch)
+    def train_dataset(self, run, epoch):
+        return train_dataset(run.config, run.data.x_train, epoch)
 
-    def valid_dataset(self, config, data):
+    def valid_dataset(self, run):
+        config, data = run.config, run.data
         n = min(config.monitor_examples, len(data.x_test))
         return eval_dataset(data.x_test[:n], data.masks[:n], config.eval_batch_size)
 
-    def samples_per_epoch(self, config, data):
-        return self.steps_per_epoch(config, data) * config.batch_size
+    def samples_per_epoch(self, run):
+        return self.steps_per_epoch(run) * run.config.batch_size
 
-    def build_model(self, config, data):
-        model = build_model(
-            config, data.x_test.shape[1:], self.steps_per_epoch(config, data)
-        )
-        return compile_model(model, config)
+    def build_model(self, run):
+        image_shape = run.data.x_test.shape[1:]
+        model = build_model(run.config, image_shape, self.steps_per_epoch(run))
+        return compile_model(model, run.config)
 
-    def epoch_callbacks(self, run, data):
+    def epoch_callbacks(self, run):
         # Every worker recalibrates (the statistics are part of the weights
         # each one keeps); only the chief draws.
-        callbacks = [
-            BeforeValidation(lambda model: _recalibrate(model, run.config, data))
-        ]
+        callbacks = [BeforeValidation(lambda model: _recalibrate(model, run))]
         if not run.is_chief:
             return callbacks
-        import importlib.util
-
+        data = run.data
         n = min(run.config.figure_examples, len(data.x_test))
-        has_tb = importlib.util.find_spec("tensorboard") is not None
         return callbacks + [
             InpaintingFigures(
                 data.x_test[:n],
                 data.masks[:n],
                 run.path("figures"),
-                run.path("tensorboard") if has_tb else None,
+                run.path("tensorboard") if tensorboard_installed() else None,
                 note=f" ({validation_statistics(run.config)})",
             )
         ]
 
-    def custom_training(self, run, data, distribution):
+    def custom_training(self, run):
         if not run.config.tune:
             return None
-        return _search(run, data, distribution)
-
-    def after_training(self, model, run, data):
-        _recalibrate(model, run.config, data)
-
-    def evaluate(self, model, run, data):
         config = run.config
+        ranges = {
+            "glimpses": config.glimpse_range,
+            "learning_rate": config.learning_rate_range,
+            "min_scale": config.min_scale_range,
+        }
+        return search_runs(
+            run, _TRIAL, ranges, SEARCH_OBJECTIVE, log_scale=("learning_rate",)
+        )
+
+    def after_training(self, run):
+        _recalibrate(run.model, run)
+
+    def evaluate(self, run):
+        config, data, model = run.config, run.data, run.model
         crash_point("evaluate")
-        methods = score_methods(
+        scores = score_inpainter(
             model, data.x_test, data.masks, config.method, config.eval_batch_size
         )
-        diagnostics, _ = pathway_diagnostics(
-            model, data.x_test, data.masks, config.eval_batch_size
-        )
+        optimizers = {
+            "generator": model.g_optimizer,
+            "local_discriminator": model.local_d_optimizer,
+            "global_discriminator": model.global_d_optimizer,
+        }
         return {
-            "methods": methods,
+            "methods": scores["methods"],
             "method": config.method,
             "dataset": config.dataset,
             "mask": config.mask,
             "n_train": int(len(data.x_train)),
             "n_test": int(len(data.x_test)),
             "steps": {
-                "generator": int(python_scalar(model.g_optimizer.iterations)),
-                "local_discriminator": int(
-                    python_scalar(model.local_d_optimizer.iterations)
-                ),
-                "global_discriminator": int(
-                    python_scalar(model.global_d_optimizer.iterations)
-                ),
+                name: int(python_scalar(optimizer.iterations))
+                for name, optimizer in optimizers.items()
             },
             "warmup_steps": model.warmup_steps,
             # The per-epoch validation metrics in log.csv / TensorBoard use
             # the same statistics as these scores.
             "batch_norm_statistics": validation_statistics(config),
-            "pathway_diagnostics": diagnostics,
+            "pathway_diagnostics": scores["pathway_diagnostics"],
             "parameters": {
-                name: int(sum(np.prod(v.shape) for v in layer.weights))
-                for name, layer in (
-                    ("encoder", model.encoder),
-                    ("generator", model.generator),
-                    ("local_discriminator", model.local_discriminator),
-                    ("global_discriminator", model.global_discriminator),
+                name: int(sum(np.prod(v.shape) for v in getattr(model, name).weights))
+                for name in (
+                    "encoder",
+                    "generator",
+                    "local_discriminator",
+                    "global_discriminator",
                 )
             },
         }
 
-    def write_outputs(self, model, run, data, metrics):
+    def write_outputs(self, run, metrics):
         from cram_keras.visualization import glimpse_windows_figure, inpainting_figure
 
-        config = run.config
+        config, data, model = run.config, run.data, run.model
         n = min(config.figure_examples, len(data.x_test))
         inpainting_figure(
             model,
@@ -740,34 +739,21 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
                 ),
             )
 
-    def export(self, model, run, data, path):
+    def export(self, run, path):
         from cram_keras.training.export import export_inpainter
 
-        export_inpainter(model, path, data.x_test.shape[1:])
+        export_inpainter(run.model, path, run.data.x_test.shape[1:])
 
 
 EXPERIMENT = InpaintingExperiment()
+smoke_config = EXPERIMENT.smoke_config
+train_and_evaluate = functools.partial(run_experiment, EXPERIMENT)
 
 
 # === The --tune search ===
 
-# What a trial searches (Config fields) and its objective (in its metrics.json).
-SEARCHED = ("glimpses", "learning_rate", "min_scale")
+# The objective of the search (in each trial's metrics.json).
 SEARCH_OBJECTIVE = "valid_hole_psnr"
-
-
-def search_split(config, x_train):
-    """`(training images, validation images)` of a --tune search: the last
-    `tune_valid_fraction` of the training images (at least one) are held out;
-    every trial, and so the final model, trains on the others."""
-    n_valid = max(1, int(round(config.tune_valid_fraction * len(x_train))))
-    if n_valid >= len(x_train):
-        raise UsageError(
-            f"--tune holds out {n_valid} of the {len(x_train)} training images to "
-            "score the trials, which leaves none to train on. Lower "
-            "tune_valid_fraction (--set tune_valid_fraction=...) or raise --n-train."
-        )
-    return x_train[:-n_valid], x_train[-n_valid:]
 
 
 class _SearchTrial(InpaintingExperiment):
@@ -778,24 +764,28 @@ class _SearchTrial(InpaintingExperiment):
     scores (after the batch-norm recalibration, by `evaluate_inpainting`):
     `valid_hole_psnr`, the search's objective."""
 
-    def load_data(self, config, log, smoke=False):
-        data = super().load_data(config, log, smoke)
-        data.x_train, data.x_valid = search_split(config, data.x_train)
+    def load_data(self, run):
+        data = super().load_data(run)
+        data.x_train, data.x_valid = held_out(
+            data.x_train, run.config.tune_valid_fraction
+        )
         data.valid_masks = evaluation_masks(
-            config, len(data.x_valid), data.x_valid.shape[1]
+            run.config, len(data.x_valid), data.x_valid.shape[1]
         )
         return data
 
-    def valid_dataset(self, config, data):
+    def valid_dataset(self, run):
+        config, data = run.config, run.data
         n = min(config.monitor_examples, len(data.x_valid))
         return eval_dataset(
             data.x_valid[:n], data.valid_masks[:n], config.eval_batch_size
         )
 
-    def evaluate(self, model, run, data):
-        metrics = super().evaluate(model, run, data)
+    def evaluate(self, run):
+        metrics = super().evaluate(run)
+        data = run.data
         completed = complete(
-            model, data.x_valid, data.valid_masks, run.config.eval_batch_size
+            run.model, data.x_valid, data.valid_masks, run.config.eval_batch_size
         )
         scores = evaluate_inpainting(data.x_valid, completed, data.valid_masks)
         metrics[SEARCH_OBJECTIVE] = float(scores["hole_psnr"])
@@ -806,84 +796,7 @@ class _SearchTrial(InpaintingExperiment):
 _TRIAL = _SearchTrial()
 
 
-def _trial_config(config, values):
-    """The config of a trial: `config` with the trial's values, not tuning."""
-    return dataclasses.replace(config, tune=False, **values)
-
-
-def _search(run, data, distribution):
-    """Runs (or resumes) the --tune search and returns the winning trial's
-    model, restored from its run (nothing is trained again), and the summary
-    for metrics.json. Writes trials.csv, trials.json and best_config.json."""
-    from cram_keras.training import tuner as tuning
-
-    config = run.config
-    if distribution.workers > 1:
-        raise UsageError(
-            "--tune runs its trials one after another in one process; it does "
-            "not run under MultiWorkerMirroredStrategy. Run it on one machine "
-            "(--strategy default or mirrored)."
-        )
-    start = time.perf_counter()
-
-    def train_trial(trial_id, values):
-        metrics = run_experiment(
-            _TRIAL,
-            _trial_config(config, values),
-            run.path(tuning.trial_directory(trial_id)),
-            distribution,
-            smoke=run.smoke,
-            log=run.log,
-        )
-        return {
-            SEARCH_OBJECTIVE: metrics[SEARCH_OBJECTIVE],
-            "epochs": metrics["epochs"],
-            "seconds": metrics["wall_seconds"],
-        }
-
-    ranges = {
-        "glimpses": config.glimpse_range,
-        "learning_rate": config.learning_rate_range,
-        "min_scale": config.min_scale_range,
-    }
-    best, values, rows = tuning.run_search(
-        train_trial,
-        {k: ranges[k] for k in SEARCHED},
-        SEARCH_OBJECTIVE,
-        run.directory,
-        log=("learning_rate",),
-        max_trials=config.max_trials,
-        seed=config.seed,
-        failed_errors=(TrainingDiverged,),
-        best_config=lambda values: config_to_dict(_trial_config(config, values)),
-        write=run.is_chief,
-    )
-    trial_dir = tuning.trial_directory(best["trial_id"])
-    # The winner's final weights and optimizer state, from its last epoch.
-    model = _TRIAL.build_model(_trial_config(config, values), data)
-    record = EpochCheckpoints(run.path(trial_dir, "checkpoints"), write=False).latest(
-        load=model.load_weights, log=run.log
-    )
-    if record is None:
-        raise RuntimeError(
-            f"Trial {best['trial_id']} completed, but {run.path(trial_dir)} holds "
-            "no epoch checkpoint to restore it from."
-        )
-    seconds = sum(row["seconds"] or 0.0 for row in rows)
-    summary = dict(
-        values,
-        best_trial=best["trial_id"],
-        best_trial_directory=trial_dir,
-        trials=len(rows),
-        epochs=best["epochs"],
-        train_wall_seconds=seconds,
-        _this_process_train_seconds=time.perf_counter() - start,
-    )
-    summary[SEARCH_OBJECTIVE] = best[SEARCH_OBJECTIVE]
-    return model, summary
-
-
-def _recalibrate(model, config, data):
+def _recalibrate(model, run):
     """Batch-norm statistics as the final scoring uses them: the average over
     `config.bn_recalibration_batches` training batches, always the same
     batches (a fixed seed and order), so the result depends only on the
@@ -891,13 +804,14 @@ def _recalibrate(model, config, data):
     before the final scoring agree, and a rerun after a kill gives the same
     statistics. Nothing with `bn_recalibration_batches=0` (the moving
     averages of training are used)."""
+    config = run.config
     if not config.bn_recalibration_batches:
         return
     # Runs at the end of an epoch's fit (or after training): the next epoch
     # reseeds everything, so resetting the seeds here changes no training.
     keras.utils.set_random_seed(config.seed)
     model.recalibrate_batch_norm(
-        train_dataset(config, data.x_train, epoch=config.epochs),
+        train_dataset(config, run.data.x_train, epoch=config.epochs),
         config.bn_recalibration_batches,
     )
 
@@ -907,41 +821,6 @@ def validation_statistics(config):
     if config.bn_recalibration_batches:
         return f"BN recalibrated on {config.bn_recalibration_batches} training batches"
     return "BN moving averages"
-
-
-def check_images(config, x_train, x_test):
-    """Refuses, before training, what would fail later (UsageError/DatasetError)."""
-    from cram_keras.data.errors import DatasetError
-
-    channels = x_test.shape[-1]
-    if channels not in (1, 3):
-        raise DatasetError(
-            f"{config.dataset}: images must have 1 or 3 channels (grey or RGB; the "
-            f"classical baselines and the figures need one of them). Received: "
-            f"{channels} channels, shape {tuple(x_test.shape[1:])}. Convert the "
-            "images to grey or RGB."
-        )
-    if x_test.shape[1:3] != (32, 32):
-        raise DatasetError(
-            f"{config.dataset}: images must be 32x32. Received: "
-            f"{tuple(x_test.shape[1:3])}. Resize them to 32x32."
-        )
-    check_batch_size(
-        config.batch_size,
-        len(x_train),
-        "training images",
-        "Training uses full batches only (batch norm); lower --batch-size.",
-    )
-
-
-def train_and_evaluate(config, output_dir, **kwargs):
-    """Trains the inpainter of ``config``, scores it and the classical
-    baselines on the same test images and masks, and writes the run into
-    ``output_dir`` (see `cram_keras.experiments.runner`): config.json,
-    log.csv, tensorboard/, figures/ (one Fig. 7 figure per epoch), inpaint.png,
-    checkpoints/, model.keras, metrics.json, and saved_model/ with ``export``.
-    Returns the metrics dict."""
-    return run_experiment(EXPERIMENT, config, output_dir, **kwargs)
 
 
 def evaluate_checkpoint(config, checkpoint, output_dir, bundled=False):
@@ -955,24 +834,19 @@ def evaluate_checkpoint(config, checkpoint, output_dir, bundled=False):
     except ModelFileError as err:
         raise UsageError(str(err)) from None
     masks = evaluation_masks(config, len(x_test), x_test.shape[1])
-    method = (
-        "cnn_encoder"
-        if isinstance(model.encoder, CNNEncoder)
-        else "cram_skip"
-        if isinstance(model.encoder, ContextSkipEncoder)
-        else "cram"
+    encoders = {CNNEncoder: "cnn_encoder", ContextSkipEncoder: "cram_skip"}
+    method = next(
+        (name for cls, name in encoders.items() if isinstance(model.encoder, cls)),
+        "cram",
     )
     start = time.perf_counter()
-    results = {
-        "methods": score_methods(model, x_test, masks, method, config.eval_batch_size),
-        "pathway_diagnostics": pathway_diagnostics(
-            model, x_test, masks, config.eval_batch_size
-        )[0],
-        "checkpoint": os.path.abspath(checkpoint),
-        "dataset": config.dataset,
-        "mask": config.mask,
-        "n_test": int(len(x_test)),
-    }
+    results = dict(
+        score_inpainter(model, x_test, masks, method, config.eval_batch_size),
+        checkpoint=os.path.abspath(checkpoint),
+        dataset=config.dataset,
+        mask=config.mask,
+        n_test=int(len(x_test)),
+    )
     results["wall_seconds"] = time.perf_counter() - start
     os.makedirs(output_dir, exist_ok=True)
     from cram_keras.visualization import inpainting_figure

@@ -17,28 +17,34 @@ CPU-budget setting: the same architecture and data with ``--epochs`` small
 (the configuration ``configs/rnn_spn/budget.py`` holds the committed command
 and its wall time). The run machinery (resume, checkpoints, strategies, flags) is
 `cram_keras.experiments.runner`; this module holds only what is RNN-SPN's.
+`train_and_evaluate(config, output_dir, **kwargs)` trains ``config.model``
+and writes every artifact into ``output_dir``; it returns the metrics dict.
 """
 
 import dataclasses
+import functools
 import math
 
 import keras
 
 from cram_keras.data.pipelines import array_batches, as_float, sequence_dataset
 from cram_keras.experiments.config import (
-    DTYPE_POLICIES,
+    check_choices,
+    check_fields,
     dtype_policy_option,
     option,
 )
-from cram_keras.experiments.runner import (
+from cram_keras.experiments.experiment import (
     Experiment,
     check_batch_size,
     jit_compile_for_backend,
 )
+from cram_keras.experiments.runner import run_experiment
 from cram_keras.models.rnn_spn import DROPOUT_PLACEMENTS, MODELS
 from cram_keras.training.callbacks import DropoutRamp, step_decay_after
+from cram_keras.training.checkpoint import crash_point
 from cram_keras.training.metrics import sequence_metrics
-from cram_keras.utils import check_choice, check_int, check_number
+from cram_keras.utils import check_int, check_number
 
 MODEL_NAMES = tuple(MODELS)
 # Side of the cluttered MNIST sequence images (`load_cluttered_sequences`).
@@ -161,9 +167,7 @@ class Config:
     )
 
     def __post_init__(self):
-        check_choice("model", self.model, MODEL_NAMES)
-        check_choice("gru_initializer", self.gru_initializer, ("keras", "lasagne"))
-        check_choice("dtype_policy", self.dtype_policy, DTYPE_POLICIES)
+        check_choices(self)
         check_number("downsample", self.downsample, low=1.0)
         if self.model != "conv" and crop_size(self.downsample) < MIN_CROP:
             crop = crop_size(self.downsample)
@@ -177,34 +181,20 @@ class Config:
                 f"({crop}x{crop}-pixel crops)"
             )
         check_number("dropout", self.dropout, low=0.0, high=1.0, high_inclusive=False)
-        check_choice("dropout_placement", self.dropout_placement, DROPOUT_PLACEMENTS)
         check_int("dropout_ramp_epochs", self.dropout_ramp_epochs, low=0)
-        for name in ("learning_rate", "rho", "epsilon", "clip_value", "clip_norm"):
-            check_number(name, getattr(self, name), low=0.0, low_inclusive=False)
+        rates = ("learning_rate", "rho", "epsilon", "clip_value", "clip_norm")
+        check_fields(self, check_number, rates, low=0.0, low_inclusive=False)
         check_number("lr_decay_factor", self.lr_decay_factor, low=1.0)
-        for name in (
-            "epochs",
-            "batch_size",
-            "patience",
-            "n_train",
-            "n_valid",
-            "n_test",
-        ):
-            check_int(name, getattr(self, name), low=1)
-        for name in ("lr_decay_interval", "lr_no_decay_epochs", "seed", "data_seed"):
-            check_int(name, getattr(self, name), low=0)
-        check_int("figure_examples", self.figure_examples, low=0)
+        positive = ("epochs", "batch_size", "patience", "n_train", "n_valid", "n_test")
+        check_fields(self, check_int, positive, low=1)
+        counts = ("lr_decay_interval", "lr_no_decay_epochs", "seed", "data_seed")
+        check_fields(self, check_int, (*counts, "figure_examples"), low=0)
 
 
 SMOKE = dict(
     epochs=2, batch_size=16, n_train=64, n_valid=32, n_test=32, patience=5,
     figure_examples=2,
 )  # fmt: skip
-
-
-def smoke_config(**overrides):
-    """Seconds-long end-to-end run on a tiny generated set (used by the tests)."""
-    return EXPERIMENT.smoke_config(**overrides)
 
 
 class _Data:
@@ -279,7 +269,10 @@ def export_model(model, path, image_shape):
     )
 
 
-def _dataset(images, labels, batch_size, seed=None, epoch=None):
+def batches(images, labels, batch_size, seed=None, epoch=None):
+    """Batched ``(float32 images, int32 labels)``: a tf.data pipeline on
+    TensorFlow, else a PyDataset; shuffled in the order of ``epoch`` when
+    ``seed`` is given."""
     if keras.backend.backend() == "tensorflow":
         return sequence_dataset(images, labels, batch_size, seed, epoch)
     return array_batches((images, labels.astype("int32")), batch_size, seed, epoch)
@@ -309,41 +302,48 @@ class RNNSPNExperiment(Experiment):
         d = f"_d{config.downsample:g}" if config.model != "conv" else ""
         return f"{config.model}{d}_seed{config.seed}"
 
-    def load_data(self, config, log, smoke=False):
-        splits, source = load_splits(config, bundled=smoke)
+    def load_data(self, run):
+        splits, source = load_splits(run.config, bundled=run.smoke)
         return _Data(splits, source)
 
-    def check_inputs(self, config, data):
+    def check_inputs(self, run):
         check_batch_size(
-            config.batch_size,
-            len(data.splits["train"][0]),
+            run.config.batch_size,
+            len(run.data.splits["train"][0]),
             "training sequences",
             "Lower --batch-size or raise --n-train.",
         )
 
-    def train_dataset(self, config, data, epoch):
-        x, y = data.splits["train"]
-        return _dataset(x, y, config.batch_size, config.seed, epoch)
+    def dataset(self, run, split, epoch=None):
+        """The batches of ``split``; the training split shuffled in the order
+        of ``epoch``."""
+        images, labels = run.data.splits[split]
+        seed = run.config.seed if split == "train" else None
+        return batches(images, labels, run.config.batch_size, seed, epoch)
 
-    def valid_dataset(self, config, data):
-        return _dataset(*data.splits["valid"], config.batch_size)
+    def train_dataset(self, run, epoch):
+        return self.dataset(run, "train", epoch)
 
-    def samples_per_epoch(self, config, data):
-        return len(data.splits["train"][0])
+    def valid_dataset(self, run):
+        return self.dataset(run, "valid")
 
-    def build_model(self, config, data):
-        model = compile_model(build_model(config), config)
-        model(keras.ops.zeros((1,) + data.splits["train"][0].shape[1:]))
+    def samples_per_epoch(self, run):
+        return len(run.data.splits["train"][0])
+
+    def build_model(self, run):
+        model = compile_model(build_model(run.config), run.config)
+        model(keras.ops.zeros((1,) + run.data.splits["train"][0].shape[1:]))
         return model
 
-    def example_batch(self, config, data):
-        x, y = data.splits["train"]
+    def example_batch(self, run):
+        x, y = run.data.splits["train"]
         return as_float(x[:2]), y[:2].astype("int32")
 
-    def epoch_callbacks(self, run, data):
+    def epoch_callbacks(self, run):
         return [DropoutRamp(run.config.dropout_ramp_epochs)]
 
-    def learning_rate(self, config, epoch):
+    def learning_rate(self, run, epoch):
+        config = run.config
         return step_decay_after(
             epoch,
             config.learning_rate,
@@ -352,45 +352,37 @@ class RNNSPNExperiment(Experiment):
             config.lr_no_decay_epochs,
         )
 
-    def evaluate(self, model, run, data):
-        from cram_keras.training.checkpoint import crash_point
-
+    def evaluate(self, run):
         config = run.config
         results = {}
         for name in ("valid", "test"):
             if name == "test":
                 crash_point("evaluate")
-            scores = run.evaluate(
-                model, _dataset(*data.splits[name], config.batch_size)
-            )
+            scores = run.evaluate(self.dataset(run, name))
             results[f"{name}_per_digit_error"] = 1.0 - float(scores["digit_accuracy"])
             results[f"{name}_sequence_error"] = 1.0 - float(scores["sequence_accuracy"])
             results[f"{name}_loss"] = float(scores["loss"])
         results.update(
             model=config.model,
             downsample=config.downsample if config.model != "conv" else None,
-            parameters=int(model.count_params()),
+            parameters=int(run.model.count_params()),
         )
         return results
 
-    def write_outputs(self, model, run, data, metrics):
+    def write_outputs(self, run, metrics):
         from cram_keras.visualization import attention_figure
 
-        images, labels = data.splits["test"]
+        images, labels = run.data.splits["test"]
         n = min(run.config.figure_examples, len(images))
         if n:
-            attention_figure(model, images[:n], labels[:n], run.path("attention.png"))
+            attention_figure(
+                run.model, images[:n], labels[:n], run.path("attention.png")
+            )
 
-    def export(self, model, run, data, path):
-        export_model(model, path, data.splits["train"][0].shape[1:])
+    def export(self, run, path):
+        export_model(run.model, path, run.data.splits["train"][0].shape[1:])
 
 
 EXPERIMENT = RNNSPNExperiment()
-
-
-def train_and_evaluate(config, output_dir, **kwargs):
-    """Trains ``config.model`` and writes every artifact into ``output_dir``
-    (see `cram_keras.experiments.runner`); returns the metrics dict."""
-    from cram_keras.experiments.runner import run_experiment
-
-    return run_experiment(EXPERIMENT, config, output_dir, **kwargs)
+smoke_config = EXPERIMENT.smoke_config
+train_and_evaluate = functools.partial(run_experiment, EXPERIMENT)

@@ -21,7 +21,8 @@ import keras
 from cram_keras.data.pipelines import as_float, image_dataset
 from cram_keras.data.saliency_masks import saliency_targets
 from cram_keras.experiments.config import option
-from cram_keras.experiments.runner import Experiment, run_experiment
+from cram_keras.experiments.experiment import Experiment
+from cram_keras.experiments.runner import run_experiment
 from cram_keras.models.saliency import SaliencyNetwork
 from cram_keras.training import run_lock
 from cram_keras.training.saliency import (
@@ -72,29 +73,33 @@ class SaliencyStage(Experiment):
             pseudo_masks=config.dataset == "svhn",
         )
 
-    def load_data(self, config, log, smoke=False):
+    def load_data(self, run):
         return self.arrays
 
-    def train_dataset(self, config, data, epoch):
-        return image_dataset(data[0], data[1], config.batch_size, config.seed, epoch)
+    def train_dataset(self, run, epoch):
+        images, masks = run.data[:2]
+        return image_dataset(
+            images, masks, run.config.batch_size, run.config.seed, epoch
+        )
 
-    def valid_dataset(self, config, data):
-        return image_dataset(data[2], data[3], config.batch_size)
+    def valid_dataset(self, run):
+        return image_dataset(*run.data[2:], run.config.batch_size)
 
-    def samples_per_epoch(self, config, data):
-        return len(data[0])
+    def samples_per_epoch(self, run):
+        return len(run.data[0])
 
-    def build_model(self, config, data):
+    def build_model(self, run):
+        config = run.config
         net = SaliencyNetwork(filters=config.filters, name="saliency")
         net.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
             loss=keras.losses.BinaryCrossentropy(),
             run_eagerly=config.run_eagerly,
         )
-        net(as_float(data[0][:2]))
+        net(as_float(run.data[0][:2]))
         return net
 
-    def evaluate(self, model, run, data):
+    def evaluate(self, run):
         return {}
 
 

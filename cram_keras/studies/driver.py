@@ -34,7 +34,7 @@ import shlex
 import sys
 
 from cram_keras.experiments import named as named_configs
-from cram_keras.experiments.config import parse_assignments
+from cram_keras.experiments.config import add_set_flag, parse_assignments
 from cram_keras.training import run_lock
 
 EXIT_USAGE = 2
@@ -179,13 +179,9 @@ def build_parser(named=None, protocol=None):
         metavar="FILE",
         help="the result file (default: the configuration's)",
     )
-    common.add_argument(
-        "--set",
-        dest="assignments",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any Config field, for every run (repeatable)",
+    add_set_flag(
+        common,
+        "any Config field, for every run (repeatable)",
     )
     common.add_argument(
         "--variants", default=None, metavar="A,B", help="these variants only"

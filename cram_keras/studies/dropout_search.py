@@ -81,7 +81,7 @@ import shlex
 import keras
 
 from cram_keras.experiments import rnn_spn
-from cram_keras.experiments.runner import (
+from cram_keras.experiments.run_dir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     METRICS_FILE,

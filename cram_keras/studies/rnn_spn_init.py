@@ -8,7 +8,7 @@ directory is gone (measured on another machine)."""
 import os
 
 from cram_keras.experiments import rnn_spn
-from cram_keras.experiments.runner import read_log
+from cram_keras.experiments.run_dir import read_log
 from cram_keras.studies.driver import run_grid
 from cram_keras.utils import read_json
 

@@ -54,14 +54,12 @@ import keras
 import numpy as np
 
 from cram_keras.experiments import named, rnn_spn
-from cram_keras.experiments.runner import (
-    CHECKPOINT_DIR,
-    dtype_policy_scope,
-    load_config,
-)
+from cram_keras.experiments.experiment import Run
+from cram_keras.experiments.run_dir import CHECKPOINT_DIR, load_config
 from cram_keras.platform_info import describe
 from cram_keras.studies.driver import StudyError
 from cram_keras.training.checkpoint import EpochCheckpoints
+from cram_keras.training.precision import dtype_policy_scope
 from cram_keras.utils import read_json
 
 PROTOCOL = (
@@ -290,18 +288,19 @@ def report_model(run_dir, data_cache, attention_path=None):
         entry["test_per_digit_error_at_best"] = metrics["test_per_digit_error"]
         entry["test_sequence_error_at_best"] = metrics["test_sequence_error"]
     elif best_path:
+        run = Run(run_dir, config)
         key = (config.data_dir, config.n_train, config.data_seed)
         if key not in data_cache:
-            data_cache[key] = rnn_spn.EXPERIMENT.load_data(config, print)
-        data = data_cache[key]
+            data_cache[key] = rnn_spn.EXPERIMENT.load_data(run)
+        run.data = data = data_cache[key]
         with dtype_policy_scope(config):
-            model = rnn_spn.EXPERIMENT.build_model(config, data)
+            model = rnn_spn.EXPERIMENT.build_model(run)
         with warnings.catch_warnings():
             # The checkpoint also holds the optimizer, which evaluation does not
             # build; Keras warns that it skips those variables.
             warnings.filterwarnings("ignore", message="Skipping variable loading")
             model.load_weights(best_path)
-        test = rnn_spn._dataset(*data.splits["test"], config.batch_size)
+        test = rnn_spn.EXPERIMENT.dataset(run, "test")
         scores = model.evaluate(test, return_dict=True, verbose=0)
         entry["test_per_digit_error_at_best"] = 1.0 - float(scores["digit_accuracy"])
         entry["test_sequence_error_at_best"] = 1.0 - float(scores["sequence_accuracy"])

@@ -1,16 +1,102 @@
-"""The RNN-SPN learning-rate rule and dropout ramp, the inpainting
-callbacks (figures, batch-norm recalibration before validation), and the
-one line per epoch of a run with its time and ETA (`EpochProgress`); the
-resumable run machinery is `cram_keras.experiments.runner`."""
+"""The callbacks of a run's ``fit``: those every run has (`NaNGuard`,
+`CrashPoints`, `tensorboard`), the RNN-SPN learning-rate rule and dropout
+ramp, and the inpainting callbacks (figures, batch-norm recalibration
+before validation). What a run shows while it trains is
+`cram_keras.training.progress`; the epoch loop that adds them is
+`cram_keras.experiments.epochs`."""
 
+import importlib.util
+import math
 import os
-import sys
-import time
 
 import keras
 import numpy as np
 
-from cram_keras.training.distribute import python_scalar
+from cram_keras.training.checkpoint import crash_point
+from cram_keras.training.workarounds import python_scalar
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite (exit code 1)."""
+
+
+# === Every run ===
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss, naming epoch and step.
+
+    Args:
+        checkpoints: the run's checkpoint folder (named in the message).
+        last_good: the last committed epoch, 1-based (0: none).
+    """
+
+    def __init__(self, checkpoints, last_good):
+        super().__init__()
+        self.checkpoints = checkpoints
+        self.last_good = last_good
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        for key, value in (logs or {}).items():
+            if "loss" not in key:
+                continue
+            try:
+                value = float(python_scalar(value))
+            except (TypeError, ValueError):
+                continue
+            if not math.isfinite(value):
+                kept = (
+                    f"the checkpoint of epoch {self.last_good} in "
+                    f"{self.checkpoints} is intact and a rerun resumes from it"
+                    if self.last_good
+                    else "no epoch had completed, so no checkpoint was written"
+                )
+                raise TrainingDiverged(
+                    f"training diverged: {key} became {value} at epoch "
+                    f"{self.epoch + 1}, step {batch + 1}; {kept}. Lower the "
+                    "learning rate (--set learning_rate=...) or change --seed."
+                )
+
+
+class CrashPoints(keras.callbacks.Callback):
+    """``batch:<epoch>``: a kill after the first batch of an epoch, and
+    ``validation:<epoch>`` before its validation (`crash_point`, tests)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:
+            crash_point(f"batch:{self.epoch}")
+
+    def on_test_begin(self, logs=None):
+        crash_point(f"validation:{self.epoch}")
+
+
+def tensorboard_installed():
+    """Whether TensorBoard logs can be written: TensorBoard is installed,
+    and TensorFlow too where Keras runs on another backend."""
+    if importlib.util.find_spec("tensorboard") is None:
+        return False
+    return (
+        keras.backend.backend() == "tensorflow"
+        or importlib.util.find_spec("tensorflow") is not None
+    )
+
+
+def tensorboard(directory):
+    """Keras' TensorBoard callback logging into ``directory``, or None where
+    it cannot (`tensorboard_installed`)."""
+    if not tensorboard_installed():
+        return None
+    return keras.callbacks.TensorBoard(directory, write_graph=False)
+
+
+# === RNN-SPN ===
 
 
 def step_decay_after(epoch, base_lr, factor=1.5, interval=10, no_decay=30):
@@ -97,6 +183,9 @@ def ramped_dropout_layers(model):
     ]
 
 
+# === Inpainting ===
+
+
 class InpaintingFigures(keras.callbacks.Callback):
     """After every epoch: `figures/epoch_NNN.png` (Fig. 7 style, see
     `cram_keras.visualization.inpainting_figure`) for fixed test images, and
@@ -159,100 +248,3 @@ class BeforeValidation(keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None):
         self.fn(self.model)
-
-
-# === Progress ===
-
-
-def format_seconds(seconds):
-    """A duration for a log line: ``"4.2s"``, ``"41s"``, ``"3m05s"``, ``"2h07m"``."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    if seconds < 59.5:
-        return f"{seconds:.0f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(int(round(seconds / 60)), 60)
-    return f"{hours}h{minutes:02d}m"
-
-
-def format_logs(logs):
-    """``"loss: 2.302 - val_loss: 2.32"``: every value, sorted by name, to 4
-    significant digits."""
-    parts = []
-    for key, value in sorted((logs or {}).items()):
-        try:
-            parts.append(f"{key}: {float(python_scalar(value)):.4g}")
-        except (TypeError, ValueError):
-            parts.append(f"{key}: {value}")
-    return " - ".join(parts)
-
-
-class EpochProgress:
-    """One line per epoch of a run: its number, its wall time, an ETA and
-    the logged values, e.g.
-
-        Epoch 3/50 - 41s - ETA 32m10s - loss: 2.302 - val_loss: 2.32
-
-    The epoch's time runs from the end of the previous epoch (from `start`
-    for the first one), so it counts everything the loop does per epoch:
-    training, validation, callbacks and checkpoints. The ETA is the epochs
-    left times the mean time of the last ``recent`` epochs; the first epoch
-    after `start` also compiles the steps, so it is left out of the mean
-    once a later epoch has been timed. Early stopping can end a run before
-    the ETA.
-
-    Args:
-        epochs: the run's epochs in all (the ``E`` of ``Epoch e/E``).
-        until: the epoch count this process trains to (default ``epochs``,
-            e.g. less when training in stretches).
-        recent: epochs in the mean (5).
-        stream: where the lines go (default: ``sys.stdout`` at print time).
-        clock: seconds, monotonic (``time.perf_counter``).
-
-    Usage: call `start` before the first epoch, then `epoch_end(epoch, logs)`
-    once each epoch has finished (with a custom loop as with ``fit``).
-    """
-
-    def __init__(self, epochs, until=None, recent=5, stream=None, clock=None):
-        self.epochs = int(epochs)
-        self.until = self.epochs if until is None else int(until)
-        self.recent = int(recent)
-        self.stream = stream
-        self.clock = clock or time.perf_counter
-        self.seconds = []
-        self._mark = None
-
-    def start(self):
-        self._mark = self.clock()
-
-    def mean_epoch_seconds(self):
-        """Mean of the recent epoch times (None before the first epoch)."""
-        times = self.seconds[1:] if len(self.seconds) > 1 else self.seconds
-        times = times[-self.recent :]
-        return sum(times) / len(times) if times else None
-
-    def eta(self, epoch, last=False):
-        """Seconds left after 0-indexed ``epoch``: 0 when it was the last."""
-        left = 0 if last else max(0, self.until - (epoch + 1))
-        return left * (self.mean_epoch_seconds() or 0.0)
-
-    def epoch_end(self, epoch, logs=None, last=False):
-        """Times 0-indexed ``epoch``, prints its line and returns it.
-        ``last``: training ends with this epoch (e.g. early stopping)."""
-        now = self.clock()
-        if self._mark is None:
-            self._mark = now
-        self.seconds.append(now - self._mark)
-        self._mark = now
-        line = (
-            f"Epoch {epoch + 1}/{self.epochs} - {format_seconds(self.seconds[-1])}"
-            f" - ETA {format_seconds(self.eta(epoch, last))}"
-        )
-        values = format_logs(logs)
-        if values:
-            line += " - " + values
-        print(line, file=self.stream or sys.stdout, flush=True)
-        return line

@@ -15,11 +15,11 @@ splits over the replicas. Under MultiWorkerMirroredStrategy every worker
 runs the same program and reads checkpoints from the same run directory
 (a shared filesystem); only the chief writes checkpoints, logs and figures.
 
-Reading a value after training: `python_scalar` (``int(variable)`` fails
-for a variable created under a strategy). Under MultiWorkerMirroredStrategy
-`Distribution.prepare_model` patches what Keras' ``fit`` cannot do there
-yet, and `Distribution.barrier` waits for every worker (e.g. until the chief
-has written a file that the others read).
+`Distribution.barrier` waits for every worker (e.g. until the chief has
+written a file that the others read), and `Distribution.all_agree` tells
+every worker whether all of them could do something. What Keras' ``fit``
+does not do under a strategy, and what a run does instead, is
+`cram_keras.training.workarounds`.
 
 On JAX, ``auto`` and ``default`` run on one device unless JAX sees several,
 in which case ``auto`` shards each batch over them with
@@ -33,7 +33,6 @@ import json
 import os
 
 import keras
-import numpy as np
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 
@@ -92,6 +91,18 @@ class Distribution:
                 "replicas answered."
             )
 
+    def chief_first(self, fn):
+        """``fn()`` on the chief, then, once it has returned there, on every
+        other worker (e.g. the chief writes a file that the others read);
+        returns its result. Every worker must call it at the same point, as
+        `barrier`."""
+        if self.is_chief:
+            result = fn()
+        self.barrier()
+        if not self.is_chief:
+            result = fn()
+        return result
+
     def all_agree(self, ok):
         """Whether every worker of the cluster passed a true ``ok`` (``ok``
         itself with a single worker). Every worker must call it at the same
@@ -105,87 +116,6 @@ class Distribution:
         votes = strategy.run(lambda: tf.constant(value))
         total = strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)
         return int(round(float(total.numpy()))) == strategy.num_replicas_in_sync
-
-    def sync_replica_variables(self, model):
-        """Sets every replica's copy of each variable of ``model`` that the
-        replicas update on their own to the mean over all replicas (of every
-        worker). Returns the number of variables it averaged.
-
-        Such variables are the batch-norm moving statistics: Keras 3 creates
-        them with aggregation "none", so under a strategy each replica updates
-        its copy from its own part of the batch, and a model saved, evaluated
-        or checkpointed afterwards would see replica 0's copy on one worker
-        and another's elsewhere. The mean of the replicas' moving means is
-        the moving mean of the global batch means (the average is linear);
-        that of the moving variances, the mean within-replica variance.
-        Every worker must call it at the same point (a collective reduce).
-        """
-        if self.strategy is None or self.replicas < 2:
-            return 0
-        import tensorflow as tf
-
-        strategy = self.strategy
-        targets = [
-            v
-            for v in model.non_trainable_variables
-            if v.aggregation == "none"
-            and keras.backend.is_float_dtype(v.dtype)
-            and isinstance(v.value, tf.distribute.DistributedValues)
-        ]
-        for variable in targets:
-            local = strategy.run(lambda v=variable: tf.identity(v.value))
-            mean = strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None)
-            variable.assign(mean)
-        return len(targets)
-
-    def prepare_model(self, model):
-        """Makes ``model`` (built, with its loss and metrics built) trainable
-        with ``fit`` under this strategy; see `work_around_multiworker_fit`."""
-        if self.name == "multiworker":
-            work_around_multiworker_fit(model)
-        return model
-
-
-def python_scalar(value):
-    """``value``, one number (a Keras variable, a tensor, a NumPy value or a
-    Python number; any shape with one element), as a Python int, float or
-    bool.
-
-    ``int(variable)`` and ``float(variable)`` raise ``TypeError`` for a Keras
-    variable created under a tf.distribute strategy (Keras 3.15 hands its
-    ``MirroredVariable`` to ``int()``); ``variable.numpy()`` reads it under
-    every strategy and backend.
-    """
-    if isinstance(value, keras.Variable):
-        value = value.numpy()  # a distributed variable reads its own copy
-    array = np.asarray(keras.ops.convert_to_numpy(value))
-    if array.size != 1:
-        raise ValueError(
-            f"Expected a single number. Received: a value of shape {array.shape}"
-        )
-    return array.reshape(()).item()
-
-
-def work_around_multiworker_fit(model):
-    """Keras 3.15's ``fit`` under MultiWorkerMirroredStrategy fails twice
-    (tensorflow/tensorflow#72388): its symbolic build reduces the whole first
-    distributed batch, and its "mean" reduction of the per-replica logs
-    (``strategy.reduce(MEAN, v, axis=0)``) cannot take the 0-d scalars that a
-    step returns. The model, loss and metrics must already be built (the
-    runner builds them from an example batch), so the first step's symbolic
-    build is skipped for this model; and its train and test steps return
-    every log as a 1-element vector, which the same reduction averages over
-    the replicas as on one machine (`python_scalar` reads such a log)."""
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-    for name in ("train_step", "test_step"):
-        step = getattr(model, name)
-
-        def vector_logs(data, step=step):
-            logs = step(data)
-            return {k: keras.ops.reshape(v, (1,)) for k, v in logs.items()}
-
-        setattr(model, name, vector_logs)
-    return model
 
 
 def _tf_config():

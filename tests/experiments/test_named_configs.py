@@ -10,7 +10,7 @@ import pathlib
 import pytest
 
 from cram_keras.experiments import cli, named, rnn_spn
-from cram_keras.experiments.runner import UsageError
+from cram_keras.experiments.errors import UsageError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = sorted((REPO / "benchmarks" / "results").glob("*.json"))

@@ -22,12 +22,10 @@ import pytest
 
 from cram_keras.experiments import cli
 from cram_keras.experiments.config import option
-from cram_keras.experiments.runner import (
-    Experiment,
-    TrainingDiverged,
-    UsageError,
-    run_experiment,
-)
+from cram_keras.experiments.errors import UsageError
+from cram_keras.experiments.experiment import Experiment
+from cram_keras.experiments.runner import run_experiment
+from cram_keras.training.callbacks import TrainingDiverged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,33 +57,36 @@ class Toy(Experiment):
     def run_name(self, config):
         return f"toy_seed{config.seed}"
 
-    def load_data(self, config, log, smoke=False):
+    def load_data(self, run):
+        config = run.config
         type(self).loads += 1
         rng = np.random.default_rng(0)
         x = rng.normal(size=(config.n, 3)).astype("float32")
         y = (x @ np.array([[1.0], [-2.0], [0.5]], "float32")).astype("float32")
         return _Data(x, y)
 
-    def train_dataset(self, config, data, epoch):
+    def train_dataset(self, run, epoch):
+        config, data = run.config, run.data
         order = np.random.default_rng([config.seed, epoch]).permutation(len(data.x))
         y = data.y[order].copy()
         if epoch == config.poison_epoch:
             y[:] = np.nan
         return _Batches(data.x[order], y)
 
-    def valid_dataset(self, config, data):
-        return (data.x[:16], data.y[:16])
+    def valid_dataset(self, run):
+        return (run.data.x[:16], run.data.y[:16])
 
-    def samples_per_epoch(self, config, data):
-        return len(data.x)
+    def samples_per_epoch(self, run):
+        return len(run.data.x)
 
-    def build_model(self, config, data):
+    def build_model(self, run):
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
+        rate = run.config.learning_rate
+        model.compile(optimizer=keras.optimizers.Adam(rate), loss="mse")
         return model
 
-    def evaluate(self, model, run, data):
-        return {"mse": float(model.evaluate(data.x, data.y, verbose=0))}
+    def evaluate(self, run):
+        return {"mse": float(run.model.evaluate(run.data.x, run.data.y, verbose=0))}
 
 
 class _Batches(keras.utils.PyDataset):
@@ -133,7 +134,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path):
     out = tmp_path / "run"
 
     class KilledAfterTwo(Toy):
-        def epoch_callbacks(self, run, data):
+        def epoch_callbacks(self, run):
             return [_KillAt(2)]
 
     with pytest.raises(_Killed):
@@ -203,7 +204,7 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys)
     out = tmp_path / "run"
 
     class KilledAfterThree(Toy):
-        def epoch_callbacks(self, run, data):
+        def epoch_callbacks(self, run):
             return [_KillAt(3)]
 
     with pytest.raises(_Killed):
@@ -221,7 +222,7 @@ def test_a_run_without_completed_epochs_is_reused_with_a_new_config(tmp_path):
     out = tmp_path / "run"
 
     class Failing(Toy):
-        def load_data(self, config, log, smoke=False):
+        def load_data(self, run):
             raise UsageError("no data")
 
     with pytest.raises(UsageError):
@@ -248,7 +249,7 @@ def test_early_stopping_state_and_best_weights_survive_a_restart(tmp_path):
     reference = run_experiment(Toy(), config, str(tmp_path / "reference"))
 
     class KilledAtThree(Toy):
-        def epoch_callbacks(self, run, data):
+        def epoch_callbacks(self, run):
             return [_KillAt(3)]
 
     out = tmp_path / "run"
@@ -340,10 +341,10 @@ def test_default_run_name_tells_apart_every_changed_setting():
 def test_jit_compile_follows_the_backend(
     backend, flag, run_eagerly, expected, monkeypatch
 ):
-    from cram_keras.experiments import runner
+    from cram_keras.experiments import experiment
 
-    monkeypatch.setattr(runner.keras.backend, "backend", lambda: backend)
-    assert runner.jit_compile_for_backend(flag, run_eagerly) is expected
+    monkeypatch.setattr(experiment.keras.backend, "backend", lambda: backend)
+    assert experiment.jit_compile_for_backend(flag, run_eagerly) is expected
 
 
 def test_a_setting_added_after_a_run_started_takes_its_default(tmp_path):
@@ -362,7 +363,7 @@ def test_a_setting_added_after_a_run_started_takes_its_default(tmp_path):
 
 
 def test_dtype_policy_scope_sets_and_restores_the_global_policy():
-    from cram_keras.experiments.runner import dtype_policy_scope
+    from cram_keras.training.precision import dtype_policy_scope
 
     @dataclasses.dataclass(frozen=True)
     class WithPolicy:
@@ -461,7 +462,7 @@ def _files(directory):
 
 @pytest.mark.parametrize("finished", [True, False])
 def test_a_search_is_never_cleared_for_another_config(tmp_path, finished):
-    from cram_keras.experiments.runner import inspect_run_dir
+    from cram_keras.experiments.run_dir import inspect_run_dir
 
     out = _search_dir(tmp_path, trials=1, finished=finished)
     before = _files(out)
@@ -478,7 +479,7 @@ def test_a_search_is_never_cleared_for_another_config(tmp_path, finished):
 
 
 def test_a_larger_max_trials_continues_a_search(tmp_path):
-    from cram_keras.experiments.runner import inspect_run_dir
+    from cram_keras.experiments.run_dir import inspect_run_dir
 
     out = _search_dir(tmp_path, trials=1, finished=True)
     trials = _files(out / "trials")

@@ -36,7 +36,6 @@ def build(policy, weights=None, encoder="cram"):
     CRAM encoder or ("cnn") the no-attention one."""
     import keras
 
-    from cram_keras.experiments.runner import dtype_policy_scope
     from cram_keras.models.cram import CRAMEncoder
     from cram_keras.models.inpainting import (
         CNNEncoder,
@@ -45,6 +44,7 @@ def build(policy, weights=None, encoder="cram"):
         InpaintingGenerator,
         LocalDiscriminator,
     )
+    from cram_keras.training.precision import dtype_policy_scope
 
     with dtype_policy_scope(argparse.Namespace(dtype_policy=policy)):
         keras.utils.set_random_seed(0)

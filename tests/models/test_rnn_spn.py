@@ -322,6 +322,7 @@ def test_weights_saved_with_keras_dropout_load_into_ramped_dropout(tmp_path):
 
 def test_experiment_builds_the_placement_and_ramps_the_rate():
     from cram_keras.experiments import rnn_spn
+    from cram_keras.experiments.experiment import Run
     from cram_keras.training.callbacks import DropoutRamp
 
     config = rnn_spn.Config(
@@ -329,11 +330,9 @@ def test_experiment_builds_the_placement_and_ramps_the_rate():
     )
     model = rnn_spn.build_model(config)
     assert (model.dropout, model.dropout_placement) == (0.2, "paper")
-    run = type("Run", (), {"config": config})()
+    run = Run("unused", config)
     (ramp,) = [
-        c
-        for c in rnn_spn.EXPERIMENT.epoch_callbacks(run, None)
-        if isinstance(c, DropoutRamp)
+        c for c in rnn_spn.EXPERIMENT.epoch_callbacks(run) if isinstance(c, DropoutRamp)
     ]
     assert ramp.ramp_epochs == 3
     assert rnn_spn.Config().dropout_placement == "code"

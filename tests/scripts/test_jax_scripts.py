@@ -154,8 +154,9 @@ def test_the_inpainter_refuses_torch_in_one_line(monkeypatch):
     installed here, so the backend check is asked in this process)."""
     import keras
 
+    from cram_keras.experiments.errors import UsageError
+    from cram_keras.experiments.experiment import check_backend
     from cram_keras.experiments.inpaint import EXPERIMENT
-    from cram_keras.experiments.runner import UsageError, check_backend
 
     monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
     with pytest.raises(UsageError) as info:

@@ -7,28 +7,23 @@ with, read from the file each one wrote, are identical.
 
 Also: another worker leaves a run that --overwrite discards to the chief;
 when the chief cannot take the run directory (another process holds it),
-every worker stops with exit code 2;
-and the Keras limitations that `work_around_multiworker_fit` works around
-are still there (the test to fail the day Keras fixes them)."""
+every worker stops with exit code 2. What Keras itself cannot do under the
+strategy: tests/training/test_workarounds.py."""
 
 import dataclasses
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
-from testing import held_by_another_process
+from testing import ROOT, held_by_another_process, run_workers
 
 from cram_keras.experiments.config import option
-from cram_keras.experiments.runner import Experiment, run_experiment
+from cram_keras.experiments.experiment import Experiment
+from cram_keras.experiments.runner import run_experiment
 from cram_keras.training.distribute import Distribution
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Per script: extra flags (the smoke settings, a smaller training set) and
 # the files of the chief's run beyond those of every script.
@@ -65,55 +60,6 @@ COMMON_FILES = [
     "model.keras",
     "saved_model/saved_model.pb",
 ]
-
-
-def free_ports(n):
-    sockets, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-        ports.append(s.getsockname()[1])
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def run_workers(argv, timeout=900):
-    """Runs ``python *argv`` as worker 0 and worker 1 of one cluster;
-    returns ``[(process, stdout, stderr)]``."""
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
-    procs = []
-    for index in range(2):
-        env = dict(
-            os.environ,
-            KERAS_BACKEND="tensorflow",
-            TF_CPP_MIN_LOG_LEVEL="2",
-            TF_CONFIG=json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            ),
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, *argv],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-                cwd=ROOT,
-            )
-        )
-    results = []
-    try:
-        for proc in procs:
-            stdout, stderr = proc.communicate(timeout=timeout)
-            results.append((proc, stdout, stderr))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return results
 
 
 def _event_file_pids(folder):
@@ -194,83 +140,6 @@ def test_workers_stop_with_a_chief_whose_run_directory_is_busy(tmp_path):
     assert os.listdir(out) == []
 
 
-# A worker of a two-worker cluster: fits a tiny model under
-# MultiWorkerMirroredStrategy without each part of the workaround, and reads
-# the optimizer's step count; prints what happened as JSON.
-_KERAS_LIMITS = """
-import json
-import numpy as np
-import keras
-from cram_keras.training.distribute import (
-    python_scalar, resolve_strategy, work_around_multiworker_fit)
-
-distribution = resolve_strategy("multiworker")
-
-def skip_symbolic_build(model):
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-
-def vector_logs_only(model):
-    work_around_multiworker_fit(model)
-    del model._maybe_symbolic_build
-
-results, models = {}, {}
-x, y = np.ones((8, 2), "float32"), np.ones((8, 1), "float32")
-for name, patch in [("workaround", work_around_multiworker_fit),
-                    ("symbolic_build_skipped_only", skip_symbolic_build),
-                    ("vector_logs_only", vector_logs_only),
-                    ("none", lambda model: None)]:
-    with distribution.scope():
-        model = keras.Sequential([keras.layers.Dense(1)])
-        model.compile(optimizer="sgd", loss="mse")
-        model.compute_loss(x=x[:2], y=y[:2], y_pred=model(x[:2]))
-        model.optimizer.build(model.trainable_variables)
-    patch(model)
-    models[name] = model
-    try:
-        model.fit(x, y, batch_size=4, epochs=1, verbose=0)
-        results[name] = "trained"
-    except Exception as err:
-        results[name] = f"{type(err).__name__}: {err}"
-steps = models["workaround"].optimizer.iterations
-try:
-    int(steps)
-    results["int"] = "read"
-except TypeError as err:
-    results["int"] = f"TypeError: {err}"
-results["python_scalar"] = python_scalar(steps)
-print("RESULTS " + json.dumps(results))
-"""
-
-
-@pytest.mark.slow
-def test_keras_still_needs_the_multiworker_workarounds():
-    """When this fails, Keras' fit (or int() of a distributed variable) works
-    under MultiWorkerMirroredStrategy without our help: drop the part of
-    `work_around_multiworker_fit` (or `python_scalar`) it names."""
-    results = []
-    for proc, stdout, stderr in run_workers(["-c", _KERAS_LIMITS], timeout=600):
-        assert proc.returncode == 0, stdout[-2000:] + stderr[-4000:]
-        line = next(x for x in stdout.splitlines() if x.startswith("RESULTS "))
-        results.append(json.loads(line[len("RESULTS ") :]))
-    for result in results:
-        assert result["workaround"] == "trained"
-        # Without skipping the symbolic build, it reduces a distributed batch.
-        assert result["vector_logs_only"].startswith("ValueError")
-        assert "PerReplica" in result["vector_logs_only"]
-        assert (
-            result["none"].startswith("ValueError") and "PerReplica" in result["none"]
-        )
-        # Without 1-element logs, the multi-worker "mean" of a 0-d log fails.
-        assert result["symbolic_build_skipped_only"].startswith("ValueError")
-        assert "reduction dimension 0" in result["symbolic_build_skipped_only"]
-        assert (
-            result["int"].startswith("TypeError")
-            and "MirroredVariable" in result["int"]
-        )
-        # 8 examples in global batches of 4.
-        assert result["python_scalar"] == 2
-
-
 # === What another worker does with the run directory ===
 
 
@@ -290,23 +159,23 @@ class _Line(Experiment):
     def run_name(self, config):
         return "line"
 
-    def load_data(self, config, log, smoke=False):
+    def load_data(self, run):
         x = np.linspace(-1.0, 1.0, 32, dtype="float32")[:, None]
         return x, 2.0 * x
 
-    def train_dataset(self, config, data, epoch):
-        return _Batches(*data)
+    def train_dataset(self, run, epoch):
+        return _Batches(*run.data)
 
-    def samples_per_epoch(self, config, data):
-        return len(data[0])
+    def samples_per_epoch(self, run):
+        return len(run.data[0])
 
-    def build_model(self, config, data):
+    def build_model(self, run):
         model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
         return model
 
-    def evaluate(self, model, run, data):
-        return {"mse": float(model.evaluate(*data, verbose=0))}
+    def evaluate(self, run):
+        return {"mse": float(run.model.evaluate(*run.data, verbose=0))}
 
 
 class _Batches(keras.utils.PyDataset):
@@ -354,11 +223,12 @@ def test_another_worker_neither_clears_nor_resumes_a_run_that_overwrite_discards
 
 def test_the_classifier_search_is_refused_across_workers(tmp_path):
     from cram_keras.experiments import cram_cls
-    from cram_keras.experiments.runner import Run, UsageError
+    from cram_keras.experiments.errors import UsageError
+    from cram_keras.experiments.experiment import Run
 
     config = cram_cls.smoke_config(tune=True)
     chief = Distribution("multiworker", workers=2, worker_index=0, is_chief=True)
     run = Run(str(tmp_path / "run"), config, chief)
     with pytest.raises(UsageError, match="does not run under MultiWorkerMirrored"):
-        cram_cls.EXPERIMENT.custom_training(run, None, chief)
+        cram_cls.EXPERIMENT.custom_training(run)
     assert not (tmp_path / "run").exists()

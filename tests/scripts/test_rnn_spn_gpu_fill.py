@@ -514,7 +514,7 @@ def test_pack_keeps_the_limits_and_the_priorities(tmp_path):
 @pytest.mark.slow
 def test_a_smoke_run_resumes_from_the_unpacked_pack(tmp_path, capsys):
     from cram_keras.experiments import rnn_spn
-    from cram_keras.experiments.runner import read_log
+    from cram_keras.experiments.run_dir import read_log
 
     runs = tmp_path / "runs"
     # FFN-SPN with d = 4: the smallest weights of Table 1 (about 8 MB with

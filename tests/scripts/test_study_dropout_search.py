@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cram_keras.experiments import named, rnn_spn
-from cram_keras.experiments.runner import read_log
+from cram_keras.experiments.run_dir import read_log
 from cram_keras.studies import driver
 from cram_keras.studies import dropout_search as search
 

@@ -194,7 +194,8 @@ def test_report_rows_by_model_and_d_with_the_window_area(tmp_path, fake_mnist_di
     transform over the test set, recomputed here from the model itself."""
     import numpy as np
 
-    from cram_keras.experiments.runner import load_config
+    from cram_keras.experiments.experiment import Run
+    from cram_keras.experiments.run_dir import load_config
 
     config = rnn_spn.smoke_config(
         data_dir=str(fake_mnist_dir), cache_dir=str(tmp_path / "cache"), downsample=3.0
@@ -228,9 +229,11 @@ def test_report_rows_by_model_and_d_with_the_window_area(tmp_path, fake_mnist_di
     assert (tmp_path / "d3.png").stat().st_size > 0
     # The reference: the affine matrices of every test image, their
     # determinants by NumPy, averaged per step.
-    loaded = load_config(rnn_spn.Config, str(runs / "rnn_spn_d3"))
-    data = rnn_spn.EXPERIMENT.load_data(loaded, print)
-    model = rnn_spn.EXPERIMENT.build_model(loaded, data)
+    run = Run(
+        str(runs / "rnn_spn_d3"), load_config(rnn_spn.Config, str(runs / "rnn_spn_d3"))
+    )
+    data = run.data = rnn_spn.EXPERIMENT.load_data(run)
+    model = rnn_spn.EXPERIMENT.build_model(run)
     checkpoints = runs / "rnn_spn_d3" / "checkpoints"
     record = json.loads(sorted(checkpoints.glob("epoch-*.json"))[-1].read_text())
     model.load_weights(str(checkpoints / record["best_weights"]))

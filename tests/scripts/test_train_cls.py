@@ -138,7 +138,7 @@ def test_smoke_saliency_writes_every_artifact(fake_mnist_dir, tmp_path):
 
     # The clues are the thresholded output of the saved saliency network.
     from cram_keras.experiments import cram_cls
-    from cram_keras.experiments.runner import load_config
+    from cram_keras.experiments.run_dir import load_config
     from cram_keras.training.saliency import load_clues, saliency_clues
 
     config = load_config(cram_cls.Config, out)
@@ -155,6 +155,7 @@ def test_smoke_saliency_writes_every_artifact(fake_mnist_dir, tmp_path):
 def test_clue_none_feeds_zeros_and_adds_no_clue_loss(
     fake_mnist_dir, tmp_path, monkeypatch
 ):
+    from cram_keras.data.pipelines import clue_dataset
     from cram_keras.experiments import cram_cls
     from cram_keras.models.cram import CRAMClassifier
 
@@ -187,11 +188,7 @@ def test_clue_none_feeds_zeros_and_adds_no_clue_loss(
     # Without the clue term the training loss is the cross-entropy alone.
     model = cram_cls.build_model(config)
     (x, c), y = next(
-        iter(
-            cram_cls.make_dataset(
-                np.zeros((4, 60, 60, 1), np.uint8), None, np.arange(4), 4
-            )
-        )
+        iter(clue_dataset(np.zeros((4, 60, 60, 1), np.uint8), None, np.arange(4), 4))
     )
     assert float(np.max(c)) == 0.0
     model([x, c])

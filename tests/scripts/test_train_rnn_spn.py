@@ -167,7 +167,7 @@ def test_mixed_bfloat16_trains_in_bfloat16_with_float32_weights(tmp_path):
     # model.keras holds float32 weights; loaded under the run's policy it
     # computes in bfloat16 as in training (its sub-layers take the policy
     # in force when they are built).
-    from cram_keras.experiments.runner import dtype_policy_scope
+    from cram_keras.training.precision import dtype_policy_scope
 
     with dtype_policy_scope(config):
         model = keras.models.load_model(out / "model.keras")

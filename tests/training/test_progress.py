@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from cram_keras.training.callbacks import EpochProgress, format_seconds
+from cram_keras.training.progress import EpochProgress, format_seconds
 
 
 class Clock:
