@@ -17,10 +17,13 @@ flags are the same in every script:
     --debug            show tracebacks of user errors
 
 Exit codes: 0 success; 2 a usage or config error (bad flag or value, a run
-directory of another config, a backend the experiment cannot train on);
-1 a data error (missing, truncated or mismatched files) or a diverged
-training. User errors print one paragraph (``error: ...``) and no
-traceback unless ``--debug``.
+directory of another config, a run directory busy with another running
+process, a backend the experiment cannot train on); 1 a data error
+(missing, truncated or mismatched files) or a diverged training; 130
+interrupted (Ctrl-C) and 143 terminated (SIGTERM, a plain ``kill``): the
+run stops as at Ctrl-C, its completed epochs saved and its run directory
+released, and rerunning the same command resumes it. User errors print one
+paragraph (``error: ...``) and no traceback unless ``--debug``.
 
 Environment: every script (and run_study.py) sets two variables before
 TensorFlow loads, unless the caller set them. ``TF_ENABLE_ONEDNN_OPTS=1``:
@@ -36,9 +39,12 @@ exceptions, and fatal C++ lines still print.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import signal
 import sys
+import threading
 
 from cram_keras.experiments import named
 from cram_keras.experiments.config import (
@@ -122,9 +128,10 @@ def build_parser(experiment):
         description=(experiment.title + "\n\n" + experiment.examples).strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
-            "Exit codes: 0 done; 2 usage or config error; 1 data error or "
-            "diverged training. Rerunning the same command resumes an "
-            "interrupted run. Every setting of the config can also be "
+            "Exit codes: 0 done; 2 usage or config error, or a run directory "
+            "busy with another process; 1 data error or diverged training; 130 "
+            "interrupted, 143 terminated (SIGTERM). Rerunning the same command "
+            "resumes an interrupted run. Every setting of the config can also be "
             "given with --set key=value. Environment: on TensorFlow (CPU) the sampler "
             "uses a compiled kernel, built on first use with g++ (same values, "
             "faster; without a compiler it says so and uses keras.ops); "
@@ -315,32 +322,35 @@ def main(experiment, argv=None):
     from cram_keras.training.distribute import StrategyError, resolve_strategy
 
     try:
-        config = resolve_config(experiment, args)
-        backend = check_backend(experiment)
-        _prepare_native_sampler()
-        for name in ("cache_dir",):
-            if getattr(config, name, None):
-                check_output_dir(getattr(config, name), "--" + name.replace("_", "-"))
-        special = experiment.run_without_training(args, config)
-        if special is not None:
-            return special
-        distribution = resolve_strategy(args.strategy)
-        if args.deterministic:
-            _make_deterministic(backend)
-        output_dir = args.output_dir or os.path.join(
-            "runs",
-            experiment.name,
-            default_run_name(experiment, config, args.smoke),
-        )
-        run_experiment(
-            experiment,
-            config,
-            output_dir,
-            distribution,
-            overwrite=args.overwrite,
-            smoke=args.smoke,
-            stop_after_epochs=args.stop_after_epochs,
-        )
+        with sigterm_interrupts():
+            config = resolve_config(experiment, args)
+            backend = check_backend(experiment)
+            _prepare_native_sampler()
+            for name in ("cache_dir",):
+                if getattr(config, name, None):
+                    check_output_dir(
+                        getattr(config, name), "--" + name.replace("_", "-")
+                    )
+            special = experiment.run_without_training(args, config)
+            if special is not None:
+                return special
+            distribution = resolve_strategy(args.strategy)
+            if args.deterministic:
+                _make_deterministic(backend)
+            output_dir = args.output_dir or os.path.join(
+                "runs",
+                experiment.name,
+                default_run_name(experiment, config, args.smoke),
+            )
+            run_experiment(
+                experiment,
+                config,
+                output_dir,
+                distribution,
+                overwrite=args.overwrite,
+                smoke=args.smoke,
+                stop_after_epochs=args.stop_after_epochs,
+            )
     except (UsageError, StrategyError) as err:
         if args.debug:
             raise
@@ -349,14 +359,45 @@ def main(experiment, argv=None):
         if args.debug:
             raise
         return _error(err, EXIT_DATA)
-    except KeyboardInterrupt:
-        print(
-            "interrupted: completed epochs are saved; rerun the same command to "
-            "resume.",
-            file=sys.stderr,
-        )
-        return 130
+    except KeyboardInterrupt as err:
+        return interrupted(err)
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM (a plain ``kill``), raised where the program is."""
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """Within it, a SIGTERM stops the program as Ctrl-C does: `Terminated`
+    (a KeyboardInterrupt) is raised in the main thread, so that every
+    ``finally`` runs (the run directory is released, a checkpoint is either
+    committed or not there). A second SIGTERM ends the process at once.
+    Outside the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted(err):
+    """Says how to continue a run stopped by Ctrl-C or SIGTERM; returns its
+    exit code (130, or 143 for SIGTERM)."""
+    print(
+        "interrupted: completed epochs are saved; rerun the same command to resume.",
+        file=sys.stderr,
+    )
+    return 128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
 
 
 def _prepare_native_sampler():

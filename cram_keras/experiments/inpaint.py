@@ -69,8 +69,10 @@ from cram_keras.experiments.experiment import (
     check_batch_size,
     jit_compile_for_backend,
 )
+from cram_keras.experiments.run_dir import hold_run_dir
 from cram_keras.experiments.runner import run_experiment
 from cram_keras.experiments.search import held_out, search_runs
+from cram_keras.experiments.summary import note
 from cram_keras.models.cram import GLIMPSE_STARTS, CRAMEncoder
 from cram_keras.models.inpainting import (
     CNNEncoder,
@@ -91,6 +93,7 @@ from cram_keras.training.checkpoint import (
     crash_point,
     load_inpainter,
 )
+from cram_keras.training.distribute import Distribution
 from cram_keras.training.workarounds import python_scalar
 from cram_keras.utils import (
     check_int,
@@ -825,39 +828,41 @@ def validation_statistics(config):
 
 def evaluate_checkpoint(config, checkpoint, output_dir, bundled=False):
     """Scores a saved inpainter and the baselines on ``config``'s test set;
-    writes ``eval_metrics.json`` and ``eval_inpaint.png`` into ``output_dir``.
-    A checkpoint it cannot score is a `UsageError`."""
-    try:
-        model = load_inpainter(checkpoint)
-        _, x_test = load_images(config, bundled=bundled)
-        check_inpainter_fits(model, x_test.shape[1:], config.dataset)
-    except ModelFileError as err:
-        raise UsageError(str(err)) from None
-    masks = evaluation_masks(config, len(x_test), x_test.shape[1])
-    encoders = {CNNEncoder: "cnn_encoder", ContextSkipEncoder: "cram_skip"}
-    method = next(
-        (name for cls, name in encoders.items() if isinstance(model.encoder, cls)),
-        "cram",
-    )
-    start = time.perf_counter()
-    results = dict(
-        score_inpainter(model, x_test, masks, method, config.eval_batch_size),
-        checkpoint=os.path.abspath(checkpoint),
-        dataset=config.dataset,
-        mask=config.mask,
-        n_test=int(len(x_test)),
-    )
-    results["wall_seconds"] = time.perf_counter() - start
-    os.makedirs(output_dir, exist_ok=True)
-    from cram_keras.visualization import inpainting_figure
+    writes ``eval_metrics.json`` and ``eval_inpaint.png`` into ``output_dir``,
+    which it holds as a run holds its run directory (`hold_run_dir`: a busy
+    one is refused). A checkpoint it cannot score is a `UsageError`."""
+    with hold_run_dir(output_dir, Distribution("default"), note):
+        try:
+            model = load_inpainter(checkpoint)
+            _, x_test = load_images(config, bundled=bundled)
+            check_inpainter_fits(model, x_test.shape[1:], config.dataset)
+        except ModelFileError as err:
+            raise UsageError(str(err)) from None
+        masks = evaluation_masks(config, len(x_test), x_test.shape[1])
+        encoders = {CNNEncoder: "cnn_encoder", ContextSkipEncoder: "cram_skip"}
+        method = next(
+            (name for cls, name in encoders.items() if isinstance(model.encoder, cls)),
+            "cram",
+        )
+        start = time.perf_counter()
+        results = dict(
+            score_inpainter(model, x_test, masks, method, config.eval_batch_size),
+            checkpoint=os.path.abspath(checkpoint),
+            dataset=config.dataset,
+            mask=config.mask,
+            n_test=int(len(x_test)),
+        )
+        results["wall_seconds"] = time.perf_counter() - start
+        os.makedirs(output_dir, exist_ok=True)
+        from cram_keras.visualization import inpainting_figure
 
-    n_fig = min(config.figure_examples, len(x_test))
-    inpainting_figure(
-        model,
-        x_test[:n_fig],
-        masks[:n_fig],
-        os.path.join(output_dir, "eval_inpaint.png"),
-    )
-    write_json(os.path.join(output_dir, "eval_metrics.json"), results)
+        n_fig = min(config.figure_examples, len(x_test))
+        inpainting_figure(
+            model,
+            x_test[:n_fig],
+            masks[:n_fig],
+            os.path.join(output_dir, "eval_inpaint.png"),
+        )
+        write_json(os.path.join(output_dir, "eval_metrics.json"), results)
     print(json.dumps(results, indent=2, sort_keys=True))
     return results

@@ -19,6 +19,10 @@ and its own options after them (``run_study.py NAME --help``). Every
 result file records the configuration's name, the resolved settings, the
 variants and seeds, the commit, the command and the hardware.
 
+A SIGTERM (a plain ``kill``) stops a study as Ctrl-C does (exit 143; 130
+for Ctrl-C): the run that trains keeps its completed epochs and releases
+its directory, and rerunning the command continues.
+
 Safe to run twice at once: the driver holds its result file for the
 whole study (`cram_keras.training.run_lock`), so a second driver writing
 the same file stops with a message (exit 2) before anything is written,
@@ -34,6 +38,7 @@ import shlex
 import sys
 
 from cram_keras.experiments import named as named_configs
+from cram_keras.experiments.cli import interrupted, sigterm_interrupts
 from cram_keras.experiments.config import add_set_flag, parse_assignments
 from cram_keras.training import run_lock
 
@@ -248,12 +253,15 @@ def main(argv=None):
         return EXIT_USAGE
     args = build_parser(named, protocol).parse_args(argv)
     try:
-        study = Study(named, args, argv)
-        if getattr(protocol, "writes_output", lambda study: True)(study):
-            run_lock.hold_for_call(study.output)
-        return protocol.run(study) or 0
+        with sigterm_interrupts():
+            study = Study(named, args, argv)
+            if getattr(protocol, "writes_output", lambda study: True)(study):
+                run_lock.hold_for_call(study.output)
+            return protocol.run(study) or 0
     except (named_configs.ConfigurationError, StudyError) as err:
         if args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt as err:
+        return interrupted(err)

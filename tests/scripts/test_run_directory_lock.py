@@ -5,14 +5,19 @@ the other exits 2 with one paragraph naming it, and the run holds exactly
 what a single run with that seed holds (log rows, checkpoints, metrics,
 weights; --deterministic). A directory held by another process is refused
 before anything is read or written, also with --overwrite, and so is a
-search (--tune) in it. A lock left by a SIGKILLed run is taken over: see
-`test_kill_resume.py`; the lock itself: `tests/training/test_run_lock.py`."""
+search (--tune) in it, and --eval-only's writing into it. A plain ``kill``
+(SIGTERM) stops a run as Ctrl-C does and releases its directory, so that
+the rerun resumes without taking anything over. A lock left by a SIGKILLed
+run is taken over: see `test_kill_resume.py`; the lock itself:
+`tests/training/test_run_lock.py`."""
 
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -148,3 +153,61 @@ def test_a_busy_run_directory_is_refused_and_left_as_it_was(
     assert "choose another --output-dir" in stderr
     assert after == before  # nothing written, nothing removed
     assert not (out / "tuner").exists()
+
+
+def test_eval_only_is_refused_in_a_busy_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    with held_by_another_process(out) as holder:
+        code, stdout, stderr = run_cli(
+            inpaint.EXPERIMENT,
+            ["--smoke", "--eval-only", str(out / "model.keras")],
+            capsys,
+        )
+        assert sorted(os.listdir(out)) == [".lock"]  # nothing written
+    assert code == 2, stdout[-2000:] + stderr[-3000:]
+    assert stdout == "" and "Traceback" not in stderr
+    assert stderr.startswith(
+        f"error: {out} is in use by another process: pid {holder.pid} on this machine"
+    )
+
+
+@pytest.mark.slow
+def test_a_terminated_run_releases_its_directory_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("CRAM_KERAS_CRASH_AT", None)
+    command = [sys.executable, os.path.join(ROOT, "train_rnn_spn.py"),
+               *RNN_SPN_ARGS, "--epochs", "1000", "--output-dir", str(out)]  # fmt: skip
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "log.csv").exists():  # mid-training, an epoch done
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "interrupted: completed epochs are saved" in stderr
+    assert "Traceback" not in stderr
+    assert not (out / ".lock").exists()  # released
+    done = len(log_rows(out))
+    assert 1 <= done < 1000
+
+    # The rerun resumes (two epochs on: the epoch being logged may have
+    # been committed already) and takes nothing over.
+    rerun = subprocess.run(
+        [*command, "--stop-after-epochs", str(done + 2)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"note: resuming {out} after epoch " in rerun.stderr
+    assert "took over" not in rerun.stderr
+    assert [int(row["epoch"]) for row in log_rows(out)] == list(range(done + 2))

@@ -134,7 +134,11 @@ def test_smoke_run_writes_every_artifact_exports_and_rescores(tiny_npz, tmp_path
     )  # fmt: skip
     assert code == 0
     rescored = json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())
-    assert (tmp_path / "eval" / "eval_inpaint.png").exists()
+    # What it wrote, and no lock left: it held the folder while writing.
+    assert sorted(os.listdir(tmp_path / "eval")) == [
+        "eval_inpaint.png",
+        "eval_metrics.json",
+    ]
     for method, scores in metrics["methods"].items():
         for name, value in scores.items():
             np.testing.assert_allclose(
