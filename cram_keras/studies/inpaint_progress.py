@@ -68,9 +68,9 @@ def gaps(runs):
         common = sorted(set(a["epochs"]) & set(b["epochs"]))
         if not common:
             continue
-        pa = dict(zip(a["epochs"], a["val_hole_psnr"]))
-        pb = dict(zip(b["epochs"], b["val_hole_psnr"]))
-        steps = dict(zip(a["epochs"], a["steps"]))
+        pa = dict(zip(a["epochs"], a["val_hole_psnr"], strict=True))
+        pb = dict(zip(b["epochs"], b["val_hole_psnr"], strict=True))
+        steps = dict(zip(a["epochs"], a["steps"], strict=True))
         out[seed] = {
             "epochs": common,
             "steps": [steps[e] for e in common],
@@ -128,7 +128,9 @@ def gap_figure(results, path, title):
     left.legend(fontsize=8)
     left.grid(alpha=0.3)
     for seed, gap in results["gap_db"].items():
-        right.plot(gap["steps"], gap["db"], marker="o", markersize=3, label=f"seed {seed}")
+        right.plot(
+            gap["steps"], gap["db"], marker="o", markersize=3, label=f"seed {seed}"
+        )
     right.axhline(0.0, color="k", linewidth=0.8)
     right.set_xlabel("optimizer steps")
     right.set_ylabel("CRAM - CNN encoder (dB)")
