@@ -76,6 +76,9 @@ CACHE_ENV_VAR = "CRAM_KERAS_CACHE"
 SOURCE = pathlib.Path(__file__).with_name("native") / "bilinear_sampler.cc"
 # Compiling takes about 10 s; this only guards against a hung compiler.
 BUILD_TIMEOUT_S = 900
+# A portable build: the AVX-512 loops are chosen at run time. No fused
+# multiply-adds, so that the values are those of the keras.ops path.
+COMPILE_FLAGS = ("-std=c++17", "-shared", "-fPIC", "-O3", "-ffp-contract=off")
 
 _lock = threading.RLock()
 # enabled: True (forced), False (off), None (the environment variable).
@@ -203,6 +206,7 @@ def library_path():
             brief=f"its source is missing ({SOURCE}); reinstall cram_keras",
         ) from error
     digest = hashlib.sha256(source)
+    digest.update(" ".join(COMPILE_FLAGS).encode())
     digest.update(" ".join(tf.sysconfig.get_compile_flags()).encode())
     digest.update(" ".join(tf.sysconfig.get_link_flags()).encode())
     machine = platform.machine() or "unknown"
@@ -320,10 +324,7 @@ def _compile(compiler, target, verbose):
     os.close(handle)
     command = [
         compiler,
-        "-std=c++17",
-        "-shared",
-        "-fPIC",
-        "-O3",
+        *COMPILE_FLAGS,
         *tf.sysconfig.get_compile_flags(),
         str(SOURCE),
         "-o",

@@ -18,12 +18,22 @@
 //
 // The forward pass is split over output rows, the backward pass over images
 // (each image's gradient is written by one thread only: no atomics).
+//
+// On x86-64 CPUs with AVX-512 both passes run 16 output pixels at a time
+// (chosen at run time; other CPUs run the scalar loops): the same operations
+// in the same order per pixel, with masked gathers for the corners and no
+// fused multiply-adds (built with -ffp-contract=off), so the values are the
+// scalar loops' bit for bit. The backward pass still adds the pixels'
+// contributions to the image gradient one pixel at a time, in the scalar
+// order (for one channel the left and right corners as one 64-bit addition:
+// the same two sums).
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -31,6 +41,13 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/util/work_sharder.h"
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include <immintrin.h>
+#define CRAM_SAMPLER_AVX512 1
+#define CRAM_TARGET_AVX512 \
+  __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
+#endif
 
 namespace {
 
@@ -157,6 +174,351 @@ inline Corners Locate(float x, float y, int64_t width, int64_t height,
   return k;
 }
 
+// Sizes of one call, and the strides that broadcast x and y.
+struct Geometry {
+  int64_t batch, height, width, channels, out_h, out_w;
+  int64_t x_size, x_row, x_col;  // per image; steps per output row, column
+  int64_t y_size, y_row, y_col;
+};
+
+#ifdef CRAM_SAMPLER_AVX512
+
+// Whether this CPU (and its operating system) runs the AVX-512 loops.
+bool HasAvx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") &&
+                          __builtin_cpu_supports("avx512dq") &&
+                          __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl");
+  return has;
+}
+
+// Whether the vector loops' 32-bit offsets cover one image (and one image's
+// output row): always, short of images of 2^30 values.
+bool FitsInt32(const Geometry& g) {
+  const int64_t limit = int64_t{1} << 30;
+  return g.height < limit && g.width < limit &&
+         (g.height + 3) * (g.width + 3) * std::max<int64_t>(g.channels, 1) <
+             limit &&
+         g.out_w * std::max<int64_t>(g.channels, 1) < limit;
+}
+
+// Split() for 16 coordinates: the same comparisons, truncation and step.
+CRAM_TARGET_AVX512 inline void SplitV(__m512 coordinate, __m512 low,
+                                      __m512 high, __m512i* lower,
+                                      __m512* fraction) {
+  __m512 c = _mm512_mask_blend_ps(
+      _mm512_cmp_ps_mask(coordinate, low, _CMP_GT_OQ), low, coordinate);
+  c = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(c, high, _CMP_LT_OQ), high, c);
+  __m512i whole = _mm512_cvttps_epi32(c);
+  const __mmask16 above =
+      _mm512_cmp_ps_mask(_mm512_cvtepi32_ps(whole), c, _CMP_GT_OQ);
+  whole = _mm512_mask_sub_epi32(whole, above, whole, _mm512_set1_epi32(1));
+  *fraction = _mm512_sub_ps(c, _mm512_cvtepi32_ps(whole));
+  *lower = whole;
+}
+
+// Locate() for 16 output pixels; `lanes` masks the pixels that exist.
+struct CornersV {
+  __m512 fx, fy;
+  __m512i r0, r1;
+  __mmask16 in00, in01, in10, in11;
+};
+
+struct Bounds {
+  __m512 low, high_x, high_y;
+  __m512i width, height, channels, row;
+};
+
+CRAM_TARGET_AVX512 inline Bounds MakeBounds(const Geometry& g, bool zeros) {
+  Bounds d;
+  d.low = _mm512_set1_ps(zeros ? -2.0f : 0.0f);
+  d.high_x = _mm512_set1_ps(zeros ? static_cast<float>(g.width) + 1.0f
+                                  : static_cast<float>(g.width) - 1.0f);
+  d.high_y = _mm512_set1_ps(zeros ? static_cast<float>(g.height) + 1.0f
+                                  : static_cast<float>(g.height) - 1.0f);
+  d.width = _mm512_set1_epi32(static_cast<int32_t>(g.width));
+  d.height = _mm512_set1_epi32(static_cast<int32_t>(g.height));
+  d.channels = _mm512_set1_epi32(static_cast<int32_t>(g.channels));
+  d.row = _mm512_set1_epi32(static_cast<int32_t>(g.width * g.channels));
+  return d;
+}
+
+CRAM_TARGET_AVX512 inline __mmask16 Inside(__m512i v, __m512i size) {
+  return _mm512_cmpge_epi32_mask(v, _mm512_setzero_si512()) &
+         _mm512_cmplt_epi32_mask(v, size);
+}
+
+CRAM_TARGET_AVX512 inline CornersV LocateV(__m512 x, __m512 y,
+                                           const Bounds& d, __mmask16 lanes) {
+  CornersV k;
+  __m512i x0, y0;
+  SplitV(x, d.low, d.high_x, &x0, &k.fx);
+  SplitV(y, d.low, d.high_y, &y0, &k.fy);
+  const __m512i one = _mm512_set1_epi32(1);
+  const __mmask16 in_x0 = Inside(x0, d.width);
+  const __mmask16 in_x1 = Inside(_mm512_add_epi32(x0, one), d.width);
+  const __mmask16 in_y0 = Inside(y0, d.height) & lanes;
+  const __mmask16 in_y1 = Inside(_mm512_add_epi32(y0, one), d.height) & lanes;
+  k.r0 = _mm512_mullo_epi32(
+      _mm512_add_epi32(_mm512_mullo_epi32(y0, d.width), x0), d.channels);
+  k.r1 = _mm512_add_epi32(k.r0, d.row);
+  k.in00 = in_y0 & in_x0;
+  k.in01 = in_y0 & in_x1;
+  k.in10 = in_y1 & in_x0;
+  k.in11 = in_y1 & in_x1;
+  return k;
+}
+
+// 16 coordinates of one output row from column j on: contiguous, or one
+// value broadcast along the row.
+CRAM_TARGET_AVX512 inline __m512 LoadCoordinates(const float* row,
+                                                 int64_t col_step, int64_t j,
+                                                 __mmask16 lanes) {
+  return col_step == 0 ? _mm512_set1_ps(row[0])
+                       : _mm512_maskz_loadu_ps(lanes, row + j);
+}
+
+CRAM_TARGET_AVX512 inline __m512 Gather(__mmask16 mask, __m512i index,
+                                        const float* base) {
+  return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, index, base, 4);
+}
+
+CRAM_TARGET_AVX512 inline __mmask16 TailMask(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF)
+                 : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// The forward pass over output rows [start, limit) of all images.
+CRAM_TARGET_AVX512 void ForwardRowsAvx512(const Geometry& g, bool zeros,
+                                          const float* image_data,
+                                          const float* x_data,
+                                          const float* y_data, float* out,
+                                          int64_t start, int64_t limit) {
+  const int64_t channels = g.channels, out_h = g.out_h, out_w = g.out_w;
+  const int64_t image_size = g.height * g.width * channels;
+  const Bounds d = MakeBounds(g, zeros);
+  const __m512i lane_offsets = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      d.channels);
+  for (int64_t row = start; row < limit; ++row) {
+    const int64_t b = row / out_h, i = row % out_h;
+    const float* image = image_data + b * image_size;
+    const float* x_row = x_data + b * g.x_size + i * g.x_row;
+    const float* y_row = y_data + b * g.y_size + i * g.y_row;
+    float* o_row = out + row * out_w * channels;
+    for (int64_t j = 0; j < out_w; j += 16) {
+      const __mmask16 lanes = TailMask(out_w - j);
+      const CornersV k =
+          LocateV(LoadCoordinates(x_row, g.x_col, j, lanes),
+                  LoadCoordinates(y_row, g.y_col, j, lanes), d, lanes);
+      for (int64_t c = 0; c < channels; ++c) {
+        const __m512i cc = _mm512_set1_epi32(static_cast<int32_t>(c));
+        const __m512i i00 = _mm512_add_epi32(k.r0, cc);
+        const __m512i i10 = _mm512_add_epi32(k.r1, cc);
+        const __m512 v00 = Gather(k.in00, i00, image);
+        const __m512 v01 = Gather(k.in01, _mm512_add_epi32(i00, d.channels), image);
+        const __m512 v10 = Gather(k.in10, i10, image);
+        const __m512 v11 = Gather(k.in11, _mm512_add_epi32(i10, d.channels), image);
+        const __m512 top =
+            _mm512_add_ps(v00, _mm512_mul_ps(k.fx, _mm512_sub_ps(v01, v00)));
+        const __m512 dy = _mm512_sub_ps(
+            _mm512_add_ps(v10, _mm512_mul_ps(k.fx, _mm512_sub_ps(v11, v10))),
+            top);
+        const __m512 value = _mm512_add_ps(top, _mm512_mul_ps(k.fy, dy));
+        float* o = o_row + j * channels;
+        if (channels == 1) {
+          _mm512_mask_storeu_ps(o, lanes, value);
+        } else {
+          _mm512_mask_i32scatter_ps(o + c, lanes, lane_offsets, value, 4);
+        }
+      }
+    }
+  }
+}
+
+// Interleaves the 16 lanes of `left` and `right`: out[2l] = left[l],
+// out[2l + 1] = right[l].
+CRAM_TARGET_AVX512 inline void Interleave(const float* left,
+                                          const float* right, float* out) {
+  const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20,
+                                          5, 21, 6, 22, 7, 23);
+  const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12,
+                                           28, 13, 29, 14, 30, 15, 31);
+  const __m512 l = _mm512_loadu_ps(left), r = _mm512_loadu_ps(right);
+  _mm512_storeu_ps(out, _mm512_permutex2var_ps(l, first, r));
+  _mm512_storeu_ps(out + 16, _mm512_permutex2var_ps(l, second, r));
+}
+
+// target[0..1] += pair[0..1] as one 64-bit addition (two separate float
+// additions, the same as one at a time).
+CRAM_TARGET_AVX512 inline void AddPair(float* target, const float* pair) {
+  const __m128 sum = _mm_add_ps(
+      _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(target))),
+      _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(pair))));
+  _mm_store_sd(reinterpret_cast<double*>(target), _mm_castps_pd(sum));
+}
+
+// The backward pass for images [start, limit): the per-pixel arithmetic 16
+// pixels at a time; the additions into the image and coordinate gradients
+// one pixel at a time in the scalar loops' order (same sums, bit for bit).
+CRAM_TARGET_AVX512 void BackwardImagesAvx512(
+    const Geometry& g, bool zeros, const float* image_data,
+    const float* x_data, const float* y_data, const float* up_data,
+    float* gi_data, float* gx_data, float* gy_data, int64_t start,
+    int64_t limit) {
+  const int64_t height = g.height, width = g.width, channels = g.channels,
+                out_h = g.out_h, out_w = g.out_w;
+  const int64_t image_size = height * width * channels;
+  const int64_t pixels = out_h * out_w;
+  const Bounds d = MakeBounds(g, zeros);
+  const __m512i lane_offsets = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      d.channels);
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512 x_max = _mm512_set1_ps(static_cast<float>(width) - 1.0f);
+  const __m512 y_max = _mm512_set1_ps(static_cast<float>(height) - 1.0f);
+  // Per channel and lane: the four corners' contributions.
+  std::vector<float> parts(static_cast<size_t>(4 * 16 * std::max<int64_t>(channels, 1)));
+  float* a00 = parts.data();
+  float* a01 = a00 + 16 * channels;
+  float* a10 = a01 + 16 * channels;
+  float* a11 = a10 + 16 * channels;
+  alignas(64) int32_t r0s[16], r1s[16];
+  alignas(64) float sxs[16], sys[16];
+  const bool x_full = g.x_row != 0 && g.x_col != 0;
+  const bool y_full = g.y_row != 0 && g.y_col != 0;
+  for (int64_t b = start; b < limit; ++b) {
+    const float* image = image_data + b * image_size;
+    float* grad_image = gi_data + b * image_size;
+    std::memset(grad_image, 0, sizeof(float) * image_size);
+    float* gx_image = gx_data + b * g.x_size;
+    float* gy_image = gy_data + b * g.y_size;
+    std::memset(gx_image, 0, sizeof(float) * g.x_size);
+    std::memset(gy_image, 0, sizeof(float) * g.y_size);
+    const float* x_image = x_data + b * g.x_size;
+    const float* y_image = y_data + b * g.y_size;
+    for (int64_t i = 0; i < out_h; ++i) {
+      const float* x_row = x_image + i * g.x_row;
+      const float* y_row = y_image + i * g.y_row;
+      const float* u_row = up_data + (b * pixels + i * out_w) * channels;
+      for (int64_t j = 0; j < out_w; j += 16) {
+        const int64_t n = std::min<int64_t>(16, out_w - j);
+        const __mmask16 lanes = TailMask(n);
+        const __m512 xo = LoadCoordinates(x_row, g.x_col, j, lanes);
+        const __m512 yo = LoadCoordinates(y_row, g.y_col, j, lanes);
+        const CornersV k = LocateV(xo, yo, d, lanes);
+        __m512 slope_x = zero, slope_y = zero;
+        const float* u_base = u_row + j * channels;
+        for (int64_t c = 0; c < channels; ++c) {
+          const __m512 u =
+              channels == 1
+                  ? _mm512_maskz_loadu_ps(lanes, u_base)
+                  : _mm512_mask_i32gather_ps(zero, lanes, lane_offsets,
+                                             u_base + c, 4);
+          const __m512i cc = _mm512_set1_epi32(static_cast<int32_t>(c));
+          const __m512i i00 = _mm512_add_epi32(k.r0, cc);
+          const __m512i i10 = _mm512_add_epi32(k.r1, cc);
+          const __m512 v00 = Gather(k.in00, i00, image);
+          const __m512 v01 = Gather(k.in01, _mm512_add_epi32(i00, d.channels), image);
+          const __m512 v10 = Gather(k.in10, i10, image);
+          const __m512 v11 = Gather(k.in11, _mm512_add_epi32(i10, d.channels), image);
+          const __m512 dx_top = _mm512_sub_ps(v01, v00);
+          const __m512 dx_bottom = _mm512_sub_ps(v11, v10);
+          const __m512 top = _mm512_add_ps(v00, _mm512_mul_ps(k.fx, dx_top));
+          const __m512 dy = _mm512_sub_ps(
+              _mm512_add_ps(v10, _mm512_mul_ps(k.fx, dx_bottom)), top);
+          slope_x = _mm512_add_ps(
+              slope_x,
+              _mm512_mul_ps(u, _mm512_add_ps(
+                                   dx_top, _mm512_mul_ps(
+                                               k.fy, _mm512_sub_ps(dx_bottom,
+                                                                   dx_top)))));
+          slope_y = _mm512_add_ps(slope_y, _mm512_mul_ps(u, dy));
+          const __m512 up_bottom = _mm512_mul_ps(u, k.fy);
+          const __m512 up_top = _mm512_sub_ps(u, up_bottom);
+          const __m512 up_01 = _mm512_mul_ps(up_top, k.fx);
+          const __m512 up_11 = _mm512_mul_ps(up_bottom, k.fx);
+          _mm512_storeu_ps(a00 + 16 * c, _mm512_sub_ps(up_top, up_01));
+          _mm512_storeu_ps(a01 + 16 * c, up_01);
+          _mm512_storeu_ps(a10 + 16 * c, _mm512_sub_ps(up_bottom, up_11));
+          _mm512_storeu_ps(a11 + 16 * c, up_11);
+        }
+        if (!zeros) {
+          // Border padding: the clamped region and the border itself have
+          // zero slope (as torch).
+          const __mmask16 live_x = _mm512_cmp_ps_mask(xo, zero, _CMP_GT_OQ) &
+                                   _mm512_cmp_ps_mask(xo, x_max, _CMP_LT_OQ);
+          const __mmask16 live_y = _mm512_cmp_ps_mask(yo, zero, _CMP_GT_OQ) &
+                                   _mm512_cmp_ps_mask(yo, y_max, _CMP_LT_OQ);
+          slope_x = _mm512_maskz_mov_ps(live_x, slope_x);
+          slope_y = _mm512_maskz_mov_ps(live_y, slope_y);
+        }
+        _mm512_store_si512(r0s, k.r0);
+        _mm512_store_si512(r1s, k.r1);
+        _mm512_store_ps(sxs, slope_x);
+        _mm512_store_ps(sys, slope_y);
+        const unsigned m00 = k.in00, m01 = k.in01, m10 = k.in10, m11 = k.in11;
+        if (channels == 1) {
+          // The left and right corners of a row are neighbours in memory:
+          // one 64-bit addition for both, in the same order per pixel.
+          alignas(64) float top[32], bottom[32];
+          Interleave(a00, a01, top);
+          Interleave(a10, a11, bottom);
+          const unsigned both_top = m00 & m01, both_bottom = m10 & m11;
+          for (int64_t l = 0; l < n; ++l) {
+            const unsigned bit = 1u << l;
+            float* t0 = grad_image + r0s[l];
+            float* t1 = grad_image + r1s[l];
+            if (both_top & bit) {
+              AddPair(t0, top + 2 * l);
+            } else {
+              if (m00 & bit) t0[0] += top[2 * l];
+              if (m01 & bit) t0[1] += top[2 * l + 1];
+            }
+            if (both_bottom & bit) {
+              AddPair(t1, bottom + 2 * l);
+            } else {
+              if (m10 & bit) t1[0] += bottom[2 * l];
+              if (m11 & bit) t1[1] += bottom[2 * l + 1];
+            }
+          }
+        } else {
+          for (int64_t l = 0; l < n; ++l) {
+            const unsigned bit = 1u << l;
+            float* t0 = grad_image + r0s[l];
+            float* t1 = grad_image + r1s[l];
+            for (int64_t c = 0; c < channels; ++c) {
+              if (m00 & bit) t0[c] += a00[16 * c + l];
+              if (m01 & bit) t0[channels + c] += a01[16 * c + l];
+              if (m10 & bit) t1[c] += a10[16 * c + l];
+              if (m11 & bit) t1[channels + c] += a11[16 * c + l];
+            }
+          }
+        }
+        if (!x_full || !y_full) {
+          for (int64_t l = 0; l < n; ++l) {
+            if (!x_full) gx_image[i * g.x_row + (j + l) * g.x_col] += sxs[l];
+            if (!y_full) gy_image[i * g.y_row + (j + l) * g.y_col] += sys[l];
+          }
+        }
+        // One coordinate per output pixel: its gradient is written once.
+        if (x_full) {
+          float* gx = gx_image + i * g.x_row + j;
+          _mm512_mask_storeu_ps(
+              gx, lanes, _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, gx), slope_x));
+        }
+        if (y_full) {
+          float* gy = gy_image + i * g.y_row + j;
+          _mm512_mask_storeu_ps(
+              gy, lanes, _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, gy), slope_y));
+        }
+      }
+    }
+  }
+}
+
+#endif  // CRAM_SAMPLER_AVX512
+
 class SampleCommon : public OpKernel {
  public:
   explicit SampleCommon(OpKernelConstruction* context) : OpKernel(context) {
@@ -166,13 +528,6 @@ class SampleCommon : public OpKernel {
   }
 
  protected:
-  // Sizes of one call, and the strides that broadcast x and y.
-  struct Geometry {
-    int64_t batch, height, width, channels, out_h, out_w;
-    int64_t x_size, x_row, x_col;  // per image; steps per output row, column
-    int64_t y_size, y_row, y_col;
-  };
-
   // Checks images (B, H, W, C) and x, y (B, h, w) or broadcast to it.
   static absl::Status CheckInputs(const Tensor& images, const Tensor& x,
                                   const Tensor& y, Geometry* g) {
@@ -264,6 +619,17 @@ class SampleOp : public SampleCommon {
       }
     };
     auto* workers = context->device()->tensorflow_cpu_worker_threads();
+#ifdef CRAM_SAMPLER_AVX512
+    if (HasAvx512() && FitsInt32(g)) {
+      tensorflow::Shard(workers->num_threads, workers->workers, batch * out_h,
+                        /*cost_per_unit=*/out_w * (4 + 4 * channels),
+                        [&](int64_t start, int64_t limit) {
+                          ForwardRowsAvx512(g, zeros, image_data, x_data,
+                                            y_data, out, start, limit);
+                        });
+      return;
+    }
+#endif
     tensorflow::Shard(workers->num_threads, workers->workers, batch * out_h,
                       /*cost_per_unit=*/out_w * (20 + 12 * channels), rows);
   }
@@ -359,6 +725,19 @@ class SampleGradOp : public SampleCommon {
       }
     };
     auto* workers = context->device()->tensorflow_cpu_worker_threads();
+#ifdef CRAM_SAMPLER_AVX512
+    if (HasAvx512() && FitsInt32(g)) {
+      tensorflow::Shard(workers->num_threads, workers->workers, batch,
+                        /*cost_per_unit=*/pixels * (10 + 12 * channels) +
+                            image_size,
+                        [&](int64_t start, int64_t limit) {
+                          BackwardImagesAvx512(g, zeros, image_data, x_data,
+                                               y_data, up_data, gi_data,
+                                               gx_data, gy_data, start, limit);
+                        });
+      return;
+    }
+#endif
     tensorflow::Shard(workers->num_threads, workers->workers, batch,
                       /*cost_per_unit=*/pixels * (40 + 30 * channels) + image_size,
                       images_range);
