@@ -3,7 +3,9 @@
 `load_inpainting_dataset(name)` returns NumPy train and test images for the
 CRAM inpainting experiment (docs/design.md, E3); `inpainting_masks` makes the
 masks in NumPy and `inpainting_dataset` pairs images with masks in a
-`tf.data.Dataset` for TensorFlow training.
+`tf.data.Dataset` for TensorFlow training. `load_images` and
+`evaluation_masks` do the same for the settings of an inpainting Config
+(`cram_keras.experiments.inpaint_config`).
 
 Datasets (`name`):
 
@@ -283,6 +285,44 @@ def inpainting_dataset(
     if batch_size is not None:
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def dataset_label(name):
+    """Short name of a dataset for titles and directories: `npz:a/b.npz` -> `b`."""
+    if name.startswith("npz:"):
+        return os.path.splitext(os.path.basename(name[len("npz:") :]))[0]
+    return name
+
+
+def load_images(config, bundled=False, return_source=False):
+    """Train and test images of an inpainting Config (its `dataset`,
+    `data_dir`, `n_train`, `n_test`): float32 [0, 1], (N, 32, 32, C),
+    subsampled; with ``return_source`` also the DataSource."""
+    bundled = bundled and config.dataset in ("svhn", "mnist32")
+    x_train, x_test, source = load_inpainting_dataset(
+        config.dataset, config.data_dir, bundled=bundled, return_source=True
+    )
+    if config.n_train is not None:
+        x_train = x_train[: config.n_train]
+    if config.n_test is not None:
+        x_test = x_test[: config.n_test]
+    if return_source:
+        return x_train, x_test, source
+    return x_train, x_test
+
+
+def evaluation_masks(config, num_images, image_size=32):
+    """The masks every method is scored with, as an inpainting Config sets
+    them (`mask`, the hole sizes, `test_mask_seed`): (N, H, W, 1), 1 = hole."""
+    return inpainting_masks(
+        num_images,
+        image_size,
+        config.mask,
+        hole_size=config.hole_size,
+        min_size=config.min_hole,
+        max_size=config.max_hole,
+        seed=config.test_mask_seed,
+    )
 
 
 def _load_npz_split(path, data_dir):

@@ -12,7 +12,7 @@ Grid (the configuration's GRID; ``--rates``, ``--placements``,
 * dropout rate p: 0, 0.1, 0.2, 0.3, 0.4, 0.5;
 * dropout placement: ``code`` (the released code's layers) and ``paper``
   (the appendix's), see ``dropout_placement`` in
-  `cram_keras.experiments.rnn_spn.Config`; p = 0 is one trial, since no
+  `cram_keras.experiments.rnn_spn_config.Config`; p = 0 is one trial, since no
   dropout acts then wherever the layers are;
 * downsample factor d (the two SPNs only): 1, 2, 3, 4, the rows of Table 1.
 

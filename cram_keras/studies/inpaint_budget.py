@@ -12,7 +12,9 @@ import os
 
 import numpy as np
 
+from cram_keras.data.inpainting import dataset_label, evaluation_masks, load_images
 from cram_keras.experiments import inpaint
+from cram_keras.experiments.inpaint_config import METHOD_NAMES
 from cram_keras.experiments.named import recorded_settings
 from cram_keras.studies import inpaint_progress
 from cram_keras.studies.driver import StudyError, run_grid
@@ -64,7 +66,7 @@ def run(study):
         record = {key: metrics[key] for key in RUN_KEYS}
         record.update(
             run_dir=run_dir,
-            scores=metrics["methods"][inpaint.METHOD_NAMES[config.encoder]],
+            scores=metrics["methods"][METHOD_NAMES[config.encoder]],
             pathway_diagnostics=metrics.get("pathway_diagnostics"),
             train_recon_loss=_final_train_recon(run_dir),
         )
@@ -137,9 +139,9 @@ def budget_figure(models, config, path, examples=8):
     from cram_keras.evaluation.inpainting import complete
     from cram_keras.visualization import inpainting_figure
 
-    _, x_test = inpaint.load_images(config)
+    _, x_test = load_images(config)
     x = x_test[:examples]
-    masks = inpaint.evaluation_masks(config, len(x_test), x_test.shape[1])[:examples]
+    masks = evaluation_masks(config, len(x_test), x_test.shape[1])[:examples]
     extra = {
         "CNN encoder": complete(models["cnn"], x, masks),
         "Navier-Stokes": navier_stokes_inpaint(x, masks),
@@ -150,7 +152,7 @@ def budget_figure(models, config, path, examples=8):
         masks,
         path,
         extra=extra,
-        title=f"CRAM on {inpaint.dataset_label(config.dataset)}",
+        title=f"CRAM on {dataset_label(config.dataset)}",
     )
 
 

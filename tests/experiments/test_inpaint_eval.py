@@ -5,9 +5,11 @@ every method is scored on the same masks, and the local crop fits the hole."""
 import numpy as np
 import pytest
 
+from cram_keras.data.inpainting import evaluation_masks
 from cram_keras.data.masks import center_mask
 from cram_keras.evaluation.inpainting import score_methods
 from cram_keras.experiments import inpaint
+from cram_keras.models.inpainting_sizes import local_crop_size
 from cram_keras.training.checkpoint import load_inpainter
 
 
@@ -50,11 +52,11 @@ def test_defaults_are_the_paper_setting_and_smoke_is_small():
 
 
 def test_every_method_is_scored_on_the_same_masks():
-    center = inpaint.evaluation_masks(inpaint.Config(), 5)
+    center = evaluation_masks(inpaint.Config(), 5)
     np.testing.assert_array_equal(center, np.repeat(center_mask()[None], 5, axis=0))
     config = inpaint.Config(mask="random")
-    first = inpaint.evaluation_masks(config, 7)
-    np.testing.assert_array_equal(first, inpaint.evaluation_masks(config, 7))
+    first = evaluation_masks(config, 7)
+    np.testing.assert_array_equal(first, evaluation_masks(config, 7))
     assert first.shape == (7, 32, 32, 1) and not np.array_equal(first[0], first[1])
     # Methods differ only in how they fill the hole; with no model, the
     # classical baselines alone are scored.
@@ -64,10 +66,10 @@ def test_every_method_is_scored_on_the_same_masks():
 
 
 def test_local_crop_holds_the_largest_hole_and_its_margins():
-    assert inpaint.local_crop_size(inpaint.Config()) == 16  # 8 + 2 * 4
-    assert inpaint.local_crop_size(inpaint.Config(mask="random")) == 24  # 16 + 2 * 4
-    assert inpaint.local_crop_size(inpaint.Config(local_margin=0)) == 16  # at least 16
-    assert inpaint.local_crop_size(inpaint.Config(mask="random", local_margin=10)) == 32
+    assert local_crop_size(inpaint.Config()) == 16  # 8 + 2 * 4
+    assert local_crop_size(inpaint.Config(mask="random")) == 24  # 16 + 2 * 4
+    assert local_crop_size(inpaint.Config(local_margin=0)) == 16  # at least 16
+    assert local_crop_size(inpaint.Config(mask="random", local_margin=10)) == 32
 
 
 def test_augmentation_only_flips_rotates_or_negates_the_images():

@@ -263,10 +263,11 @@ def refused(config_cls, **settings):
 def test_the_largest_downsample_is_the_last_that_the_classifier_can_take():
     # References: the transformer layer's own output size, and the
     # classifier's own layers on crops of that size.
+    from cram_keras.experiments.rnn_spn_config import max_downsample
     from cram_keras.layers import SpatialTransformer
     from cram_keras.models.rnn_spn import classification_cnn
 
-    largest = rnn_spn.max_downsample()
+    largest = max_downsample()
     assert largest == 5.555
 
     def crop(downsample):

@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from cram_keras.experiments import cram_cls, inpaint, named, rnn_spn
+from cram_keras.experiments import cram_cls, inpaint, inpaint_config, named, rnn_spn
 from cram_keras.studies import driver
 
 RNN_SPN_METRICS = dict(
@@ -157,7 +157,7 @@ def test_the_inpainting_study_scores_the_classical_fills_once(tmp_path, monkeypa
         run = {k: 1 for k in ("epochs", "steps", "warmup_steps", "parameters")}
         run.update(n_train=40, n_test=20, train_images_per_second=1.0,
                    train_wall_seconds=2.0, wall_seconds=3.0)  # fmt: skip
-        methods = {inpaint.METHOD_NAMES[config.encoder]: scores}
+        methods = {inpaint_config.METHOD_NAMES[config.encoder]: scores}
         methods.update(telea=classical, navier_stokes=classical, mean_fill=classical)
         return dict(run, methods=methods)
 
