@@ -15,12 +15,15 @@ an upstream cotangent) of
 ours each with and without `jit_compile=True` (the native kinds without:
 under XLA they take the keras.ops path), on identical inputs, in one
 process with the same number of threads for both libraries. Each timed call
-includes the `tf.function` dispatch and fetching the results to NumPy (torch:
-the autograd call). The protocol: warm-up calls, then `--rounds` rounds in
-which every contender runs `--calls` timed calls after a 20 ms pause (so one
-library's idle worker threads do not spin while the other runs), the order
-rotating from round to round. Reported: the median (and quartiles) over all
-timed calls, and the ratio of medians ours / torch.
+includes the `tf.function` dispatch and handing the results over as NumPy
+arrays without a copy (`np.asarray`; torch: the autograd call and
+`.numpy()`, which does not copy either). The protocol: warm-up calls, then
+`--rounds` rounds in which every contender runs `--calls` timed calls after
+a 20 ms pause (so one library's idle worker threads do not spin while the
+other runs), the order rotating from round to round. Reported: the median
+(and quartiles) over all timed calls, and the ratio of medians ours / torch.
+`--kernels` times the compiled kernel's two ops alone instead (wall and CPU
+time per call), into a file of its own.
 
     pip install torch  # only needed here
     python benchmarks/sampler.py --output benchmarks/results/sampler_speed.json
@@ -55,7 +58,7 @@ from cram_keras.ops import (  # noqa: E402
     native_sampler,
     sampling,
 )
-from cram_keras.platform_info import busy_fraction, describe  # noqa: E402
+from cram_keras.platform_info import busy_fraction, cpu_flags, describe  # noqa: E402
 
 SHAPES = {
     # RNN-SPN: 100x100 cluttered MNIST sequences, downsample factor d = 2,
@@ -157,7 +160,8 @@ def keras_step(
         compiled.get_concrete_function(images_t, inputs, cotangent_t)
 
     def step():
-        return [t.numpy() for t in compiled(images_t, inputs, cotangent_t)]
+        # As NumPy arrays without a copy, as torch's `.numpy()` gives them.
+        return [np.asarray(t) for t in compiled(images_t, inputs, cotangent_t)]
 
     def to_nhwc(results):
         output, grad_images, grad_inputs = results
@@ -414,6 +418,85 @@ def separable_sweep(args):
     return rows
 
 
+def _kernel_steps(library, images, x, y, cotangent, repeats):
+    """Two compiled functions: `repeats` forward or backward kernel calls."""
+
+    @tf.function
+    def forward():
+        total = 0.0
+        for i in range(repeats):
+            out = library.cram_sample_at_pixels(
+                images, x + 1e-3 * i, y, padding="zeros"
+            )
+            total += out[0, 0, 0, 0]
+        return total
+
+    @tf.function
+    def backward():
+        total = 0.0
+        for i in range(repeats):
+            grads = library.cram_sample_at_pixels_grad(
+                images, x + 1e-3 * i, y, cotangent, padding="zeros"
+            )
+            total += grads[0][0, 0, 0, 0] + grads[1][0, 0, 0]
+        return total
+
+    return forward, backward
+
+
+def kernel_times(args):
+    """The compiled kernel's two ops alone at each shape: wall and CPU
+    milliseconds per call (CPU: the process's, summed over its threads),
+    forward (`CramSampleAtPixels`) and backward (`CramSampleAtPixelsGrad`),
+    ten calls on slightly different coordinates per timed function call."""
+    library = native_sampler.load()
+    repeats, results = 10, {}
+    for name in args.shapes:
+        shape = SHAPES[name]
+        images, theta, params, cotangent = (tf.constant(a) for a in make_inputs(shape))
+        (height, width, _), (out_h, out_w) = shape["input"], shape["output"]
+        if shape["transform"] == "affine":
+            rows = tf.reshape(params, (-1, 2, 3))
+            x = sampling._affine_pixel_coordinates(
+                rows[:, 0], width, out_h, out_w, False
+            )
+            y = sampling._affine_pixel_coordinates(
+                rows[:, 1], height, out_h, out_w, False
+            )
+        else:
+            x = tf.expand_dims(
+                sampling._scale_translate_coordinates(
+                    params, 0, 1, width, out_w, False
+                ),
+                1,
+            )
+            y = tf.expand_dims(
+                sampling._scale_translate_coordinates(
+                    params, 0, 2, height, out_h, False
+                ),
+                2,
+            )
+
+        forward, backward = _kernel_steps(library, images, x, y, cotangent, repeats)
+
+        for label, fn in (("forward", forward), ("backward", backward)):
+            for _ in range(5):
+                fn().numpy()
+            walls = []
+            cpu_before = time.process_time()
+            for _ in range(args.rounds):
+                start = time.perf_counter()
+                fn().numpy()
+                walls.append(time.perf_counter() - start)
+            cpu = time.process_time() - cpu_before
+            results[f"{name}/{label}"] = {
+                "wall_ms": 1e3 * float(np.median(walls)) / repeats,
+                "cpu_ms": 1e3 * cpu / args.rounds / repeats,
+            }
+            print(f"kernel {name} {label}: {results[f'{name}/{label}']}")
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -443,6 +526,13 @@ def main():
         help="skip the in-graph measurement (ten sampler calls in one compiled "
         "function against ten torch calls)",
     )
+    parser.add_argument(
+        "--kernels",
+        action="store_true",
+        help="only time the compiled kernel's forward and backward ops alone "
+        "(wall and CPU time per call; with --threads 1 the CPU time is one "
+        "core's work)",
+    )
     parser.add_argument("--output", type=pathlib.Path)
     parser.add_argument(
         "--note",
@@ -455,6 +545,11 @@ def main():
         help="add this run to the runs already in --output instead of replacing",
     )
     args = parser.parse_args()
+    if args.kernels and args.append:
+        parser.error(
+            "--kernels writes a file of its own; it cannot be appended to a file "
+            "of sampler runs"
+        )
 
     torch.set_num_threads(args.threads)
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -462,7 +557,12 @@ def main():
     load_before = os.getloadavg()
     busy_before = busy_fraction(2.0)
     started = datetime.datetime.now(datetime.timezone.utc)
-    shapes = {name: run_shape(name, SHAPES[name], args) for name in args.shapes}
+    if args.kernels:
+        shapes = {}
+        kernels = kernel_times(args)
+    else:
+        kernels = None
+        shapes = {name: run_shape(name, SHAPES[name], args) for name in args.shapes}
     run = {
         "command": "python " + " ".join(sys.argv),
         "started_utc": started.isoformat(timespec="seconds"),
@@ -481,7 +581,11 @@ def main():
             "calls_per_round": args.calls,
             "warmup_calls": args.warmup,
         },
-        "machine": {"description": describe(), "platform": platform.platform()},
+        "machine": {
+            "description": describe(),
+            "cpu_flags": cpu_flags(),
+            "platform": platform.platform(),
+        },
         "versions": {
             "python": platform.python_version(),
             "numpy": np.__version__,
@@ -491,6 +595,8 @@ def main():
         },
         "shapes": shapes,
     }
+    if kernels is not None:
+        run["kernels"] = kernels
     if args.separable_sweep:
         run["separable_sweep"] = separable_sweep(args)
     if args.output is not None:

@@ -822,7 +822,7 @@ def sampler_speed(base):
     first, last = runs[0], runs[-1]
     return table(header, rows) + (
         "\n\nRatios are our time / torch's (`grid_sample(affine_grid(theta))`), forward + "
-        "both gradients, float32; each cell gives two runs a minute apart. "
+        "both gradients, float32; each cell gives the two newest runs. "
         + source(
             "sampler_speed.json",
             last,
@@ -1003,6 +1003,257 @@ def profile_steps(base):
 
 
 # --- Shipped weights -----------------------------------------------------------
+
+
+# --- the speed page ---------------------------------------------------------
+
+SAMPLER_CONTENDERS = {
+    "layer_native": "`SpatialTransformer`, compiled kernel (the default)",
+    "fused_native": "`affine_sample`, compiled kernel",
+    "layer": "`SpatialTransformer`, `keras.ops` path",
+    "layer_xla": "`SpatialTransformer`, `keras.ops` path, XLA",
+    "fused": "`affine_sample`, `keras.ops` path",
+    "fused_xla": "`affine_sample`, `keras.ops` path, XLA",
+    "ops": "`bilinear_sample(affine_grid(...))`, `keras.ops` path",
+    "ops_xla": "`bilinear_sample(affine_grid(...))`, `keras.ops` path, XLA",
+}
+SAMPLER_IN_GRAPH = {
+    "layer_native_x10_in_graph": "`SpatialTransformer`, compiled kernel, in graph",
+    "layer_x10_in_graph": "`SpatialTransformer`, `keras.ops` path, in graph",
+}
+CPU_EXTENSIONS = (
+    ("avx512f", "AVX-512"),
+    ("avx512_bf16", "AVX512_BF16"),
+    ("amx_bf16", "AMX-BF16"),
+    ("avx2", "AVX2"),
+)
+
+
+def _cpu(result):
+    """The machine with the vector extensions its result file records."""
+    machine = result.get("machine", {})
+    text = result.get("hardware") or machine.get("description", "")
+    flags = result.get("cpu_flags") or machine.get("cpu_flags") or []
+    found = [label for flag, label in CPU_EXTENSIONS if flag in flags]
+    if "AVX-512" in found:
+        found.remove("AVX2")
+    text = re.sub(r" \([^)]*\)", "", text, count=1)
+    extensions = ", ".join(found) if found else "no AVX2"
+    return f"{text} (vector extensions: {extensions})"
+
+
+def _speed_result(name):
+    """A speed result file, or None where it is not there yet."""
+    return load(name) if (RESULTS / name).exists() else None
+
+
+def _has_gpu(result):
+    text = result.get("hardware") or result.get("machine", {}).get("description", "")
+    return bool(text) and "no GPU" not in text
+
+
+def speed_sampler(base):
+    """The newest sampler run: every contender against torch, per call and
+    in graph, at both shapes."""
+    run = [r for r in load("sampler_speed.json")["runs"] if not _has_gpu(r)][-1]
+    shapes = run["shapes"]
+    rows = [
+        [
+            "torch `grid_sample(affine_grid(theta))` (the reference), per call",
+            *[f"{shapes[s]['times_ms']['torch']['median']:.2f} ms" for s in SHAPES],
+        ]
+    ]
+    for key, label in SAMPLER_CONTENDERS.items():
+        if all(key in shapes[s]["ratio_to_torch"] for s in SHAPES):
+            cells = [ratio(shapes[s]["ratio_to_torch"][key]) for s in SHAPES]
+            if key == "layer_native":
+                cells = [f"**{c}**" for c in cells]
+            rows.append([label + ", per call", *cells])
+    for key, label in SAMPLER_IN_GRAPH.items():
+        graphs = [(shapes[s].get("in_graph_x10") or {}) for s in SHAPES]
+        if all(key in g.get("ratios_to_torch", {}) for g in graphs):
+            cells = [ratio(g["ratios_to_torch"][key]) for g in graphs]
+            if key == "layer_native_x10_in_graph":
+                cells = [f"**{c}**" for c in cells]
+            rows.append([label, *cells])
+    header = ["contender (time / torch's)", *SHAPES.values()]
+    return table(header, rows) + (
+        "\n\nOne run, every ratio against torch measured in it: forward + both "
+        "gradients, float32, median over alternating rounds; in graph: ten calls "
+        "in one `tf.function` against ten torch calls. "
+        + source(
+            "sampler_speed.json",
+            run,
+            base,
+            date=run["started_utc"][:16].replace("T", " ") + " UTC",
+        ).replace(hardware(run), _cpu(run))
+    )
+
+
+TRAINING_ROWS = (
+    ("rnn_spn", "RNN-SPN, d = 2", "sequences"),
+    ("ffn_spn", "FFN-SPN, d = 2", "sequences"),
+    ("conv", "CNN", "sequences"),
+    ("cram_classifier", "CRAM classifier (60x60, 4 glimpses)", "images"),
+    ("cram_inpainter", "CRAM inpainter (32x32x3, G + 2 D)", "images"),
+)
+
+
+TRAINING_RATIOS = {
+    "rnn_spn: keras_xla / keras (alternating rounds)": (
+        "RNN-SPN with XLA (`jit_compile=True`) against the default"
+    ),
+    "rnn_spn: keras_mixed_bfloat16 / keras": "RNN-SPN in `mixed_bfloat16` against float32",
+}
+
+
+def speed_training(base):
+    """Training steps: ours against the PyTorch port and each setting
+    against its own reference, all from one run."""
+    name = "train_flops.json"
+    result = load(name)
+    res = result["results"]
+    rows = []
+    for key, label, unit in TRAINING_ROWS:
+        ours = res.get(f"keras/{key}")
+        if not ours or "per_second" not in ours:
+            continue
+        torch_eager = res.get(f"torch_eager/{key}", {}).get("per_second")
+        rows.append(
+            [
+                label,
+                f"{ours['batch']}",
+                f"{1e3 * ours['median_step_seconds']:.0f} ms",
+                f"{ours['per_second']:.0f} {unit}/s",
+                ratio(ours["per_second"] / torch_eager) if torch_eager else "-",
+            ]
+        )
+    header = [
+        "model (float32)",
+        "batch",
+        "step",
+        "throughput",
+        "ours / PyTorch eager port (throughput)",
+    ]
+    lines = [table(header, rows)]
+    others = [
+        f"{TRAINING_RATIOS.get(label, label)}: **{ratio(value)}**"
+        for label, value in sorted(result.get("ratios", {}).items())
+        if "torch" not in label
+    ]
+    if others:
+        lines.append(
+            "Each setting against its reference, timed in alternating rounds in "
+            "the same run (throughput ratios): " + "; ".join(others) + "."
+        )
+    lines.append(source(name, result, base).replace(hardware(result), _cpu(result)))
+    return "\n\n".join(lines)
+
+
+def speed_flops(base):
+    """FLOPs per training step and what the step achieves against the peak."""
+    name = "train_flops.json"
+    result = load(name)
+    res, peak = result["results"], result["peak"]
+    rows = []
+    for key, label, _ in TRAINING_ROWS:
+        count = result["flops"].get(key)
+        if not count:
+            continue
+        kinds = count["by_kind"]
+        check = count.get("tensorflow_profiler_check", {}).get(
+            "forward convolutions and matmuls", {}
+        )
+        for setting in ("keras", "torch_eager"):
+            timed = res.get(f"{setting}/{key}", {})
+            if "gflops_per_second" not in timed:
+                continue
+            rows.append(
+                [
+                    label if setting == "keras" else f"{label}, PyTorch eager port",
+                    f"{count['batch']}",
+                    f"{count['flops_per_step'] / 1e9:.1f}",
+                    f"{kinds.get('convolution', 0) / 1e9:.1f} / "
+                    f"{kinds.get('matmul', 0) / 1e9:.1f} / "
+                    f"{(kinds.get('other arithmetic', 0) + kinds.get('sampler', 0)) / 1e9:.2f}",
+                    f"{1e3 * timed['median_step_seconds']:.0f} ms",
+                    f"{timed['gflops_per_second']:.0f}",
+                    pct(timed.get("fraction_of_float32_peak")),
+                    (
+                        f"{check['tensorflow_profiler'] / 1e9:.2f} / "
+                        f"{check['ours'] / 1e9:.2f}"
+                        if check and setting == "keras"
+                        else ""
+                    ),
+                ]
+            )
+    header = [
+        "training step (float32)",
+        "batch",
+        "GFLOP per step",
+        "convolutions / matmuls / other (GFLOP)",
+        "step",
+        "GFLOP/s",
+        "of the float32 peak",
+        "TensorFlow's profiler / ours, forward convolutions and matmuls (GFLOP)",
+    ]
+    lines = [table(header, rows)]
+    clock = f"{peak['ghz']:.2f} GHz"
+    derived = (
+        f"Peak: {peak['float32_derivation'].replace('clock', clock)}"
+        f" = **{peak['float32_gflops']:.0f} GFLOP/s** float32"
+    )
+    if peak.get("bfloat16_amx_gflops"):
+        derived += (
+            f"; bfloat16 on AMX: {peak['cores']} cores x {peak['ghz']:.2f} GHz x "
+            f"{peak['bfloat16_amx_flops_per_cycle_per_core']} FLOPs per cycle = "
+            f"{peak['bfloat16_amx_gflops']:.0f} GFLOP/s"
+        )
+    lines.append(derived + ".")
+    lines.append(source(name, result, base).replace(hardware(result), _cpu(result)))
+    return "\n\n".join(lines)
+
+
+def speed_attempts(base):
+    """What was tried for speed, with its measured effect."""
+    name = "speed_attempts.json"
+    result = load(name)
+    rows = [
+        [
+            a["area"],
+            a["what"],
+            a["effect"],
+            "yes" if a["adopted"] else "no",
+        ]
+        for a in result["attempts"]
+    ]
+    header = ["where", "what was tried", "measured effect", "kept"]
+    return (
+        table(header, rows)
+        + "\n\n"
+        + source(name, result, base).replace(hardware(result), _cpu(result))
+    )
+
+
+def speed_gpu(base):
+    """The GPU section: the speed result files measured on a GPU machine."""
+    found = []
+    for name in ("sampler_speed.json", "train_flops.json"):
+        result = _speed_result(name)
+        if result is None:
+            continue
+        runs = result["runs"] if isinstance(result.get("runs"), list) else [result]
+        found += [(name, run) for run in runs if _has_gpu(run)]
+    if not found:
+        return (
+            "Not measured yet: no speed result file was written on a machine "
+            "with a GPU."
+        )
+    rows = [
+        [f"`{name}`", _cpu(run), (run.get("started_utc") or run.get("date", ""))[:10]]
+        for name, run in found
+    ]
+    return table(["result file", "machine", "date"], rows)
 
 
 def shipped_weights(base):
@@ -1285,6 +1536,11 @@ RENDERERS = {
     "profile_steps": profile_steps,
     "wall_times": wall_times,
     "shipped_weights": shipped_weights,
+    "speed_sampler": speed_sampler,
+    "speed_training": speed_training,
+    "speed_flops": speed_flops,
+    "speed_attempts": speed_attempts,
+    "speed_gpu": speed_gpu,
 }
 
 
