@@ -12,6 +12,7 @@ when no ``n_train`` is set).
 """
 
 import csv
+import datetime
 import json
 import os
 
@@ -148,6 +149,7 @@ def report(study):
     """Writes the result file (and the gap figure) from the runs as they
     are; returns the results."""
     results = progress(study)
+    results["date"] = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     results["notes"] = (
         "In progress: each run's per-epoch validation hole PSNR on the first "
         f"{_monitor_examples(study)} test images against optimizer steps; "

@@ -77,6 +77,7 @@ def test_run_study_progress_writes_the_file_and_figure(tmp_path, capsys):
     assert code == 0
     results = json.loads(out.read_text())
     assert results["configuration"] == "inpaint/full_mnist32"
+    assert len(results["date"]) == 10  # YYYY-MM-DD, the report's day
     assert results["status"]["cram"] == {"0": "epoch 2 of 50", "1": "not started"}
     assert results["status"]["cram_skip"]["0"] == "not started"
     assert results["gap_db"]["0"]["db"] == pytest.approx([-1.0, -0.5])
