@@ -557,6 +557,77 @@ def bf16(base):
     return table(header, rows) + "\n\n" + source(name, result, base)
 
 
+def inpaint_bf16(base):
+    """The inpainter under float32 and mixed_bfloat16: the training step of
+    each (alternating rounds, per backend timed) and the hole scores of the
+    same budget runs under each, per seed."""
+    study_name, speed_name = "inpaint_bf16.json", "inpaint_bf16_speed.json"
+    study, speed = load(study_name), load(speed_name)
+    backends = [b for b in ("tensorflow", "jax") if b in speed["backends"]]
+    labels = {"tensorflow": "TensorFlow", "jax": "JAX"}
+    seeds = [str(seed) for seed in study["seeds"]]
+    runs = study["runs"]
+    rows = []
+    for policy in ("float32", "mixed_bfloat16"):
+        row = [policy]
+        for backend in backends:
+            timed = speed["backends"][backend]
+            cell = f"{timed[policy]['images_per_second']:.0f} images/s"
+            if policy != "float32":
+                cell += f" ({ratio(timed['speedup'])})"
+            row.append(cell)
+        for seed in seeds:
+            psnr = runs[policy][seed]["scores"]["hole_psnr"]
+            cell = f"{num(psnr)} dB"
+            if policy != "float32":
+                reference = runs["float32"][seed]["scores"]["hole_psnr"]
+                cell += f" ({psnr - reference:+.2f})"
+            row.append(cell)
+        stats = study["seed_stats"][policy]
+        row += [
+            num(stats["hole_psnr"]["mean"]) + " dB",
+            num(stats["hole_l1"]["mean"], 3),
+            num(stats["ssim"]["mean"], 3),
+            num(stats["train_recon_loss"]["mean"], 3),
+        ]
+        rows.append(row)
+    header = (
+        ["policy"]
+        + [f"training step, {labels[b]}" for b in backends]
+        + [f"hole PSNR, seed {seed}" for seed in seeds]
+        + ["mean", "hole L1", "SSIM", "training hole L1, last epoch"]
+    )
+    timed = speed["backends"][backends[0]]
+    link = os.path.relpath(RESULTS / speed_name, REPO / base).replace(os.sep, "/")
+    commands = " and ".join(
+        f"`{clean_command(speed['backends'][b]['command'])}`" for b in backends
+    )
+    libraries = ", ".join(
+        f"{label} {version}"
+        for b in backends
+        for key, version in speed["backends"][b]["versions"].items()
+        if key != "keras"
+        for label in [labels.get(key, key)]
+    )
+    speed_line = (
+        f"Speed: [`benchmarks/results/{speed_name}`]({link}), batch "
+        f"{timed['batch_size']}, {timed['rounds']} alternating rounds of "
+        f"{timed['steps_per_round']} steps per policy (the "
+        f"{timed['step_statistic']} of each), written by {commands}; "
+        f"{hardware(speed)}; {libraries}, Keras {timed['versions']['keras']}; "
+        f"{result_date(speed_name, speed)}."
+    )
+    return "\n\n".join(
+        [
+            table(header, rows),
+            # Both files were written in the same session (the study file
+            # records no date of its own).
+            source(study_name, study, base, date=study.get("date", speed["date"])),
+            speed_line,
+        ]
+    )
+
+
 # --- CRAM classification ------------------------------------------------------
 
 
@@ -1523,6 +1594,7 @@ RENDERERS = {
     "rnn_spn_speed": rnn_spn_speed,
     "train_speed": train_speed,
     "bf16": bf16,
+    "inpaint_bf16": inpaint_bf16,
     "cram_cls": cram_cls,
     "cram_cls_curves": cram_cls_curves,
     "inpaint_study": inpaint_study,
