@@ -7,14 +7,16 @@ Reproduces: the CRAM paper's inpainting comparison (Section VI-B, Fig. 7)
     1e-4 (assets/inpaint_full_mnist32_gap.png: the CRAM - CNN-encoder gap
     against training steps)
 Command: python run_study.py inpaint/full_mnist32 --data-dir MNIST_DIR
-    (one run: python train_inpaint.py --config inpaint/full_mnist32:cram
-    --seed 0 --data-dir MNIST_DIR --output-dir
-    runs/studies/inpaint/full_mnist32/cram_seed0; the runs as far as they
-    have got: add --progress)
 Hardware: Intel Xeon (AVX-512, AVX512_BF16, AMX), 2 cores, no GPU; in
     progress (CRAM and the CNN encoder, seed 0)
 Wall time: about 40 min per epoch and model with two runs sharing the two
     cores (26 images/s each), so about 33 h per run to 50 epochs
+
+One run at a time, e.g. to train several in parallel: python
+train_inpaint.py --config inpaint/full_mnist32:cram --seed 0 --data-dir
+MNIST_DIR --output-dir runs/studies/inpaint/full_mnist32/cram_seed0. The
+runs as far as they have got (no training): add --progress to the study
+command.
 
 Every setting is the paper's (the experiment's defaults) except the data
 set; the first 512 test images give the per-epoch validation PSNR that
