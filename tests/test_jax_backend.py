@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 import pytest
+from testing import TINY_ENCODER
 
 pytest.importorskip("jax")
 
@@ -63,18 +64,6 @@ def test_sampler_and_layer_tests_pass_on_jax():
 
 
 # === A tiny CRAMClassifier fit on JAX ===
-
-TINY_ENCODER = dict(
-    num_glimpses=2,
-    glimpse_size=6,
-    core_units=8,
-    context_filters=(2,),
-    context_units=4,
-    localization_filters=(2,),
-    localization_units=4,
-    glimpse_filters=(2,),
-    glimpse_units=4,
-)
 
 
 def cram_data():

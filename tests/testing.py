@@ -464,3 +464,18 @@ def run_workers(argv, timeout=900):
                 proc.kill()
                 proc.wait()
     return results
+
+
+# A CRAM encoder with one-layer CNNs and a few units: the settings the model,
+# mixed-precision, distribution and JAX tests build it with.
+TINY_ENCODER = dict(
+    num_glimpses=2,
+    glimpse_size=6,
+    core_units=8,
+    context_filters=(2,),
+    context_units=4,
+    localization_filters=(2,),
+    localization_units=4,
+    glimpse_filters=(2,),
+    glimpse_units=4,
+)

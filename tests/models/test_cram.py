@@ -9,6 +9,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from testing import TINY_ENCODER as TINY
 
 from cram_keras.layers.spatial_transformer import SpatialTransformer
 from cram_keras.losses import clue_loss
@@ -17,17 +18,6 @@ from cram_keras.models.cram import CRAMClassifier, CRAMEncoder
 SIZE = 16
 # One-layer CNNs keep the JAX run short (the 3-layer stacks are tested in
 # tests/layers/test_cram_layers.py and by the default parameter count).
-TINY = dict(
-    num_glimpses=2,
-    glimpse_size=6,
-    core_units=8,
-    context_filters=(2,),
-    context_units=4,
-    localization_filters=(2,),
-    localization_units=4,
-    glimpse_filters=(2,),
-    glimpse_units=4,
-)
 
 
 def numpy(x):

@@ -9,6 +9,7 @@ tests/models/test_inpainting_bf16.py."""
 import keras
 import pytest
 from layer_testing import run_mixed_precision_test
+from testing import TINY_ENCODER as ENCODER
 
 from cram_keras.models.cram import CRAMClassifier, CRAMEncoder
 from cram_keras.models.inpainting import (
@@ -20,17 +21,6 @@ from cram_keras.models.inpainting import (
 from cram_keras.models.rnn_spn import FFNSPN, RNNSPN, ConvNet
 from cram_keras.models.saliency import SaliencyNetwork
 
-ENCODER = dict(
-    num_glimpses=2,
-    glimpse_size=6,
-    core_units=8,
-    context_filters=(2,),
-    context_units=4,
-    localization_filters=(2,),
-    localization_units=4,
-    glimpse_filters=(2,),
-    glimpse_units=4,
-)
 IMAGE_AND_CLUE = [(2, 16, 16, 1), (2, 16, 16, 1)]
 DIGITS = (2, 40, 40, 1)
 SMALL_SPN = dict(num_steps=2, num_classes=3, classifier_filters=2, dense_units=4)
