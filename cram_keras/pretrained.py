@@ -57,6 +57,8 @@ import sys
 
 import numpy as np
 
+from cram_keras.utils import file_sha256
+
 # The shipped files: folder, names and limits.
 WEIGHTS_PACKAGE = "cram_keras.weights"
 WEIGHTS_SUFFIX = ".weights.h5"
@@ -116,14 +118,6 @@ def file_paths(name, directory=None):
     }
 
 
-def sha256(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_manifest(name, directory=None):
     """The manifest of model ``name`` (a dict)."""
     path = file_paths(name, directory)["manifest"]
@@ -159,7 +153,7 @@ def verify_files(name, directory=None, manifest=None):
             raise PretrainedError(
                 f"{path.name} has {size} bytes; its manifest records {record['bytes']}."
             )
-        if sha256(path) != record["sha256"]:
+        if file_sha256(path) != record["sha256"]:
             raise PretrainedError(
                 f"{path.name} does not match the SHA-256 in {name}{MANIFEST_SUFFIX}."
             )

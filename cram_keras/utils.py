@@ -7,7 +7,8 @@ the same folder (``.<name>.<token>.tmp<ext>``, so that libraries that insist
 on an extension, such as Keras' ``.weights.h5`` or NumPy's ``.npz``, accept
 it), flush and ``os.fsync`` it, and ``os.replace`` it onto the final name;
 if the writer raises, the temporary file is removed and an existing file of
-that name is left as it was.
+that name is left as it was. `file_sha256` is the checksum that checkpoint
+records and shipped-weights manifests store.
 
 Checks: `check_int`, `check_number`, `check_choice`, `check_int_list`,
 `check_range`, `check_positive_int`, `check_int_tuple` and `check_bool`
@@ -22,6 +23,7 @@ config must serialise as JSON).
 
 import contextlib
 import csv
+import hashlib
 import json
 import math
 import numbers
@@ -83,6 +85,15 @@ def write_json(path, payload):
         json.dump(payload, f, indent=2, sort_keys=True)
         f.write("\n")
     return path
+
+
+def file_sha256(path, chunk=1 << 20):
+    """The SHA-256 of the file `path` (hex), read `chunk` bytes at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_json(path):
@@ -325,6 +336,7 @@ __all__ = [
     "check_positive_int",
     "check_range",
     "epoch_seed",
+    "file_sha256",
     "read_csv_log",
     "read_json",
     "write_json",

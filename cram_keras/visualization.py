@@ -86,10 +86,15 @@ def plot_attention(
                 )
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
     return path
+
+
+def _save(fig, path, dpi):
+    """Lays `fig` out, writes it to `path` and closes it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
 
 
 def _resize_nearest(tiles, height, width):
@@ -383,9 +388,7 @@ def inpainting_figure(model, images, masks, path, extra=None, title=None):
                 )
     if title:  # Placed above the column titles (the top tick labels).
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, dpi=100)
     return path, np.concatenate([images, columns[1][1], generated, completed], axis=2)
 
 
@@ -435,7 +438,5 @@ def glimpse_windows_figure(images, masks, taus, path, title=None):
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, dpi=100)
     return path

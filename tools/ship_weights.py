@@ -63,7 +63,7 @@ from cram_keras.experiments.run_dir import (  # noqa: E402
 from cram_keras.platform_info import describe  # noqa: E402
 from cram_keras.training.checkpoint import EpochCheckpoints  # noqa: E402
 from cram_keras.training.precision import dtype_policy_scope  # noqa: E402
-from cram_keras.utils import atomic_path, read_json  # noqa: E402
+from cram_keras.utils import atomic_path, file_sha256, read_json  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "cram_keras" / "weights"
@@ -100,7 +100,7 @@ def snapshot_best_weights(run_dir, into, attempts=3, log=print):
             shutil.copyfile(checkpoints.path(record, "best_weights"), target)
         except FileNotFoundError:
             continue
-        if pretrained.sha256(target) == record["best_weights_sha256"]:
+        if file_sha256(target) == record["best_weights_sha256"]:
             return record, target
     raise ShipError(
         f"The best weights of {run_dir} kept changing while being copied "
@@ -414,7 +414,7 @@ def _file_record(name, path):
     return {
         "name": name,
         "bytes": os.path.getsize(path),
-        "sha256": pretrained.sha256(path),
+        "sha256": file_sha256(path),
     }
 
 

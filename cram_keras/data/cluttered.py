@@ -48,7 +48,9 @@ so images are not byte-identical to the released `.npz`; intensities are
 
 The whole computation runs on uint8 canvases (adding two `k / 255` values
 and clipping at 1 is exactly a saturating uint8 add), so the `uint8` output
-is exact and the float32 output is that divided by 255.
+is exact and the float32 output is that divided by 255. The machinery it
+shares with `cram_keras.data.translated` (input checks, clutter pieces,
+painting, the cached splits) is `cram_keras.data.generated`.
 """
 
 from __future__ import annotations
@@ -59,33 +61,21 @@ import os
 
 import numpy as np
 
-from cram_keras.data.cache import (
-    cache_path,
-    cached_arrays,
-    default_cache_dir,
-    fingerprint,
-)
-from cram_keras.data.mnist import FieldsByKey, MnistData
-from cram_keras.data.sources import (
-    DEFAULT_NETWORK_TIMEOUT,
-    DataSource,
-    resolve_mnist,
-    split_digit_pools,
-)
-from cram_keras.utils import check_int as _check_int
+from cram_keras.data import generated
+from cram_keras.data.mnist import MnistData
+from cram_keras.data.sources import DEFAULT_NETWORK_TIMEOUT, DataSource
+from cram_keras.utils import check_int
 
 # Bump when the generated arrays change for the same parameters.
 FORMAT_VERSION = 1
 # MNIST training digits [0, VALID_START) make the training split, the rest
 # of the MNIST training set the validation split (the `mnist.pkl.gz` split).
 VALID_START = 50_000
-SPLITS = ("train", "valid", "test")
 CLUTTER_FROM = ("mnist_train", "split")
-_CHUNK = 4096  # Samples rendered at a time; bounds the scratch memory.
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ClutteredSequences(FieldsByKey):
+class ClutteredSequences(generated.Samples):
     """A set of cluttered MNIST sequences.
 
     Fields are attributes (`data.images`) and keys (`data["images"]`).
@@ -106,9 +96,6 @@ class ClutteredSequences(FieldsByKey):
     labels: np.ndarray
     boxes: np.ndarray
     digit_indices: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 def make_cluttered_sequences(
@@ -158,19 +145,18 @@ def make_cluttered_sequences(
     >>> data.images.shape, data.labels.shape  # doctest: +SKIP
     ((1000, 100, 100, 1), (1000, 3))
     """
-    digits = _as_uint8_images(digits, "digits")
-    clutter = (
-        digits
-        if clutter_source is None
-        else _as_uint8_images(clutter_source, "clutter_source")
+    digits, labels, clutter, n, sizes, out_dtype = generated.check_inputs(
+        digits,
+        labels,
+        clutter_source,
+        n,
+        dtype,
+        canvas_size=canvas_size,
+        num_digits=num_digits,
+        num_clutter=num_clutter,
+        clutter_size=clutter_size,
     )
-    labels = _check_labels(labels, digits)
-    n = _check_int("n", n, 0)
-    canvas_size = _check_int("canvas_size", canvas_size, 1)
-    num_digits = _check_int("num_digits", num_digits, 1)
-    num_clutter = _check_int("num_clutter", num_clutter, 0)
-    clutter_size = _check_int("clutter_size", clutter_size, 1)
-    out_dtype = _check_dtype(dtype)
+    canvas_size, num_digits, num_clutter, clutter_size = sizes.values()
     num_sources, height, width = digits.shape
     if num_digits * width > canvas_size or height > canvas_size:
         raise ValueError(
@@ -179,10 +165,9 @@ def make_cluttered_sequences(
             f"Received: canvas_size={canvas_size}, num_digits={num_digits}. "
             f"Use a larger canvas_size or fewer digits."
         )
-    if n > 0 and num_sources == 0:
-        raise ValueError("`digits` is empty; there is nothing to place.")
+    generated.check_nonempty(digits, n)
     if num_clutter > 0:
-        _check_clutter(clutter, clutter_size, canvas_size)
+        generated.check_clutter(clutter, clutter_size, canvas_size)
 
     rng = np.random.default_rng(seed)
     # === Digits (create_sample) ===
@@ -196,45 +181,34 @@ def make_cluttered_sequences(
     ys = np.clip(y_start[:, None] + steps * slope[:, None], 0, canvas_size - height)
     xs = x_start[:, None] + steps * width
     # === Clutter (add_distortions) ===
-    clutter_index, crop_y, crop_x, clutter_y, clutter_x = _clutter_draws(
+    pieces = generated.Clutter(
         rng,
+        clutter,
+        len(clutter),
         num_clutter,
         n,
-        len(clutter),
-        clutter.shape[1:],
         clutter_size,
         canvas_size,
         inclusive=False,
     )
 
     images = np.empty((n, canvas_size, canvas_size, 1), dtype=out_dtype)
-    scratch = np.empty((min(n, _CHUNK), canvas_size, canvas_size), dtype=np.uint8)
-    clutter_windows = _windows(clutter, clutter_size, clutter_size, writeable=False)
-    for start in range(0, n, _CHUNK):
-        stop = min(start + _CHUNK, n)
-        chunk = slice(start, stop)
-        canvas = scratch[: stop - start]
-        canvas.fill(0)
-        for k in range(num_clutter):  # Assigned: later pieces overwrite.
-            pieces = clutter_windows[
-                clutter_index[k, chunk], crop_y[k, chunk], crop_x[k, chunk]
-            ]
-            _paste(canvas, pieces, clutter_y[k, chunk], clutter_x[k, chunk], add=False)
+    for chunk, (canvas,) in generated.chunks(n, canvas_size):
+        pieces.paste(canvas, chunk, add=False)  # Assigned: later pieces overwrite.
         for i in range(num_digits):  # Added, clipped at 255.
-            _paste(
+            generated.paste(
                 canvas,
                 digits[digit_indices[chunk, i]],
                 ys[chunk, i],
                 xs[chunk, i],
                 add=True,
             )
-        _store(images, chunk, canvas)
+        generated.store(images, chunk, canvas)
 
-    boxes = np.stack([ys, xs, ys + height, xs + width], axis=-1)
     return ClutteredSequences(
         images=images,
         labels=labels[digit_indices],
-        boxes=boxes.astype(np.int64),
+        boxes=generated.frames(ys, xs, height, width),
         digit_indices=digit_indices.astype(np.int64),
     )
 
@@ -321,23 +295,19 @@ def load_cluttered_sequences(
             than the bundled sample has no digits beyond index 49,999 to
             make the validation split.
     """
-    sizes = {
-        "train": _check_int("n_train", n_train, 0),
-        "valid": _check_int("n_valid", n_valid, 0),
-        "test": _check_int("n_test", n_test, 0),
-    }
+    sizes = generated.split_sizes(n_train, n_valid, n_test)
     if clutter_from not in CLUTTER_FROM:
         raise ValueError(
             f"`clutter_from` must be one of {CLUTTER_FROM}. Received: clutter_from={clutter_from!r}"
         )
-    _check_dtype(dtype)
-    generator_args = dict(  # Checked here: they key the cache as JSON.
-        canvas_size=_check_int("canvas_size", canvas_size, 1),
-        num_digits=_check_int("num_digits", num_digits, 1),
-        num_clutter=_check_int("num_clutter", num_clutter, 0),
-        clutter_size=_check_int("clutter_size", clutter_size, 1),
+    generated.check_dtype(dtype)
+    generator_args = generated.check_sizes(  # Checked here: they key the cache as JSON.
+        canvas_size=canvas_size,
+        num_digits=num_digits,
+        num_clutter=num_clutter,
+        clutter_size=clutter_size,
     )
-    seed = _check_int("seed", seed, 0)
+    seed = check_int("seed", seed, 0)
 
     def generator(mnist, valid_start):
         bank = None  # "split": each split cuts clutter from its own digits.
@@ -351,173 +321,24 @@ def load_cluttered_sequences(
             **generator_args,
         )
 
-    arrays, source = generated_splits(
+    return generated.load_splits(
         "cluttered_sequences",
         generator,
-        ("images", "labels", "boxes"),
+        ClutteredSequences,
         format_version=FORMAT_VERSION,
         valid_start=VALID_START,
         sizes=sizes,
         seed=seed,
         params=dict(clutter_from=clutter_from, **generator_args),
+        dtype=dtype,
         data_dir=data_dir,
         bundled=bundled,
         mnist=mnist,
         network_timeout=network_timeout,
         cache_dir=cache_dir,
         use_cache=use_cache,
+        return_source=return_source,
     )
-    splits = {
-        split: ClutteredSequences(
-            **dict(fields, images=_convert(fields["images"], dtype))
-        )
-        for split, fields in arrays.items()
-    }
-    return (splits, source) if return_source else splits
-
-
-# === Helpers shared with translated.py ===
-
-
-def generated_splits(
-    kind,
-    make_generator,
-    fields,
-    *,
-    format_version,
-    valid_start,
-    sizes,
-    seed,
-    params,
-    data_dir,
-    bundled,
-    mnist,
-    network_timeout,
-    cache_dir,
-    use_cache,
-):
-    """The train, valid and test splits of a set generated from MNIST digits,
-    read from the cache or made (and cached): `({split: {field: array}},
-    DataSource)`, images uint8.
-
-    The training split is drawn from MNIST training digits
-    `[0, valid_start)`, the validation split from the rest of the training
-    set (`split_digit_pools`: the same proportion of the bundled sample),
-    the test split from the test set; split k draws from the stream
-    `(seed, k)`. `make_generator(mnist, valid_start)` returns the generator,
-    called as `generate(digits, labels, n, seed=...)`, whose result holds
-    `fields` and `digit_indices` (stored as indices into the MNIST set the
-    split was drawn from). The cache key (and file name prefix) is `kind`
-    with `format_version`, the digits' origin and fingerprint, `valid_start`,
-    `seed`, the sizes and the generator's `params`.
-    """
-    mnist, source = resolve_mnist(
-        data_dir, bundled=bundled, mnist=mnist, network_timeout=network_timeout
-    )
-    valid_start, source = split_digit_pools(mnist, source, valid_start)
-    pools = {
-        "train": (mnist.x_train[:valid_start], mnist.y_train[:valid_start], 0),
-        "valid": (
-            mnist.x_train[valid_start:],
-            mnist.y_train[valid_start:],
-            valid_start,
-        ),
-        "test": (mnist.x_test, mnist.y_test, 0),
-    }
-
-    def create() -> dict[str, np.ndarray]:
-        generate = make_generator(mnist, valid_start)
-        arrays = {}
-        for number, split in enumerate(SPLITS):
-            digits, labels, offset = pools[split]
-            data = generate(digits, labels, sizes[split], seed=(seed, number))
-            for field in fields:
-                arrays[f"{split}_{field}"] = data[field]
-            arrays[f"{split}_digit_indices"] = data.digit_indices + offset
-        return arrays
-
-    if use_cache:
-        key = dict(
-            kind=kind,
-            format=format_version,
-            mnist_origin=source.origin,
-            mnist=fingerprint(mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test),
-            valid_start=valid_start,
-            seed=seed,
-            n_train=sizes["train"],
-            n_valid=sizes["valid"],
-            n_test=sizes["test"],
-            **params,
-        )
-        cache_dir = default_cache_dir() if cache_dir is None else cache_dir
-        arrays = cached_arrays(cache_path(cache_dir, kind, key), key, create)
-    else:
-        arrays = create()
-    names = (*fields, "digit_indices")
-    splits = {
-        split: {name: arrays[f"{split}_{name}"] for name in names} for split in SPLITS
-    }
-    return splits, source
-
-
-def _check_dtype(dtype) -> np.dtype:
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError:
-        resolved = None
-    if resolved not in (np.dtype(np.float32), np.dtype(np.uint8)):
-        raise ValueError(
-            f'`dtype` must be "float32" or "uint8". Received: dtype={dtype!r}'
-        )
-    return resolved
-
-
-def _as_uint8_images(images, name: str) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim == 4 and images.shape[-1] == 1:
-        images = images[..., 0]
-    if images.ndim != 3:
-        raise ValueError(
-            f"`{name}` must be grayscale images of shape (N, H, W) or "
-            f"(N, H, W, 1). Received: {name}.shape={images.shape}"
-        )
-    if images.dtype == np.uint8:
-        return images
-    if np.issubdtype(images.dtype, np.floating):
-        if images.size and (images.min() < 0 or images.max() > 1):
-            raise ValueError(
-                f"Float `{name}` must lie in [0, 1] (or pass uint8 in "
-                f"[0, 255]). Received: min={images.min()}, max={images.max()}"
-            )
-        return np.rint(images * 255).astype(np.uint8)
-    raise ValueError(
-        f"`{name}` must be uint8 in [0, 255] or float in [0, 1]. Received: {name}.dtype={images.dtype}"
-    )
-
-
-def _check_labels(labels, digits: np.ndarray) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.shape != (len(digits),) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"`labels` must be integers of shape ({len(digits)},), one per "
-            f"digit. Received: labels.shape={labels.shape}, "
-            f"labels.dtype={labels.dtype}"
-        )
-    return labels.astype(np.int64)
-
-
-def _check_clutter(clutter: np.ndarray, clutter_size: int, canvas_size: int) -> None:
-    if len(clutter) == 0:
-        raise ValueError(
-            "`clutter_source` is empty; there is nothing to cut clutter from."
-        )
-    if clutter_size > min(clutter.shape[1:]) or clutter_size > canvas_size:
-        raise ValueError(
-            f"Clutter pieces of {clutter_size}x{clutter_size} px cannot be "
-            f"cut from {clutter.shape[1]}x{clutter.shape[2]} px source images "
-            f"or laid on a {canvas_size} px canvas. Received: "
-            f"clutter_size={clutter_size}. Use a smaller clutter_size."
-        )
 
 
 def _uniform(rng: np.random.Generator, low: int, high: int, n: int) -> np.ndarray:
@@ -525,77 +346,3 @@ def _uniform(rng: np.random.Generator, low: int, high: int, n: int) -> np.ndarra
     if high <= low:
         return np.full(n, low, dtype=np.int64)
     return rng.integers(low, high, size=n)
-
-
-def _clutter_draws(
-    rng,
-    num_clutter,
-    n,
-    num_sources,
-    source_shape,
-    clutter_size,
-    canvas_size,
-    *,
-    inclusive,
-):
-    """Random source, crop offset and canvas position of every clutter piece.
-
-    Returns five (num_clutter, n) integer arrays: source index in
-    [0, num_sources), crop row and column, canvas row and column. The
-    released RNN-SPN code draws offsets with `randint(size - piece)` (upper
-    end excluded); the DeepMind RAM generator includes the upper end
-    (`inclusive=True`).
-    """
-    extra = 1 if inclusive else 0
-    shape = (num_clutter, n)
-
-    def offsets(room):
-        return rng.integers(0, max(room + extra, 1), size=shape)
-
-    clutter_index = rng.integers(0, max(num_sources, 1), size=shape)
-    crop_y = offsets(source_shape[0] - clutter_size)
-    crop_x = offsets(source_shape[1] - clutter_size)
-    clutter_y = offsets(canvas_size - clutter_size)
-    clutter_x = offsets(canvas_size - clutter_size)
-    return clutter_index, crop_y, crop_x, clutter_y, clutter_x
-
-
-def _windows(
-    array: np.ndarray, height: int, width: int, *, writeable: bool
-) -> np.ndarray:
-    """(N, Y, X, height, width) view of every window of an (N, H, W) stack."""
-    return np.lib.stride_tricks.sliding_window_view(
-        array, (height, width), axis=(1, 2), writeable=writeable
-    )
-
-
-def _paste(canvas: np.ndarray, patches: np.ndarray, ys, xs, *, add: bool) -> None:
-    """Pastes patches[i] into canvas[i] with its top-left corner at (ys[i], xs[i]).
-
-    `add=False` overwrites; `add=True` adds with saturation at 255, which is
-    `clip(a + b, 0, 1)` on intensities `k / 255`.
-    """
-    rows = np.arange(len(canvas))
-    windows = _windows(canvas, *patches.shape[1:], writeable=True)
-    if add:
-        region = windows[rows, ys, xs]
-        region += np.minimum(patches, 255 - region)
-        patches = region
-    windows[rows, ys, xs] = patches
-
-
-def _store(images: np.ndarray, chunk: slice, canvas: np.ndarray) -> None:
-    """Writes uint8 canvases into images[chunk] (uint8, or float32 / 255)."""
-    if images.dtype == np.uint8:
-        images[chunk, ..., 0] = canvas
-    else:
-        np.divide(canvas, 255, out=images[chunk, ..., 0], dtype=np.float32)
-
-
-def _convert(images: np.ndarray, dtype) -> np.ndarray:
-    """uint8 (N, S, S) or (N, S, S, 1) images to (N, S, S, 1) in `dtype`."""
-    if images.ndim == 3:
-        images = images[..., None]
-    if _check_dtype(dtype) == np.uint8:
-        return images
-    return np.divide(images, 255, dtype=np.float32)

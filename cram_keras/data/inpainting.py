@@ -311,17 +311,23 @@ def load_images(config, bundled=False, return_source=False):
     return x_train, x_test
 
 
-def evaluation_masks(config, num_images, image_size=32):
-    """The masks every method is scored with, as an inpainting Config sets
-    them (`mask`, the hole sizes, `test_mask_seed`): (N, H, W, 1), 1 = hole."""
-    return inpainting_masks(
-        num_images,
-        image_size,
-        config.mask,
+def mask_settings(config):
+    """The holes an inpainting Config asks for, as the keyword arguments
+    `mask`, `hole_size`, `min_size` and `max_size` of `inpainting_masks`
+    and the datasets."""
+    return dict(
+        mask=config.mask,
         hole_size=config.hole_size,
         min_size=config.min_hole,
         max_size=config.max_hole,
-        seed=config.test_mask_seed,
+    )
+
+
+def evaluation_masks(config, num_images, image_size=32):
+    """The masks every method is scored with, as an inpainting Config sets
+    them (`mask_settings`, `test_mask_seed`): (N, H, W, 1), 1 = hole."""
+    return inpainting_masks(
+        num_images, image_size, seed=config.test_mask_seed, **mask_settings(config)
     )
 
 

@@ -136,6 +136,19 @@ class DataSource:
         return dataclasses.asdict(self)
 
 
+def _counted_source(name, origin, path, where, n_train, n_test, unit) -> DataSource:
+    """The `DataSource` of `n_train` and `n_test` examples (`unit`), whose
+    description is `where` followed by their counts."""
+    return DataSource(
+        name=name,
+        origin=origin,
+        path=path,
+        n_train=n_train,
+        n_test=n_test,
+        description=f"{where}: {n_train:,} train / {n_test:,} test {unit}",
+    )
+
+
 # === The bundled samples ===
 
 
@@ -186,16 +199,14 @@ def load_bundled_svhn() -> np.ndarray:
 
 def bundled_mnist_source() -> DataSource:
     """The `DataSource` of the bundled MNIST sample."""
-    return DataSource(
-        name="mnist",
-        origin="bundled",
-        path=str(bundled_file(BUNDLED_MNIST_FILE)),
-        n_train=BUNDLED_MNIST_TRAIN,
-        n_test=BUNDLED_MNIST_TEST,
-        description=(
-            f"bundled MNIST sample: {BUNDLED_MNIST_TRAIN:,} train / "
-            f"{BUNDLED_MNIST_TEST:,} test digits from the official files"
-        ),
+    return _counted_source(
+        "mnist",
+        "bundled",
+        str(bundled_file(BUNDLED_MNIST_FILE)),
+        "bundled MNIST sample",
+        BUNDLED_MNIST_TRAIN,
+        BUNDLED_MNIST_TEST,
+        "digits from the official files",
     )
 
 
@@ -362,16 +373,8 @@ def load_mnist_data(
     if data_dir is not None:
         mnist = mnist_lib.load_mnist(data_dir)
         path = os.path.abspath(os.fspath(data_dir))
-        return mnist, DataSource(
-            name="mnist",
-            origin="idx",
-            path=path,
-            n_train=len(mnist.x_train),
-            n_test=len(mnist.x_test),
-            description=(
-                f"MNIST from the official IDX files in {path}: "
-                f"{len(mnist.x_train):,} train / {len(mnist.x_test):,} test digits"
-            ),
+        return mnist, _mnist_source(
+            mnist, "idx", path, f"MNIST from the official IDX files in {path}"
         )
     if bundled:
         return load_bundled_mnist(), bundled_mnist_source()
@@ -391,16 +394,11 @@ def load_mnist_data(
     where = (
         f"prepared in {prepared}" if prepared else f"downloaded from {MNIST_HOST[0]}"
     )
-    return mnist, DataSource(
-        name="mnist",
-        origin="tfds",
-        path=prepared or tfds_prepared_dir(MNIST_TFDS_NAME),
-        n_train=len(mnist.x_train),
-        n_test=len(mnist.x_test),
-        description=(
-            f"TFDS '{MNIST_TFDS_NAME}' ({where}): {len(mnist.x_train):,} train / "
-            f"{len(mnist.x_test):,} test digits"
-        ),
+    return mnist, _mnist_source(
+        mnist,
+        "tfds",
+        prepared or tfds_prepared_dir(MNIST_TFDS_NAME),
+        f"TFDS '{MNIST_TFDS_NAME}' ({where})",
     )
 
 
@@ -442,16 +440,8 @@ def resolve_mnist(
         if isinstance(data, MnistData) and isinstance(source, DataSource):
             return data, source
     elif isinstance(mnist, MnistData):
-        return mnist, DataSource(
-            name="mnist",
-            origin="arrays",
-            path=None,
-            n_train=len(mnist.x_train),
-            n_test=len(mnist.x_test),
-            description=(
-                f"MNIST arrays given by the caller: {len(mnist.x_train):,} "
-                f"train / {len(mnist.x_test):,} test digits"
-            ),
+        return mnist, _mnist_source(
+            mnist, "arrays", None, "MNIST arrays given by the caller"
         )
     raise ValueError(
         "`mnist` must be an MnistData or the (MnistData, DataSource) pair of "
@@ -504,6 +494,12 @@ def split_digit_pools(
         f"{pools['valid']:,} valid / {pools['test']:,} test"
     )
     return start, dataclasses.replace(source, pools=pools, description=description)
+
+
+def _mnist_source(mnist, origin, path, where) -> DataSource:
+    return _counted_source(
+        "mnist", origin, path, where, len(mnist.x_train), len(mnist.x_test), "digits"
+    )
 
 
 # === SVHN ===
@@ -623,14 +619,7 @@ def _svhn_full(data_dir, splits, network_timeout):
 def _svhn_source(data, origin, path, where) -> DataSource:
     n_train = len(data["train"][0]) if "train" in data else 0
     n_test = len(data["test"][0]) if "test" in data else 0
-    return DataSource(
-        name="svhn",
-        origin=origin,
-        path=path,
-        n_train=n_train,
-        n_test=n_test,
-        description=f"{where}: {n_train:,} train / {n_test:,} test images",
-    )
+    return _counted_source("svhn", origin, path, where, n_train, n_test, "images")
 
 
 def _bundled_svhn_split():

@@ -36,6 +36,8 @@ code.
 Splits of `load_cluttered_translated`: training from MNIST training digits
 0..54,999, validation from 55,000..59,999 (the usual 55k/5k split), test
 from the MNIST test set; each split's clutter comes from its own digits.
+The machinery shared with `cram_keras.data.cluttered` is
+`cram_keras.data.generated`.
 """
 
 from __future__ import annotations
@@ -46,21 +48,10 @@ import os
 
 import numpy as np
 
-from cram_keras.data.cluttered import (
-    _as_uint8_images,
-    _check_clutter,
-    _check_dtype,
-    _check_int,
-    _check_labels,
-    _clutter_draws,
-    _convert,
-    _paste,
-    _store,
-    _windows,
-    generated_splits,
-)
-from cram_keras.data.mnist import FieldsByKey, MnistData
+from cram_keras.data import generated
+from cram_keras.data.mnist import MnistData
 from cram_keras.data.sources import DEFAULT_NETWORK_TIMEOUT, DataSource
+from cram_keras.utils import check_int
 
 # Bump when the generated arrays change for the same parameters.
 FORMAT_VERSION = 1
@@ -71,12 +62,10 @@ PRESETS = {
 # MNIST training digits [0, VALID_START) make the training split, the rest
 # the validation split.
 VALID_START = 55_000
-SPLITS = ("train", "valid", "test")
-_CHUNK = 4096  # Samples rendered at a time; bounds the scratch memory.
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ClutteredTranslated(FieldsByKey):
+class ClutteredTranslated(generated.Samples):
     """A set of cluttered translated MNIST images with saliency clues.
 
     Fields are attributes (`data.images`) and keys (`data["images"]`).
@@ -98,9 +87,6 @@ class ClutteredTranslated(FieldsByKey):
     saliency: np.ndarray
     boxes: np.ndarray
     digit_indices: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 def make_cluttered_translated(
@@ -150,17 +136,18 @@ def make_cluttered_translated(
     >>> data.images.shape, data.saliency.shape  # doctest: +SKIP
     ((1000, 60, 60, 1), (1000, 60, 60, 1))
     """
-    digits = _as_uint8_images(digits, "digits")
     exclude_self = clutter_source is None
-    clutter = (
-        digits if exclude_self else _as_uint8_images(clutter_source, "clutter_source")
+    digits, labels, clutter, n, sizes, out_dtype = generated.check_inputs(
+        digits,
+        labels,
+        clutter_source,
+        n,
+        dtype,
+        canvas_size=canvas_size,
+        num_clutter=num_clutter,
+        clutter_size=clutter_size,
     )
-    labels = _check_labels(labels, digits)
-    n = _check_int("n", n, 0)
-    canvas_size = _check_int("canvas_size", canvas_size, 1)
-    num_clutter = _check_int("num_clutter", num_clutter, 0)
-    clutter_size = _check_int("clutter_size", clutter_size, 1)
-    out_dtype = _check_dtype(dtype)
+    canvas_size, num_clutter, clutter_size = sizes.values()
     if not 0 <= saliency_threshold < 1:
         raise ValueError(
             f"`saliency_threshold` must be in [0, 1). "
@@ -173,8 +160,7 @@ def make_cluttered_translated(
             f"{canvas_size} px. Received: canvas_size={canvas_size}. Use a "
             f"canvas of at least {max(height, width)} px."
         )
-    if n > 0 and num_sources == 0:
-        raise ValueError("`digits` is empty; there is nothing to place.")
+    generated.check_nonempty(digits, n)
     num_clutter_sources = len(clutter) - 1 if exclude_self else len(clutter)
     if n > 0 and num_clutter > 0:
         if num_clutter_sources < 1:
@@ -183,7 +169,7 @@ def make_cluttered_translated(
                 f"only {num_sources}. Pass at least 2 digits, a "
                 f"`clutter_source`, or num_clutter=0."
             )
-        _check_clutter(clutter, clutter_size, canvas_size)
+        generated.check_clutter(clutter, clutter_size, canvas_size)
 
     rng = np.random.default_rng(seed)
     # === Digit (nextExample, placeSpriteRandomly) ===
@@ -194,18 +180,18 @@ def make_cluttered_translated(
     ys = rng.integers(0, canvas_size - height + 1, size=n)
     xs = rng.integers(0, canvas_size - width + 1, size=n)
     # === Clutter (placeDistractors) ===
-    clutter_index, crop_y, crop_x, clutter_y, clutter_x = _clutter_draws(
+    pieces = generated.Clutter(
         rng,
+        clutter,
+        num_clutter_sources,
         num_clutter,
         n,
-        num_clutter_sources,
-        clutter.shape[1:],
         clutter_size,
         canvas_size,
         inclusive=True,
     )
     if exclude_self:  # Skip the digit itself: [0, M - 1) -> [0, M) \ {own}.
-        clutter_index += clutter_index >= digit_indices[None, :]
+        pieces.index += pieces.index >= digit_indices[None, :]
 
     # Salient where the float32 intensity k / 255 exceeds the threshold.
     intensities = np.arange(256, dtype=np.float32) / np.float32(255)
@@ -213,30 +199,19 @@ def make_cluttered_translated(
 
     images = np.empty((n, canvas_size, canvas_size, 1), dtype=out_dtype)
     saliency = np.empty((n, canvas_size, canvas_size, 1), dtype=out_dtype)
-    scratch = np.empty((2, min(n, _CHUNK), canvas_size, canvas_size), dtype=np.uint8)
-    clutter_windows = _windows(clutter, clutter_size, clutter_size, writeable=False)
-    for start in range(0, n, _CHUNK):
-        stop = min(start + _CHUNK, n)
-        chunk = slice(start, stop)
-        canvas, mask = scratch[0, : stop - start], scratch[1, : stop - start]
-        canvas.fill(0)
-        mask.fill(0)
-        for k in range(num_clutter):
-            pieces = clutter_windows[
-                clutter_index[k, chunk], crop_y[k, chunk], crop_x[k, chunk]
-            ]
-            _paste(canvas, pieces, clutter_y[k, chunk], clutter_x[k, chunk], add=True)
+    for chunk, (canvas, mask) in generated.chunks(n, canvas_size, layers=2):
+        pieces.paste(canvas, chunk, add=True)
         sprites = digits[digit_indices[chunk]]
-        _paste(canvas, sprites, ys[chunk], xs[chunk], add=True)
-        _paste(mask, salient[sprites], ys[chunk], xs[chunk], add=False)
-        _store(images, chunk, canvas)
+        generated.paste(canvas, sprites, ys[chunk], xs[chunk], add=True)
+        generated.paste(mask, salient[sprites], ys[chunk], xs[chunk], add=False)
+        generated.store(images, chunk, canvas)
         saliency[chunk, ..., 0] = mask
 
     return ClutteredTranslated(
         images=images,
         labels=labels[digit_indices],
         saliency=saliency,
-        boxes=np.stack([ys, xs, ys + height, xs + width], axis=-1).astype(np.int64),
+        boxes=generated.frames(ys, xs, height, width),
         digit_indices=digit_indices.astype(np.int64),
     )
 
@@ -281,9 +256,6 @@ def load_cluttered_translated(
             partition of the digits) or the bundled sample.
         preset: `"cluttered60"` (60x60, 4 pieces of 8x8) or
             `"cluttered100"` (100x100, 8 pieces of 8x8).
-        cache_dir: cache folder; `None` is `$CRAM_KERAS_CACHE` or
-            `~/.cache/cram_keras`.
-        use_cache: `False` generates without reading or writing the cache.
         seed: the dataset seed; split k draws from the stream `(seed, k)`.
         n_train: number of training images.
         n_valid: number of validation images.
@@ -295,13 +267,8 @@ def load_cluttered_translated(
         dtype: `"float32"` or `"uint8"` for images and saliency. The
             100x100 preset at full size takes 5.6 GB in float32 (images and
             saliency), 1.4 GB in uint8.
-        bundled: draw from the bundled MNIST sample when no `data_dir` is
-            given (5,000 train / 1,000 test digits).
-        mnist: digits already loaded instead: an `MnistData` or the
-            `(MnistData, DataSource)` pair of `load_mnist_data`.
-        network_timeout: seconds the TFDS network check may take at most.
-        return_source: also return the `DataSource` of the digits (with
-            the pool sizes in `pools` and in its description).
+        cache_dir, use_cache, bundled, mnist, network_timeout,
+            return_source: as in `load_cluttered_sequences`.
 
     Returns:
         `{"train": ClutteredTranslated, "valid": ..., "test": ...}`, or
@@ -321,20 +288,15 @@ def load_cluttered_translated(
         "num_clutter": num_clutter,
         "clutter_size": clutter_size,
     }
-    minimum = {"canvas_size": 1, "num_clutter": 0, "clutter_size": 1}
-    generator_args = {
-        name: _check_int(
-            name, PRESETS[preset][name] if value is None else value, minimum[name]
-        )
-        for name, value in overrides.items()
-    }
-    sizes = {
-        "train": _check_int("n_train", n_train, 0),
-        "valid": _check_int("n_valid", n_valid, 0),
-        "test": _check_int("n_test", n_test, 0),
-    }
-    seed = _check_int("seed", seed, 0)
-    _check_dtype(dtype)
+    generator_args = generated.check_sizes(
+        **{
+            name: PRESETS[preset][name] if value is None else value
+            for name, value in overrides.items()
+        }
+    )
+    sizes = generated.split_sizes(n_train, n_valid, n_test)
+    seed = check_int("seed", seed, 0)
+    generated.check_dtype(dtype)
     saliency_threshold = float(saliency_threshold)
 
     def generator(mnist, valid_start):
@@ -345,31 +307,22 @@ def load_cluttered_translated(
             **generator_args,
         )
 
-    arrays, source = generated_splits(
+    return generated.load_splits(
         "cluttered_translated",
         generator,
-        ("images", "labels", "saliency", "boxes"),
+        ClutteredTranslated,
         format_version=FORMAT_VERSION,
         valid_start=VALID_START,
         sizes=sizes,
         seed=seed,
         params=dict(saliency_threshold=saliency_threshold, **generator_args),
+        dtype=dtype,
+        masks=("saliency",),
         data_dir=data_dir,
         bundled=bundled,
         mnist=mnist,
         network_timeout=network_timeout,
         cache_dir=cache_dir,
         use_cache=use_cache,
+        return_source=return_source,
     )
-    out_dtype = _check_dtype(dtype)
-    splits = {
-        split: ClutteredTranslated(
-            **dict(
-                fields,
-                images=_convert(fields["images"], dtype),
-                saliency=fields["saliency"].astype(out_dtype, copy=False),
-            )
-        )
-        for split, fields in arrays.items()
-    }
-    return (splits, source) if return_source else splits

@@ -71,6 +71,7 @@ from cram_keras.experiments.experiment import (
     Experiment,
     check_batch_size,
     check_one_worker_search,
+    data_settings,
     jit_compile_for_backend,
 )
 from cram_keras.experiments.runner import run_experiment
@@ -92,16 +93,7 @@ ANCHORS = {
 def load_splits(config, bundled=False):
     """`({split: {"images", "labels", "saliency", "boxes"}}, DataSource)`
     of `config` (`cram_keras.data.classification`)."""
-    return load_classification_splits(
-        config.dataset,
-        config.data_dir,
-        n_train=config.n_train,
-        n_valid=config.n_valid,
-        n_test=config.n_test,
-        cache_dir=config.cache_dir,
-        seed=config.data_seed,
-        bundled=bundled,
-    )
+    return load_classification_splits(config.dataset, **data_settings(config, bundled))
 
 
 # === Model ===

@@ -170,6 +170,22 @@ class Experiment:
         raise NotImplementedError
 
 
+def data_settings(config, bundled):
+    """Where a classification Config's data come from and how many of them,
+    as the keyword arguments of its loader (`load_classification_splits`,
+    `load_cluttered_sequences`): the folders, the generator's seed
+    (`data_seed`), the split sizes and `bundled`."""
+    return dict(
+        data_dir=config.data_dir,
+        cache_dir=config.cache_dir,
+        seed=config.data_seed,
+        n_train=config.n_train,
+        n_valid=config.n_valid,
+        n_test=config.n_test,
+        bundled=bundled,
+    )
+
+
 def check_backend(experiment):
     """The Keras backend, if ``experiment`` trains on it (else `UsageError`)."""
     backend = keras.backend.backend()

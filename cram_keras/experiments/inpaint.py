@@ -38,6 +38,7 @@ from cram_keras.data.inpainting import (
     dataset_label,
     evaluation_masks,
     load_images,
+    mask_settings,
 )
 from cram_keras.data.pipelines import inpainting_eval_dataset as eval_dataset
 from cram_keras.data.pipelines import inpainting_train_dataset
@@ -71,13 +72,10 @@ def train_dataset(config, x_train, epoch=None):
     return inpainting_train_dataset(
         x_train,
         config.batch_size,
-        mask=config.mask,
         seed=config.seed,
-        hole_size=config.hole_size,
-        min_size=config.min_hole,
-        max_size=config.max_hole,
         augment=config.augment,
         epoch=epoch,
+        **mask_settings(config),
     )
 
 

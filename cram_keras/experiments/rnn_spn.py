@@ -30,6 +30,7 @@ from cram_keras.data.pipelines import array_batches, as_float, sequence_dataset
 from cram_keras.experiments.experiment import (
     Experiment,
     check_batch_size,
+    data_settings,
     jit_compile_for_backend,
 )
 from cram_keras.experiments.rnn_spn_config import SMOKE, Config
@@ -52,15 +53,7 @@ def load_splits(config, bundled=False):
     from cram_keras.data.cluttered import load_cluttered_sequences
 
     data, source = load_cluttered_sequences(
-        data_dir=config.data_dir,
-        cache_dir=config.cache_dir,
-        seed=config.data_seed,
-        n_train=config.n_train,
-        n_valid=config.n_valid,
-        n_test=config.n_test,
-        dtype="uint8",
-        bundled=bundled,
-        return_source=True,
+        dtype="uint8", return_source=True, **data_settings(config, bundled)
     )
     splits = {
         split: (data[split].images, data[split].labels)

@@ -6,8 +6,12 @@ from keras import ops
 from cram_keras.ops.sampling import (
     PADDING_MODES,
     affine_sample,
+    check_images,
+    check_output_size,
+    coordinate_dtype,
     scale_translate_sample,
 )
+from cram_keras.utils import check_bool, check_choice
 
 TRANSFORMS = {"affine": 6, "attention": 3, "anisotropic": 4}
 
@@ -123,7 +127,7 @@ class SpatialTransformer(keras.layers.Layer):
                 f"downsample_factor={downsample_factor!r}"
             )
         if output_size is not None:
-            output_size = _as_output_size(output_size)
+            output_size = check_output_size(output_size)
         if downsample_factor is not None and not (
             isinstance(downsample_factor, (int, float))
             and not isinstance(downsample_factor, bool)
@@ -133,16 +137,8 @@ class SpatialTransformer(keras.layers.Layer):
                 "`downsample_factor` must be a positive number. "
                 f"Received: downsample_factor={downsample_factor!r}"
             )
-        if padding not in PADDING_MODES:
-            raise ValueError(
-                f"`padding` must be one of {PADDING_MODES}. "
-                f"Received: padding={padding!r}"
-            )
-        if not isinstance(align_corners, bool):
-            raise ValueError(
-                "`align_corners` must be a bool. "
-                f"Received: align_corners={align_corners!r}"
-            )
+        check_choice("padding", padding, PADDING_MODES)
+        check_bool("align_corners", align_corners)
         self.transform = transform
         self.output_size = output_size
         self.downsample_factor = downsample_factor
@@ -155,15 +151,8 @@ class SpatialTransformer(keras.layers.Layer):
     def call(self, inputs):
         images, params = self._unpack(inputs)
         self._check_input_shapes([images.shape, params.shape])
-        if not _is_float(images.dtype):
-            raise ValueError(
-                "`images` must be a floating-point tensor; cast integer images "
-                "first, e.g. to float32 in [0, 1]. "
-                f"Received: images.dtype={_dtype_name(images.dtype)}"
-            )
-        images = ops.cast(images, self.compute_dtype)
-        dtype = "float64" if _dtype_name(params.dtype) == "float64" else "float32"
-        params = ops.cast(params, dtype)
+        images = ops.cast(check_images(images), self.compute_dtype)
+        params = ops.cast(params, coordinate_dtype(params.dtype))
         output_size = self._output_hw(images.shape)
         if self.transform == "affine":
             return affine_sample(
@@ -253,28 +242,3 @@ class SpatialTransformer(keras.layers.Layer):
                 f"Received: downsample_factor={self.downsample_factor!r}"
             )
         return out_h, out_w
-
-
-def _as_output_size(output_size):
-    try:
-        out_h, out_w = output_size
-        ok = all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0
-            for v in (out_h, out_w)
-        )
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(
-            "`output_size` must be a tuple of two positive ints (height, width). "
-            f"Received: output_size={output_size!r}"
-        )
-    return (out_h, out_w)
-
-
-def _dtype_name(dtype):
-    return str(getattr(dtype, "name", dtype)).replace("torch.", "")
-
-
-def _is_float(dtype):
-    return _dtype_name(dtype) in ("float16", "bfloat16", "float32", "float64")

@@ -76,9 +76,9 @@ def affine_grid(theta, output_size, align_corners=False):
         dtype float32 (float64 when `theta` is float64).
     """
     check_bool("align_corners", align_corners)
-    out_h, out_w = _check_output_size(output_size)
+    out_h, out_w = check_output_size(output_size)
     theta = _check_theta(theta)
-    dtype = _coordinate_dtype(theta.dtype)
+    dtype = coordinate_dtype(theta.dtype)
     theta = ops.cast(theta, dtype)
     xs = _normalised_positions(out_w, align_corners)
     ys = _normalised_positions(out_h, align_corners)
@@ -113,10 +113,10 @@ def bilinear_sample(images, grid, padding="zeros", align_corners=False):
     """
     check_choice("padding", padding, PADDING_MODES)
     check_bool("align_corners", align_corners)
-    images = _check_images(images)
+    images = check_images(images)
     grid = _check_grid(grid, images)
     height, width = images.shape[1], images.shape[2]
-    dtype = _coordinate_dtype(grid.dtype)
+    dtype = coordinate_dtype(grid.dtype)
     grid = ops.cast(grid, dtype)
     x = _unnormalise(grid[..., 0], width, align_corners)
     y = _unnormalise(grid[..., 1], height, align_corners)
@@ -145,13 +145,12 @@ def affine_sample(images, theta, output_size, padding="zeros", align_corners=Fal
         Tensor of shape `(batch, out_height, out_width, channels)` in the
         dtype of `images`.
     """
-    check_choice("padding", padding, PADDING_MODES)
-    check_bool("align_corners", align_corners)
-    out_h, out_w = _check_output_size(output_size)
-    images = _check_images(images)
+    images, (out_h, out_w) = _check_resampling(
+        images, output_size, padding, align_corners
+    )
     theta = _check_theta(theta, images)
     height, width = images.shape[1], images.shape[2]
-    dtype = _coordinate_dtype(theta.dtype)
+    dtype = coordinate_dtype(theta.dtype)
     theta = ops.cast(theta, dtype)
     x = _affine_pixel_coordinates(theta[:, 0], width, out_h, out_w, align_corners)
     y = _affine_pixel_coordinates(theta[:, 1], height, out_h, out_w, align_corners)
@@ -176,18 +175,14 @@ def scale_translate_sample(
         images: float tensor of shape `(batch, height, width, channels)`.
         params: float tensor of shape `(batch, 4)`: `(sx, sy, tx, ty)`, or
             `(batch, 3)`: `(s, tx, ty)` with one scale for both axes.
-        output_size: tuple `(out_height, out_width)`.
-        padding: `"zeros"` or `"border"`, see `bilinear_sample`.
-        align_corners: bool, see `affine_grid`.
+        output_size, padding, align_corners: see `affine_sample`.
 
     Returns:
-        Tensor of shape `(batch, out_height, out_width, channels)` in the
-        dtype of `images`.
+        The resampled images, as `affine_sample`.
     """
-    check_choice("padding", padding, PADDING_MODES)
-    check_bool("align_corners", align_corners)
-    out_h, out_w = _check_output_size(output_size)
-    images = _check_images(images)
+    images, (out_h, out_w) = _check_resampling(
+        images, output_size, padding, align_corners
+    )
     params = ops.convert_to_tensor(params)
     shape = tuple(params.shape)
     if len(shape) != 2 or shape[1] not in (3, 4) or not _is_float(params.dtype):
@@ -198,7 +193,7 @@ def scale_translate_sample(
         )
     _check_batch(shape[0], images.shape[0], "params")
     height, width = images.shape[1], images.shape[2]
-    dtype = _coordinate_dtype(params.dtype)
+    dtype = coordinate_dtype(params.dtype)
     params = ops.cast(params, dtype)
     # x depends on the column j only, y on the row i only: (B, w) and (B, h),
     # each one matmul of the params (no slicing: fewer kernels per call).
@@ -226,7 +221,9 @@ def scale_translate_sample(
 # === Coordinates ===
 
 
-def _coordinate_dtype(dtype):
+def coordinate_dtype(dtype):
+    """The dtype of sampling coordinates made from values of `dtype`:
+    float64 for float64, else float32."""
     return "float64" if _dtype_name(dtype) == "float64" else "float32"
 
 
@@ -310,7 +307,9 @@ def _scale_translate_coordinates(
 # === Validation ===
 
 
-def _check_output_size(output_size):
+def check_output_size(output_size):
+    """`output_size` as `(height, width)`; a `ValueError` unless it is two
+    positive ints."""
     try:
         out_h, out_w = output_size
         ok = all(
@@ -327,7 +326,19 @@ def _check_output_size(output_size):
     return int(out_h), int(out_w)
 
 
-def _check_images(images):
+def _check_resampling(images, output_size, padding, align_corners):
+    """The arguments `affine_sample` and `scale_translate_sample` share,
+    checked in this order: `(images, (out_height, out_width))`."""
+    check_choice("padding", padding, PADDING_MODES)
+    check_bool("align_corners", align_corners)
+    output_size = check_output_size(output_size)
+    return check_images(images), output_size
+
+
+def check_images(images):
+    """`images` as a tensor; a `ValueError` unless it is a floating-point
+    (batch, height, width, channels) tensor of known height, width and
+    channels."""
     images = ops.convert_to_tensor(images)
     if len(images.shape) != 4:
         raise ValueError(
@@ -397,12 +408,3 @@ def _check_batch(batch, images_batch, name):
 
 def _is_float(dtype):
     return _dtype_name(dtype) in ("float16", "bfloat16", "float32", "float64")
-
-
-__all__ = [
-    "PADDING_MODES",
-    "affine_grid",
-    "affine_sample",
-    "bilinear_sample",
-    "scale_translate_sample",
-]

@@ -146,6 +146,19 @@ def run_grid(study, run_one, summarise):
     return records, results
 
 
+def timed_runs(base, key, runs):
+    """A result file's ``{key: runs, "epochs", "n_train",
+    "protocol_wall_seconds"}``: the records ``runs`` (``{name: record}``,
+    each with its ``wall_seconds``), the epochs and training-set size of the
+    base Config ``base``, and the runs' wall time together."""
+    return {
+        key: runs,
+        "epochs": base.epochs,
+        "n_train": base.n_train,
+        "protocol_wall_seconds": sum(r["wall_seconds"] for r in runs.values()),
+    }
+
+
 def _names(text, known):
     if not text:
         return []

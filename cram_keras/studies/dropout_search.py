@@ -112,36 +112,31 @@ SELECTION_RULE = (
 
 
 def add_arguments(group):
-    group.add_argument(
-        "--models",
-        type=_names(MODELS),
-        default=None,
-        help="families, comma-separated, in order (default: the GRID's, all three)",
-    )
-    group.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="epochs per trial (default: EPOCHS_PER_TRIAL, 20)",
-    )
-    group.add_argument(
-        "--rates",
-        type=_floats,
-        default=None,
-        help="dropout rates in [0, 1) (default: the GRID's, 0,0.1,0.2,0.3,0.4,0.5)",
-    )
-    group.add_argument(
-        "--placements",
-        type=_names(PLACEMENTS),
-        default=None,
-        help="dropout placements (default: the GRID's, code,paper)",
-    )
-    group.add_argument(
-        "--downsample",
-        type=_floats,
-        default=None,
-        help="downsample factors of the SPNs (default: the GRID's, 1,2,3,4)",
-    )
+    # The grid's axes and the trial length; not given: the configuration's.
+    for flag, kind, text in (
+        (
+            "--models",
+            _names(MODELS),
+            "families, comma-separated, in order (default: the GRID's, all three)",
+        ),
+        ("--epochs", int, "epochs per trial (default: EPOCHS_PER_TRIAL, 20)"),
+        (
+            "--rates",
+            _floats,
+            "dropout rates in [0, 1) (default: the GRID's, 0,0.1,0.2,0.3,0.4,0.5)",
+        ),
+        (
+            "--placements",
+            _names(PLACEMENTS),
+            "dropout placements (default: the GRID's, code,paper)",
+        ),
+        (
+            "--downsample",
+            _floats,
+            "downsample factors of the SPNs (default: the GRID's, 1,2,3,4)",
+        ),
+    ):
+        group.add_argument(flag, type=kind, default=None, help=text)
     group.add_argument(
         "--report",
         action="store_true",

@@ -3,7 +3,7 @@
 wall time, throughput and parameters beside the paper's Table 1 error."""
 
 from cram_keras.experiments import rnn_spn
-from cram_keras.studies.driver import run_grid
+from cram_keras.studies.driver import run_grid, timed_runs
 
 PAPER_TABLE_1 = {"rnn_spn": 0.015, "ffn_spn": 0.020, "conv": 0.029}
 KEYS = (
@@ -25,12 +25,7 @@ def run(study):
 
     def summarise(records):
         models = {v: next(iter(per.values())) for v, per in records.items()}
-        return dict(
-            models=models,
-            epochs=base.epochs,
-            n_train=base.n_train,
-            protocol_wall_seconds=sum(m["wall_seconds"] for m in models.values()),
-        )
+        return timed_runs(base, "models", models)
 
     run_grid(study, run_one, summarise)
     return 0

@@ -9,7 +9,7 @@ import os
 
 from cram_keras.experiments import rnn_spn
 from cram_keras.experiments.run_dir import read_log
-from cram_keras.studies.driver import run_grid
+from cram_keras.studies.driver import run_grid, timed_runs
 from cram_keras.utils import read_json
 
 
@@ -56,12 +56,7 @@ def run(study):
             for per in records.values()
             for r in per.values()
         }
-        return dict(
-            runs=runs,
-            epochs=base.epochs,
-            n_train=base.n_train,
-            protocol_wall_seconds=sum(r["wall_seconds"] for r in runs.values()),
-        )
+        return timed_runs(base, "runs", runs)
 
     run_grid(study, run_one, summarise)
     return 0

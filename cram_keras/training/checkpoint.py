@@ -25,21 +25,12 @@ cannot score with a `ModelFileError` that says what to pass instead.
 """
 
 import glob
-import hashlib
 import os
 import re
 
-from cram_keras.utils import atomic_path, read_json, write_json
+from cram_keras.utils import atomic_path, file_sha256, read_json, write_json
 
 _RECORD = re.compile(r"epoch-(\d{4,})\.json$")
-
-
-def sha256(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_dir(directory):
@@ -114,7 +105,7 @@ class EpochCheckpoints:
         size = os.path.getsize(path)
         if size != record.get(f"{key}_size"):
             return f"{name} has {size} bytes, not {record.get(f'{key}_size')}"
-        if sha256(path) != record.get(f"{key}_sha256"):
+        if file_sha256(path) != record.get(f"{key}_sha256"):
             return f"{name} does not match its recorded SHA-256"
         return None
 
@@ -169,7 +160,7 @@ class EpochCheckpoints:
         with atomic_path(path) as tmp:
             save(tmp)
             crash_point(f"checkpoint_tmp:{name}")
-        return name, os.path.getsize(path), sha256(path)
+        return name, os.path.getsize(path), file_sha256(path)
 
     def commit(self, epoch, save, state, best_improved=False, previous=None):
         """Makes epoch ``epoch`` (0-based) durable.

@@ -304,14 +304,20 @@ def _identity(found):
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _write_temporary(directory, name, payload):
-    tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+def _write_new(path, payload):
+    """Creates ``path`` holding ``payload``, flushed to disk;
+    `FileExistsError` if it exists."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         os.write(fd, payload)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_temporary(directory, name, payload):
+    tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+    _write_new(tmp, payload)
     return tmp
 
 
@@ -334,14 +340,9 @@ def _create(path, payload):
                     return True
         # No hard links here: create it exclusively and write it.
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            _write_new(path, payload)
         except FileExistsError:
             return False
-        try:
-            os.write(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         return True
     finally:
         with contextlib.suppress(OSError):

@@ -174,6 +174,20 @@ inline Corners Locate(float x, float y, int64_t width, int64_t height,
   return k;
 }
 
+// The four corners' values of channel `c` of one output pixel (0 where a
+// corner lies outside the image).
+struct CornerValues {
+  float v00, v01, v10, v11;
+};
+
+inline CornerValues ReadCorners(const Corners& k, const float* image,
+                                int64_t channels, int64_t c) {
+  return {k.in00 ? image[k.r0 + c] : 0.0f,
+          k.in01 ? image[k.r0 + channels + c] : 0.0f,
+          k.in10 ? image[k.r1 + c] : 0.0f,
+          k.in11 ? image[k.r1 + channels + c] : 0.0f};
+}
+
 // Sizes of one call, and the strides that broadcast x and y.
 struct Geometry {
   int64_t batch, height, width, channels, out_h, out_w;
@@ -227,6 +241,7 @@ struct CornersV {
 struct Bounds {
   __m512 low, high_x, high_y;
   __m512i width, height, channels, row;
+  __m512i lane_offsets;  // of 16 neighbouring pixels' values in a row
 };
 
 CRAM_TARGET_AVX512 inline Bounds MakeBounds(const Geometry& g, bool zeros) {
@@ -240,6 +255,9 @@ CRAM_TARGET_AVX512 inline Bounds MakeBounds(const Geometry& g, bool zeros) {
   d.height = _mm512_set1_epi32(static_cast<int32_t>(g.height));
   d.channels = _mm512_set1_epi32(static_cast<int32_t>(g.channels));
   d.row = _mm512_set1_epi32(static_cast<int32_t>(g.width * g.channels));
+  d.lane_offsets = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      d.channels);
   return d;
 }
 
@@ -283,6 +301,25 @@ CRAM_TARGET_AVX512 inline __m512 Gather(__mmask16 mask, __m512i index,
   return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, index, base, 4);
 }
 
+// The four corners' values of channel `c` of 16 output pixels (0 where a
+// corner lies outside the image or its pixel outside the lanes).
+struct CornerValuesV {
+  __m512 v00, v01, v10, v11;
+};
+
+CRAM_TARGET_AVX512 inline CornerValuesV GatherCorners(const CornersV& k,
+                                                      const Bounds& d,
+                                                      int64_t c,
+                                                      const float* image) {
+  const __m512i cc = _mm512_set1_epi32(static_cast<int32_t>(c));
+  const __m512i i00 = _mm512_add_epi32(k.r0, cc);
+  const __m512i i10 = _mm512_add_epi32(k.r1, cc);
+  return {Gather(k.in00, i00, image),
+          Gather(k.in01, _mm512_add_epi32(i00, d.channels), image),
+          Gather(k.in10, i10, image),
+          Gather(k.in11, _mm512_add_epi32(i10, d.channels), image)};
+}
+
 CRAM_TARGET_AVX512 inline __mmask16 TailMask(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF)
                  : static_cast<__mmask16>((1u << n) - 1u);
@@ -297,9 +334,6 @@ CRAM_TARGET_AVX512 void ForwardRowsAvx512(const Geometry& g, bool zeros,
   const int64_t channels = g.channels, out_h = g.out_h, out_w = g.out_w;
   const int64_t image_size = g.height * g.width * channels;
   const Bounds d = MakeBounds(g, zeros);
-  const __m512i lane_offsets = _mm512_mullo_epi32(
-      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-      d.channels);
   for (int64_t row = start; row < limit; ++row) {
     const int64_t b = row / out_h, i = row % out_h;
     const float* image = image_data + b * image_size;
@@ -312,13 +346,7 @@ CRAM_TARGET_AVX512 void ForwardRowsAvx512(const Geometry& g, bool zeros,
           LocateV(LoadCoordinates(x_row, g.x_col, j, lanes),
                   LoadCoordinates(y_row, g.y_col, j, lanes), d, lanes);
       for (int64_t c = 0; c < channels; ++c) {
-        const __m512i cc = _mm512_set1_epi32(static_cast<int32_t>(c));
-        const __m512i i00 = _mm512_add_epi32(k.r0, cc);
-        const __m512i i10 = _mm512_add_epi32(k.r1, cc);
-        const __m512 v00 = Gather(k.in00, i00, image);
-        const __m512 v01 = Gather(k.in01, _mm512_add_epi32(i00, d.channels), image);
-        const __m512 v10 = Gather(k.in10, i10, image);
-        const __m512 v11 = Gather(k.in11, _mm512_add_epi32(i10, d.channels), image);
+        const auto [v00, v01, v10, v11] = GatherCorners(k, d, c, image);
         const __m512 top =
             _mm512_add_ps(v00, _mm512_mul_ps(k.fx, _mm512_sub_ps(v01, v00)));
         const __m512 dy = _mm512_sub_ps(
@@ -329,7 +357,7 @@ CRAM_TARGET_AVX512 void ForwardRowsAvx512(const Geometry& g, bool zeros,
         if (channels == 1) {
           _mm512_mask_storeu_ps(o, lanes, value);
         } else {
-          _mm512_mask_i32scatter_ps(o + c, lanes, lane_offsets, value, 4);
+          _mm512_mask_i32scatter_ps(o + c, lanes, d.lane_offsets, value, 4);
         }
       }
     }
@@ -371,9 +399,6 @@ CRAM_TARGET_AVX512 void BackwardImagesAvx512(
   const int64_t image_size = height * width * channels;
   const int64_t pixels = out_h * out_w;
   const Bounds d = MakeBounds(g, zeros);
-  const __m512i lane_offsets = _mm512_mullo_epi32(
-      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-      d.channels);
   const __m512 zero = _mm512_setzero_ps();
   const __m512 x_max = _mm512_set1_ps(static_cast<float>(width) - 1.0f);
   const __m512 y_max = _mm512_set1_ps(static_cast<float>(height) - 1.0f);
@@ -413,15 +438,9 @@ CRAM_TARGET_AVX512 void BackwardImagesAvx512(
           const __m512 u =
               channels == 1
                   ? _mm512_maskz_loadu_ps(lanes, u_base)
-                  : _mm512_mask_i32gather_ps(zero, lanes, lane_offsets,
+                  : _mm512_mask_i32gather_ps(zero, lanes, d.lane_offsets,
                                              u_base + c, 4);
-          const __m512i cc = _mm512_set1_epi32(static_cast<int32_t>(c));
-          const __m512i i00 = _mm512_add_epi32(k.r0, cc);
-          const __m512i i10 = _mm512_add_epi32(k.r1, cc);
-          const __m512 v00 = Gather(k.in00, i00, image);
-          const __m512 v01 = Gather(k.in01, _mm512_add_epi32(i00, d.channels), image);
-          const __m512 v10 = Gather(k.in10, i10, image);
-          const __m512 v11 = Gather(k.in11, _mm512_add_epi32(i10, d.channels), image);
+          const auto [v00, v01, v10, v11] = GatherCorners(k, d, c, image);
           const __m512 dx_top = _mm512_sub_ps(v01, v00);
           const __m512 dx_bottom = _mm512_sub_ps(v11, v10);
           const __m512 top = _mm512_add_ps(v00, _mm512_mul_ps(k.fx, dx_top));
@@ -607,10 +626,7 @@ class SampleOp : public SampleCommon {
                                    width, height, channels, zeros);
           float* o = out + p * channels;
           for (int64_t c = 0; c < channels; ++c) {
-            const float v00 = k.in00 ? image[k.r0 + c] : 0.0f;
-            const float v01 = k.in01 ? image[k.r0 + channels + c] : 0.0f;
-            const float v10 = k.in10 ? image[k.r1 + c] : 0.0f;
-            const float v11 = k.in11 ? image[k.r1 + channels + c] : 0.0f;
+            const auto [v00, v01, v10, v11] = ReadCorners(k, image, channels, c);
             const float top = v00 + k.fx * (v01 - v00);
             const float dy = (v10 + k.fx * (v11 - v10)) - top;
             o[c] = top + k.fy * dy;
@@ -690,10 +706,7 @@ class SampleGradOp : public SampleCommon {
           const float* u = up_data + p * channels;
           float slope_x = 0.0f, slope_y = 0.0f;
           for (int64_t c = 0; c < channels; ++c) {
-            const float v00 = k.in00 ? image[k.r0 + c] : 0.0f;
-            const float v01 = k.in01 ? image[k.r0 + channels + c] : 0.0f;
-            const float v10 = k.in10 ? image[k.r1 + c] : 0.0f;
-            const float v11 = k.in11 ? image[k.r1 + channels + c] : 0.0f;
+            const auto [v00, v01, v10, v11] = ReadCorners(k, image, channels, c);
             const float dx_top = v01 - v00;
             const float dx_bottom = v11 - v10;
             const float top = v00 + fx * dx_top;
