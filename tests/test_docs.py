@@ -58,6 +58,8 @@ def _anchors(path):
 
 
 def _render_docs():
+    """tools/render_docs.py as a module (it makes its package `render`, next
+    to it, importable)."""
     spec = importlib.util.spec_from_file_location(
         "render_docs", REPO / "tools" / "render_docs.py"
     )
@@ -114,12 +116,12 @@ PRODUCT = sorted(
         *(REPO / "benchmarks").glob("*.py"),
         *(REPO / "benchmarks").glob("*.sh"),
         *(REPO / "benchmarks" / "results").glob("*.json"),
-        *(REPO / "tools").glob("*.py"),
+        *(REPO / "tools").rglob("*.py"),
         *REPO.glob("train_*.py"),
     ]
 )
 # The renderer names the patterns it removes from recorded commands.
-PRODUCT = [p for p in PRODUCT if p.name != "render_docs.py"]
+PRODUCT = [p for p in PRODUCT if p != REPO / "tools" / "render" / "sources.py"]
 
 
 @pytest.mark.parametrize("path", DOCUMENTS + PRODUCT, ids=_ids(DOCUMENTS + PRODUCT))
@@ -158,6 +160,7 @@ def test_the_render_markers_pair_up_and_name_known_blocks():
 
 def test_the_render_check_fails_on_a_hand_edited_table(tmp_path, monkeypatch):
     render_docs = _render_docs()
+    sources = importlib.import_module("render.sources")
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     edited = re.sub(r"\| 2\.14 % \|", "| 1.50 % |", readme, count=1)
     assert edited != readme
@@ -166,8 +169,8 @@ def test_the_render_check_fails_on_a_hand_edited_table(tmp_path, monkeypatch):
     shutil.copytree(
         REPO / "benchmarks" / "results", tmp_path / "benchmarks" / "results"
     )
-    monkeypatch.setattr(render_docs, "REPO", tmp_path)
-    monkeypatch.setattr(render_docs, "RESULTS", tmp_path / "benchmarks" / "results")
+    monkeypatch.setattr(sources, "REPO", tmp_path)
+    monkeypatch.setattr(sources, "RESULTS", tmp_path / "benchmarks" / "results")
     assert render_docs.main(["--check"]) == 1
     assert (tmp_path / "README.md").read_text(encoding="utf-8") == edited
     assert render_docs.main([]) == 0

@@ -42,6 +42,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+import typing
 import warnings
 
 # As the training scripts: TensorFlow's oneDNN CPU kernels on unless set.
@@ -72,6 +73,35 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
 class ShipError(RuntimeError):
     """The run cannot be shipped as asked (the message says why)."""
+
+
+class RunState(typing.NamedTuple):
+    """A run at its newest checkpoint: the checkpoint record, the epoch log,
+    the best epoch (from 0) and its log row, whether training finished, and
+    the runner's metrics (None until the run has ended)."""
+
+    record: dict
+    rows: list
+    best: int | None
+    best_row: dict | None
+    finished: bool
+    metrics: dict | None
+
+
+class Storage(typing.NamedTuple):
+    """How the weights are stored: the dtype, the size of each dtype's file
+    (float16: None where none was written) and each dtype's test errors
+    (None where not measured)."""
+
+    dtype: str
+    float32_bytes: int
+    float16_bytes: int | None
+    errors32: dict | None
+    errors16: dict | None
+
+    @property
+    def shipped_errors(self):
+        return self.errors32 if self.dtype == "float32" else self.errors16
 
 
 # === The run ===
@@ -258,7 +288,7 @@ def _run_state(record, run_dir):
     row = rows[best] if best is not None and best < len(rows) else None
     metrics_path = os.path.join(run_dir, METRICS_FILE)
     metrics = read_json(metrics_path) if os.path.exists(metrics_path) else None
-    return rows, best, row, bool(record.get("finished")), metrics
+    return RunState(record, rows, best, row, bool(record.get("finished")), metrics)
 
 
 # === Shipping ===
@@ -280,10 +310,10 @@ def ship(args, log=print):
 
     with tempfile.TemporaryDirectory() as tmp:
         record, best_path = snapshot_best_weights(run_dir, tmp, log=log)
-        rows, best, best_row, finished, metrics = _run_state(record, run_dir)
+        state = _run_state(record, run_dir)
         log(
-            f"{run_dir}: {len(rows)} epochs, best validation epoch {best + 1} "
-            f"({'finished' if finished else 'in progress'})"
+            f"{run_dir}: {len(state.rows)} epochs, best validation epoch "
+            f"{state.best + 1} ({'finished' if state.finished else 'in progress'})"
         )
         trained = load_checkpoint_weights(build_from_config(config), best_path)
         float32_path = os.path.join(tmp, "float32.weights.h5")
@@ -341,8 +371,9 @@ def ship(args, log=print):
             errors32 and errors32["per_digit_error"],
             errors16 and errors16["per_digit_error"],
         )
+        storage = Storage(dtype, float32_bytes, float16_bytes, errors32, errors16)
         weights_path = float32_path if dtype == "float32" else float16_path
-        shipped_errors = errors32 if dtype == "float32" else errors16
+        shipped_errors = storage.shipped_errors
 
         # The fixed batch, from the shipped file as a user loads it.
         shipped = load_checkpoint_weights(build_from_config(config), weights_path)
@@ -357,37 +388,17 @@ def ship(args, log=print):
             logits=logits,
             logits_float32=logits32,
         )
+        difference = float(np.abs(logits - logits32).max())
 
         files = {
             "weights": _file_record(paths["weights"].name, weights_path),
             "batch": _file_record(paths["batch"].name, batch_path),
         }
         local = _local_paths(config.data_dir, args.data_dir, config.cache_dir)
-        manifest = scrub(
-            _manifest(
-                args,
-                config,
-                stored,
-                trained,
-                record,
-                rows,
-                best,
-                best_row,
-                finished,
-                metrics,
-                test,
-                shipped_errors,
-                errors32,
-                errors16,
-                dtype,
-                float32_bytes,
-                float16_bytes,
-                files,
-                logits,
-                logits32,
-            ),
-            local,
+        manifest = _manifest(
+            args, config, stored, trained, state, test, storage, files, difference
         )
+        manifest = scrub(manifest, local)
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         _check_total(output, args.name, files, len(text.encode()))
         _install(weights_path, paths["weights"])
@@ -441,28 +452,15 @@ def _check_total(output, name, files, manifest_bytes):
         )
 
 
-def _manifest(
-    args,
-    config,
-    stored,
-    trained,
-    record,
-    rows,
-    best,
-    best_row,
-    finished,
-    metrics,
-    test,
-    shipped_errors,
-    errors32,
-    errors16,
-    dtype,
-    float32_bytes,
-    float16_bytes,
-    files,
-    logits,
-    logits32,
-):
+def _manifest(args, config, stored, trained, state, test, storage, files, difference):
+    """The manifest of weights shipped from a run: the run (``args``, its
+    stored config, the trained model and its ``state``), the ``test`` set,
+    the ``storage`` chosen, the ``files`` written, and the largest
+    ``difference`` between the fixed batch's logits of the shipped and the
+    trained float32 weights."""
+    record, rows, best, best_row, finished, metrics = state
+    dtype, float32_bytes, float16_bytes, errors32, errors16 = storage
+    shipped_errors = storage.shipped_errors
     source = stored.get("data_source") or {}
     origin = test[2].origin if test is not None else None
     data_flag = " --data-dir MNIST_DIR" if origin not in (None, "bundled") else ""
@@ -542,7 +540,7 @@ def _manifest(
                 "(cram_keras.pretrained.fixed_batch); logits: the shipped "
                 "weights', logits_float32: the trained float32 weights'"
             ),
-            "max_abs_logit_difference": float(np.abs(logits - logits32).max()),
+            "max_abs_logit_difference": difference,
         },
         "software": _software(),
     }

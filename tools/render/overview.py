@@ -1,0 +1,251 @@
+"""The README's headline table and the reproducing page's tables: every
+configuration, every result file with its command, and the wall times."""
+
+import pathlib
+import re
+
+from .cells import duration, listed, minutes, num, pct, table
+from .cram_cls import CLUE_SHORT
+from .rnn_spn import row_label, table1_runs
+from .sources import (
+    backend_name,
+    clean_command,
+    configuration_header,
+    configuration_link,
+    hardware,
+    link,
+    load,
+    relative,
+    repo_path,
+    result_date,
+    result_link,
+    result_names,
+    written_by,
+)
+
+# The inpainting budget runs of the headline: file, experiment, the paper's.
+HEADLINE_INPAINTING = (
+    ("inpaint_svhn1083.json", "CRAM inpainting, SVHN, 8x8 hole", "Fig. 7 only"),
+    ("inpaint_mnist32.json", "CRAM inpainting, MNIST-32, 8x8 hole", "not in the paper"),
+)
+WALL_TIME_INPAINTING = (
+    ("inpaint_svhn1083.json", "inpainting budget, SVHN subset"),
+    ("inpaint_mnist32.json", "inpainting budget, MNIST 32x32"),
+    ("inpaint_study_mnist32.json", "inpainting study, MNIST 32x32"),
+)
+
+
+def short_hardware(name, result):
+    """'1 x NVIDIA H200, JAX' or 'AMD EPYC ..., 2 cores, TensorFlow'."""
+    text = hardware(result)
+    gpu = re.search(r"\d+ x NVIDIA [\w-]+", text)
+    backend = backend_name((result.get("backend") or "tensorflow").split(" ")[0])
+    where = gpu.group(0) if gpu else text.replace(", no GPU", "")
+    return f"{where}, {backend}, {result_date(name, result)}"
+
+
+def _table1_row(name, key, run, setting, base):
+    return [
+        f"RNN-SPN Table 1: {row_label(key)}",
+        "per-digit test error",
+        pct(run["paper_per_digit_error"]),
+        pct(run["test_per_digit_error_at_best"], 2),
+        setting,
+        result_link(name, base),
+    ]
+
+
+def _table1_rows(base):
+    """Table 1 on the GPU, then the rows that ran on the CPU only."""
+    name = "rnn_spn_paper_gpu.json"
+    gpu = load(name)
+    rows = []
+    for key, run in table1_runs(gpu):
+        flag = re.sub(r"_d\d+$", "", key)
+        setting = (
+            f"paper protocol, `--model {flag}`, early-stopped at epoch "
+            f"{run['epochs_done']}; {short_hardware(name, gpu)}"
+        )
+        rows.append(_table1_row(name, key, run, setting, base))
+    name = "rnn_spn_paper.json"
+    cpu = load(name)
+    for key, run in table1_runs(cpu):
+        if key in gpu["models"]:
+            continue
+        model, _, d = key.partition("_d")
+        state = (
+            f"early-stopped at epoch {run['epochs_done']}"
+            if run["stopped_early"]
+            else f"in progress: best of {run['epochs_done']} epochs so far"
+        )
+        setting = (
+            f"paper protocol, `--model {model} --downsample {d}`, {state}; "
+            f"{short_hardware(name, dict(cpu, **run))}"
+        )
+        rows.append(_table1_row(name, key, run, setting, base))
+    return rows
+
+
+def _classification_rows(base):
+    name = "cram_cls_budget.json"
+    cls = load(name)
+    ram = pct(cls["anchors"]["ram_8_glimpses_cluttered60"], 2)
+    p = cls["protocol"]
+    return [
+        [
+            f"CRAM classification, 60x60 cluttered MNIST, {CLUE_SHORT[clue]}",
+            "test error",
+            f"not reported; RAM: {ram}" if clue == "oracle" else "not reported",
+            pct(cls["runs"][clue]["test_error"]),
+            f"CPU budget, `--clue {clue}`: {p['epochs']} epochs on {p['n_train']:,} images, "
+            f"seeds {listed(p['seeds'])}; {short_hardware(name, cls)}",
+            result_link(name, base),
+        ]
+        for clue in ("oracle", "saliency", "none")
+    ]
+
+
+def _inpainting_rows(base):
+    rows = []
+    for name, label, paper in HEADLINE_INPAINTING:
+        result = load(name)
+        m = result["methods"]
+        rows.append(
+            [
+                label,
+                "hole PSNR",
+                paper,
+                f"{num(m['cram']['hole_psnr'])} dB (CNN encoder {num(m['cnn_encoder']['hole_psnr'])}, "
+                f"Navier-Stokes {num(m['navier_stokes']['hole_psnr'])})",
+                f"CPU budget: {result['epochs']} epochs on {result['n_train']:,} images, seed "
+                f"{listed(result['seeds'])}; {short_hardware(name, result)}",
+                result_link(name, base),
+            ]
+        )
+    name = "inpaint_full_mnist32.json"
+    full = load(name)
+    cram, cnn = (full["runs"].get(v, {}).get("0") for v in ("cram", "cnn_encoder"))
+    if cram and cnn:
+        epochs = min(cram["epochs"][-1], cnn["epochs"][-1])
+        rows.append(
+            [
+                "CRAM inpainting, MNIST-32, 8x8 hole, full budget",
+                "validation hole PSNR",
+                "not in the paper",
+                f"{num(cram['val_hole_psnr'][epochs - 1])} dB (CNN encoder "
+                f"{num(cnn['val_hole_psnr'][epochs - 1])}) after epoch {epochs}",
+                f"paper settings, 60,000 images, seed 0, {full['status']['cram']['0']}; "
+                f"{short_hardware(name, full)}",
+                result_link(name, base),
+            ]
+        )
+    return rows
+
+
+def headline(base):
+    rows = _table1_rows(base) + _classification_rows(base) + _inpainting_rows(base)
+    header = [
+        "experiment",
+        "metric",
+        "paper",
+        "ours",
+        "setting; hardware, backend, date",
+        "result file",
+    ]
+    return table(header, rows)
+
+
+def _wall_time_row(key, run, where, time, per_epoch):
+    return [
+        f"Table 1 protocol, {row_label(key)}",
+        where,
+        f"{run['epochs_done']} epochs",
+        time(run["train_wall_seconds"]),
+        per_epoch(run["train_wall_seconds"] / run["epochs_done"]),
+    ]
+
+
+def wall_times(base):
+    """What the committed runs took, as a guide to what a rerun takes."""
+    rows = [
+        _wall_time_row(
+            key,
+            run,
+            "one NVIDIA H200, JAX (three models at once)",
+            minutes,
+            lambda seconds: f"{seconds:.1f} s",
+        )
+        for key, run in table1_runs(load("rnn_spn_paper_gpu.json"))
+    ]
+    cpu = load("rnn_spn_paper.json")
+    rows += [
+        _wall_time_row(
+            key,
+            run,
+            hardware(cpu) + ", TensorFlow",
+            duration,
+            lambda seconds: f"{seconds / 60:.1f} min",
+        )
+        for key, run in table1_runs(cpu)
+    ]
+    cls = load("cram_cls_budget.json")
+    runs = len(cls["runs"]) * len(cls["protocol"]["seeds"])
+    rows.append(
+        [
+            "CRAM classification budget, all clues and seeds",
+            hardware(cls) + ", TensorFlow",
+            f"{runs} runs of {cls['protocol']['epochs']} epochs",
+            duration(cls["total_wall_seconds"]),
+            "",
+        ]
+    )
+    for name, label in WALL_TIME_INPAINTING:
+        r = load(name)
+        runs = sum(len(v) for v in r["runs"].values())
+        rows.append(
+            [
+                label,
+                hardware(r) + ", TensorFlow",
+                f"{runs} runs of {r['epochs']} epochs",
+                duration(r["wall_seconds"]),
+                "",
+            ]
+        )
+    return table(["job", "hardware", "size", "wall time", "per epoch"], rows)
+
+
+def commands(base):
+    """Every committed result file with its configuration and the command
+    that reproduces it."""
+    lines = []
+    for name in result_names():
+        result = load(name)
+        if "runs" in result and isinstance(result["runs"], list):  # sampler_speed.json
+            run = result["runs"][-1]
+            how, where = f"`{clean_command(run['command'])}`", hardware(run)
+        else:
+            how, where = written_by(name, result, base), hardware(result)
+        lines.append(f"- {result_link(name, base)} ({where}):\n  {how}")
+    return "\n".join(lines)
+
+
+def configurations(base):
+    """Every configuration: what it reproduces, its command, its result."""
+    rows = []
+    for path in sorted(repo_path("configs").glob("*/*.py")):
+        name = f"{path.parent.name}/{path.stem}"
+        header = configuration_header(name)
+        output = header.get("output")
+        if output and repo_path(output).exists():
+            output = link(pathlib.Path(output).name, relative(repo_path(output), base))
+        elif output:
+            output = f"`{pathlib.Path(output).name}` (not run yet)"
+        rows.append(
+            [
+                configuration_link(name, base),
+                header["title"],
+                f"`{header['Command']}`",
+                output or "-",
+            ]
+        )
+    return table(["configuration", "what it runs", "command", "result file"], rows)

@@ -1,0 +1,248 @@
+"""The RNN-SPN tables: the paper's Table 1 against ours, the runs behind it,
+the GRU initialisation check and the shipped trained models."""
+
+import json
+import os
+import re
+
+from .cells import duration, in_order, minutes, paragraphs, pct, table, whole
+from .sources import (
+    REPO,
+    backend_name,
+    clean_command,
+    hardware,
+    link,
+    load,
+    result_link,
+    sourced,
+)
+
+# RNN-SPN Table 1 as printed in the paper (per-digit test error, %): these
+# are the paper's numbers, not ours; the d = 2 rows are also recorded in the
+# result files (`paper_per_digit_error`).
+PAPER_TABLE_1 = {
+    ("rnn_spn", 1): 1.8,
+    ("rnn_spn", 2): 1.5,
+    ("rnn_spn", 3): 1.8,
+    ("rnn_spn", 4): 2.3,
+    ("ffn_spn", 1): 4.4,
+    ("ffn_spn", 2): 2.0,
+    ("ffn_spn", 3): 2.9,
+    ("ffn_spn", 4): 5.3,
+    ("conv", None): 2.9,
+}
+MODEL_NAMES = {"rnn_spn": "RNN-SPN", "ffn_spn": "FFN-SPN", "conv": "CNN"}
+
+# The trained models shipped with the package: one manifest `NAME.json` each
+# (written by tools/ship_weights.py). Read from this repository, and linked
+# relative to it, whatever REPO is set to.
+WEIGHTS = REPO / "cram_keras" / "weights"
+WEIGHTS_LINK = "cram_keras/weights"
+
+# The columns of a run's row, before those of its table.
+RUN_HEADER = [
+    "model",
+    "paper: per-digit test error",
+    "ours: per-digit test error",
+    "ours: sequence test error",
+    "epochs (best)",
+    "training time",
+    "train sequences/s",
+]
+
+
+def row_key(model, d):
+    """The result files' key of a Table 1 row: `rnn_spn` (d = 2, and the CNN),
+    `rnn_spn_d3` for the other factors."""
+    return model if d in (2, None) else f"{model}_d{d}"
+
+
+def row_label(key):
+    match = re.fullmatch(r"(rnn_spn|ffn_spn|conv)(?:_d(\d+))?", key)
+    model, d = match.group(1), match.group(2) or "2"
+    return MODEL_NAMES[model] + ("" if model == "conv" else f", d = {d}")
+
+
+def table1_runs(result):
+    """``(key, run)`` of each model of a result file, in Table 1's order."""
+    keys = in_order(result["models"], (row_key(m, d) for m, d in PAPER_TABLE_1))
+    return [(key, result["models"][key]) for key in keys]
+
+
+def _state(run, unfinished):
+    if run["stopped_early"]:
+        return "early-stopped"
+    return "finished" if run["finished"] else unfinished
+
+
+def _run_cells(key, run, time):
+    return [
+        row_label(key),
+        pct(run["paper_per_digit_error"]),
+        pct(run["test_per_digit_error_at_best"], 2),
+        pct(run["test_sequence_error_at_best"], 1),
+        f"{run['epochs_done']} ({run['best_epoch']})",
+        time(run["train_wall_seconds"]),
+        whole(run["train_sequences_per_second"]),
+    ]
+
+
+@sourced("rnn_spn_paper_gpu.json")
+def rnn_spn_gpu(result):
+    rows = [
+        [*_run_cells(key, run, minutes), _state(run, "running")]
+        for key, run in table1_runs(result)
+    ]
+    header = [*RUN_HEADER, "state"]
+    return table(header, rows)
+
+
+def rnn_spn_table1(base):
+    """Every row of the paper's Table 1, with ours where it has been run."""
+    gpu = load("rnn_spn_paper_gpu.json")["models"]
+    cpu = load("rnn_spn_paper.json")["models"]
+
+    def cell(model):
+        if model is None:
+            return "not run"
+        text = pct(model["test_per_digit_error_at_best"], 2)
+        if not model["finished"]:
+            text += f" (after {model['epochs_done']} epochs; not finished)"
+        return text
+
+    rows = []
+    for (model, d), paper in PAPER_TABLE_1.items():
+        key = row_key(model, d)
+        rows.append(
+            [row_label(key), f"{paper:.1f} %", cell(gpu.get(key)), cell(cpu.get(key))]
+        )
+    header = ["model", "paper", "ours: one GPU, JAX", "ours: CPU, TensorFlow"]
+    return paragraphs(
+        table(header, rows),
+        f"Per-digit test error at the best validation epoch. Ours: "
+        f"{result_link('rnn_spn_paper_gpu.json', base)} and "
+        f"{result_link('rnn_spn_paper.json', base)} (details below).",
+    )
+
+
+@sourced("rnn_spn_paper.json")
+def rnn_spn_cpu(result):
+    rows = []
+    for key, run in table1_runs(result):
+        areas = ", ".join(f"{area:.2f}" for area in run.get("window_area_per_step", []))
+        stopped = (
+            f"stopped after {run['epochs_done']} of up to 300 epochs; rerun to continue"
+        )
+        rows.append(
+            [
+                *_run_cells(key, run, duration),
+                areas,
+                hardware(run) if run.get("hardware") else hardware(result),
+                _state(run, stopped),
+            ]
+        )
+    header = [
+        *RUN_HEADER,
+        "window area per step (fraction of the image)",
+        "hardware",
+        "state",
+    ]
+    return table(header, rows)
+
+
+@sourced("rnn_spn_init.json")
+def rnn_spn_init(result):
+    rows = []
+    for run in result["runs"].values():
+        rows.append(
+            [
+                f"{run['gru_initializer']}, seed {run['seed']}",
+                *[pct(v) for v in run["valid_per_digit_error_per_epoch"]],
+                run["first_epoch_below_50"] or "-",
+                run["first_epoch_below_20"] or "-",
+                pct(run["test_per_digit_error"]),
+            ]
+        )
+    header = [
+        "GRU initialisation",
+        *[f"epoch {e + 1}" for e in range(result["epochs"])],
+        "first epoch below 50 %",
+        "first epoch below 20 %",
+        "test per-digit error",
+    ]
+    return table(header, rows)
+
+
+def _shipped_row(m, path, base):
+    """A shipped model's row, from its manifest ``m`` at ``path``."""
+    d = m.get("downsample")
+    model = m["model"]
+    key = model if model == "conv" else f"{model}_d{d:g}"
+    paper = PAPER_TABLE_1.get((model, None if model == "conv" else int(d)))
+    if m["status"] == "finished":
+        state = f"finished: {m['epochs_trained']} epochs, best {m['best_epoch']}"
+    else:
+        state = (
+            f"in progress: {m['epochs_trained']} of up to {m['max_epochs']} "
+            f"epochs, best {m['best_epoch']}"
+        )
+    target = os.path.relpath(f"{WEIGHTS_LINK}/{path.name}", str(base))
+    stored = f"{m['storage_dtype']}, {m['files']['weights']['bytes'] / 1e6:.1f} MB"
+    check = m.get("storage_check") or {}
+    if m["storage_dtype"] != "float32" and "float32_test_per_digit_error" in check:
+        stored += (
+            f" (float32 weights: {pct(check['float32_test_per_digit_error'], 2)} "
+            "per-digit test error)"
+        )
+    return [
+        f"`{m['name']}`",
+        row_label(key),
+        "-" if paper is None else f"{paper:.1f} %",
+        pct(m["test_per_digit_error"], 2),
+        pct(m["test_sequence_error"], 2),
+        pct(m["valid_per_digit_error_at_best"], 2),
+        state,
+        stored,
+        link(path.name, target.replace(os.sep, "/")),
+    ]
+
+
+def _shipped_command(m):
+    """What a shipped model was tested on and the command that trained it."""
+    test = m["test_set"]
+    digits = {"idx": "the official MNIST test digits"}.get(
+        test["origin"], f"MNIST test digits ({test['origin']})"
+    )
+    return (
+        f"`{m['name']}`: {test['sequences']:,} test sequences generated from "
+        f"{digits}; trained by `{clean_command(m['training_command'])}` "
+        f"({hardware(m)}, {backend_name(m['backend'])})"
+    )
+
+
+def shipped_weights(base):
+    """The trained models in cram_keras/weights, from their manifests."""
+    rows, commands = [], []
+    for path in sorted(WEIGHTS.glob("*.json")):
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+        rows.append(_shipped_row(manifest, path, base))
+        commands.append(_shipped_command(manifest))
+    if not rows:
+        return "No trained model is shipped."
+    header = [
+        "name",
+        "model",
+        "paper: per-digit test error",
+        "per-digit test error",
+        "sequence test error",
+        "validation per-digit error",
+        "training",
+        "stored as",
+        "manifest",
+    ]
+    return paragraphs(
+        table(header, rows),
+        "Errors of the shipped weights (those of the best validation epoch), "
+        "measured when they were shipped. " + "; ".join(commands) + ".",
+    )

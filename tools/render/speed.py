@@ -1,0 +1,322 @@
+"""The speed tables: training steps against the PyTorch port, oneDNN and
+XLA, mixed_bfloat16, FLOPs against the machine's peak, the profile of each
+step, what was tried for speed, and the GPU measurements."""
+
+from .cells import num, paragraphs, pct, ratio, table, whole
+from .sources import cpu, has_gpu, load, result_exists, sourced
+
+# The models timed, in table order: label and what one training example is.
+MODELS = {
+    "rnn_spn": ("RNN-SPN, d = 2", "sequences"),
+    "ffn_spn": ("FFN-SPN, d = 2", "sequences"),
+    "conv": ("CNN", "sequences"),
+    "cram_classifier": ("CRAM classifier (60x60, 4 glimpses)", "images"),
+    "cram_inpainter": ("CRAM inpainter (32x32x3, G + 2 D)", "images"),
+}
+TRAINING_RATIOS = {
+    "rnn_spn: keras_xla / keras (alternating rounds)": (
+        "RNN-SPN with XLA (`jit_compile=True`) against the default"
+    ),
+    "rnn_spn: keras_mixed_bfloat16 / keras": "RNN-SPN in `mixed_bfloat16` against float32",
+}
+PROFILE_TARGETS = {
+    "sampler_rnn_spn": "sampler, RNN-SPN shape",
+    "sampler_cram": "sampler, CRAM shape (separable path)",
+    "rnn_spn_step": "RNN-SPN training step",
+    "cram_cls_step": "CRAM classifier training step",
+    "inpaint_step": "CRAM inpainter training step",
+}
+
+
+@sourced("rnn_spn_speed.json")
+def rnn_spn_speed(result):
+    res = result["results"]
+    rows = [
+        [MODELS[key][0]]
+        + [
+            f"{res[f'{key}/onednn={o}/jit_compile={j}']['sequences_per_second']:.0f}"
+            for o, j in (("0", "False"), ("1", "False"), ("1", "True"))
+        ]
+        for key in ("rnn_spn", "ffn_spn", "conv")
+    ]
+    header = [
+        "model (sequences/s)",
+        "oneDNN off, XLA off",
+        "oneDNN on, XLA off (the default)",
+        "oneDNN on, XLA on",
+    ]
+    return table(header, rows)
+
+
+@sourced("train_speed.json")
+def train_speed(result):
+    res, ratios = result["results"], result["ratios"]
+
+    def speed(key):
+        return res[key]["per_second"] if key in res else None
+
+    def against_torch(key, setting):
+        return [
+            ratio(ratios.get(f"{key}: {setting} / torch_{torch}"))
+            for torch in ("eager", "compile")
+        ]
+
+    rows = []
+    for key, (label, _) in MODELS.items():
+        unit = res[f"keras/{key}"]["unit"]
+        rows.append(
+            [
+                label,
+                f"{speed(f'keras/{key}'):.0f} {unit}",
+                whole(speed(f"torch_eager/{key}")),
+                whole(speed(f"torch_compile/{key}")),
+                *against_torch(key, "keras"),
+            ]
+        )
+        bf16 = f"keras_mixed_bfloat16/{key}"
+        if bf16 in res:
+            against_float32 = ratio(ratios[f"{key}: keras_mixed_bfloat16 / keras"])
+            rows.append(
+                [
+                    f"{label}, `--dtype-policy mixed_bfloat16`",
+                    f"{speed(bf16):.0f} {unit} ({against_float32} float32)",
+                    "",
+                    "",
+                    *against_torch(key, "keras_mixed_bfloat16"),
+                ]
+            )
+    header = [
+        "model",
+        "ours (Keras, TensorFlow)",
+        "torch eager",
+        "torch.compile",
+        "ours / eager",
+        "ours / compile",
+    ]
+    native_rows = []
+    for key in ("rnn_spn", "ffn_spn", "cram_classifier", "cram_inpainter"):
+        a, b = f"keras_alternating/{key}", f"keras_native_alternating/{key}"
+        if a in res and b in res:
+            native_rows.append(
+                [
+                    MODELS[key][0].split(" (")[0],
+                    f"{speed(a):.0f}",
+                    f"{speed(b):.0f}",
+                    ratio(ratios[f"{key}: keras_native / keras (alternating rounds)"]),
+                ]
+            )
+    native_header = [
+        "model (per second)",
+        "`keras.ops` sampler",
+        "compiled sampler",
+        "ratio",
+    ]
+    return paragraphs(
+        table(header, rows),
+        "The same models with each sampler, timed in alternating rounds:",
+        table(native_header, native_rows),
+    )
+
+
+@sourced("bf16_check.json")
+def bf16(result):
+    rows = []
+    for policy, curve in result["curves"].items():
+        step = f"{result['speed'][policy]['sequences_per_second']:.0f} sequences/s"
+        if policy != "float32":
+            step += f" ({ratio(result['speed_ratio_bf16_to_float32'])})"
+        rows.append(
+            [
+                policy,
+                step,
+                f"{curve['train_sequences_per_second']:.0f} sequences/s",
+                ", ".join(num(curve["loss"][i], 3) for i in (0, 3, 6, 9)),
+                ", ".join(pct(curve["val_digit_error"][i]) for i in (0, 3, 6, 7, 9)),
+                pct(curve["test_per_digit_error"]),
+            ]
+        )
+    header = [
+        "policy",
+        "training step",
+        "in the run",
+        "loss, epochs 1, 4, 7, 10",
+        "validation per-digit error, epochs 1, 4, 7, 8, 10",
+        "test per-digit error",
+    ]
+    return table(header, rows)
+
+
+def _shares(times, total):
+    """Each ``(name, ms)`` of ``times`` as its share of ``total`` ms."""
+    return ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in times)
+
+
+@sourced("profile_steps.json")
+def profile_steps(result):
+    rows = []
+    for key, label in PROFILE_TARGETS.items():
+        r = result["results"][key]
+        kernel = r["kernel_cpu_ms_per_call"]
+        comps = {k: v for k, v in r["by_component_ms"].items() if k != "other"}
+        if len(comps) > 1:
+            top = sorted(comps.items(), key=lambda kv: -kv[1])[:5]
+            where = _shares(top, kernel) + "; "
+        else:
+            where = ""
+        kinds = sorted(r["by_kind_ms"].items(), key=lambda kv: -kv[1])[:3]
+        rows.append(
+            [
+                f"{label} ({r['what']})",
+                f"{r['wall_ms_per_call']:.1f} ms",
+                f"{kernel:.0f}",
+                f"{r['rest_ms_per_call']:.0f}",
+                where + _shares(kinds, kernel),
+            ]
+        )
+    header = [
+        "target",
+        "wall / call",
+        "kernels (CPU-ms)",
+        "rest (CPU-ms)",
+        "where the kernel time goes",
+    ]
+    return table(header, rows)
+
+
+@sourced("train_flops.json", machine=cpu)
+def speed_training(result):
+    """Training steps: ours against the PyTorch port and each setting
+    against its own reference, all from one run."""
+    res = result["results"]
+    rows = []
+    for key, (label, unit) in MODELS.items():
+        ours = res.get(f"keras/{key}")
+        if not ours or "per_second" not in ours:
+            continue
+        torch_eager = res.get(f"torch_eager/{key}", {}).get("per_second")
+        rows.append(
+            [
+                label,
+                f"{ours['batch']}",
+                f"{1e3 * ours['median_step_seconds']:.0f} ms",
+                f"{ours['per_second']:.0f} {unit}/s",
+                ratio(ours["per_second"] / torch_eager) if torch_eager else "-",
+            ]
+        )
+    header = [
+        "model (float32)",
+        "batch",
+        "step",
+        "throughput",
+        "ours / PyTorch eager port (throughput)",
+    ]
+    parts = [table(header, rows)]
+    others = [
+        f"{TRAINING_RATIOS.get(label, label)}: **{ratio(value)}**"
+        for label, value in sorted(result.get("ratios", {}).items())
+        if "torch" not in label
+    ]
+    if others:
+        parts.append(
+            "Each setting against its reference, timed in alternating rounds in "
+            "the same run (throughput ratios): " + "; ".join(others) + "."
+        )
+    return paragraphs(*parts)
+
+
+def _flops_row(label, count, timed, keras):
+    """A training step's FLOPs by kind, its time and rate against the peak,
+    and (for ours) the profiler's count against ours."""
+    kinds = count["by_kind"]
+    other = kinds.get("other arithmetic", 0) + kinds.get("sampler", 0)
+    check = count.get("tensorflow_profiler_check", {}).get(
+        "forward convolutions and matmuls", {}
+    )
+    return [
+        label if keras else f"{label}, PyTorch eager port",
+        f"{count['batch']}",
+        f"{count['flops_per_step'] / 1e9:.1f}",
+        f"{kinds.get('convolution', 0) / 1e9:.1f} / "
+        f"{kinds.get('matmul', 0) / 1e9:.1f} / {other / 1e9:.2f}",
+        f"{1e3 * timed['median_step_seconds']:.0f} ms",
+        f"{timed['gflops_per_second']:.0f}",
+        pct(timed.get("fraction_of_float32_peak")),
+        (
+            f"{check['tensorflow_profiler'] / 1e9:.2f} / {check['ours'] / 1e9:.2f}"
+            if check and keras
+            else ""
+        ),
+    ]
+
+
+def _peak(peak):
+    """How the float32 (and bfloat16 AMX) peak follows from the machine."""
+    clock = f"{peak['ghz']:.2f} GHz"
+    derived = (
+        f"Peak: {peak['float32_derivation'].replace('clock', clock)}"
+        f" = **{peak['float32_gflops']:.0f} GFLOP/s** float32"
+    )
+    if peak.get("bfloat16_amx_gflops"):
+        derived += (
+            f"; bfloat16 on AMX: {peak['cores']} cores x {clock} x "
+            f"{peak['bfloat16_amx_flops_per_cycle_per_core']} FLOPs per cycle = "
+            f"{peak['bfloat16_amx_gflops']:.0f} GFLOP/s"
+        )
+    return derived + "."
+
+
+@sourced("train_flops.json", machine=cpu)
+def speed_flops(result):
+    """FLOPs per training step and what the step achieves against the peak."""
+    rows = []
+    for key, (label, _) in MODELS.items():
+        count = result["flops"].get(key)
+        if not count:
+            continue
+        for setting in ("keras", "torch_eager"):
+            timed = result["results"].get(f"{setting}/{key}", {})
+            if "gflops_per_second" in timed:
+                rows.append(_flops_row(label, count, timed, setting == "keras"))
+    header = [
+        "training step (float32)",
+        "batch",
+        "GFLOP per step",
+        "convolutions / matmuls / other (GFLOP)",
+        "step",
+        "GFLOP/s",
+        "of the float32 peak",
+        "TensorFlow's profiler / ours, forward convolutions and matmuls (GFLOP)",
+    ]
+    return paragraphs(table(header, rows), _peak(result["peak"]))
+
+
+@sourced("speed_attempts.json", machine=cpu)
+def speed_attempts(result):
+    """What was tried for speed, with its measured effect."""
+    rows = [
+        [a["area"], a["what"], a["effect"], "yes" if a["adopted"] else "no"]
+        for a in result["attempts"]
+    ]
+    header = ["where", "what was tried", "measured effect", "kept"]
+    return table(header, rows)
+
+
+def speed_gpu(base):
+    """The GPU section: the speed result files measured on a GPU machine."""
+    found = []
+    for name in ("sampler_speed.json", "train_flops.json"):
+        if not result_exists(name):
+            continue
+        result = load(name)
+        runs = result["runs"] if isinstance(result.get("runs"), list) else [result]
+        found += [(name, run) for run in runs if has_gpu(run)]
+    if not found:
+        return (
+            "Not measured yet: no speed result file was written on a machine "
+            "with a GPU."
+        )
+    rows = [
+        [f"`{name}`", cpu(run), (run.get("started_utc") or run.get("date", ""))[:10]]
+        for name, run in found
+    ]
+    return table(["result file", "machine", "date"], rows)
