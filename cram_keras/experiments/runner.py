@@ -54,7 +54,7 @@ from cram_keras.experiments.run_dir import (
 from cram_keras.training.checkpoint import crash_point
 from cram_keras.training.distribute import Distribution
 from cram_keras.training.precision import dtype_policy_scope
-from cram_keras.utils import atomic_path, read_json, write_json
+from cram_keras.utils import atomic_path, check_int, read_json, write_json
 
 # Runs of run_experiment in progress in this process (a search runs its
 # trials inside its own run): a run inside another prints less.
@@ -95,15 +95,14 @@ def run_experiment(
             f"KERAS_BACKEND=tensorflow. Received: KERAS_BACKEND={backend!r}. Drop "
             "--export (model.keras is written on every backend) or switch backends."
         )
-    if stop_after_epochs is not None and (
-        isinstance(stop_after_epochs, bool)
-        or not isinstance(stop_after_epochs, int)
-        or stop_after_epochs < 1
-    ):
-        raise UsageError(
-            "--stop-after-epochs must be a positive whole number of epochs. "
-            f"Received: {stop_after_epochs!r}."
-        )
+    if stop_after_epochs is not None:
+        try:
+            check_int("stop_after_epochs", stop_after_epochs, low=1)
+        except ValueError:
+            raise UsageError(
+                "--stop-after-epochs must be a positive whole number of epochs. "
+                f"Received: {stop_after_epochs!r}."
+            ) from None
     global _RUNS_IN_PROGRESS
     nested = _RUNS_IN_PROGRESS > 0  # e.g. a trial of a search
     _RUNS_IN_PROGRESS += 1

@@ -23,6 +23,16 @@ def build_once(layer, input_shape):
         layer.build(input_shape)
 
 
+def deserialize_layers(config, *keys):
+    """A copy of the layer config `config` whose entries `keys`, layers
+    serialised by `keras.layers.serialize`, are deserialised (for the
+    `from_config` of a layer built from other layers)."""
+    config = dict(config)
+    for key in keys:
+        config[key] = keras.layers.deserialize(config[key])
+    return config
+
+
 def check_image_and_clue(name, input_shape):
     """Validates `[image_shape, clue_shape]`; returns them as tuples."""
     if (
@@ -51,8 +61,28 @@ def check_image_and_clue(name, input_shape):
 # === Blocks ===
 
 
+class _LayerStack(keras.layers.Layer):
+    """A layer that runs its sub-layers `self.stack` in turn, each batch
+    normalisation in the mode `training`."""
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.stack:
+            build_once(layer, shape)
+            shape = layer.compute_output_shape(shape)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for layer in self.stack:
+            if isinstance(layer, layers.BatchNormalization):
+                x = layer(x, training=training)
+            else:
+                x = layer(x)
+        return x
+
+
 @keras.saving.register_keras_serializable(package="cram_keras")
-class ConvStack(keras.layers.Layer):
+class ConvStack(_LayerStack):
     """CNN of `len(filters)` layers: conv -> batch norm -> ELU [-> max pool].
 
     Every convolution uses "same" zero padding and no bias; each is followed
@@ -152,19 +182,7 @@ class ConvStack(keras.layers.Layer):
                 f"`{self.name}` flattens its output, so the image height and "
                 f"width must be known. Received: input_shape={tuple(input_shape)}"
             )
-        shape = tuple(input_shape)
-        for layer in self.stack:
-            build_once(layer, shape)
-            shape = layer.compute_output_shape(shape)
-
-    def call(self, inputs, training=None):
-        x = inputs
-        for layer in self.stack:
-            if isinstance(layer, layers.BatchNormalization):
-                x = layer(x, training=training)
-            else:
-                x = layer(x)
-        return x
+        super().build(input_shape)
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
@@ -186,7 +204,7 @@ class ConvStack(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="cram_keras")
-class MLP(keras.layers.Layer):
+class MLP(_LayerStack):
     """Multi-layer perceptron: [dense -> batch norm -> ELU] x (L - 1) -> dense.
 
     Hidden layers have no bias (batch normalisation follows them). The last
@@ -246,19 +264,7 @@ class MLP(keras.layers.Layer):
                 f"`{self.name}` expects inputs of shape (batch, features) with "
                 f"known features. Received: input_shape={tuple(input_shape)}"
             )
-        shape = tuple(input_shape)
-        for layer in self.stack:
-            build_once(layer, shape)
-            shape = layer.compute_output_shape(shape)
-
-    def call(self, inputs, training=None):
-        x = inputs
-        for layer in self.stack:
-            if isinstance(layer, layers.BatchNormalization):
-                x = layer(x, training=training)
-            else:
-                x = layer(x)
-        return x
+        super().build(input_shape)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units[-1])

@@ -19,7 +19,12 @@ import keras
 from keras import ops
 
 from cram_keras.layers.context_network import ContextNetwork
-from cram_keras.layers.conv_blocks import MLP, build_once, check_image_and_clue
+from cram_keras.layers.conv_blocks import (
+    MLP,
+    build_once,
+    check_image_and_clue,
+    deserialize_layers,
+)
 from cram_keras.layers.core_network import CoreNetwork
 from cram_keras.layers.glimpse_network import GlimpseNetwork
 from cram_keras.layers.localization_network import LocalizationNetwork
@@ -456,6 +461,4 @@ class CRAMClassifier(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = keras.layers.deserialize(config["encoder"])
-        return cls(**config)
+        return cls(**deserialize_layers(config, "encoder"))

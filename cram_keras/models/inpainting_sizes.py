@@ -5,14 +5,10 @@ discriminator's crop.
 """
 
 from cram_keras.models.cram import CRAMEncoder
-from cram_keras.models.inpainting import (
-    CNNEncoder,
-    ContextSkipEncoder,
-    CRAMInpainter,
-    GlobalDiscriminator,
-    InpaintingGenerator,
-    LocalDiscriminator,
-)
+from cram_keras.models.discriminators import GlobalDiscriminator, LocalDiscriminator
+from cram_keras.models.inpainting import CRAMInpainter
+from cram_keras.models.inpainting_encoders import CNNEncoder, ContextSkipEncoder
+from cram_keras.models.inpainting_generator import InpaintingGenerator
 
 
 def local_crop_size(config, image_size=32):

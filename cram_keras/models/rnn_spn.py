@@ -236,8 +236,74 @@ def identity_affine_head(name, dtype=None):
     )
 
 
+def affine_transformer(downsample_factor, align_corners, dtype=None):
+    """The affine `SpatialTransformer` named "transformer", crops downsampled
+    by `downsample_factor`."""
+    return SpatialTransformer(
+        transform="affine",
+        downsample_factor=downsample_factor,
+        align_corners=align_corners,
+        dtype=dtype,
+        name="transformer",
+    )
+
+
+class _DigitClassifier(keras.Model):
+    """What RNNSPN, FFNSPN and ConvNet share: `num_steps` digits of
+    `num_classes` classes, read by a `classification_cnn` (its settings
+    checked and kept here, in the config)."""
+
+    def __init__(
+        self,
+        num_steps,
+        num_classes,
+        classifier_filters,
+        dense_units,
+        dropout,
+        dropout_placement,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name in ("num_steps", "num_classes", "classifier_filters", "dense_units"):
+            check_positive_int(name, locals()[name])
+        _check_rate("dropout", dropout)
+        check_choice("dropout_placement", dropout_placement, DROPOUT_PLACEMENTS)
+        self.num_steps = num_steps
+        self.num_classes = num_classes
+        self.classifier_filters = classifier_filters
+        self.dense_units = dense_units
+        self.dropout = dropout
+        self.dropout_placement = dropout_placement
+
+    def _classification_cnn(self):
+        """The model's `classification_cnn`, named "classifier"."""
+        return classification_cnn(
+            self.classifier_filters,
+            self.dense_units,
+            self.dropout,
+            self.dropout_placement,
+            name="classifier",
+            dtype=self.dtype_policy,
+        )
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_steps, self.num_classes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_steps=self.num_steps,
+            num_classes=self.num_classes,
+            classifier_filters=self.classifier_filters,
+            dense_units=self.dense_units,
+            dropout=self.dropout,
+            dropout_placement=self.dropout_placement,
+        )
+        return config
+
+
 @keras.saving.register_keras_serializable(package="cram_keras")
-class RNNSPN(keras.Model):
+class RNNSPN(_DigitClassifier):
     """Recurrent spatial transformer network for digit sequences.
 
     With image ``I`` of shape (B, H, W, C) and ``T = num_steps``:
@@ -310,28 +376,21 @@ class RNNSPN(keras.Model):
         dropout_placement="code",
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        for name in (
-            "num_steps",
-            "num_classes",
-            "localization_filters",
-            "rnn_units",
-            "classifier_filters",
-            "dense_units",
-        ):
-            check_positive_int(name, locals()[name])
-        _check_rate("dropout", dropout)
-        check_choice("dropout_placement", dropout_placement, DROPOUT_PLACEMENTS)
+        super().__init__(
+            num_steps,
+            num_classes,
+            classifier_filters,
+            dense_units,
+            dropout,
+            dropout_placement,
+            **kwargs,
+        )
+        check_positive_int("localization_filters", localization_filters)
+        check_positive_int("rnn_units", rnn_units)
         # === Config ===
-        self.num_steps = num_steps
-        self.num_classes = num_classes
         self.downsample_factor = downsample_factor
         self.localization_filters = localization_filters
         self.rnn_units = rnn_units
-        self.classifier_filters = classifier_filters
-        self.dense_units = dense_units
-        self.dropout = dropout
-        self.dropout_placement = dropout_placement
         self.align_corners = align_corners
         self.gru_initializer = gru_initializer
         # === Layers ===
@@ -343,21 +402,8 @@ class RNNSPN(keras.Model):
         )
         self.rnn = gru(rnn_units, gru_initializer, name="rnn", dtype=policy)
         self.transform_head = identity_affine_head("transform_head", dtype=policy)
-        self.transformer = SpatialTransformer(
-            transform="affine",
-            downsample_factor=downsample_factor,
-            align_corners=align_corners,
-            dtype=policy,
-            name="transformer",
-        )
-        self.classifier = classification_cnn(
-            classifier_filters,
-            dense_units,
-            dropout,
-            dropout_placement,
-            name="classifier",
-            dtype=policy,
-        )
+        self.transformer = affine_transformer(downsample_factor, align_corners, policy)
+        self.classifier = self._classification_cnn()
         self.logits = layers.Dense(num_classes, dtype=policy, name="logits")
 
     def transforms(self, images, training=None):
@@ -386,59 +432,52 @@ class RNNSPN(keras.Model):
             return logits, ops.reshape(params, (-1, self.num_steps, 2, 3))
         return logits
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_steps, self.num_classes)
-
     def get_config(self):
         config = super().get_config()
         config.update(
-            num_steps=self.num_steps,
-            num_classes=self.num_classes,
             downsample_factor=self.downsample_factor,
             localization_filters=self.localization_filters,
             rnn_units=self.rnn_units,
-            classifier_filters=self.classifier_filters,
-            dense_units=self.dense_units,
-            dropout=self.dropout,
             align_corners=self.align_corners,
             gru_initializer=self.gru_initializer,
-            dropout_placement=self.dropout_placement,
         )
         return config
 
 
-class _MultiHeadClassifier(keras.Model):
-    """Shared parts of FFNSPN and ConvNet: a CNN with one softmax head per digit."""
+@keras.saving.register_keras_serializable(package="cram_keras")
+class ConvNet(_DigitClassifier):
+    """The paper's "Conv. net." baseline: a CNN with one softmax head per
+    digit, on the full image (FFN-SPN's classifier without the transformer).
+
+        logits_t = Dense_10^t(CNN(I)),  t = 1..T   one head per digit
+
+    Args:
+        num_steps, num_classes, classifier_filters (96), dense_units (400),
+        dropout (0.0), dropout_placement (``"code"``): as in ``FFNSPN`` (no
+        released script trains this network; ``"code"`` is the FFN-SPN
+        script's classifier).
+    """
 
     def __init__(
         self,
-        num_steps,
-        num_classes,
-        classifier_filters,
-        dense_units,
-        dropout,
+        num_steps=3,
+        num_classes=10,
+        classifier_filters=96,
+        dense_units=400,
+        dropout=0.0,
         dropout_placement="code",
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        for name in ("num_steps", "num_classes", "classifier_filters", "dense_units"):
-            check_positive_int(name, locals()[name])
-        _check_rate("dropout", dropout)
-        check_choice("dropout_placement", dropout_placement, DROPOUT_PLACEMENTS)
-        self.num_steps = num_steps
-        self.num_classes = num_classes
-        self.classifier_filters = classifier_filters
-        self.dense_units = dense_units
-        self.dropout = dropout
-        self.dropout_placement = dropout_placement
-        self.classifier = classification_cnn(
+        super().__init__(
+            num_steps,
+            num_classes,
             classifier_filters,
             dense_units,
             dropout,
             dropout_placement,
-            name="classifier",
-            dtype=self.dtype_policy,
+            **kwargs,
         )
+        self.classifier = self._classification_cnn()
         self.heads = [
             layers.Dense(num_classes, dtype=self.dtype_policy, name=f"head{i}")
             for i in range(num_steps)
@@ -448,24 +487,12 @@ class _MultiHeadClassifier(keras.Model):
         features = self.classifier(images, training=training)
         return ops.stack([head(features) for head in self.heads], axis=1)
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_steps, self.num_classes)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_steps=self.num_steps,
-            num_classes=self.num_classes,
-            classifier_filters=self.classifier_filters,
-            dense_units=self.dense_units,
-            dropout=self.dropout,
-            dropout_placement=self.dropout_placement,
-        )
-        return config
+    def call(self, images, training=None):
+        return self._classify(images, training)
 
 
 @keras.saving.register_keras_serializable(package="cram_keras")
-class FFNSPN(_MultiHeadClassifier):
+class FFNSPN(ConvNet):
     """Feed-forward spatial transformer baseline (paper Fig. 1a, appendix 6.2).
 
         A = Dense_6(Dense_200(f_conv(I)))     one transform, starts at identity
@@ -530,13 +557,7 @@ class FFNSPN(_MultiHeadClassifier):
             name="localization_dense",
         )
         self.transform_head = identity_affine_head("transform_head", dtype=policy)
-        self.transformer = SpatialTransformer(
-            transform="affine",
-            downsample_factor=downsample_factor,
-            align_corners=align_corners,
-            dtype=policy,
-            name="transformer",
-        )
+        self.transformer = affine_transformer(downsample_factor, align_corners, policy)
 
     def transforms(self, images):
         """Affine parameters (B, 1, 6): one transform for the whole sequence."""
@@ -565,41 +586,6 @@ class FFNSPN(_MultiHeadClassifier):
             align_corners=self.align_corners,
         )
         return config
-
-
-@keras.saving.register_keras_serializable(package="cram_keras")
-class ConvNet(_MultiHeadClassifier):
-    """The paper's "Conv. net." baseline: FFN-SPN's classifier on the full image.
-
-    Args:
-        num_steps, num_classes, classifier_filters (96), dense_units (400),
-        dropout (0.0), dropout_placement (``"code"``): as in ``FFNSPN`` (no
-        released script trains this network; ``"code"`` is the FFN-SPN
-        script's classifier).
-    """
-
-    def __init__(
-        self,
-        num_steps=3,
-        num_classes=10,
-        classifier_filters=96,
-        dense_units=400,
-        dropout=0.0,
-        dropout_placement="code",
-        **kwargs,
-    ):
-        super().__init__(
-            num_steps,
-            num_classes,
-            classifier_filters,
-            dense_units,
-            dropout,
-            dropout_placement,
-            **kwargs,
-        )
-
-    def call(self, images, training=None):
-        return self._classify(images, training)
 
 
 MODELS = {"rnn_spn": RNNSPN, "ffn_spn": FFNSPN, "conv": ConvNet}

@@ -14,6 +14,7 @@ import numpy as np
 
 from cram_keras.training.checkpoint import crash_point
 from cram_keras.training.workarounds import python_scalar
+from cram_keras.utils import check_int
 
 
 class TrainingDiverged(RuntimeError):
@@ -154,16 +155,7 @@ class DropoutRamp(keras.callbacks.Callback):
 
     def __init__(self, ramp_epochs=5):
         super().__init__()
-        if (
-            isinstance(ramp_epochs, bool)
-            or not isinstance(ramp_epochs, int)
-            or ramp_epochs < 0
-        ):
-            raise ValueError(
-                "`ramp_epochs` must be a non-negative integer. "
-                f"Received: ramp_epochs={ramp_epochs!r}"
-            )
-        self.ramp_epochs = ramp_epochs
+        self.ramp_epochs = check_int("ramp_epochs", ramp_epochs, low=0)
 
     def on_epoch_begin(self, epoch, logs=None):
         for layer in ramped_dropout_layers(self.model):
