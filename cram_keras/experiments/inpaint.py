@@ -53,7 +53,7 @@ from cram_keras.experiments.inpaint_config import SMOKE, Config
 from cram_keras.experiments.inpaint_eval import evaluate_checkpoint
 from cram_keras.experiments.runner import run_experiment
 from cram_keras.experiments.search import held_out, search_runs
-from cram_keras.models.inpainting_sizes import build_inpainter
+from cram_keras.models.inpainting.sizes import build_inpainter
 from cram_keras.training.callbacks import (
     BeforeValidation,
     InpaintingFigures,
@@ -84,7 +84,7 @@ def train_dataset(config, x_train, epoch=None):
 
 def build_model(config, image_shape, steps_per_epoch):
     """The inpainter of `config` for images of `image_shape` (H, W, C),
-    built (`cram_keras.models.inpainting_sizes`); its adversarial loss
+    built (`cram_keras.models.inpainting.sizes`); its adversarial loss
     switches on after `warmup_steps`, else after `warmup_epochs` epochs of
     `steps_per_epoch` steps."""
     warmup = config.warmup_steps

@@ -6,7 +6,7 @@ only) and leaves the sizes open; ours are the released code's for the
 encoder (``width=64``: context CNN 16-32-64, localisation CNN 8-16-32,
 glimpse CNN 16-32-64, 512-unit LSTMs; 4 glimpses of 12 px, window at least
 12 of 32 pixels) and DCGAN-like for the generator and discriminators
-(``width`` scales them all: `cram_keras.models.inpainting_sizes`). Adam
+(``width`` scales them all: `cram_keras.models.inpainting.sizes`). Adam
 (1e-4, the paper's rate; beta_1 0.5 as DCGAN) for each of the three
 networks; alpha 1, beta 1e-3, clue weight 0.1; 5 reconstruction-only
 epochs. After training, the encoder's and generator's batch-norm statistics

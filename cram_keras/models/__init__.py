@@ -2,10 +2,14 @@
 Keras' serialisation, so that ``keras.models.load_model`` finds them."""
 
 from cram_keras.models.cram import CRAMClassifier, CRAMEncoder
-from cram_keras.models.discriminators import GlobalDiscriminator, LocalDiscriminator
-from cram_keras.models.inpainting import CRAMInpainter
-from cram_keras.models.inpainting_encoders import CNNEncoder, ContextSkipEncoder
-from cram_keras.models.inpainting_generator import InpaintingGenerator
+from cram_keras.models.inpainting import (
+    CNNEncoder,
+    ContextSkipEncoder,
+    CRAMInpainter,
+    GlobalDiscriminator,
+    InpaintingGenerator,
+    LocalDiscriminator,
+)
 from cram_keras.models.rnn_spn import FFNSPN, RNNSPN, ConvNet
 from cram_keras.models.saliency import SaliencyNetwork
 

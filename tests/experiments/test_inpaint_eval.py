@@ -9,7 +9,7 @@ from cram_keras.data.inpainting import evaluation_masks
 from cram_keras.data.masks import center_mask
 from cram_keras.evaluation.inpainting import score_methods
 from cram_keras.experiments import inpaint
-from cram_keras.models.inpainting_sizes import local_crop_size
+from cram_keras.models.inpainting.sizes import local_crop_size
 from cram_keras.training.checkpoint import load_inpainter
 
 

@@ -39,7 +39,7 @@ def inpainter_losses(model, images, mask, replicas=1):
 
     The one definition of the losses for every backend; the training step
     differs per backend only in how it takes the gradients and applies them
-    (`cram_keras.models.inpainter_steps`).
+    (`cram_keras.models.inpainting.steps`).
 
     Args:
         model: the `CRAMInpainter`.

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from cram_keras.models.stateless import current_values, stateless_scope
+from cram_keras.models.inpainting.stateless import current_values, stateless_scope
 
 
 def recalibrate_batch_norm(networks, forward, dataset, num_batches):

@@ -1,57 +1,19 @@
-"""CRAM inpainting (Chung & Cho, 2018, Sections III-B2, IV-B, V-B;
-docs/design.md, experiment E3): `CRAMInpainter`, the GAN model that trains
-an encoder, the generator and the local and global discriminators.
-
-Its parts, each in its module (and importable from here):
-
-- `InpaintingGenerator` (`inpainting_generator`): the decoder `G(z)`,
-  output in [0, 1].
-- `LocalDiscriminator`, `GlobalDiscriminator`, `crop_around_hole`
-  (`discriminators`): score a crop around the hole, or the whole image.
-- `CNNEncoder`, `ContextSkipEncoder` (`inpainting_encoders`): the
-  no-attention baseline encoder, and CRAM with a context skip (beyond the
-  paper); `CRAMEncoder` is in `cram_keras.models.cram`.
-- The losses (`inpainter_losses`), written once in `keras.ops`; the
-  training and test steps per backend (`inpainter_steps`); the three
-  optimizers seen as one (`InpainterOptimizers`, `inpainter_optimizers`);
-  precise batch norm (`batch_norm_recalibration`).
-
-`fit`, `evaluate` and `predict` run on the TensorFlow and JAX backends (on
-torch they raise `NotImplementedError` naming the backend); the networks'
-forward passes run on every backend.
-
-Mixed precision: under a `mixed_bfloat16` dtype policy (set globally before
-the networks are built, or given to each network), the networks compute in
-bfloat16 with float32 variables (their batch norms keep float32 statistics),
-while `CRAMInpainter` takes and returns float32 images and computes every
-loss in float32: the generator's output, the glimpse parameters and the
-discriminators' logits are cast to float32 before the losses, the completed
-image and the scores. bfloat16 has float32's range, so the optimizers need
-no loss scaling; `mixed_float16` would, and is refused by `compile`.
-
-Every network follows the paper's rule (Sections V-A, V-B): batch
-normalisation and ELU after every layer except the last of each network.
-Deviations from the paper and the released code are in docs/deviations.md
-and in the docstrings of the modules above.
-"""
+"""`CRAMInpainter`, the GAN model that trains an encoder, the generator and
+the local and global discriminators (the package docstring describes its
+parts)."""
 
 import keras
 from keras import ops
 
 from cram_keras.evaluation.metrics import completed_image
 from cram_keras.layers.conv_blocks import deserialize_layers
-from cram_keras.models.batch_norm_recalibration import (
+from cram_keras.models.inpainting.losses import at_least_float32, inpainter_losses
+from cram_keras.models.inpainting.optimizers import InpainterOptimizers
+from cram_keras.models.inpainting.recalibration import (
     compiled_training_forward,
     recalibrate_batch_norm,
 )
-from cram_keras.models.discriminators import (
-    GlobalDiscriminator,
-    LocalDiscriminator,
-    crop_around_hole,
-)
-from cram_keras.models.inpainter_losses import at_least_float32, inpainter_losses
-from cram_keras.models.inpainter_optimizers import InpainterOptimizers
-from cram_keras.models.inpainter_steps import (
+from cram_keras.models.inpainting.steps import (
     TRAINING_BACKENDS,
     jax_test_step,
     jax_train_step,
@@ -59,22 +21,7 @@ from cram_keras.models.inpainter_steps import (
     tensorflow_test_step,
     tensorflow_train_step,
 )
-from cram_keras.models.inpainting_encoders import CNNEncoder, ContextSkipEncoder
-from cram_keras.models.inpainting_generator import InpaintingGenerator
 from cram_keras.utils import check_int
-
-__all__ = [
-    "CNNEncoder",
-    "CRAMInpainter",
-    "ContextSkipEncoder",
-    "GlobalDiscriminator",
-    "InpainterOptimizers",
-    "InpaintingGenerator",
-    "LocalDiscriminator",
-    "TRAINING_BACKENDS",
-    "crop_around_hole",
-]
-
 
 # The networks, as the model's attributes and constructor arguments.
 _NETWORKS = ("encoder", "generator", "local_discriminator", "global_discriminator")
@@ -329,7 +276,7 @@ class CRAMInpainter(keras.Model):
 
     def compute_losses(self, images, mask, replicas=1):
         """One forward pass in training mode; every loss, in `keras.ops`
-        (`cram_keras.models.inpainter_losses.inpainter_losses`).
+        (`cram_keras.models.inpainting.losses.inpainter_losses`).
 
         Args:
             images: (B, H, W, C) in [0, 1], this replica's examples.
@@ -346,7 +293,7 @@ class CRAMInpainter(keras.Model):
 
     def compute_losses_and_gradients(self, images, mask):
         """TensorFlow: `compute_losses` and each network's gradients
-        (`cram_keras.models.inpainter_steps.tensorflow_losses_and_gradients`).
+        (`cram_keras.models.inpainting.steps.tensorflow_losses_and_gradients`).
 
         Returns:
             `(losses, gradients)`: the tracker names' per-replica means, and
@@ -419,7 +366,7 @@ class CRAMInpainter(keras.Model):
     def recalibrate_batch_norm(self, dataset, num_batches=50):
         """Sets the encoder's and generator's batch-norm statistics to their
         plain average over `num_batches` batches of `(images, masks)` from
-        `dataset` (precise BN: `cram_keras.models.batch_norm_recalibration`).
+        `dataset` (precise BN: `cram_keras.models.inpainting.recalibration`).
 
         The moving averages kept during training (momentum 0.99) trail the
         weights, which move fast in a short GAN run; on the 1,083-image SVHN

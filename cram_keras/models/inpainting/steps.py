@@ -13,7 +13,7 @@ no variable lists, so every step moved every network; docs/deviations.md).
 from keras import ops
 
 from cram_keras.evaluation.metrics import hole_l1, hole_psnr, ssim
-from cram_keras.models.stateless import current_values, stateless_scope
+from cram_keras.models.inpainting.stateless import current_values, stateless_scope
 
 # Backends with a training step (`CRAMInpainter.train_step`).
 TRAINING_BACKENDS = ("tensorflow", "jax")

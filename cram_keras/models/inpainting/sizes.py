@@ -5,10 +5,13 @@ discriminator's crop.
 """
 
 from cram_keras.models.cram import CRAMEncoder
-from cram_keras.models.discriminators import GlobalDiscriminator, LocalDiscriminator
-from cram_keras.models.inpainting import CRAMInpainter
-from cram_keras.models.inpainting_encoders import CNNEncoder, ContextSkipEncoder
-from cram_keras.models.inpainting_generator import InpaintingGenerator
+from cram_keras.models.inpainting.discriminators import (
+    GlobalDiscriminator,
+    LocalDiscriminator,
+)
+from cram_keras.models.inpainting.encoders import CNNEncoder, ContextSkipEncoder
+from cram_keras.models.inpainting.generator import InpaintingGenerator
+from cram_keras.models.inpainting.model import CRAMInpainter
 
 
 def local_crop_size(config, image_size=32):
