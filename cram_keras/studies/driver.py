@@ -146,6 +146,30 @@ def run_grid(study, run_one, summarise):
     return records, results
 
 
+def runs_so_far(study, read_run, state):
+    """The runs of ``study`` as far as they have got, nothing trained:
+    (``runs[variant][seed]``, ``status[variant][seed]``), seeds as strings.
+    ``read_run(run_dir)`` is a run's entry, None before its first finished
+    epoch ("not started"); ``state(entry)`` its status text. Refuses when no
+    run has an entry."""
+    runs, status = {}, {}
+    for variant in study.variants:
+        for seed in study.seeds:
+            entry = read_run(study.run_dir(variant, seed))
+            key = str(seed)
+            if entry is None:
+                status.setdefault(variant, {})[key] = "not started"
+                continue
+            runs.setdefault(variant, {})[key] = entry
+            status.setdefault(variant, {})[key] = state(entry)
+    if not runs:
+        raise StudyError(
+            f"no run of {study.name} has finished an epoch under {study.runs_dir} "
+            "(--runs-dir names the folder of its run directories)"
+        )
+    return runs, status
+
+
 def timed_runs(base, key, runs):
     """A result file's ``{key: runs, "epochs", "n_train",
     "protocol_wall_seconds"}``: the records ``runs`` (``{name: record}``,

@@ -16,7 +16,7 @@ import datetime
 import json
 import os
 
-from cram_keras.studies.driver import StudyError
+from cram_keras.studies.driver import StudyError, runs_so_far
 
 CURVE_KEYS = ("val_hole_psnr", "val_ssim", "val_hole_l1", "recon_loss")
 GAP = ("cram", "cnn_encoder")  # The gap: first minus second.
@@ -83,26 +83,15 @@ def gaps(runs):
 def progress(study):
     """The result file's contents: every run of the study that has finished
     an epoch, its status, and the gaps."""
-    runs, status = {}, {}
-    for variant in study.variants:
-        for seed in study.seeds:
-            curves = read_run(study.run_dir(variant, seed))
-            key = str(seed)
-            if curves is None:
-                status.setdefault(variant, {})[key] = "not started"
-                continue
-            runs.setdefault(variant, {})[key] = curves
-            done = curves["final"] is not None
-            status.setdefault(variant, {})[key] = (
-                "finished"
-                if done
-                else f"epoch {curves['epochs'][-1]} of {curves['epochs_planned']}"
-            )
-    if not runs:
-        raise StudyError(
-            f"no run of {study.name} has finished an epoch under {study.runs_dir} "
-            "(--runs-dir names the folder of its run directories)"
-        )
+    runs, status = runs_so_far(
+        study,
+        read_run,
+        lambda curves: (
+            "finished"
+            if curves["final"] is not None
+            else f"epoch {curves['epochs'][-1]} of {curves['epochs_planned']}"
+        ),
+    )
     return {"runs": runs, "status": status, "gap_db": gaps(runs)}
 
 

@@ -1,54 +1,71 @@
 #!/usr/bin/env bash
-# The full-budget inpainting study (configs/inpaint/full_mnist32.py: MNIST
-# 32x32, all 60,000 training images, 50 epochs) on one GPU with the JAX
-# backend, filling one time-limited call. From the repository root:
+# A full-budget study on one GPU with the JAX backend, filling one
+# time-limited call. STUDY (default inpaint/full_mnist32) is one of
 #
-#   OUT=/some/dir DATA_DIR=.devdata/mnist bash benchmarks/inpaint_full_gpu.sh
+#   inpaint/full_mnist32  configs/inpaint/full_mnist32.py: MNIST 32x32, all
+#                         60,000 training images, 50 epochs; runs of
+#                         train_inpaint.py; JOBS default "cram:0 cnn_encoder:0"
+#   cram_cls/full         configs/cram_cls/full.py: 60x60 cluttered MNIST,
+#                         all 55,000 training images, up to 50 epochs; runs
+#                         of train_cls.py; JOBS default
+#                         "oracle:0 saliency:0 none:0 oracle:1"
 #
-# Every job of JOBS (VARIANT:SEED words; default "cram:0 cnn_encoder:0";
-# VARIANT one of cram, cnn_encoder, cram_skip, SEED 0 or 1) is one process
-# of `train_inpaint.py --config inpaint/full_mnist32:VARIANT --seed SEED`,
-# all at once on the one GPU, in RUNS_DIR/VARIANT_seedSEED (the layout of
-# `run_study.py inpaint/full_mnist32`), its console log in RUNS_DIR/logs/.
-# STOP_AFTER seconds after this script started (default 540) every run
-# still training gets SIGTERM (it ends as at Ctrl-C, its completed epochs
-# saved, exit 143), and SIGKILL STOP_GRACE seconds later (default 10). Then
-# `run_study.py inpaint/full_mnist32 --progress` reads the run directories
-# (no training) and OUT receives at most 8 files, each under 16 MiB, 64 MiB
-# together:
+# From the repository root:
 #
-#   inpaint_full_mnist32.json      the progress file: per run and epoch the
-#                                  validation hole PSNR against steps, the
-#                                  CRAM - CNN-encoder gap, a finished run's
-#                                  final test scores (backend: jax)
-#   inpaint_full_mnist32_gap.png   its figure
+#   OUT=/some/dir DATA_DIR=.devdata/mnist bash benchmarks/study_gpu_call.sh
+#   STUDY=cram_cls/full OUT=/some/dir DATA_DIR=.devdata/mnist \
+#     bash benchmarks/study_gpu_call.sh
+#
+# Every job of JOBS (VARIANT:SEED words, VARIANT and SEED among the
+# configuration's VARIANTS and SEEDS) is one process of `TRAIN_SCRIPT
+# --config STUDY:VARIANT --seed SEED`, all at once on the one GPU, in
+# RUNS_DIR/VARIANT_seedSEED (the layout of `run_study.py STUDY`), its
+# console log in RUNS_DIR/logs/. STOP_AFTER seconds after this script
+# started (default 540) every run still training gets SIGTERM (it ends as
+# at Ctrl-C, its completed epochs saved, exit 143), and SIGKILL STOP_GRACE
+# seconds later (default 10). Then `run_study.py STUDY --progress` reads the
+# run directories (no training) and OUT receives at most 8 files, each
+# under 16 MiB, 64 MiB together:
+#
+#   NAME.json                      the progress file (NAME: the basename of
+#                                  the configuration's OUTPUT,
+#                                  inpaint_full_mnist32 or cram_cls_full;
+#                                  backend: jax). inpaint: per run and epoch
+#                                  the validation hole PSNR against steps,
+#                                  the CRAM - CNN-encoder gap, a finished
+#                                  run's final test scores. cram_cls: per run
+#                                  the validation error per epoch, the best
+#                                  validation epoch and error, a finished
+#                                  run's test error (and the finished runs
+#                                  summarised as the study records them)
+#   FIGURE.png                     its figure (the configuration's FIGURES
+#                                  gap, inpaint_full_mnist32_gap.png, or
+#                                  curves, cram_cls_full_curves.png)
 #   runs.tar.gz                    every run's config.json, log.csv,
 #                                  metrics.json and figures (the newest epoch
 #                                  figure), the console logs (their last MiB),
 #                                  nvidia-smi's samples; no checkpoints
 #   summary.txt                    per job: epochs done, best validation hole
-#                                  PSNR, finished or not, exit, wall time
+#                                  PSNR (inpaint) or error (cram_cls),
+#                                  finished or not, exit, wall time
 #   model_VARIANT_seedSEED.keras   a finished run's model, where it fits
 #
-# A run's checkpoint (weights and Adam's slots, about 170 MB) cannot come
-# back, so nothing carries over to a later call: each call trains its runs
-# from the start. Everything ends by CALL_SECONDS (default 595) after the
-# start: the report gets at most REPORT_TIMEOUT seconds (default 120) and
-# stops 10 s before it. More settings: RUNS_DIR (default
-# runs/inpaint_full_gpu), PYTHON (default python), DTYPE_POLICY (--set
-# dtype_policy=... of every run), EXTRA (--smoke and --set KEY=VALUE words
-# for every run and the report, e.g. for a smoke test). DATA_DIR holds the
-# four official MNIST IDX files; .whl (optional) holds wheels the machine
-# lacks, installed into /tmp/site. Bad settings are refused, one line each,
-# before anything runs (exit 2); the exit is 1 when a run failed on its own
-# or the report failed, else 0.
+# A run's checkpoint (weights and Adam's slots: about 170 MB for
+# inpainting, 67 MB for classification) cannot come back, so nothing
+# carries over to a later call: each call trains its runs from the start.
+# Everything ends by CALL_SECONDS (default 595) after the start: the report
+# gets at most REPORT_TIMEOUT seconds (default 120) and stops 10 s before
+# it. More settings: RUNS_DIR (default runs/study_gpu_call), PYTHON (default
+# python), DTYPE_POLICY (--set dtype_policy=... of every run), EXTRA
+# (--smoke and --set KEY=VALUE words for every run and the report, e.g. for
+# a smoke test). DATA_DIR holds the four official MNIST IDX files; .whl
+# (optional) holds wheels the machine lacks, installed into /tmp/site. Bad
+# settings are refused, one line each, before anything runs (exit 2); the
+# exit is 1 when a run failed on its own or the report failed, else 0.
 set -u
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
-CONFIG=inpaint/full_mnist32
-VARIANTS="cram cnn_encoder cram_skip"
-SEEDS="0 1"
 MAX_FILES=8
 MAX_FILE_BYTES=$((16 * 1024 * 1024)) # each file of OUT stays below this
 MAX_TOTAL_BYTES=$((64 * 1024 * 1024))
@@ -64,6 +81,32 @@ whole() { # whole NAME VALUE: a whole number of seconds, or refuse
     '' | *[!0-9]*) refuse "$1 must be a whole number of seconds. Received: '$2'" ;;
   esac
 }
+
+STUDY=${STUDY:-inpaint/full_mnist32}
+case "$STUDY" in
+  inpaint/full_mnist32)
+    TRAIN_SCRIPT=train_inpaint.py FIGURE_KEY=gap DEFAULT_JOBS="cram:0 cnn_encoder:0"
+    BEST_TITLE="best val hole PSNR (dB)" ;;
+  cram_cls/full)
+    TRAIN_SCRIPT=train_cls.py FIGURE_KEY=curves
+    DEFAULT_JOBS="oracle:0 saliency:0 none:0 oracle:1"
+    BEST_TITLE="best val error (%)" ;;
+  *) refuse "STUDY is inpaint/full_mnist32 or cram_cls/full. Received: '$STUDY'" ;;
+esac
+CONFIG=$STUDY
+CONFIG_FILE=configs/$STUDY.py
+# The configuration's variant names, seeds, result file and figure.
+VARIANTS=$(awk '/^VARIANTS = \{/ { on = 1; next } on && /^\}/ { exit }
+  on && match($0, /^    "[A-Za-z0-9_]+"/) { printf "%s ", substr($0, 6, RLENGTH - 6) }' "$CONFIG_FILE")
+VARIANTS=${VARIANTS% }
+SEEDS=$(sed -n 's/^SEEDS = \[\(.*\)\]$/\1/p' "$CONFIG_FILE" | tr -d ,)
+RESULT_FILE=$(sed -n 's/^OUTPUT = "\(.*\)"$/\1/p' "$CONFIG_FILE")
+RESULT_FILE=${RESULT_FILE##*/}
+FIGURE_FILE=$(awk -v key="\"$FIGURE_KEY\":" '/^FIGURES = \{/ { on = 1; next }
+  on && /^\}/ { exit } on && $1 == key { gsub(/[",]/, "", $2); print $2 }' "$CONFIG_FILE")
+FIGURE_FILE=${FIGURE_FILE##*/}
+[ -n "$VARIANTS" ] && [ -n "$SEEDS" ] && [ -n "$RESULT_FILE" ] && [ -n "$FIGURE_FILE" ] ||
+  refuse "$CONFIG_FILE lacks VARIANTS, SEEDS, OUTPUT or FIGURES[\"$FIGURE_KEY\"]"
 
 OUT=${OUT:-}
 [ -n "$OUT" ] || refuse "set OUT to the output folder"
@@ -90,7 +133,7 @@ if [ $((STOP_AFTER + STOP_GRACE + PACK_SECONDS + 5)) -gt "$CALL_SECONDS" ]; then
 for the report and the pack must fit in CALL_SECONDS ($CALL_SECONDS)"
 fi
 
-JOBS=${JOBS:-cram:0 cnn_encoder:0}
+JOBS=${JOBS:-$DEFAULT_JOBS}
 names=()
 read -r -a job_words <<<"$JOBS"
 for job in "${job_words[@]}"; do
@@ -129,7 +172,7 @@ if [ -z "${PYTHON:-}" ]; then
   command -v python >/dev/null || PYTHON=python3
 fi
 command -v "$PYTHON" >/dev/null || refuse "PYTHON $PYTHON is no command"
-RUNS_DIR=${RUNS_DIR:-runs/inpaint_full_gpu}
+RUNS_DIR=${RUNS_DIR:-runs/study_gpu_call}
 LOGS=$RUNS_DIR/logs
 REPORT=$RUNS_DIR/report
 mkdir -p "$OUT" "$LOGS" "$REPORT" || exit 2
@@ -173,7 +216,7 @@ echo "jobs: ${names[*]}; stop after ${STOP_AFTER} s; ${sets[*]}"
 set -m
 for name in "${names[@]}"; do
   variant=${name%_seed*} seed=${name##*_seed}
-  "$PYTHON" train_inpaint.py --config "$CONFIG:$variant" --seed "$seed" \
+  "$PYTHON" "$TRAIN_SCRIPT" --config "$CONFIG:$variant" --seed "$seed" \
     --data-dir "$DATA_DIR" --output-dir "$RUNS_DIR/$name" "${sets[@]}" \
     </dev/null >"$LOGS/$name.log" 2>&1 &
   pid[$name]=$!
@@ -231,15 +274,15 @@ limit=$((start + CALL_SECONDS - PACK_SECONDS - $(date +%s)))
 [ $limit -le "$REPORT_TIMEOUT" ] || limit=$REPORT_TIMEOUT
 if [ $limit -ge 5 ]; then
   timeout -k 2 $limit "$PYTHON" run_study.py "$CONFIG" --progress --runs-dir "$RUNS_DIR" \
-    --output "$REPORT/inpaint_full_mnist32.json" \
-    --figure "gap=$REPORT/inpaint_full_mnist32_gap.png" "${sets[@]}" \
+    --output "$REPORT/$RESULT_FILE" \
+    --figure "$FIGURE_KEY=$REPORT/$FIGURE_FILE" "${sets[@]}" \
     </dev/null >"$LOGS/progress_report.log" 2>&1
   report_code=$?
 fi
 if [ "$report_code" = 0 ]; then
   # Every run of the call trained on JAX: the file says so (the renderer
   # reads a result file without "backend" as TensorFlow's).
-  "$PYTHON" - "$REPORT/inpaint_full_mnist32.json" <<'EOF' || report_code=1
+  "$PYTHON" - "$REPORT/$RESULT_FILE" <<'EOF' || report_code=1
 import json, sys
 
 with open(sys.argv[1]) as f:
@@ -260,15 +303,21 @@ csv_column() { # csv_column FILE NAME: the values of one column of a CSV file
 }
 failed=0
 {
-  printf '%-18s %-8s %-30s %-9s %-22s %s\n' job epochs "best val hole PSNR (dB)" finished \
+  printf '%-18s %-8s %-30s %-9s %-22s %s\n' job epochs "$BEST_TITLE" finished \
     exit "wall (s)"
   for name in "${names[@]}"; do
     dir=$RUNS_DIR/$name
     done_epochs=0 best=- planned=?
     if [ -f "$dir/log.csv" ]; then
       done_epochs=$(($(wc -l <"$dir/log.csv") - 1))
-      best=$(csv_column "$dir/log.csv" val_hole_psnr | awk 'NR == 1 || $1 > m { m = $1; e = NR }
-        END { if (NR) printf "%.2f (epoch %d)", m, e; else print "-" }')
+      if [ "$STUDY" = cram_cls/full ]; then # the lowest validation error
+        best=$(csv_column "$dir/log.csv" val_accuracy | awk '{ v = 100 * (1 - $1) }
+          NR == 1 || v < m { m = v; e = NR }
+          END { if (NR) printf "%.2f (epoch %d)", m, e; else print "-" }')
+      else # the highest validation hole PSNR
+        best=$(csv_column "$dir/log.csv" val_hole_psnr | awk 'NR == 1 || $1 > m { m = $1; e = NR }
+          END { if (NR) printf "%.2f (epoch %d)", m, e; else print "-" }')
+      fi
     fi
     if [ -f "$dir/config.json" ]; then
       planned=$(grep -o '"epochs": *[0-9]*' "$dir/config.json" | grep -o '[0-9]*$' | head -n 1)
@@ -313,7 +362,7 @@ for name in "${names[@]}"; do
 done
 tar -czf "$OUT/runs.tar.gz" -C "$RUNS_DIR" "${members[@]}" -C "$stage" logs || failed=1
 rm -rf "$stage"
-for file in inpaint_full_mnist32.json inpaint_full_mnist32_gap.png; do
+for file in "$RESULT_FILE" "$FIGURE_FILE"; do
   [ ! -f "$REPORT/$file" ] || cp "$REPORT/$file" "$OUT/$file"
 done
 

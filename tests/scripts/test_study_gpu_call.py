@@ -1,10 +1,11 @@
-"""benchmarks/inpaint_full_gpu.sh, the command that fills one time-limited
-GPU call with the full-budget inpainting runs, checked without a GPU:
+"""benchmarks/study_gpu_call.sh, the command that fills one time-limited
+GPU call with the runs of a full-budget study (inpaint/full_mnist32 or
+cram_cls/full), checked without a GPU:
 
-* a call with stand-in training processes (and a stand-in nvidia-smi): one
-  run finishes, one is stopped by SIGTERM at STOP_AFTER (exit 143), one
-  that ignores SIGTERM is killed (exit 137); the real progress report
-  (``run_study.py inpaint/full_mnist32 --progress``) reads their run
+* a call of each study with stand-in training processes (and a stand-in
+  nvidia-smi): one run finishes, one is stopped by SIGTERM at STOP_AFTER
+  (exit 143), one that ignores SIGTERM is killed (exit 137); the real
+  progress report (``run_study.py STUDY --progress``) reads their run
   directories; OUT holds the progress file, its figure, the runs' small
   files in one archive, the summary and the finished run's model, within
   the call's file limits and its time, and no process is left behind;
@@ -23,30 +24,33 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPT = os.path.join(ROOT, "benchmarks", "inpaint_full_gpu.sh")
+SCRIPT = os.path.join(ROOT, "benchmarks", "study_gpu_call.sh")
 MIB = 1 << 20
 
-# train_inpaint.py's stand-in: the run directory as the runner leaves it
-# (config.json, log.csv committed per epoch, checkpoints, figures; at the end
-# metrics.json, inpaint.png and model.keras). cram trains 3 epochs and
-# finishes; cnn_encoder trains until SIGTERM, which it answers as the
-# scripts do (exit 143); cram_skip ignores SIGTERM.
+# train_inpaint.py's and train_cls.py's stand-in: the run directory as the
+# runner leaves it (config.json, log.csv committed per epoch, checkpoints,
+# figures; at the end metrics.json, the experiment's figure and
+# model.keras). cram and oracle train 3 epochs and finish; cnn_encoder and
+# none train until SIGTERM, which they answer as the scripts do (exit 143);
+# cram_skip and saliency ignore SIGTERM.
 FAKE_TRAIN = r"""
 import csv, json, os, signal, sys, time
 
-args = sys.argv[1:]
+script = sys.argv[1]
+args = sys.argv[2:]
 value = lambda flag: args[args.index(flag) + 1]
 variant = value("--config").split(":")[1]
 run_dir = value("--output-dir")
 alive = os.environ["FAKE_ALIVE"]
 with open(os.path.join(alive, str(os.getpid())), "w") as f:
-    json.dump({"argv": args, "env": {k: os.environ.get(k) for k in (
+    json.dump({"script": script, "argv": args, "env": {k: os.environ.get(k) for k in (
         "KERAS_BACKEND", "XLA_PYTHON_CLIENT_PREALLOCATE", "TF_CPP_MIN_LOG_LEVEL")}}, f)
-if variant == "cnn_encoder":
+if variant in ("cnn_encoder", "none"):
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
-elif variant == "cram_skip":
+elif variant in ("cram_skip", "saliency"):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-epochs = 3 if variant == "cram" else 50
+classify = script == "train_cls.py"
+epochs = 3 if variant in ("cram", "oracle") else 50
 os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
 os.makedirs(os.path.join(run_dir, "figures"), exist_ok=True)
 os.makedirs(os.path.join(run_dir, "tensorboard"), exist_ok=True)
@@ -59,29 +63,43 @@ rows = []
 for epoch in range(epochs):
     time.sleep(0.3)
     psnr = 10.0 + epoch + (0.5 if variant == "cram" else 0.0)
-    rows.append([epoch, 0.2, 0.1, psnr, 0.8, 0.3])
+    accuracy = 0.5 + 0.125 * min(epoch, 3)  # validation error 50, 37.5, ... %
+    rows.append([epoch, 0.9, 0.3, 0.3, accuracy, 0.4] if classify
+                else [epoch, 0.2, 0.1, psnr, 0.8, 0.3])
     open(os.path.join(run_dir, "checkpoints", f"epoch-{epoch:04d}.weights.h5"),
          "wb").write(os.urandom(64 * 1024))
     open(os.path.join(run_dir, "figures", f"epoch_{epoch + 1:03d}.png"), "w").write("png")
     with open(os.path.join(run_dir, ".log.tmp"), "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["epoch", "recon_loss", "val_hole_l1", "val_hole_psnr",
-                         "val_ssim", "train_seconds"])
+        writer.writerow(["epoch", "accuracy", "loss", "train_seconds", "val_accuracy",
+                         "val_loss"] if classify else ["epoch", "recon_loss",
+                         "val_hole_l1", "val_hole_psnr", "val_ssim", "train_seconds"])
         writer.writerows(rows)
     os.replace(os.path.join(run_dir, ".log.tmp"), os.path.join(run_dir, "log.csv"))
     print(f"Epoch {epoch + 1}/{epochs}", flush=True)
-open(os.path.join(run_dir, "inpaint.png"), "w").write("png")
+open(os.path.join(run_dir, "glimpses.png" if classify else "inpaint.png"), "w").write(
+    "png")
 open(os.path.join(run_dir, "model.keras"), "wb").write(os.urandom(4096))
+errors = [1.0 - row[4] for row in rows]
+metrics = {"methods": {"cram": {"psnr": 21.0, "ssim": 0.9}}, "epochs": epochs}
+if classify:
+    metrics = dict(
+        test_error=0.3, valid_error=min(errors), epochs=epochs, best_epoch=2,
+        wall_seconds=2.0, valid_error_per_epoch=errors,
+        train_error_per_epoch=[0.1] * epochs, glimpse_in_digit_box=0.7,
+        glimpse_scale=0.5, beta=1.0, parameters=5900000,
+        train_samples_per_second=900.0)
 with open(os.path.join(run_dir, "metrics.json"), "w") as f:
-    json.dump({"methods": {"cram": {"psnr": 21.0, "ssim": 0.9}}, "epochs": epochs}, f)
+    json.dump(metrics, f)
 """
 
-# PYTHON: train_inpaint.py runs the stand-in, the environment check answers
-# at once, anything else (the report) is the real interpreter.
+# PYTHON: train_inpaint.py and train_cls.py run the stand-in, the
+# environment check answers at once, anything else (the report) is the real
+# interpreter.
 FAKE_PYTHON = """\
 #!/usr/bin/env bash
 case "$1" in
-  train_inpaint.py) shift; exec {python} {train} "$@" ;;
+  train_inpaint.py | train_cls.py) exec {python} {train} "$@" ;;
   -c) echo "jax (stand-in)"; exit 0 ;;
 esac
 exec {python} "$@"
@@ -243,6 +261,7 @@ def test_a_call_stops_the_runs_reports_and_packs_within_the_limits(stand_ins, tm
         "inpaint/full_mnist32:cram_skip",
     }
     record = records["inpaint/full_mnist32:cram_skip"]
+    assert record["script"] == "train_inpaint.py"
     assert record["argv"] == [
         "--config", "inpaint/full_mnist32:cram_skip", "--seed", "1",
         "--data-dir", env["DATA_DIR"],
@@ -255,6 +274,73 @@ def test_a_call_stops_the_runs_reports_and_packs_within_the_limits(stand_ins, tm
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     assert len(list(alive.iterdir())) == 4  # three runs and the GPU monitor
+
+
+def test_a_cram_cls_call_trains_its_runs_and_reports_validation_errors(
+    stand_ins, tmp_path
+):
+    env, alive = stand_ins
+    env.update(
+        STUDY="cram_cls/full",
+        JOBS="oracle:0 none:1 saliency:0",
+        STOP_AFTER="4",
+        STOP_GRACE="1",
+        CALL_SECONDS="40",
+    )
+    proc = _call(env)
+    output = proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, output
+
+    out = tmp_path / "out"
+    files = {p.name: p.stat().st_size for p in out.iterdir()}
+    assert set(files) == {
+        "cram_cls_full.json",
+        "cram_cls_full_curves.png",
+        "runs.tar.gz",
+        "summary.txt",
+        "model_oracle_seed0.keras",
+    }, output
+    assert all(0 < size < 16 * MIB for size in files.values())
+
+    result = json.loads((out / "cram_cls_full.json").read_text())
+    assert result["configuration"] == "cram_cls/full"
+    assert result["backend"] == "jax"
+    status = result["status"]
+    assert status["oracle"] == {"0": "finished", "1": "not started"}
+    oracle = result["progress"]["oracle"]["0"]
+    assert oracle["finished"] is True and oracle["test_error"] == 0.3
+    assert oracle["best_valid_epoch"] == 3
+    assert result["runs"]["oracle"]["test_error_per_seed"] == [0.3]
+    for clue, seed in (("none", "1"), ("saliency", "0")):
+        run = result["progress"][clue][seed]
+        assert run["finished"] is False and run["test_error"] is None
+        assert status[clue][seed] == f"epoch {run['epochs_done']} of 50"
+
+    summary = (out / "summary.txt").read_text()
+    assert "best val error (%)" in summary.splitlines()[0]
+    lines = {line.split()[0]: line for line in summary.splitlines() if line.strip()}
+    assert lines["oracle_seed0"].split()[1:4] == ["3/3", "25.00", "(epoch"]
+    assert " yes " in lines["oracle_seed0"]
+    assert "143 (stopped, SIGTERM)" in lines["none_seed1"]
+    assert "137 (stopped, SIGKILL)" in lines["saliency_seed0"]
+
+    with tarfile.open(out / "runs.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"oracle_seed0/metrics.json", "oracle_seed0/glimpses.png",
+            "none_seed1/log.csv", "logs/saliency_seed0.log"} <= names  # fmt: skip
+    assert not any("checkpoints" in n for n in names)
+
+    scripts = {}
+    for path in alive.iterdir():
+        assert not _alive(int(path.name)), f"process {path.name} was left behind"
+        text = path.read_text()
+        if text.startswith("{"):
+            record = json.loads(text)
+            scripts[record["argv"][1]] = record["script"]
+    assert scripts == {
+        f"cram_cls/full:{clue}": "train_cls.py"
+        for clue in ("oracle", "none", "saliency")
+    }
 
 
 def test_a_call_stopped_from_outside_leaves_no_process(stand_ins, tmp_path):
@@ -284,6 +370,15 @@ def test_a_call_stopped_from_outside_leaves_no_process(stand_ins, tmp_path):
         (dict(JOBS="cnn:0"), "a job is VARIANT:SEED with VARIANT one of"),
         (dict(JOBS="cram"), "a job is VARIANT:SEED"),
         (dict(JOBS="cram:0 cram:0"), "job cram:0 appears twice"),
+        (
+            dict(STUDY="cram_cls/budget"),
+            "STUDY is inpaint/full_mnist32 or cram_cls/full",
+        ),
+        (
+            dict(STUDY="cram_cls/full", JOBS="cram:0"),
+            "VARIANT one of oracle, saliency, none",
+        ),
+        (dict(STUDY="cram_cls/full", JOBS="none:2"), "SEED one of 0, 1"),
         (dict(STOP_AFTER="9m"), "STOP_AFTER must be a whole number of seconds"),
         (dict(CALL_SECONDS="-1"), "CALL_SECONDS must be a whole number of seconds"),
         (dict(STOP_AFTER="590"), "must fit in CALL_SECONDS (595)"),
