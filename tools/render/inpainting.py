@@ -255,8 +255,8 @@ def inpaint_bf16(base):
     )
     return paragraphs(
         table(header, rows),
-        # Both files were written in the same session (the study file
-        # records no date of its own).
+        # The study file records no date of its own: the speed file's, which
+        # was measured on the same machine and day.
         source(study_name, study, base, date=study.get("date", speed["date"])),
         _bf16_speed_line(speed_name, speed, backends, base),
     )
