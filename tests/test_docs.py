@@ -189,6 +189,25 @@ def test_readme_is_a_front_door():
     assert "@article{sonderby2015recurrent" in text and "@article{chung2018cram" in text
 
 
+# A measured value in prose: a ratio (1.5x), a percentage or decibels.
+MEASURED = re.compile(r"\b\d+(?:\.\d+)?(?:-\d+(?:\.\d+)?)?\s?(?:x|%|dB)(?![\w])")
+
+
+def test_the_readme_types_no_measured_value_by_hand():
+    """Every result in the README comes from a render block: outside the
+    blocks and the code, no ratio, percentage or decibel value."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    prose = re.sub(r"<!-- render:(\w+) -->.*?<!-- /render:\1 -->", "", text, flags=re.S)
+    prose = re.sub(r"```.*?```", "", prose, flags=re.S)
+    assert MEASURED.findall(prose) == []
+    # The pattern does find such a value (so the assertion above can fail).
+    assert MEASURED.findall("takes 1.2-1.8x the time, 2.31 % error, 14.2 dB") == [
+        "1.2-1.8x",
+        "2.31 %",
+        "14.2 dB",
+    ]
+
+
 @pytest.mark.slow
 def test_the_readme_python_example_runs(tmp_path):
     readme = (REPO / "README.md").read_text(encoding="utf-8")

@@ -48,6 +48,7 @@ RENDERERS = {
     "speed_flops": speed.speed_flops,
     "speed_attempts": speed.speed_attempts,
     "speed_gpu": speed.speed_gpu,
+    "speed_summary": speed.speed_summary,
 }
 
 

@@ -204,11 +204,17 @@ def fused_crop(result):
     return table(header, rows)
 
 
+def newest_cpu_ratios():
+    """The newest CPU run of the sampler benchmark, and its ratios to torch
+    at each shape (in SHAPES' order)."""
+    run = [r for r in load("sampler_speed.json")["runs"] if not has_gpu(r)][-1]
+    return run, [_ratios(run, shape) for shape in SHAPES]
+
+
 def speed_sampler(base):
     """The newest sampler run: every contender against torch, per call and
     in graph, at both shapes."""
-    run = [r for r in load("sampler_speed.json")["runs"] if not has_gpu(r)][-1]
-    ratios = [_ratios(run, shape) for shape in SHAPES]
+    run, ratios = newest_cpu_ratios()
     rows = [
         [
             "torch `grid_sample(affine_grid(theta))` (the reference), per call",

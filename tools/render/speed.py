@@ -320,3 +320,32 @@ def speed_gpu(base):
         for name, run in found
     ]
     return table(["result file", "machine", "date"], rows)
+
+
+def speed_summary(base):
+    """The README's line on speed: the default sampler against torch (the
+    newest CPU run of the sampler benchmark) and the RNN-SPN training step
+    against the PyTorch port, each with its machine."""
+    from .sampler import newest_cpu_ratios
+
+    run, (rnn_spn, cram) = newest_cpu_ratios()
+    flops = load("train_flops.json")
+    timed = flops["results"]
+    ours = timed["keras/rnn_spn"]["per_second"]
+    torch_eager = timed["torch_eager/rnn_spn"]["per_second"]
+    sampler_machine, training_machine = cpu(run), cpu(flops)
+    machines = (
+        f" (both on {sampler_machine})"
+        if sampler_machine == training_machine
+        else f" (sampler: {sampler_machine}; training: {training_machine})"
+    )
+    return (
+        "* **Speed**: the default compiled kernel takes "
+        f"{ratio(rnn_spn['layer_native'])} (RNN-SPN shape) and "
+        f"{ratio(cram['layer_native'])} (CRAM shape) of torch's `grid_sample` "
+        "time per call, "
+        f"{ratio(rnn_spn['layer_native_x10_in_graph'])} and "
+        f"{ratio(cram['layer_native_x10_in_graph'])} in graph; float32 RNN-SPN "
+        f"trains at {ratio(ours / torch_eager)} the PyTorch port's throughput"
+        f"{machines}. [docs/speed.md](docs/speed.md) has every ratio."
+    )
