@@ -208,6 +208,37 @@ def test_the_readme_types_no_measured_value_by_hand():
     ]
 
 
+# Values in the docs' prose that are settings, thresholds or formulas, not
+# measurements (each document, each value as it appears).
+PROSE_SETTINGS = {
+    "docs/deviations.md": ["4x", "6.25 %"],  # downsampling; the hole's share
+    "docs/reproducing.md": ["10 %", "10 %", "90 %"],  # stage gain; the split
+    "docs/results.md": ["20 %"],  # the threshold of a table column
+    "docs/running.md": ["20 %", "10 %"],  # test and tuning splits
+    "docs/speed.md": ["1.3x", "2 x", "2 x"],  # a run's idle test; FLOP formulas
+}
+
+
+def test_the_docs_prose_types_no_measured_value_by_hand():
+    """Measured values in docs/, benchmarks/README.md and the changelog come
+    from render blocks; prose holds only the settings listed above."""
+    found = {}
+    for path in [
+        *sorted((REPO / "docs").glob("*.md")),
+        REPO / "benchmarks" / "README.md",
+        REPO / "CHANGELOG.md",
+    ]:
+        text = path.read_text(encoding="utf-8")
+        prose = re.sub(
+            r"<!-- render:(\w+) -->.*?<!-- /render:\1 -->", "", text, flags=re.S
+        )
+        prose = re.sub(r"```.*?```", "", prose, flags=re.S)
+        values = MEASURED.findall(prose)
+        if values:
+            found[path.relative_to(REPO).as_posix()] = values
+    assert found == PROSE_SETTINGS
+
+
 @pytest.mark.slow
 def test_the_readme_python_example_runs(tmp_path):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
