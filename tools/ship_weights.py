@@ -45,11 +45,17 @@ import tempfile
 import typing
 import warnings
 
-# As the training scripts: TensorFlow's oneDNN CPU kernels on unless set.
+# As the training scripts: TensorFlow's oneDNN CPU kernels on and its C++
+# logs quiet unless set; the lines it logs while loading held to that level.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from cram_keras._startup_logs import filtered_startup_logs  # noqa: E402
+
+with filtered_startup_logs():
+    import keras  # noqa: E402
 
 import h5py  # noqa: E402
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cram_keras import pretrained  # noqa: E402
