@@ -41,7 +41,10 @@ step as a fraction of the image (``window_area_per_step``, the zoom), wall
 time, throughput, hardware, the campaign's commit, the row's configuration
 and settings, and whether it has finished. A run whose directory is gone
 keeps its committed row, or its curve under ``lost_runs`` when a restarted
-run replaced it.
+run replaced it. With ``--variants`` only those rows are reported again, the
+others keep their committed values: rows of campaigns at other commits or on
+other machines keep theirs (each report stamps the rows it writes with its
+``--commit``, ``--hardware`` and ``--backend``).
 """
 
 import json
@@ -371,6 +374,10 @@ def write_report(study):
         if os.path.isdir(runs_dir)
         else []
     )
+    if args.variants:
+        # Only these rows are reported again (e.g. one campaign's, trained at
+        # its own commit); every other row keeps its committed values.
+        found = [name for name in found if name in study.variants]
     keys = list(dict.fromkeys(list(previous.get("models", {})) + found))
     for key in sorted(keys, key=_row_order):
         run_dir = os.path.join(runs_dir, key)

@@ -241,6 +241,14 @@ def test_report_rows_by_model_and_d_with_the_window_area(tmp_path, fake_mnist_di
     _, thetas = model(images, training=False, return_transforms=True)
     dets = np.abs(np.linalg.det(np.asarray(thetas)[..., :2]))
     np.testing.assert_allclose(entry["window_area_per_step"], dets.mean(0), rtol=1e-4)
+    # A report of other rows only (another campaign's commit) leaves this
+    # row as it was.
+    argv = ["rnn_spn/table1", "--report", "--runs-dir", str(runs)]
+    argv += ["--output", str(output), "--curves-figure", "", "--attention-figure", ""]
+    assert driver.main(argv + ["--variants", "ffn_spn_d4", "--commit", "abc123"]) == 0
+    again = json.loads(output.read_text())
+    assert again["models"]["rnn_spn_d3"] == entry
+    assert again["models"]["rnn_spn_d3"]["commit"] != "abc123"
     table = campaign.markdown_table(results)
     rows = [line for line in table.splitlines()[2:]]
     assert len(rows) == 9  # the paper's nine rows, run or not
