@@ -64,7 +64,8 @@ def train_epochs(experiment, run, *, verbose=None, stop_after=None, restore=True
     train_seconds_before = float((record or {}).get("train_wall_seconds", 0.0))
     first_epoch = 0 if record is None else record["epoch"] + 1
     finished = bool(record and record.get("finished"))
-    patience = getattr(config, "patience", None) if experiment.monitor else None
+    monitor = experiment.monitor_for(config)
+    patience = getattr(config, "patience", None) if monitor else None
     interactive = sys.stdout.isatty() if verbose is None else verbose == 1
     valid = experiment.valid_dataset(run)
     samples = experiment.samples_per_epoch(run)
@@ -104,7 +105,7 @@ def train_epochs(experiment, run, *, verbose=None, stop_after=None, restore=True
             row["learning_rate"] = float(rate)
         rows.append(row)
 
-        improved = _early_stopping(experiment, row, early, patience)
+        improved = _early_stopping(experiment, monitor, row, early, patience)
         finished = epoch + 1 >= config.epochs or early["stopped_epoch"] is not None
         train_wall = train_seconds_before + time.perf_counter() - loop_start
         record = checkpoints.commit(
@@ -181,18 +182,18 @@ def _run_callbacks(run, last_good, interactive):
     return found
 
 
-def _early_stopping(experiment, row, early, patience):
+def _early_stopping(experiment, monitor, row, early, patience):
     """Updates ``early`` (best value and epoch, epochs without improvement,
-    the epoch it stopped at) from the epoch's ``row``; returns whether the
-    monitored value improved."""
-    if not experiment.monitor:
+    the epoch it stopped at) from the epoch's ``row`` and the ``monitor``ed
+    value in it; returns whether that value improved."""
+    if not monitor:
         return False
-    if experiment.monitor not in row:
+    if monitor not in row:
         raise KeyError(
-            f"{experiment.name} monitors {experiment.monitor!r}, which is "
+            f"{experiment.name} monitors {monitor!r}, which is "
             f"not among the logged values {sorted(row)}."
         )
-    value, best = row[experiment.monitor], early["best"]
+    value, best = row[monitor], early["best"]
     if math.isfinite(value) and (
         best is None
         or (value > best if experiment.monitor_mode == "max" else value < best)

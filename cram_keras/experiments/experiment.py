@@ -100,6 +100,12 @@ class Experiment:
     def run_name(self, config):
         raise NotImplementedError
 
+    def monitor_for(self, config):
+        """The validation value that early stopping and the best weights
+        follow for a run of ``config`` (``monitor`` unless the experiment
+        monitors only some runs); ``None``: the last epoch is kept."""
+        return self.monitor
+
     # === Data ===
 
     def load_data(self, run):

@@ -19,12 +19,16 @@ times, ``benchmarks/results/inpaint_*.json`` the results.
 
 All methods are scored by ``cram_keras.evaluation.baselines.evaluate_inpainting``
 on the same test images and masks (the centred hole, or random rectangles
-drawn once from ``test_mask_seed``). The final-epoch model is scored; the
-per-epoch validation numbers in ``log.csv`` and TensorBoard (on the first
-``monitor_examples`` test images) are computed with the batch-norm
-statistics the final scoring uses (recalibrated on the same training batches
-before every validation pass), so the last epoch's logged validation PSNR is
-the final score on those images; they select nothing.
+drawn once from ``test_mask_seed``). The per-epoch validation numbers in
+``log.csv`` and TensorBoard are computed with the batch-norm statistics the
+final scoring uses (recalibrated on the same training batches before every
+validation pass). By default the final-epoch model is scored and the
+validation images are the first ``monitor_examples`` test images, so the
+last epoch's logged validation PSNR is the final score on those images; they
+select nothing. With ``patience`` (--patience) the last ``valid_fraction``
+of the training images are held out instead, their hole PSNR stops the run
+after ``patience`` epochs without improvement, and the best epoch's weights
+are scored.
 """
 
 import functools
@@ -110,13 +114,18 @@ def compile_model(model, config):
 
 
 class _Data:
-    def __init__(self, x_train, x_test, masks, source):
+    """A run's images: training, test and the test holes; the validation
+    images and their holes where some training images are held out
+    (--patience, a --tune trial), else `None`."""
+
+    def __init__(self, x_train, x_test, masks, source, x_valid=None, valid_masks=None):
         self.x_train, self.x_test, self.masks, self.source = (
             x_train,
             x_test,
             masks,
             source,
         )
+        self.x_valid, self.valid_masks = x_valid, valid_masks
 
 
 def _source_label(source):
@@ -142,6 +151,7 @@ class InpaintingExperiment(Experiment):
     python train_inpaint.py --dataset mnist32 --data-dir MNIST_DIR --epochs 3
     python train_inpaint.py --dataset npz:svhn_subset.npz --data-dir DIR --mask random
     python train_inpaint.py --tune --max-trials 16 --epochs 10   # glimpses x rate x window
+    python train_inpaint.py --epochs 1000 --patience 30    # until validation stops improving
     python train_inpaint.py --smoke                        # seconds, offline
     python train_inpaint.py --eval-only runs/inpaint/RUN/model.keras
 
@@ -150,8 +160,14 @@ classical baselines on the same test images and masks), figures/ (one Fig. 7
 figure per epoch), inpaint.png, tensorboard/, checkpoints/, model.keras, and
 with --export a SavedModel. Rerunning the same command resumes a run."""
     backends = ("tensorflow", "jax")  # CRAMInpainter.train_step's backends
+    monitor_mode = "max"
     smoke_overrides = SMOKE
     speed_key = "train_images_per_second"
+
+    def monitor_for(self, config):
+        # Early stopping and the best weights (--patience) follow the hole
+        # PSNR of the held-out training images; else the last epoch is scored.
+        return "val_hole_psnr" if config.patience is not None else None
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -191,7 +207,12 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
         if config.tune:  # The search's validation images are not trained on.
             x_train, _ = held_out(x_train, config.tune_valid_fraction)
         masks = evaluation_masks(config, len(x_test), x_test.shape[1])
-        return _Data(x_train, x_test, masks, source)
+        data = _Data(x_train, x_test, masks, source)
+        if config.patience is not None:
+            hold_out_validation(
+                data, config, config.valid_fraction, "--patience", "valid_fraction"
+            )
+        return data
 
     def check_inputs(self, run):
         check_inpainting_images(run.config.dataset, run.data.x_test)
@@ -209,9 +230,15 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
         return train_dataset(run.config, run.data.x_train, epoch)
 
     def valid_dataset(self, run):
+        # The held-out training images where there are some (they select the
+        # best epoch), else the first test images (they select nothing).
         config, data = run.config, run.data
-        n = min(config.monitor_examples, len(data.x_test))
-        return eval_dataset(data.x_test[:n], data.masks[:n], config.eval_batch_size)
+        if data.x_valid is not None:
+            images, masks = data.x_valid, data.valid_masks
+        else:
+            images, masks = data.x_test, data.masks
+        n = min(config.monitor_examples, len(images))
+        return eval_dataset(images[:n], masks[:n], config.eval_batch_size)
 
     def samples_per_epoch(self, run):
         return self.steps_per_epoch(run) * run.config.batch_size
@@ -282,6 +309,7 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
             # the same statistics as these scores.
             "batch_norm_statistics": validation_statistics(config),
             "pathway_diagnostics": scores["pathway_diagnostics"],
+            "n_valid": None if data.x_valid is None else int(len(data.x_valid)),
             "parameters": {
                 name: int(sum(np.prod(v.shape) for v in getattr(model, name).weights))
                 for name in (
@@ -351,20 +379,11 @@ class _SearchTrial(InpaintingExperiment):
 
     def load_data(self, run):
         data = super().load_data(run)
-        data.x_train, data.x_valid = held_out(
-            data.x_train, run.config.tune_valid_fraction
-        )
-        data.valid_masks = evaluation_masks(
-            run.config, len(data.x_valid), data.x_valid.shape[1]
+        config = run.config
+        hold_out_validation(
+            data, config, config.tune_valid_fraction, "--tune", "tune_valid_fraction"
         )
         return data
-
-    def valid_dataset(self, run):
-        config, data = run.config, run.data
-        n = min(config.monitor_examples, len(data.x_valid))
-        return eval_dataset(
-            data.x_valid[:n], data.valid_masks[:n], config.eval_batch_size
-        )
 
     def evaluate(self, run):
         metrics = super().evaluate(run)
@@ -374,11 +393,21 @@ class _SearchTrial(InpaintingExperiment):
         )
         scores = evaluate_inpainting(data.x_valid, completed, data.valid_masks)
         metrics[SEARCH_OBJECTIVE] = float(scores["hole_psnr"])
-        metrics["n_valid"] = int(len(data.x_valid))
         return metrics
 
 
 _TRIAL = _SearchTrial()
+
+
+def hold_out_validation(data, config, fraction, purpose, field):
+    """Moves the last ``fraction`` of ``data.x_train`` to ``data.x_valid``,
+    with holes drawn as the test holes are (`evaluation_masks`)."""
+    data.x_train, data.x_valid = held_out(
+        data.x_train, fraction, purpose=purpose, field=field
+    )
+    data.valid_masks = evaluation_masks(
+        config, len(data.x_valid), data.x_valid.shape[1]
+    )
 
 
 def _recalibrate(model, run):

@@ -134,6 +134,19 @@ class Config:
     )
     dtype_policy: str = dtype_policy_option()
     seed: int = option(0, "training seed")
+    patience: int | None = option(
+        None,
+        "early stopping: hold out valid_fraction of the training images, score "
+        "them after every epoch (hole PSNR, batch norm recalibrated as for the "
+        "final scores) and stop after this many epochs without a better score; "
+        "the best epoch is scored (none: train every epoch, as the paper)",
+    )
+    valid_fraction: float = option(
+        0.1,
+        "--patience: fraction of the training images (the last ones) held out "
+        "as its validation images; the model trains on the others",
+        flag=False,
+    )
     # keras-tuner search (tune=True): glimpses x rate x smallest window.
     tune: bool = option(
         False,
@@ -276,6 +289,23 @@ class Config:
             low_inclusive=False,
             high_inclusive=False,
         )
+        if self.patience is not None:
+            check_int("patience", self.patience, low=1)
+        check_number(
+            "valid_fraction",
+            self.valid_fraction,
+            low=0,
+            high=1,
+            low_inclusive=False,
+            high_inclusive=False,
+        )
+        if self.tune and self.patience is not None:
+            raise ValueError(
+                "`patience` stops one run on its own validation images; `tune` "
+                "trains each trial for a fixed number of epochs and scores it on "
+                "held-out images. Use one of --tune and --patience. Received: "
+                f"tune=True, patience={self.patience}"
+            )
         if self.tune and self.encoder == "cnn":
             raise ValueError(
                 "`tune` searches the glimpses of a CRAM encoder; encoder='cnn' has "

@@ -90,15 +90,22 @@ def search_runs(run, trial, ranges, objective, *, log_scale=()):
     return model, summary
 
 
-def held_out(items, fraction):
+def held_out_count(n, fraction):
+    """How many of ``n`` training images `held_out` holds out: the nearest
+    whole number to ``fraction * n``, at least one."""
+    return max(1, int(round(fraction * n)))
+
+
+def held_out(items, fraction, *, purpose="--tune", field="tune_valid_fraction"):
     """``(kept, held_out)``: the last ``fraction`` of ``items`` (at least one)
-    held out to score the trials of a search; every trial, and so the final
-    model, trains on the others."""
-    n_valid = max(1, int(round(fraction * len(items))))
+    held out as validation images (to score the trials of a search, or for
+    early stopping); the model trains on the others. ``purpose`` and
+    ``field`` name the flag and the config field in the error."""
+    n_valid = held_out_count(len(items), fraction)
     if n_valid >= len(items):
         raise UsageError(
-            f"--tune holds out {n_valid} of the {len(items)} training images to "
-            "score the trials, which leaves none to train on. Lower "
-            "tune_valid_fraction (--set tune_valid_fraction=...) or raise --n-train."
+            f"{purpose} holds out {n_valid} of the {len(items)} training images as "
+            "validation images, which leaves none to train on. Lower "
+            f"{field} (--set {field}=...) or raise --n-train."
         )
     return items[:-n_valid], items[-n_valid:]

@@ -25,6 +25,8 @@ RUN_KEYS = (
     "epochs", "steps", "warmup_steps", "parameters", "n_train", "n_test",
     "train_images_per_second", "train_wall_seconds", "wall_seconds",
 )  # fmt: skip
+# Only in the metrics of runs with early stopping (--patience): None else.
+EARLY_STOPPING_KEYS = ("best_epoch", "stopped_early", "n_valid")
 FIGURE_VARIANTS = ("cram", "cnn_encoder")
 
 
@@ -64,6 +66,7 @@ def run(study):
         if seed == study.seeds[0] and variant in FIGURE_VARIANTS:
             models[variant] = os.path.join(run_dir, "model.keras")
         record = {key: metrics[key] for key in RUN_KEYS}
+        record.update({key: metrics.get(key) for key in EARLY_STOPPING_KEYS})
         record.update(
             run_dir=run_dir,
             scores=metrics["methods"][METHOD_NAMES[config.encoder]],

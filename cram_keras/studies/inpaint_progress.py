@@ -1,14 +1,17 @@
 """Inpainting studies as far as their runs have got (``run_study.py
 inpaint/... --progress``): each run's per-epoch validation hole PSNR
-(``log.csv``, the first ``monitor_examples`` test images, batch-norm
-statistics recalibrated as in the final scoring) against optimizer steps,
+(``log.csv``: the first ``monitor_examples`` test images, or with
+``patience`` the held-out training images; batch-norm statistics
+recalibrated as in the final scoring) against optimizer steps, its best
+epoch so far,
 the CRAM - CNN-encoder gap at every epoch both runs have finished, and a
 figure of both. Nothing trains and nothing is scored: a run that has
 finished also carries its final test scores (``metrics.json``).
 
 Steps are counted as the runner counts them: ``n_train // batch_size``
 per epoch, ``n_train`` being the run's training images (its data source
-when no ``n_train`` is set).
+when no ``n_train`` is set), less the images held out for validation
+when the run has ``patience``.
 """
 
 import csv
@@ -16,6 +19,7 @@ import datetime
 import json
 import os
 
+from cram_keras.experiments.search import held_out_count
 from cram_keras.studies.driver import StudyError, runs_so_far
 
 CURVE_KEYS = ("val_hole_psnr", "val_ssim", "val_hole_l1", "recon_loss")
@@ -24,7 +28,9 @@ GAP = ("cram", "cnn_encoder")  # The gap: first minus second.
 
 def read_run(run_dir):
     """One run's curves: ``epochs`` (1-based), ``steps`` and the CURVE_KEYS
-    per finished epoch, ``train_seconds``, and ``final`` (the finished run's
+    per finished epoch, ``train_seconds``, ``best_epoch`` (1-based: the
+    first epoch of the highest validation hole PSNR, the epoch a run with
+    ``patience`` scores), ``patience``, and ``final`` (the finished run's
     test scores, else None). None when the run has not finished an epoch."""
     log = os.path.join(run_dir, "log.csv")
     if not os.path.exists(log):
@@ -39,7 +45,11 @@ def read_run(run_dir):
     n_train = config["n_train"] if config.get("n_train") is not None else available
     if n_train is None:
         raise StudyError(f"{run_dir}: config.json says neither n_train nor its data")
-    per_epoch = min(n_train, available or n_train) // config["batch_size"]
+    n_train = min(n_train, available or n_train)
+    patience = config.get("patience")
+    if patience is not None:
+        n_train -= held_out_count(n_train, config["valid_fraction"])
+    per_epoch = n_train // config["batch_size"]
     epochs = [int(row["epoch"]) + 1 for row in rows]
     curves = {
         "epochs": epochs,
@@ -47,10 +57,13 @@ def read_run(run_dir):
         "train_seconds": sum(float(row.get("train_seconds") or 0) for row in rows),
         "steps_per_epoch": per_epoch,
         "epochs_planned": config["epochs"],
+        "patience": patience,
     }
     for key in CURVE_KEYS:
         if key in rows[0]:
             curves[key] = [float(row[key]) for row in rows]
+    psnr = curves.get("val_hole_psnr")
+    curves["best_epoch"] = epochs[psnr.index(max(psnr))] if psnr else None
     metrics = os.path.join(run_dir, "metrics.json")
     curves["final"] = None
     if os.path.exists(metrics):
@@ -86,13 +99,22 @@ def progress(study):
     runs, status = runs_so_far(
         study,
         read_run,
-        lambda curves: (
-            "finished"
-            if curves["final"] is not None
-            else f"epoch {curves['epochs'][-1]} of {curves['epochs_planned']}"
-        ),
+        _status,
     )
     return {"runs": runs, "status": status, "gap_db": gaps(runs)}
+
+
+def _status(curves):
+    done = curves["epochs"][-1]
+    best = f"best epoch {curves['best_epoch']}"
+    if curves["final"] is not None:
+        return f"finished after {done} epochs, {best}"
+    if curves["patience"] is not None:
+        return (
+            f"epoch {done} of at most {curves['epochs_planned']}, {best} "
+            f"(stops {curves['patience']} epochs after its best)"
+        )
+    return f"epoch {done} of {curves['epochs_planned']}, {best}"
 
 
 def gap_figure(results, path, title):
@@ -139,9 +161,17 @@ def report(study):
     are; returns the results."""
     results = progress(study)
     results["date"] = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    base = study.config()
+    if base.patience is not None:
+        validation = (
+            f"the last {base.valid_fraction:.0%} of its training images (held out; "
+            f"early stopping after {base.patience} epochs without improvement)"
+        )
+    else:
+        validation = f"the first {base.monitor_examples} test images"
     results["notes"] = (
-        "In progress: each run's per-epoch validation hole PSNR on the first "
-        f"{_monitor_examples(study)} test images against optimizer steps; "
+        f"In progress: each run's per-epoch validation hole PSNR on {validation} "
+        "against optimizer steps; best_epoch is 1-based; "
         "gap_db[seed] is CRAM minus the CNN encoder at the epochs both finished. "
         "Final test scores appear in runs[variant][seed].final once a run ends."
     )
@@ -158,7 +188,3 @@ def report(study):
             f"{gap['db'][-1]:+.2f} dB"
         )
     return results
-
-
-def _monitor_examples(study):
-    return study.config().monitor_examples

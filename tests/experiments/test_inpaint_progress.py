@@ -11,13 +11,16 @@ from cram_keras.studies import driver, inpaint_progress
 HEADER = "epoch,recon_loss,train_seconds,val_hole_l1,val_hole_psnr,val_ssim\n"
 
 
-def _run(directory, psnrs, n_train=None, available=60000, batch=64, epochs=50):
+def _run(
+    directory, psnrs, n_train=None, available=60000, batch=64, epochs=50, **settings
+):
     os.makedirs(directory)
     config = dict(
         n_train=n_train,
         batch_size=batch,
         epochs=epochs,
         data_source=dict(n_train=available, n_test=10000),
+        **settings,
     )
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(config, f)
@@ -38,6 +41,23 @@ def test_steps_count_whole_batches_of_the_training_images(tmp_path):
     assert curves["final"] is None
     _run(tmp_path / "b", [13.0], n_train=8000)
     assert inpaint_progress.read_run(str(tmp_path / "b"))["steps"] == [125]
+
+
+def test_a_run_with_patience_trains_on_the_images_it_does_not_hold_out(tmp_path):
+    # 883 images, 10 % held out: round(88.3) = 88, so 795 // 64 = 12 steps.
+    _run(
+        tmp_path / "p", [20.0, 21.5, 21.0, 21.5], available=883, epochs=1000,
+        patience=30, valid_fraction=0.1,
+    )  # fmt: skip
+    curves = inpaint_progress.read_run(str(tmp_path / "p"))
+    assert curves["steps"] == [12, 24, 36, 48]
+    # The first of the equal best values: a tie is no improvement.
+    assert curves["best_epoch"] == 2
+    assert inpaint_progress._status(curves) == (
+        "epoch 4 of at most 1000, best epoch 2 (stops 30 epochs after its best)"
+    )
+    curves["final"] = {"cram": {"hole_psnr": 21.0}}
+    assert inpaint_progress._status(curves) == "finished after 4 epochs, best epoch 2"
 
 
 def test_a_run_without_a_finished_epoch_has_no_curves(tmp_path):
@@ -78,7 +98,10 @@ def test_run_study_progress_writes_the_file_and_figure(tmp_path, capsys):
     results = json.loads(out.read_text())
     assert results["configuration"] == "inpaint/full_mnist32"
     assert len(results["date"]) == 10  # YYYY-MM-DD, the report's day
-    assert results["status"]["cram"] == {"0": "epoch 2 of 50", "1": "not started"}
+    assert results["status"]["cram"] == {
+        "0": "epoch 2 of 50, best epoch 2",
+        "1": "not started",
+    }
     assert results["status"]["cram_skip"]["0"] == "not started"
     assert results["gap_db"]["0"]["db"] == pytest.approx([-1.0, -0.5])
     assert figure.stat().st_size > 0
