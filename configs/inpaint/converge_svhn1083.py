@@ -1,5 +1,4 @@
-"""CRAM inpainting on the 1,083-image SVHN subset, trained until validation
-stops improving.
+"""CRAM inpainting on the SVHN subset, trained until validation stops improving.
 
 Reproduces: the CRAM paper's Fig. 7 comparison (Section VI-B): SVHN 32x32
     with a centred 8x8 hole, CRAM against the no-attention CNN encoder,
