@@ -35,6 +35,7 @@ RENDERERS = {
     "inpaint_svhn": inpainting.inpaint_svhn,
     "inpaint_mnist32": inpainting.inpaint_mnist32,
     "inpaint_full": inpainting.inpaint_full,
+    "inpaint_converge": inpainting.inpaint_converge,
     "sampler_speed": sampler.sampler_speed,
     "sampler_runs": sampler.sampler_runs,
     "separable_sweep": sampler.separable_sweep,

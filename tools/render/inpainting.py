@@ -9,6 +9,7 @@ from .sources import (
     hardware,
     load,
     result_date,
+    result_exists,
     result_link,
     source,
     sourced,
@@ -58,6 +59,26 @@ def _differences(result):
     )
 
 
+def _epochs_trained(result, order):
+    """"60 epochs", or for runs with early stopping each variant's epochs
+    and best epoch (1-based, as the console and the progress tables count)."""
+    runs = result["runs"]
+    stopped = [
+        (v, seed, r)
+        for v in order
+        for seed, r in runs.get(v, {}).items()
+        if r.get("best_epoch") is not None
+    ]
+    if not stopped:
+        return f"{result['epochs']} epochs"
+    seeds = len(result["seeds"]) > 1
+    return "trained until the held-out hole PSNR stopped improving: " + ", ".join(
+        f"{VARIANT_LABELS[v].split(' (')[0]}{f' seed {seed}' if seeds else ''} "
+        f"{r['epochs']} epochs (scored at its best, epoch {r['best_epoch'] + 1})"
+        for v, seed, r in stopped
+    )
+
+
 def _facts(result, order):
     """Data, epochs, seeds and the wall time per run of each variant."""
     runs = result["runs"]
@@ -72,7 +93,7 @@ def _facts(result, order):
     )
     return (
         f"{result['n_train']:,} training images, {result['n_test']:,} test images, "
-        f"{result['epochs']} epochs, seed{'s' if len(result['seeds']) > 1 else ''} "
+        f"{_epochs_trained(result, order)}, seed{'s' if len(result['seeds']) > 1 else ''} "
         f"{listed(result['seeds'])}; wall time per run: {wall_text}."
     )
 
@@ -142,6 +163,28 @@ def inpaint_mnist32(result):
 @sourced("inpaint_full_mnist32.json")
 def inpaint_full(result):
     """The full-budget inpainting runs as far as they have got."""
+    return _progress(result)
+
+
+CONVERGE = "inpaint_converge_svhn1083.json"
+
+
+def inpaint_converge(base):
+    """The SVHN subset trained until validation stops improving: the final
+    table once the study has finished, else its runs as far as they have
+    got."""
+    if not result_exists(CONVERGE):
+        return "Not run yet."
+    result = load(CONVERGE)
+    if "seed_stats" in result:
+        text = inpaint(result, ranges=False)
+    else:
+        text = _progress(result)
+    return paragraphs(text, source(CONVERGE, result, base))
+
+
+def _progress(result):
+    """A study's runs as far as they have got (`run_study.py --progress`)."""
     order = sorted(result["status"], key=list(INPAINT_FULL_LABELS).index)
     rows = []
     for variant in order:
