@@ -60,7 +60,7 @@ def _differences(result):
 
 
 def _epochs_trained(result, order):
-    """"60 epochs", or for runs with early stopping each variant's epochs
+    """ "60 epochs", or for runs with early stopping each variant's epochs
     and best epoch (1-based, as the console and the progress tables count)."""
     runs = result["runs"]
     stopped = [
