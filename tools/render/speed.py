@@ -301,8 +301,67 @@ def speed_attempts(result):
     return table(header, rows)
 
 
+GPU_SPEED = "gpu_speed.json"
+SAMPLER_SHAPES = {
+    "rnn_spn": "RNN-SPN shape",
+    "cram": "CRAM shape",
+    "large": "large",
+}
+
+
+def gpu_speed(result):
+    """`benchmarks/gpu_speed.py`'s table: the sampler per shape and the
+    RNN-SPN training step, ours on JAX against torch on the same device."""
+    rows = []
+    for name, row in result["sampler"].items():
+        shape = row["shape"]
+        h, w, c = shape["input"]
+        oh, ow = shape["output"]
+        rows.append(
+            [
+                f"sampler, {SAMPLER_SHAPES.get(name, name)}: {shape['batch']} x "
+                f"{h}x{w}x{c} -> {oh}x{ow}, {shape['transform']}",
+                f"{row['ms']['ours']:.3f} ms",
+                f"{row['ms']['torch']:.3f} ms",
+                f"**{ratio(row['ratio'])}**",
+                f"{ratio(row['forward_ratio'])} / {ratio(row['backward_ratio'])}",
+                f"{max(row['agreement'].values()):.1e}",
+            ]
+        )
+    for name, row in result.get("training", {}).items():
+        label = MODELS.get(name, (name,))[0]
+        rows.append(
+            [
+                f"{label} training step, batch {row['batch']}",
+                f"{row['ms']['ours']:.1f} ms",
+                f"{row['ms']['torch']:.1f} ms",
+                f"**{ratio(row['ratio'])}**",
+                "",
+                "",
+            ]
+        )
+    header = [
+        "what",
+        "ours (JAX)",
+        "torch",
+        "ours / torch (time)",
+        "forward / backward alone",
+        "largest difference from torch (relative)",
+    ]
+    return paragraphs(
+        table(header, rows),
+        f"Device: {result.get('gpu') or 'no GPU'} ({result['hardware']}); "
+        f"{result['protocol']}.",
+    )
+
+
 def speed_gpu(base):
     """The GPU section: the speed result files measured on a GPU machine."""
+    parts = []
+    if result_exists(GPU_SPEED):
+        result = load(GPU_SPEED)
+        if result.get("gpu") and not result.get("smoke"):
+            parts.append(sourced(GPU_SPEED)(gpu_speed)(base))
     found = []
     for name in ("sampler_speed.json", "train_flops.json"):
         if not result_exists(name):
@@ -310,16 +369,22 @@ def speed_gpu(base):
         result = load(name)
         runs = result["runs"] if isinstance(result.get("runs"), list) else [result]
         found += [(name, run) for run in runs if has_gpu(run)]
-    if not found:
+    if found:
+        rows = [
+            [
+                f"`{name}`",
+                cpu(run),
+                (run.get("started_utc") or run.get("date", ""))[:10],
+            ]
+            for name, run in found
+        ]
+        parts.append(table(["result file", "machine", "date"], rows))
+    if not parts:
         return (
             "Not measured yet: no speed result file was written on a machine "
             "with a GPU."
         )
-    rows = [
-        [f"`{name}`", cpu(run), (run.get("started_utc") or run.get("date", ""))[:10]]
-        for name, run in found
-    ]
-    return table(["result file", "machine", "date"], rows)
+    return paragraphs(*parts)
 
 
 def speed_summary(base):
