@@ -10,6 +10,7 @@ TensorFlow (in a subprocess).
 """
 
 import importlib.util
+import json
 import pathlib
 import re
 import shutil
@@ -259,3 +260,34 @@ def test_the_readme_python_example_runs(tmp_path):
     # Each `print(...)  # expected` line of the example prints what it says.
     for expected in re.findall(r"^print\(.*\)\s+#\s*(.+)$", code, re.M):
         assert expected.strip() in proc.stdout, (expected, proc.stdout[-2000:])
+
+
+def test_table1_gives_each_seed_and_the_mean_of_finished_ones(tmp_path, monkeypatch):
+    """A row's run of another seed (``rnn_spn_seed1``) appears beside the
+    row's seed 0, the mean is over the seeds whose runs have finished, and
+    the headline names the seed in its command."""
+    _render_docs()
+    sources = importlib.import_module("render.sources")
+    rnn_spn = importlib.import_module("render.rnn_spn")
+    overview = importlib.import_module("render.overview")
+    results = tmp_path / "benchmarks" / "results"
+    shutil.copytree(REPO / "benchmarks" / "results", results)
+    monkeypatch.setattr(sources, "REPO", tmp_path)
+    monkeypatch.setattr(sources, "RESULTS", results)
+    cpu = json.loads((results / "rnn_spn_paper.json").read_text())
+    gpu = json.loads((results / "rnn_spn_paper_gpu.json").read_text())
+    seed0 = gpu["models"]["rnn_spn"]["test_per_digit_error_at_best"]
+    run = dict(cpu["models"]["rnn_spn_d3"], seed=1, downsample=2.0)
+    run.update(test_per_digit_error_at_best=0.0180, finished=True, stopped_early=True)
+    cpu["models"]["rnn_spn_seed1"] = run
+    (results / "rnn_spn_paper.json").write_text(json.dumps(cpu))
+    text = rnn_spn.rnn_spn_table1("docs")
+    row = next(line for line in text.splitlines() if "RNN-SPN, d = 2 |" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == f"{100 * seed0:.2f} % (seed 0)"
+    # The unfinished CPU run of seed 0 is listed, but only finished runs count.
+    assert "1.80 % (seed 1)" in cells[3]
+    assert cells[4] == f"{(100 * seed0 + 1.80) / 2:.2f} % (seeds 0, 1)"
+    headline = overview.headline("")
+    line = next(row for row in headline.splitlines() if "d = 2, seed 1" in row)
+    assert "`--model rnn_spn --seed 1`" in line and "| 1.80 % |" in line

@@ -8,7 +8,9 @@ early stopping with patience 50 on validation per-digit error, up to 300
 epochs, test error at the best validation epoch. Each row of Table 1 is a
 variant of the configuration (``rnn_spn``, ``ffn_spn``, ``conv`` for d = 2
 and the CNN, ``<model>_d<d>`` otherwise) and trains in the run directory of
-that name. The rows train in stages: first to the epochs of the
+that name; a row's run with another seed (``--seed N`` of the training
+script) trains in ``<row>_seed<N>`` and is reported as a row of its own
+with its seed. The rows train in stages: first to the epochs of the
 configuration's SCHEDULE (``--schedule``), then each in turn to the end of
 its protocol. A killed campaign continues where it stopped when the same
 command is run again (the runner's crash-safe epoch checkpoints and
@@ -213,12 +215,24 @@ def paper_error(model, downsample):
     return PAPER_TABLE_1.get((model, None if model == "conv" else float(downsample)))
 
 
-def row_key(model, downsample=2.0):
+def row_key(model, downsample=2.0, seed=0):
     """A run directory's name and its row's key: the model for the d = 2
-    rows (and the CNN), ``<model>_d<d>`` for the other factors."""
+    rows (and the CNN), ``<model>_d<d>`` for the other factors; a seed other
+    than 0 adds ``_seed<N>``."""
     if model == "conv" or float(downsample) == 2.0:
-        return model
-    return f"{model}_d{float(downsample):g}"
+        key = model
+    else:
+        key = f"{model}_d{float(downsample):g}"
+    return f"{key}_seed{seed}" if seed else key
+
+
+def split_seed(key):
+    """``(row, seed)`` of a run directory's name: ``rnn_spn_seed1`` ->
+    ``("rnn_spn", 1)``, ``ffn_spn_d3`` -> ``("ffn_spn_d3", 0)``."""
+    row, sep, seed = key.rpartition("_seed")
+    if sep and seed.isdigit():
+        return row, int(seed)
+    return key, 0
 
 
 def row_name(model, downsample):
@@ -267,6 +281,7 @@ def report_model(run_dir, data_cache, attention_path=None):
         "downsample": None if config.model == "conv" else config.downsample,
         "dropout": config.dropout,
         "dropout_placement": config.dropout_placement,
+        "seed": config.seed,
         "paper_per_digit_error": paper_error(config.model, config.downsample),
         "settings": named.recorded_settings(config),
     }
@@ -376,8 +391,9 @@ def write_report(study):
     )
     if args.variants:
         # Only these rows are reported again (e.g. one campaign's, trained at
-        # its own commit); every other row keeps its committed values.
-        found = [name for name in found if name in study.variants]
+        # its own commit), with their runs of other seeds; every other row
+        # keeps its committed values.
+        found = [name for name in found if split_seed(name)[0] in study.variants]
     keys = list(dict.fromkeys(list(previous.get("models", {})) + found))
     for key in sorted(keys, key=_row_order):
         run_dir = os.path.join(runs_dir, key)
@@ -389,8 +405,9 @@ def write_report(study):
             entry["hardware"] = results["hardware"]
             entry["backend"] = results["backend"]
             entry["commit"] = results["commit"]
-            entry["configuration"] = f"{study.name}:{key}"
-            if key not in study.named.variants:
+            variant, _ = split_seed(key)
+            entry["configuration"] = f"{study.name}:{variant}"
+            if variant not in study.named.variants:
                 print(f"{run_dir}: not a variant of {study.name}", file=sys.stderr)
         old = previous.get("models", {}).get(key)
         if entry is None:
@@ -401,9 +418,10 @@ def write_report(study):
             # The directory was restarted on a fresh machine: keep the lost curve.
             results["lost_runs"].append(dict(old, model=key))
         results["models"][key] = entry
+    rows = [split_seed(k)[0] for k in results["models"]]
     results["variants"] = {
         k: study.named.variants[k]
-        for k in results["models"]
+        for k in dict.fromkeys(rows)
         if k in study.named.variants
     }
     study.write(results)
@@ -417,17 +435,28 @@ def write_report(study):
 
 
 def _row_order(key):
-    """Table 1's order: RNN-SPN d = 1..4, FFN-SPN d = 1..4, the CNN."""
-    model, _, d = key.partition("_d")
+    """Table 1's order: RNN-SPN d = 1..4, FFN-SPN d = 1..4, the CNN; a
+    row's seeds in order after it."""
+    row, seed = split_seed(key)
+    model, _, d = row.partition("_d")
     if model not in MODELS:
-        model, d = key, ""
-    return (MODELS.index(model) if model in MODELS else len(MODELS), float(d or 2), key)
+        model, d = row, ""
+    index = MODELS.index(model) if model in MODELS else len(MODELS)
+    return (index, float(d or 2), row, seed)
 
 
 def _key_model(key):
-    """(model, d) of a row key (``rnn_spn``, ``ffn_spn_d3``, ``conv``)."""
-    model, _, d = key.partition("_d")
+    """(model, d) of a row key (``rnn_spn``, ``ffn_spn_d3``, ``conv``,
+    ``rnn_spn_seed1``)."""
+    model, _, d = split_seed(key)[0].partition("_d")
     return model, (None if model == "conv" else float(d or 2))
+
+
+def _key_name(key):
+    """The row's name in the tables, with its seed where it is not 0."""
+    model, d = _key_model(key)
+    seed = split_seed(key)[1]
+    return row_name(model, d or 2.0) + (f", seed {seed}" if seed else "")
 
 
 def table_rows():
@@ -446,13 +475,13 @@ def markdown_table(results):
         "| training wall time | train sequences/s | state |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    keys = table_rows() + [k for k in results["models"] if k not in table_rows()]
+    keys = sorted(set(table_rows()) | set(results["models"]), key=_row_order)
     for key in keys:
         model, d = _key_model(key)
         entry = results["models"].get(key)
         error = paper_error(model, d or 2.0)
         paper = f"{error * 100:.1f} %" if error is not None else ""
-        name = row_name(model, d or 2.0)
+        name = _key_name(key)
         if not entry:
             lines.append(f"| {name} | {paper} | not run | | 0 | | | not run |")
             continue
@@ -492,7 +521,7 @@ def learning_curves_figure(results, path):
     for index, key in enumerate(sorted(results["models"], key=_row_order)):
         entry = results["models"][key]
         model, d = _key_model(key)
-        name = row_name(model, d or 2.0)
+        name = _key_name(key)
         colour = f"C{index % 10}"
         errors = np.asarray(entry["valid_per_digit_error"]) * 100
         state = "finished" if entry["finished"] else "in progress"
@@ -504,7 +533,7 @@ def learning_curves_figure(results, path):
             label=f"{name} (ours, validation; {len(errors)} epochs, {state})",
         )
         paper = paper_error(model, d or 2.0)
-        if paper is not None:
+        if paper is not None and not split_seed(key)[1]:
             ax.axhline(
                 paper * 100,
                 color=colour,

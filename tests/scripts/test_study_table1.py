@@ -254,3 +254,37 @@ def test_report_rows_by_model_and_d_with_the_window_area(tmp_path, fake_mnist_di
     assert len(rows) == 9  # the paper's nine rows, run or not
     assert rows[2].startswith("| RNN-SPN, d = 3 | 1.8 % |")
     assert rows[0].startswith("| RNN-SPN, d = 1 | 1.8 % | not run |")
+
+
+def test_a_run_of_another_seed_is_a_row_of_its_own(tmp_path, fake_mnist_dir):
+    """``rnn_spn_seed1`` (train_rnn_spn.py --config table1:rnn_spn --seed 1)
+    is reported as its own row, after the d = 2 row it repeats, with its
+    seed and the configuration of that row; its name says the seed."""
+    config = rnn_spn.smoke_config(
+        data_dir=str(fake_mnist_dir), cache_dir=str(tmp_path / "cache"), seed=1
+    )
+    runs = tmp_path / "runs"
+    rnn_spn.train_and_evaluate(config, str(runs / "rnn_spn_seed1"), verbose=0)
+    output = tmp_path / "progress.json"
+    argv = ["rnn_spn/table1", "--report", "--runs-dir", str(runs)]
+    argv += ["--output", str(output), "--curves-figure", str(tmp_path / "c.png")]
+    assert driver.main([*argv, "--attention-figure", ""]) == 0
+    results = json.loads(output.read_text())
+    entry = results["models"]["rnn_spn_seed1"]
+    assert entry["seed"] == 1 and entry["model"] == "rnn_spn"
+    assert entry["configuration"] == "rnn_spn/table1:rnn_spn"
+    assert entry["paper_per_digit_error"] == 0.015
+    assert results["variants"] == {"rnn_spn": {"model": "rnn_spn", "downsample": 2.0}}
+    rows = campaign.markdown_table(results).splitlines()[2:]
+    assert len(rows) == 10  # the paper's nine rows and this seed's
+    assert rows[1].startswith("| RNN-SPN, d = 2 | 1.5 % | not run |")
+    assert rows[2].startswith("| RNN-SPN, d = 2, seed 1 | 1.5 % |")
+    assert (tmp_path / "c.png").stat().st_size > 0
+    # --variants names a row; its runs of other seeds are reported with it.
+    assert driver.main([*argv, "--variants", "rnn_spn", "--commit", "abc123"]) == 0
+    assert json.loads(output.read_text())["models"]["rnn_spn_seed1"]["commit"] == (
+        "abc123"
+    )
+    assert campaign.split_seed("ffn_spn_d3") == ("ffn_spn_d3", 0)
+    assert campaign.split_seed("ffn_spn_d3_seed12") == ("ffn_spn_d3", 12)
+    assert campaign.row_key("ffn_spn", 3.0, seed=2) == "ffn_spn_d3_seed2"

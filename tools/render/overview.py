@@ -6,7 +6,7 @@ import re
 
 from .cells import duration, listed, minutes, num, pct, table
 from .cram_cls import CLUE_SHORT
-from .rnn_spn import row_label, table1_runs
+from .rnn_spn import row_label, split_key, table1_runs
 from .sources import (
     backend_name,
     clean_command,
@@ -72,14 +72,19 @@ def _table1_rows(base):
     for key, run in table1_runs(cpu):
         if key in gpu["models"]:
             continue
-        model, _, d = key.partition("_d")
+        model, d, seed = split_key(key)
+        flags = f"--model {model}"
+        if d not in (2, None):
+            flags += f" --downsample {d}"
+        if seed:
+            flags += f" --seed {seed}"
         state = (
             f"early-stopped at epoch {run['epochs_done']}"
             if run["stopped_early"]
             else f"in progress: best of {run['epochs_done']} epochs so far"
         )
         setting = (
-            f"paper protocol, `--model {model} --downsample {d}`, {state}; "
+            f"paper protocol, `{flags}`, {state}; "
             f"{short_hardware(name, dict(cpu, **run))}"
         )
         rows.append(_table1_row(name, key, run, setting, base))

@@ -5,7 +5,7 @@ import json
 import os
 import re
 
-from .cells import duration, in_order, minutes, paragraphs, pct, table, whole
+from .cells import duration, minutes, paragraphs, pct, table, whole
 from .sources import (
     REPO,
     backend_name,
@@ -57,15 +57,33 @@ def row_key(model, d):
     return model if d in (2, None) else f"{model}_d{d}"
 
 
+def split_key(key):
+    """``(model, d, seed)`` of a result file's key: ``rnn_spn`` -> (rnn_spn,
+    2, 0), ``ffn_spn_d3`` -> (ffn_spn, 3, 0), ``rnn_spn_seed1`` -> (rnn_spn,
+    2, 1); d is None for the CNN."""
+    match = re.fullmatch(r"(rnn_spn|ffn_spn|conv)(?:_d(\d+))?(?:_seed(\d+))?", key)
+    model = match.group(1)
+    d = None if model == "conv" else int(match.group(2) or 2)
+    return model, d, int(match.group(3) or 0)
+
+
 def row_label(key):
-    match = re.fullmatch(r"(rnn_spn|ffn_spn|conv)(?:_d(\d+))?", key)
-    model, d = match.group(1), match.group(2) or "2"
-    return MODEL_NAMES[model] + ("" if model == "conv" else f", d = {d}")
+    model, d, seed = split_key(key)
+    label = MODEL_NAMES[model] + ("" if model == "conv" else f", d = {d}")
+    return label + (f", seed {seed}" if seed else "")
 
 
 def table1_runs(result):
-    """``(key, run)`` of each model of a result file, in Table 1's order."""
-    keys = in_order(result["models"], (row_key(m, d) for m, d in PAPER_TABLE_1))
+    """``(key, run)`` of each model of a result file, in Table 1's order, a
+    row's runs of other seeds after it."""
+    rows = [row_key(m, d) for m, d in PAPER_TABLE_1]
+
+    def order(key):
+        model, d, seed = split_key(key)
+        base = row_key(model, d)
+        return (rows.index(base) if base in rows else len(rows), seed, key)
+
+    keys = sorted(result["models"], key=order)
     return [(key, result["models"][key]) for key in keys]
 
 
@@ -102,26 +120,68 @@ def rnn_spn_table1(base):
     gpu = load("rnn_spn_paper_gpu.json")["models"]
     cpu = load("rnn_spn_paper.json")["models"]
 
-    def cell(model):
-        if model is None:
+    def seeds(runs, model, d):
+        """{seed: run} of one row in one result file."""
+        return {
+            split_key(key)[2]: run
+            for key, run in runs.items()
+            if split_key(key)[:2] == (model, d)
+        }
+
+    def cell(found, several):
+        if not found:
             return "not run"
-        text = pct(model["test_per_digit_error_at_best"], 2)
-        if not model["finished"]:
-            text += f" (after {model['epochs_done']} epochs; not finished)"
-        return text
+        parts = []
+        for seed, run in sorted(found.items()):
+            text = pct(run["test_per_digit_error_at_best"], 2)
+            if several:
+                text += f" (seed {seed})"
+            if not run["finished"]:
+                text += f" (after {run['epochs_done']} epochs; not finished)"
+            parts.append(text)
+        return "; ".join(parts)
 
     rows = []
     for (model, d), paper in PAPER_TABLE_1.items():
-        key = row_key(model, d)
-        rows.append(
-            [row_label(key), f"{paper:.1f} %", cell(gpu.get(key)), cell(cpu.get(key))]
+        on_gpu, on_cpu = seeds(gpu, model, d), seeds(cpu, model, d)
+        several = len(set(on_gpu) | set(on_cpu)) > 1
+        # The mean over seeds of finished runs, one run per seed (the GPU's
+        # where both ran it).
+        finished = {
+            seed: run["test_per_digit_error_at_best"]
+            for found in (on_cpu, on_gpu)
+            for seed, run in found.items()
+            if run["finished"]
+        }
+        mean = (
+            f"{pct(sum(finished.values()) / len(finished), 2)} (seeds "
+            f"{', '.join(map(str, sorted(finished)))})"
+            if len(finished) > 1
+            else ""
         )
-    header = ["model", "paper", "ours: one GPU, JAX", "ours: CPU, TensorFlow"]
+        rows.append(
+            [
+                row_label(row_key(model, d)),
+                f"{paper:.1f} %",
+                cell(on_gpu, several),
+                cell(on_cpu, several),
+                mean,
+            ]
+        )
+    header = [
+        "model",
+        "paper",
+        "ours: one GPU, JAX",
+        "ours: CPU, TensorFlow",
+        "ours: mean over seeds",
+    ]
     return paragraphs(
         table(header, rows),
         f"Per-digit test error at the best validation epoch. Ours: "
         f"{result_link('rnn_spn_paper_gpu.json', base)} and "
-        f"{result_link('rnn_spn_paper.json', base)} (details below).",
+        f"{result_link('rnn_spn_paper.json', base)} (details below); a row "
+        "run with more than one seed gives each seed's error, and the mean over "
+        "the seeds whose runs have finished.",
     )
 
 
