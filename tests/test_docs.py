@@ -291,3 +291,29 @@ def test_table1_gives_each_seed_and_the_mean_of_finished_ones(tmp_path, monkeypa
     headline = overview.headline("")
     line = next(row for row in headline.splitlines() if "d = 2, seed 1" in row)
     assert "`--model rnn_spn --seed 1`" in line and "| 1.80 % |" in line
+
+
+def test_the_bfloat16_paper_run_is_shown_beside_the_float32_row(tmp_path, monkeypatch):
+    _render_docs()
+    sources = importlib.import_module("render.sources")
+    speed = importlib.import_module("render.speed")
+    results = tmp_path / "benchmarks" / "results"
+    shutil.copytree(REPO / "benchmarks" / "results", results)
+    monkeypatch.setattr(sources, "REPO", tmp_path)
+    monkeypatch.setattr(sources, "RESULTS", results)
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    (results / "rnn_spn_paper_bf16.json").unlink(missing_ok=True)
+    assert speed.bf16_paper("docs") == "Not run yet."
+    cpu = json.loads((results / "rnn_spn_paper.json").read_text())
+    run = dict(cpu["models"]["rnn_spn_d3"], test_per_digit_error_at_best=0.0191)
+    run.update(epochs_done=40, best_epoch=38, train_sequences_per_second=812.0)
+    bf16 = dict(cpu, models={"rnn_spn_d3": run}, configuration="rnn_spn/table1_bf16")
+    (results / "rnn_spn_paper_bf16.json").write_text(json.dumps(bf16))
+    text = speed.bf16_paper("docs")
+    float32 = cpu["models"]["rnn_spn_d3"]
+    assert (
+        f"| float32 | {100 * float32['test_per_digit_error_at_best']:.2f} % |" in text
+    )
+    assert "| mixed_bfloat16 | 1.91 % |" in text
+    assert "| 40 (38), in progress |" in text and "812 sequences/s" in text
+    assert "rnn_spn_paper_bf16.json" in text

@@ -28,6 +28,7 @@ RENDERERS = {
     "rnn_spn_speed": speed.rnn_spn_speed,
     "train_speed": speed.train_speed,
     "bf16": speed.bf16,
+    "bf16_paper": speed.bf16_paper,
     "inpaint_bf16": inpainting.inpaint_bf16,
     "cram_cls": cram_cls.cram_cls,
     "cram_cls_curves": cram_cls.cram_cls_curves,

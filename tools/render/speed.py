@@ -3,7 +3,16 @@ XLA, mixed_bfloat16, FLOPs against the machine's peak, the profile of each
 step, what was tried for speed, and the GPU measurements."""
 
 from .cells import num, paragraphs, pct, ratio, table, whole
-from .sources import cpu, has_gpu, load, result_exists, sourced
+from .sources import (
+    cpu,
+    hardware,
+    has_gpu,
+    load,
+    result_exists,
+    result_link,
+    source,
+    sourced,
+)
 
 # The models timed, in table order: label and what one training example is.
 MODELS = {
@@ -144,6 +153,56 @@ def bf16(result):
         "test per-digit error",
     ]
     return table(header, rows)
+
+
+BF16_PAPER = "rnn_spn_paper_bf16.json"
+
+
+def bf16_paper(base):
+    """RNN-SPN d = 3 to the paper protocol under mixed_bfloat16, beside the
+    float32 row of the same seed, data and initial weights."""
+    if not result_exists(BF16_PAPER):
+        return "Not run yet."
+    result = load(BF16_PAPER)
+    float32 = load("rnn_spn_paper.json")["models"].get("rnn_spn_d3")
+    rows = []
+    for policy, run in (
+        ("float32", float32),
+        ("mixed_bfloat16", result["models"].get("rnn_spn_d3")),
+    ):
+        if run is None:
+            rows.append([policy, "not run", "", "", "", ""])
+            continue
+        state = (
+            "early-stopped"
+            if run["stopped_early"]
+            else "finished"
+            if run["finished"]
+            else "in progress"
+        )
+        rows.append(
+            [
+                policy,
+                pct(run["test_per_digit_error_at_best"], 2),
+                pct(run["test_sequence_error_at_best"], 2),
+                f"{run['epochs_done']} ({run['best_epoch']}), {state}",
+                pct(min(run["valid_per_digit_error"]), 2),
+                f"{run['train_sequences_per_second']:.0f} sequences/s",
+            ]
+        )
+    header = [
+        "policy",
+        "per-digit test error (best validation epoch)",
+        "sequence test error",
+        "epochs (best)",
+        "best validation per-digit error",
+        "training throughput",
+    ]
+    return paragraphs(
+        table(header, rows),
+        source(BF16_PAPER, result, base, machine=hardware),
+        f"The float32 row: {result_link('rnn_spn_paper.json', base)} (`rnn_spn_d3`).",
+    )
 
 
 def _shares(times, total):
