@@ -204,15 +204,24 @@ def test_a_call_stops_the_runs_reports_and_packs_within_the_limits(stand_ins, tm
     assert result["configuration"] == "inpaint/full_mnist32"
     assert result["backend"] == "jax"
     status = result["status"]
-    assert status["cram"]["0"] == "finished"
-    assert status["cram_skip"]["0"] == "not started"
     runs = result["runs"]
+
+    def best(curves):  # the first epoch of the highest validation PSNR, 1-based
+        psnr = curves["val_hole_psnr"]
+        return curves["epochs"][psnr.index(max(psnr))]
+
+    cram = runs["cram"]["0"]
+    assert status["cram"]["0"] == f"finished after 3 epochs, best epoch {best(cram)}"
+    assert cram["best_epoch"] == best(cram)
+    assert status["cram_skip"]["0"] == "not started"
     assert runs["cram"]["0"]["epochs"] == [1, 2, 3]
     assert runs["cram"]["0"]["final"] == {"cram": {"psnr": 21.0, "ssim": 0.9}}
     for variant, seed in (("cnn_encoder", "0"), ("cram_skip", "1")):
         epochs = runs[variant][seed]["epochs"]
         assert len(epochs) >= 1 and epochs == list(range(1, len(epochs) + 1))
-        assert status[variant][seed] == f"epoch {epochs[-1]} of 50"
+        assert status[variant][seed] == (
+            f"epoch {epochs[-1]} of 50, best epoch {best(runs[variant][seed])}"
+        )
         assert runs[variant][seed]["final"] is None
     assert result["gap_db"]["0"]["epochs"][:1] == [1]
     # EXTRA and DTYPE_POLICY reach the report's settings too.
