@@ -108,7 +108,7 @@ def _status(curves):
     done = curves["epochs"][-1]
     best = f"best epoch {curves['best_epoch']}"
     if curves["final"] is not None:
-        return f"finished after {done} epochs, {best}"
+        return f"finished after {done} epoch{'' if done == 1 else 's'}, {best}"
     if curves["patience"] is not None:
         return (
             f"epoch {done} of at most {curves['epochs_planned']}, {best} "

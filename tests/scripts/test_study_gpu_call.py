@@ -441,7 +441,8 @@ def test_a_real_smoke_run_on_jax_finishes_inside_the_call(fake_mnist_dir, tmp_pa
         "model_cnn_encoder_seed0.keras",
     }
     result = json.loads((out / "inpaint_full_mnist32.json").read_text())
-    assert result["status"]["cnn_encoder"]["0"] == "finished"
+    status = result["status"]["cnn_encoder"]["0"]
+    assert status == "finished after 1 epoch, best epoch 1"
     run = result["runs"]["cnn_encoder"]["0"]
     assert run["epochs"] == [1] and "cnn_encoder" in run["final"]
     with tarfile.open(out / "runs.tar.gz") as tar:
