@@ -118,14 +118,14 @@ class _Data:
     images and their holes where some training images are held out
     (--patience, a --tune trial), else `None`."""
 
-    def __init__(self, x_train, x_test, masks, source, x_valid=None, valid_masks=None):
+    def __init__(self, x_train, x_test, masks, source):
         self.x_train, self.x_test, self.masks, self.source = (
             x_train,
             x_test,
             masks,
             source,
         )
-        self.x_valid, self.valid_masks = x_valid, valid_masks
+        self.x_valid = self.valid_masks = None
 
 
 def _source_label(source):

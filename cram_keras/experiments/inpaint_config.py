@@ -179,7 +179,10 @@ class Config:
     # Outputs.
     figure_examples: int = option(8, "test images in the figures", flag=False)
     monitor_examples: int = option(
-        512, "test images of the per-epoch validation numbers", flag=False
+        512,
+        "images of the per-epoch validation numbers: the first test images, "
+        "or with --patience the first held-out training images",
+        flag=False,
     )
     eval_batch_size: int = option(256, "batch size of scoring", flag=False)
     export: bool = option(
