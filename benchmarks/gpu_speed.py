@@ -29,7 +29,10 @@ Ratios are ours / torch in time (below 1: ours faster).
 
 `--smoke` runs tiny shapes and a few calls on whatever device there is (the
 test of this script). Without a GPU the numbers are CPU numbers and the
-file says so.
+file says so. `--profile DIR` also writes a JAX profiler trace of five
+calls of our sampler at each shape, one `jax_trace_<shape>.tar.gz` each
+(the XSpace protobuf that `benchmarks/profile_steps.py` reads), for a
+shape where ours is slow.
 """
 
 import argparse
@@ -39,6 +42,8 @@ import os
 import pathlib
 import shlex
 import sys
+import tarfile
+import tempfile
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -173,7 +178,21 @@ def timed(contenders, calls, rounds, warmup):
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def sampler_row(shape, args):
+def write_trace(step, path, calls=5):
+    """A JAX profiler trace of ``calls`` calls of ``step``, packed into the
+    archive ``path``."""
+    import jax
+
+    with tempfile.TemporaryDirectory() as directory:
+        with jax.profiler.trace(directory):
+            for _ in range(calls):
+                step()
+        with tarfile.open(path, "w:gz") as tar:
+            tar.add(directory, arcname="trace")
+    return path
+
+
+def sampler_row(shape, args, name=None):
     images, theta, params, cotangent = make_inputs(shape)
     ours_step, ours_forward = jax_sampler(shape, images, params, cotangent)
     torch_step, torch_forward = torch_sampler(shape, images, theta, cotangent)
@@ -191,7 +210,12 @@ def sampler_row(shape, args):
         args.warmup,
     )
     ms = {k: 1e3 * v for k, v in seconds.items()}
+    trace = None
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        trace = str(write_trace(ours_step, args.profile / f"jax_trace_{name}.tar.gz"))
     return {
+        "trace": trace,
         "shape": shape,
         "ms": ms,
         "ratio": ms["ours"] / ms["torch"],
@@ -268,6 +292,13 @@ def main(argv=None):
         "--smoke", action="store_true", help="tiny shapes, few calls (a test)"
     )
     p.add_argument("--no-training", action="store_true", help="the sampler only")
+    p.add_argument(
+        "--profile",
+        type=pathlib.Path,
+        default=None,
+        metavar="DIR",
+        help="also write a JAX profiler trace of our sampler per shape into DIR",
+    )
     args = p.parse_args(argv)
     if keras.backend.backend() != "jax":
         p.error(
@@ -303,7 +334,7 @@ def main(argv=None):
         "sampler": {},
     }
     for name, shape in shapes.items():
-        row = sampler_row(shape, args)
+        row = sampler_row(shape, args, name)
         result["sampler"][name] = row
         print(
             f"sampler {name}: ours {row['ms']['ours']:.3f} ms, torch "

@@ -1,7 +1,7 @@
 """benchmarks/gpu_speed.py, the sampler and the RNN-SPN step on JAX against
 torch on the same device, checked here on the CPU with --smoke: it runs
 without TensorFlow's sampler kernel, its outputs and gradients agree with
-torch's, the file holds every timing, and the speed page renders a GPU
+torch's, the file holds every timing and a profiler trace per shape, and the speed page renders a GPU
 file as a table (a smoke or GPU-less file is not shown there)."""
 
 import importlib
@@ -12,6 +12,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tarfile
 
 import pytest
 
@@ -37,7 +38,15 @@ def test_smoke_run_agrees_with_torch_and_writes_every_timing(tmp_path):
     out = tmp_path / "gpu_speed.json"
     env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--smoke", "--output", str(out)],
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--smoke",
+            "--output",
+            str(out),
+            "--profile",
+            str(tmp_path / "traces"),
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         env=env,
@@ -55,6 +64,11 @@ def test_smoke_run_agrees_with_torch_and_writes_every_timing(tmp_path):
         for key in ("ours", "torch", "ours_forward", "torch_forward"):
             assert row["ms"][key] > 0
         assert row["ratio"] == pytest.approx(row["ms"]["ours"] / row["ms"]["torch"])
+    # One profiler trace of ours per shape, with the XSpace protobuf in it.
+    for name, row in result["sampler"].items():
+        assert row["trace"] == str(tmp_path / "traces" / f"jax_trace_{name}.tar.gz")
+        with tarfile.open(row["trace"]) as tar:
+            assert any(n.endswith(".xplane.pb") for n in tar.getnames())
     training = result["training"]["rnn_spn"]
     assert training["ms"]["ours"] > 0 and training["ms"]["torch"] > 0
     speed, _ = render_modules()
