@@ -1,8 +1,9 @@
 """benchmarks/gpu_speed.py, the sampler and the RNN-SPN step on JAX against
 torch on the same device, checked here on the CPU with --smoke: it runs
 without TensorFlow's sampler kernel, its outputs and gradients agree with
-torch's, the file holds every timing and a profiler trace per shape, and the speed page renders a GPU
-file as a table (a smoke or GPU-less file is not shown there)."""
+torch's, the file holds every timing and a profiler trace per shape, and
+the speed page renders a GPU file as a table (a smoke or GPU-less file is
+not shown there)."""
 
 import importlib
 import importlib.util
