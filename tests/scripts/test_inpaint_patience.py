@@ -53,8 +53,8 @@ def test_run_stops_after_patience_epochs_and_scores_the_best_epoch(tmp_path):
     1 + patience, and the saved model must hold the first epoch's
     discriminators."""
     out = tmp_path / "run"
-    patience = 2
-    config = inpaint.smoke_config(patience=patience, epochs=6, learning_rate=1e-30)
+    patience = 1
+    config = inpaint.smoke_config(patience=patience, epochs=4, learning_rate=1e-30)
     metrics = inpaint.train_and_evaluate(
         config, str(out), smoke=True, verbose=0, log=lambda message: None
     )
