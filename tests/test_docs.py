@@ -307,6 +307,7 @@ def test_the_bfloat16_paper_run_is_shown_beside_the_float32_row(tmp_path, monkey
     cpu = json.loads((results / "rnn_spn_paper.json").read_text())
     run = dict(cpu["models"]["rnn_spn_d3"], test_per_digit_error_at_best=0.0191)
     run.update(epochs_done=40, best_epoch=38, train_sequences_per_second=812.0)
+    run.update(finished=False, stopped_early=False)
     bf16 = dict(cpu, models={"rnn_spn_d3": run}, configuration="rnn_spn/table1_bf16")
     (results / "rnn_spn_paper_bf16.json").write_text(json.dumps(bf16))
     text = speed.bf16_paper("docs")
