@@ -262,18 +262,27 @@ def test_the_readme_python_example_runs(tmp_path):
         assert expected.strip() in proc.stdout, (expected, proc.stdout[-2000:])
 
 
-def test_table1_gives_each_seed_and_the_mean_of_finished_ones(tmp_path, monkeypatch):
+@pytest.fixture
+def results_copy(tmp_path, monkeypatch):
+    """The renderers read a copy of the result files and configurations in
+    ``tmp_path`` (which a test may change); the copy's results folder."""
+    _render_docs()
+    sources = importlib.import_module("render.sources")
+    results = tmp_path / "benchmarks" / "results"
+    shutil.copytree(REPO / "benchmarks" / "results", results)
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    monkeypatch.setattr(sources, "REPO", tmp_path)
+    monkeypatch.setattr(sources, "RESULTS", results)
+    return results
+
+
+def test_table1_gives_each_seed_and_the_mean_of_finished_ones(results_copy):
     """A row's run of another seed (``rnn_spn_seed1``) appears beside the
     row's seed 0, the mean is over the seeds whose runs have finished, and
     the headline names the seed in its command."""
-    _render_docs()
-    sources = importlib.import_module("render.sources")
     rnn_spn = importlib.import_module("render.rnn_spn")
     overview = importlib.import_module("render.overview")
-    results = tmp_path / "benchmarks" / "results"
-    shutil.copytree(REPO / "benchmarks" / "results", results)
-    monkeypatch.setattr(sources, "REPO", tmp_path)
-    monkeypatch.setattr(sources, "RESULTS", results)
+    results = results_copy
     cpu = json.loads((results / "rnn_spn_paper.json").read_text())
     gpu = json.loads((results / "rnn_spn_paper_gpu.json").read_text())
     seed0 = gpu["models"]["rnn_spn"]["test_per_digit_error_at_best"]
@@ -293,15 +302,9 @@ def test_table1_gives_each_seed_and_the_mean_of_finished_ones(tmp_path, monkeypa
     assert "`--model rnn_spn --seed 1`" in line and "| 1.80 % |" in line
 
 
-def test_the_bfloat16_paper_run_is_shown_beside_the_float32_row(tmp_path, monkeypatch):
-    _render_docs()
-    sources = importlib.import_module("render.sources")
+def test_the_bfloat16_paper_run_is_shown_beside_the_float32_row(results_copy):
     speed = importlib.import_module("render.speed")
-    results = tmp_path / "benchmarks" / "results"
-    shutil.copytree(REPO / "benchmarks" / "results", results)
-    monkeypatch.setattr(sources, "REPO", tmp_path)
-    monkeypatch.setattr(sources, "RESULTS", results)
-    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    results = results_copy
     (results / "rnn_spn_paper_bf16.json").unlink(missing_ok=True)
     assert speed.bf16_paper("docs") == "Not run yet."
     cpu = json.loads((results / "rnn_spn_paper.json").read_text())
