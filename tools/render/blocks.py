@@ -37,6 +37,7 @@ RENDERERS = {
     "inpaint_mnist32": inpainting.inpaint_mnist32,
     "inpaint_full": inpainting.inpaint_full,
     "inpaint_converge": inpainting.inpaint_converge,
+    "inpaint_tune": inpainting.inpaint_tune,
     "sampler_speed": sampler.sampler_speed,
     "sampler_runs": sampler.sampler_runs,
     "separable_sweep": sampler.separable_sweep,

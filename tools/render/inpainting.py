@@ -303,3 +303,86 @@ def inpaint_bf16(base):
         source(study_name, study, base, date=study.get("date", speed["date"])),
         _bf16_speed_line(speed_name, speed, backends, base),
     )
+
+
+TUNE = "inpaint_tune_svhn1083.json"
+
+
+def inpaint_tune(base):
+    """The keras-tuner search of the inpainter: every trial, then the chosen
+    setting against the defaults on the test images once both have run."""
+    if not result_exists(TUNE):
+        return "Not run yet."
+    result = load(TUNE)
+    trials = result["trials"]
+    scored = [t for t in trials if t["valid_hole_psnr"] is not None]
+    best = max(scored, key=lambda t: t["valid_hole_psnr"]) if scored else None
+    rows = []
+    for t in trials:
+        score = t["valid_hole_psnr"]
+        cell = "-" if score is None else num(score)
+        if t is best:
+            cell = f"**{cell}**"
+        state = "" if t["status"] == "COMPLETED" else f" ({t['status'].lower()})"
+        rows.append(
+            [
+                t["trial_id"] + state,
+                str(t["glimpses"]),
+                f"{t['learning_rate']:.1e}",
+                num(t["min_scale"], 3),
+                cell,
+                str(t["epochs"]),
+                duration(t["seconds"]) if t["seconds"] else "-",
+            ]
+        )
+    header = [
+        "trial",
+        "glimpses",
+        "Adam rate",
+        "smallest window",
+        "held-out hole PSNR (dB)",
+        "epochs",
+        "training time",
+    ]
+    parts = [table(header, rows)]
+    if "status" in result:
+        parts.append(f"In progress: {result['status']}.")
+    if "summary" in result:
+        parts.append(_tune_versus_default(result))
+    return paragraphs(*parts, source(TUNE, result, base))
+
+
+def _tune_versus_default(result):
+    """The chosen setting and the defaults on the test images."""
+    rows = []
+    for variant, label in (("search", "chosen by the search"), ("default", "defaults")):
+        run = result["runs"][variant]
+        values, scores = run["values"], run["scores"]
+        diagnostics = run.get("pathway_diagnostics") or {}
+        rows.append(
+            [
+                label,
+                str(values["glimpses"]),
+                f"{values['learning_rate']:.1e}",
+                num(values["min_scale"], 3),
+                num(scores["hole_psnr"]),
+                num(scores["hole_l1"], 3),
+                num(scores["ssim"], 3),
+                num(diagnostics.get("hole_psnr_glimpses_zeroed")),
+            ]
+        )
+    header = [
+        "setting",
+        "glimpses",
+        "Adam rate",
+        "smallest window",
+        "test hole PSNR (dB)",
+        "hole L1",
+        "SSIM",
+        "glimpses zeroed (dB)",
+    ]
+    difference = result["summary"]["chosen_minus_default_db"]
+    return paragraphs(
+        table(header, rows),
+        f"Chosen minus defaults on the test images: {difference:+.2f} dB.",
+    )

@@ -1,0 +1,206 @@
+"""The inpainter's keras-tuner search against the package's defaults
+(configurations ``inpaint/tune_*``).
+
+Two variants: ``search`` (``tune=True``: `train_inpaint.py --tune`, every
+trial a run in ``trials/<id>`` scored on held-out training images) and
+``default`` (an ordinary run of the defaults on the same training images:
+its ``n_train`` is set to the number the search's trials trained on, the
+first images of the training set). The result file has every
+trial (its searched values, held-out hole PSNR, epochs and seconds), the
+chosen values, each variant's test scores and pathway diagnostics, and the
+chosen setting minus the defaults on the test images, which play no part in
+the choice. ``--progress`` writes the trials as far as they have got,
+nothing trained.
+"""
+
+import csv
+import dataclasses
+import datetime
+import json
+import os
+
+from cram_keras.experiments import inpaint
+from cram_keras.experiments.inpaint_config import METHOD_NAMES
+from cram_keras.experiments.named import recorded_settings
+from cram_keras.studies.driver import StudyError, run_grid
+
+SEARCHED = ("glimpses", "learning_rate", "min_scale")
+OBJECTIVE = inpaint.SEARCH_OBJECTIVE
+VARIANTS = ("search", "default")
+# Per-run numbers copied from each run's metrics.json.
+RUN_KEYS = ("epochs", "n_train", "n_test", "train_wall_seconds", "wall_seconds")
+
+
+def add_arguments(group):
+    group.add_argument(
+        "--progress",
+        action="store_true",
+        help="train nothing: write the result file from the trials (and the "
+        "default run) as far as they have got",
+    )
+
+
+def run(study):
+    if tuple(study.variants) != VARIANTS:
+        raise StudyError(
+            f"{study.name} compares the variants {', '.join(VARIANTS)}, in this "
+            f"order. Received: --variants {','.join(study.variants)}"
+        )
+    if len(study.seeds) != 1:
+        raise StudyError(f"{study.name} runs one seed. Received: {study.seeds}")
+    if study.args.progress:
+        results = progress(study)
+        study.write(results)
+        print_trials(results["trials"])
+        return 0
+    base = study.config()
+
+    trained_on = {}
+
+    def run_one(config, run_dir, variant, seed):
+        if variant == "default":
+            # The images every trial trained on (run_grid runs the search first).
+            config = dataclasses.replace(config, n_train=trained_on["search"])
+        metrics = inpaint.train_and_evaluate(config, run_dir)
+        trained_on[variant] = metrics["n_train"]
+        return record_of(config, run_dir, metrics)
+
+    def summarise(records):
+        return results_of(
+            {variant: per[study.seeds[0]] for variant, per in records.items()}, base
+        )
+
+    _, results = run_grid(study, run_one, summarise)
+    print_trials(results["trials"])
+    print(summary_line(results))
+    return 0
+
+
+def record_of(config, run_dir, metrics):
+    """One variant's record: its values of the searched settings (the
+    chosen ones for the search), test scores, diagnostics and times; the
+    search's also its trials, winning trial and held-out score."""
+    record = {key: metrics.get(key) for key in RUN_KEYS}
+    record.update(
+        run_dir=run_dir,
+        values={name: metrics.get(name, getattr(config, name)) for name in SEARCHED},
+        scores=metrics["methods"][METHOD_NAMES[config.encoder]],
+        pathway_diagnostics=metrics.get("pathway_diagnostics"),
+    )
+    if config.tune:
+        with open(os.path.join(run_dir, "trials.json")) as f:
+            record["trials"] = json.load(f)["trials"]
+        record.update(
+            best_trial=metrics["best_trial"], **{OBJECTIVE: metrics[OBJECTIVE]}
+        )
+    return record
+
+
+def results_of(runs, base):
+    """The result file's body from ``runs[variant]`` (`record_of`); a
+    variant that has not run yet is missing."""
+    results = {
+        "runs": runs,
+        "dataset": base.dataset,
+        "epochs": base.epochs,
+        "max_trials": base.max_trials,
+        "searched": {
+            "glimpses": list(base.glimpse_range),
+            "learning_rate": list(base.learning_rate_range),
+            "min_scale": list(base.min_scale_range),
+        },
+        "tune_valid_fraction": base.tune_valid_fraction,
+        "config": recorded_settings(base, drop=("tune", "max_trials", "n_train")),
+        "trials": (runs.get("search") or {}).get("trials", []),
+        "wall_seconds": sum(r["wall_seconds"] or 0.0 for r in runs.values()),
+        "date": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
+    }
+    if set(VARIANTS) <= set(runs):
+        search, default = runs["search"], runs["default"]
+        results["summary"] = {
+            "chosen": search["values"],
+            "default": default["values"],
+            "chosen_minus_default_db": search["scores"]["hole_psnr"]
+            - default["scores"]["hole_psnr"],
+        }
+    return results
+
+
+def progress(study):
+    """The trials as far as they have got (read from their run
+    directories), and the default run's record once it has finished."""
+    search_dir = study.run_dir("search", study.seeds[0])
+    trials_dir = os.path.join(search_dir, "trials")
+    if not os.path.isdir(trials_dir) or not os.listdir(trials_dir):
+        raise StudyError(
+            f"no trial of {study.name} has started under {search_dir} (--runs-dir "
+            "names the folder of its run directories)"
+        )
+    trials = [
+        trial_so_far(os.path.join(trials_dir, name), name)
+        for name in sorted(os.listdir(trials_dir))
+    ]
+    base = study.config()
+    runs = {}
+    default_dir = study.run_dir("default", study.seeds[0])
+    metrics = os.path.join(default_dir, "metrics.json")
+    if os.path.exists(metrics):
+        with open(metrics) as f:
+            runs["default"] = record_of(
+                study.config("default", study.seeds[0]), default_dir, json.load(f)
+            )
+    results = results_of(runs, base)
+    results["trials"] = trials
+    done = sum(t["status"] == "COMPLETED" for t in trials)
+    results["status"] = f"{done} of {base.max_trials} trials finished"
+    return results
+
+
+def trial_so_far(trial_dir, trial_id):
+    """A trial's row as `train_inpaint.py --tune` writes it to trials.json,
+    from its run directory: its values, its held-out hole PSNR once
+    finished, the epochs done and its training seconds."""
+    with open(os.path.join(trial_dir, "config.json")) as f:
+        config = json.load(f)
+    row = {"trial_id": trial_id, "status": "RUNNING"}
+    row.update({name: config[name] for name in SEARCHED})
+    row[OBJECTIVE], row["epochs"], row["seconds"] = None, 0, None
+    log = os.path.join(trial_dir, "log.csv")
+    if os.path.exists(log):
+        with open(log, newline="") as f:
+            rows = list(csv.DictReader(f))
+        row["epochs"] = len(rows)
+        row["seconds"] = sum(float(r.get("train_seconds") or 0) for r in rows)
+    metrics = os.path.join(trial_dir, "metrics.json")
+    if os.path.exists(metrics):
+        with open(metrics) as f:
+            finished = json.load(f)
+        row.update(
+            status="COMPLETED",
+            epochs=finished["epochs"],
+            seconds=finished["wall_seconds"],
+            **{OBJECTIVE: finished[OBJECTIVE]},
+        )
+    return row
+
+
+def print_trials(trials):
+    print(
+        "| trial | glimpses | learning rate | min_scale | held-out hole PSNR | epochs |"
+    )
+    print("|---|---|---|---|---|---|")
+    for t in trials:
+        score = "-" if t[OBJECTIVE] is None else f"{t[OBJECTIVE]:.2f}"
+        print(
+            f"| {t['trial_id']} | {t['glimpses']} | {t['learning_rate']:.2e} | "
+            f"{t['min_scale']:.3f} | {score} | {t['epochs']} |"
+        )
+
+
+def summary_line(results):
+    summary = results["summary"]
+    chosen = ", ".join(f"{k}={v:.4g}" for k, v in summary["chosen"].items())
+    return (
+        f"chosen {chosen}: test hole PSNR {summary['chosen_minus_default_db']:+.2f} dB "
+        "against the defaults"
+    )

@@ -1,0 +1,157 @@
+"""The inpainter's search study (``inpaint/tune_svhn1083``): its progress
+report read from trial run directories written here by hand, the
+comparison with the defaults, the refusals, and the rendered tables."""
+
+import importlib
+import json
+import os
+import sys
+
+import pytest
+
+from cram_keras.studies import driver, inpaint_tune
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+HEADER = "epoch,recon_loss,train_seconds,val_hole_l1,val_hole_psnr,val_ssim\n"
+
+
+def _trial(directory, glimpses, rate, window, seconds, score=None):
+    """A trial's run directory: its config, one log row per entry of
+    ``seconds``, and metrics.json once ``score`` is given."""
+    os.makedirs(directory)
+    config = dict(glimpses=glimpses, learning_rate=rate, min_scale=window, epochs=10)
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(config, f)
+    with open(os.path.join(directory, "log.csv"), "w") as f:
+        f.write(HEADER)
+        for epoch, s in enumerate(seconds):
+            f.write(f"{epoch},0.1,{s},0.1,20.0,0.9\n")
+    if score is not None:
+        metrics = dict(epochs=len(seconds), wall_seconds=sum(seconds) + 7.0)
+        metrics["valid_hole_psnr"] = score
+        with open(os.path.join(directory, "metrics.json"), "w") as f:
+            json.dump(metrics, f)
+
+
+def _progress(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    trials = runs / "search_seed0" / "trials"
+    _trial(trials / "00", 8, 9e-5, 0.39, [30.0, 25.0], score=19.5)
+    _trial(trials / "01", 2, 2e-4, 0.27, [12.0, 11.0], score=20.25)
+    _trial(trials / "02", 5, 4e-5, 0.44, [20.0])
+    out = tmp_path / "tune.json"
+    code = driver.main(
+        ["inpaint/tune_svhn1083", "--progress", "--runs-dir", str(runs),
+         "--output", str(out)]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    return json.loads(out.read_text())
+
+
+def test_progress_reads_each_trial_from_its_run_directory(tmp_path, capsys):
+    results = _progress(tmp_path, capsys)
+    assert results["configuration"] == "inpaint/tune_svhn1083"
+    assert results["status"] == "2 of 16 trials finished"
+    rows = {t["trial_id"]: t for t in results["trials"]}
+    assert list(rows) == ["00", "01", "02"]
+    assert rows["01"]["status"] == "COMPLETED"
+    assert (rows["01"]["glimpses"], rows["01"]["min_scale"]) == (2, 0.27)
+    assert rows["01"]["valid_hole_psnr"] == 20.25
+    # A finished trial's time is its run's (metrics.json), one in progress
+    # the sum of its epochs so far.
+    assert rows["01"]["seconds"] == pytest.approx(30.0)
+    assert rows["02"]["status"] == "RUNNING"
+    assert rows["02"]["valid_hole_psnr"] is None
+    assert (rows["02"]["epochs"], rows["02"]["seconds"]) == (1, 20.0)
+    assert "summary" not in results and results["runs"] == {}
+    printed = capsys.readouterr().out
+    assert "| 01 | 2 | 2.00e-04 | 0.270 | 20.25 | 2 |" in printed
+
+
+def test_the_chosen_setting_is_compared_with_the_defaults_on_test(tmp_path):
+    base = _base_config(tmp_path)
+    search = dict(
+        wall_seconds=100.0,
+        values=dict(glimpses=2, learning_rate=2e-4, min_scale=0.27),
+        scores=dict(hole_psnr=21.5, hole_l1=0.07, ssim=0.93),
+        trials=[{"trial_id": "00"}],
+    )
+    default = dict(
+        wall_seconds=50.0,
+        values=dict(glimpses=4, learning_rate=1e-4, min_scale=0.375),
+        scores=dict(hole_psnr=20.75, hole_l1=0.08, ssim=0.92),
+    )
+    results = inpaint_tune.results_of({"search": search, "default": default}, base)
+    assert results["summary"]["chosen_minus_default_db"] == pytest.approx(0.75)
+    assert results["summary"]["chosen"]["glimpses"] == 2
+    assert results["wall_seconds"] == 150.0
+    assert results["searched"]["glimpses"] == [1, 8]
+    assert results["trials"] == [{"trial_id": "00"}]
+    # Only the search has run: no comparison yet.
+    assert "summary" not in inpaint_tune.results_of({"search": search}, base)
+
+
+def test_the_study_needs_both_variants_in_order(tmp_path, capsys):
+    code = driver.main(
+        ["inpaint/tune_svhn1083", "--variants", "default", "--runs-dir",
+         str(tmp_path), "--output", str(tmp_path / "t.json")]
+    )  # fmt: skip
+    assert code == 2
+    assert "compares the variants search, default" in capsys.readouterr().err
+    code = driver.main(
+        ["inpaint/tune_svhn1083", "--progress", "--runs-dir", str(tmp_path),
+         "--output", str(tmp_path / "t.json")]
+    )  # fmt: skip
+    assert code == 2
+    assert "no trial of inpaint/tune_svhn1083 has started" in capsys.readouterr().err
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_the_results_page_marks_the_best_trial_and_the_comparison(
+    tmp_path, capsys, monkeypatch
+):
+    results = _progress(tmp_path, capsys)
+    sources = importlib.import_module("render.sources")
+    inpainting = importlib.import_module("render.inpainting")
+    folder = tmp_path / "benchmarks" / "results"
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(sources, "RESULTS", folder)
+    assert inpainting.inpaint_tune("docs") == "Not run yet."
+    (folder / inpainting.TUNE).write_text(json.dumps(results))
+    text = inpainting.inpaint_tune("docs")
+    assert "| 01 | 2 | 2.0e-04 | 0.270 | **20.25** | 2 |" in text
+    assert "| 00 | 8 | 9.0e-05 | 0.390 | 19.50 | 2 |" in text
+    assert "| 02 (running) | 5 |" in text
+    assert "In progress: 2 of 16 trials finished." in text
+    assert "Chosen minus defaults" not in text
+    # Both variants finished: the test-set comparison follows the trials.
+    results.pop("status")
+    results["runs"] = {
+        "search": dict(
+            values=dict(glimpses=2, learning_rate=2e-4, min_scale=0.27),
+            scores=dict(hole_psnr=21.5, hole_l1=0.07, ssim=0.93),
+            pathway_diagnostics=dict(hole_psnr_glimpses_zeroed=12.0),
+        ),
+        "default": dict(
+            values=dict(glimpses=4, learning_rate=1e-4, min_scale=0.375),
+            scores=dict(hole_psnr=20.75, hole_l1=0.08, ssim=0.92),
+            pathway_diagnostics=dict(hole_psnr_glimpses_zeroed=11.0),
+        ),
+    }
+    results["summary"] = dict(chosen_minus_default_db=0.75)
+    (folder / inpainting.TUNE).write_text(json.dumps(results))
+    text = inpainting.inpaint_tune("docs")
+    assert "| chosen by the search | 2 | 2.0e-04 | 0.270 | 21.50 |" in text
+    assert "| defaults | 4 | 1.0e-04 | 0.375 | 20.75 |" in text
+    assert "Chosen minus defaults on the test images: +0.75 dB." in text
+    assert "In progress" not in text
+
+
+def _base_config(tmp_path):
+    """The study's base Config, as the driver resolves it."""
+    named, protocol = driver.load_study("inpaint/tune_svhn1083")
+    argv = ["inpaint/tune_svhn1083", "--runs-dir", str(tmp_path)]
+    args = driver.build_parser(named, protocol).parse_args(argv)
+    return driver.Study(named, args, argv).config()
