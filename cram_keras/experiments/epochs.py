@@ -126,6 +126,7 @@ def train_epochs(experiment, run, *, verbose=None, stop_after=None, restore=True
             epoch,
             {k: v for k, v in row.items() if k not in _NOT_IN_EPOCH_LINE},
             last=finished,
+            stops_within=None if patience is None else patience - early["wait"],
         )
         epoch += 1
 

@@ -48,8 +48,9 @@ class EpochProgress:
     training, validation, callbacks and checkpoints. The ETA is the epochs
     left times the mean time of the last ``recent`` epochs; the first epoch
     after `start` also compiles the steps, so it is left out of the mean
-    once a later epoch has been timed. Early stopping can end a run before
-    the ETA.
+    once a later epoch has been timed. With early stopping, the line gives
+    both ends, e.g. ``ETA 25m00s without a better epoch, at most 21h18m``:
+    the run stops once ``stops_within`` more epochs bring no improvement.
 
     Args:
         epochs: the run's epochs in all (the ``E`` of ``Epoch e/E``).
@@ -81,22 +82,32 @@ class EpochProgress:
         times = times[-self.recent :]
         return sum(times) / len(times) if times else None
 
-    def eta(self, epoch, last=False):
-        """Seconds left after 0-indexed ``epoch``: 0 when it was the last."""
+    def eta(self, epoch, last=False, within=None):
+        """Seconds left after 0-indexed ``epoch``: 0 when it was the last;
+        at most ``within`` more epochs when given."""
         left = 0 if last else max(0, self.until - (epoch + 1))
+        if within is not None:
+            left = min(left, max(0, int(within)))
         return left * (self.mean_epoch_seconds() or 0.0)
 
-    def epoch_end(self, epoch, logs=None, last=False):
+    def epoch_end(self, epoch, logs=None, last=False, stops_within=None):
         """Times 0-indexed ``epoch``, prints its line and returns it.
-        ``last``: training ends with this epoch (e.g. early stopping)."""
+        ``last``: training ends with this epoch (e.g. early stopping).
+        ``stops_within``: early stopping ends the run after this many more
+        epochs unless one of them improves (None: no early stopping)."""
         now = self.clock()
         if self._mark is None:
             self._mark = now
         self.seconds.append(now - self._mark)
         self._mark = now
+        eta = format_seconds(self.eta(epoch, last))
+        if not last and stops_within is not None:
+            sooner = self.eta(epoch, within=stops_within)
+            if sooner < self.eta(epoch):
+                eta = f"{format_seconds(sooner)} without a better epoch, at most {eta}"
         line = (
             f"Epoch {epoch + 1}/{self.epochs} - {format_seconds(self.seconds[-1])}"
-            f" - ETA {format_seconds(self.eta(epoch, last))}"
+            f" - ETA {eta}"
         )
         values = format_logs(logs)
         if values:

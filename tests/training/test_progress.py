@@ -96,3 +96,27 @@ def test_lines_go_to_stdout_by_default(capsys):
     line = progress.epoch_end(0, {"acc": 0.5})
     assert capsys.readouterr().out == line + "\n"
     assert re.fullmatch(r"Epoch 1/2 - 1\.5s - ETA 1\.5s - acc: 0\.5", line)
+
+
+def test_with_early_stopping_the_eta_gives_the_stop_and_the_end():
+    stream = io.StringIO()
+    progress = EpochProgress(2000, stream=stream, clock=Clock(0, 30, 40, 50, 60))
+    progress.start()
+    # 3 epochs more without improvement stop the run: 3 x 10 s; the end of
+    # the run's 2000 epochs is 1997 x 10 s away.
+    progress.epoch_end(0, stops_within=3)
+    progress.epoch_end(1, stops_within=3)
+    assert lines_of(stream)[-1] == (
+        "Epoch 2/2000 - 10s - ETA 30s without a better epoch, at most 5h33m"
+    )
+    # Fewer epochs left than patience: one ETA, as without early stopping.
+    progress = EpochProgress(5, stream=stream, clock=Clock(0, 10, 20))
+    progress.start()
+    progress.epoch_end(2, stops_within=50)
+    progress.epoch_end(3, stops_within=50)
+    assert lines_of(stream)[-1] == "Epoch 4/5 - 10s - ETA 10s"
+    # The stopping epoch itself leaves nothing.
+    progress = EpochProgress(2000, stream=stream, clock=Clock(0, 10))
+    progress.start()
+    progress.epoch_end(7, last=True, stops_within=0)
+    assert lines_of(stream)[-1] == "Epoch 8/2000 - 10s - ETA 0.0s"
