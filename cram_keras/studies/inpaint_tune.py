@@ -25,6 +25,9 @@ from cram_keras.experiments.named import recorded_settings
 from cram_keras.studies.driver import StudyError, run_grid
 
 SEARCHED = ("glimpses", "learning_rate", "min_scale")
+# How far a saved model's held-out score may be from its run's own (float32
+# sums in another order).
+RESCORE_TOLERANCE_DB = 1e-3
 OBJECTIVE = inpaint.SEARCH_OBJECTIVE
 VARIANTS = ("search", "default")
 # Per-run numbers copied from each run's metrics.json.
@@ -51,6 +54,9 @@ def run(study):
     if study.args.progress:
         results = progress(study)
         study.write(results)
+        figure = study.figure("trials")
+        if figure and any(t[OBJECTIVE] is not None for t in results["trials"]):
+            trials_figure(results, figure)
         print_trials(results["trials"])
         return 0
     base = study.config()
@@ -63,7 +69,23 @@ def run(study):
             config = dataclasses.replace(config, n_train=trained_on["search"])
         metrics = inpaint.train_and_evaluate(config, run_dir)
         trained_on[variant] = metrics["n_train"]
-        return record_of(config, run_dir, metrics)
+        record = record_of(config, run_dir, metrics)
+        if variant == "search":
+            # The winner rescored from its saved model as the defaults are
+            # scored below: the same number, or the two are not comparable.
+            winner = os.path.join(run_dir, metrics["best_trial_directory"])
+            rescored = held_out_score(base, winner, study.smoke)
+            if abs(rescored - record[OBJECTIVE]) > RESCORE_TOLERANCE_DB:
+                raise StudyError(
+                    f"the winning trial's saved model scores {rescored:.4f} dB on "
+                    f"the held-out images, but its run recorded "
+                    f"{record[OBJECTIVE]:.4f} dB; {winner}/model.keras is not the "
+                    "model its run scored"
+                )
+            record["winner_rescored_" + OBJECTIVE] = rescored
+        else:
+            record[OBJECTIVE] = held_out_score(base, run_dir, study.smoke)
+        return record
 
     def summarise(records):
         return results_of(
@@ -71,9 +93,32 @@ def run(study):
         )
 
     _, results = run_grid(study, run_one, summarise)
+    figure = study.figure("trials")
+    if figure:
+        trials_figure(results, figure)
     print_trials(results["trials"])
     print(summary_line(results))
     return 0
+
+
+def held_out_score(search_config, run_dir, smoke=False):
+    """The hole PSNR of the model saved in ``run_dir`` on the search's
+    held-out images (the last ``tune_valid_fraction`` of the training
+    images the search loads), scored as the search scores its trials: the
+    evaluation holes, the saved batch-norm statistics (recalibrated after
+    training, as for the final scores)."""
+    from cram_keras.data.inpainting import evaluation_masks, load_images
+    from cram_keras.evaluation.baselines import evaluate_inpainting
+    from cram_keras.evaluation.inpainting import complete
+    from cram_keras.experiments.search import held_out
+    from cram_keras.training.checkpoint import load_inpainter
+
+    x_train, _ = load_images(search_config, bundled=smoke)
+    _, x_valid = held_out(x_train, search_config.tune_valid_fraction)
+    masks = evaluation_masks(search_config, len(x_valid), x_valid.shape[1])
+    model = load_inpainter(run_dir)
+    completed = complete(model, x_valid, masks, search_config.eval_batch_size)
+    return float(evaluate_inpainting(x_valid, completed, masks)["hole_psnr"])
 
 
 def record_of(config, run_dir, metrics):
@@ -122,6 +167,7 @@ def results_of(runs, base):
             "default": default["values"],
             "chosen_minus_default_db": search["scores"]["hole_psnr"]
             - default["scores"]["hole_psnr"],
+            "chosen_minus_default_held_out_db": search[OBJECTIVE] - default[OBJECTIVE],
         }
     return results
 
@@ -149,6 +195,7 @@ def progress(study):
             runs["default"] = record_of(
                 study.config("default", study.seeds[0]), default_dir, json.load(f)
             )
+        runs["default"][OBJECTIVE] = held_out_score(base, default_dir, study.smoke)
     results = results_of(runs, base)
     results["trials"] = trials
     done = sum(t["status"] == "COMPLETED" for t in trials)
@@ -204,3 +251,45 @@ def summary_line(results):
         f"chosen {chosen}: test hole PSNR {summary['chosen_minus_default_db']:+.2f} dB "
         "against the defaults"
     )
+
+
+def trials_figure(results, path):
+    """Each trial's held-out hole PSNR against its glimpse count (colour:
+    its Adam rate; the chosen trial circled), and the defaults'."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    trials = [t for t in results["trials"] if t[OBJECTIVE] is not None]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    points = ax.scatter(
+        [t["glimpses"] for t in trials],
+        [t[OBJECTIVE] for t in trials],
+        c=np.log10([t["learning_rate"] for t in trials]),
+        cmap="viridis",
+        s=50,
+        label="trials",
+    )
+    fig.colorbar(points, ax=ax, label="log10 Adam rate")
+    best = max(trials, key=lambda t: t[OBJECTIVE])
+    ax.scatter(
+        [best["glimpses"]], [best[OBJECTIVE]], s=180, facecolors="none",
+        edgecolors="red", linewidths=1.5, label="chosen",
+    )  # fmt: skip
+    default = results["runs"].get("default")
+    if default is not None and default.get(OBJECTIVE) is not None:
+        ax.scatter(
+            [default["values"]["glimpses"]], [default[OBJECTIVE]], marker="x",
+            s=80, color="black", label="defaults",
+        )  # fmt: skip
+    ax.set_xlabel("glimpses")
+    ax.set_ylabel("held-out hole PSNR (dB)")
+    ax.set_xticks(range(1, 1 + max(t["glimpses"] for t in trials)))
+    ax.legend(loc="lower right")
+    ax.set_title(f"{len(trials)} trials of {results['epochs']} epochs")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 
 from cram_keras.studies import driver, inpaint_tune
@@ -77,14 +78,17 @@ def test_the_chosen_setting_is_compared_with_the_defaults_on_test(tmp_path):
         values=dict(glimpses=2, learning_rate=2e-4, min_scale=0.27),
         scores=dict(hole_psnr=21.5, hole_l1=0.07, ssim=0.93),
         trials=[{"trial_id": "00"}],
+        valid_hole_psnr=20.25,
     )
     default = dict(
         wall_seconds=50.0,
         values=dict(glimpses=4, learning_rate=1e-4, min_scale=0.375),
         scores=dict(hole_psnr=20.75, hole_l1=0.08, ssim=0.92),
+        valid_hole_psnr=19.0,
     )
     results = inpaint_tune.results_of({"search": search, "default": default}, base)
     assert results["summary"]["chosen_minus_default_db"] == pytest.approx(0.75)
+    assert results["summary"]["chosen_minus_default_held_out_db"] == 1.25
     assert results["summary"]["chosen"]["glimpses"] == 2
     assert results["wall_seconds"] == 150.0
     assert results["searched"]["glimpses"] == [1, 8]
@@ -133,19 +137,26 @@ def test_the_results_page_marks_the_best_trial_and_the_comparison(
             values=dict(glimpses=2, learning_rate=2e-4, min_scale=0.27),
             scores=dict(hole_psnr=21.5, hole_l1=0.07, ssim=0.93),
             pathway_diagnostics=dict(hole_psnr_glimpses_zeroed=12.0),
+            valid_hole_psnr=20.25,
         ),
         "default": dict(
             values=dict(glimpses=4, learning_rate=1e-4, min_scale=0.375),
             scores=dict(hole_psnr=20.75, hole_l1=0.08, ssim=0.92),
             pathway_diagnostics=dict(hole_psnr_glimpses_zeroed=11.0),
+            valid_hole_psnr=19.0,
         ),
     }
-    results["summary"] = dict(chosen_minus_default_db=0.75)
+    results["summary"] = dict(
+        chosen_minus_default_db=0.75, chosen_minus_default_held_out_db=1.25
+    )
     (folder / inpainting.TUNE).write_text(json.dumps(results))
     text = inpainting.inpaint_tune("docs")
-    assert "| chosen by the search | 2 | 2.0e-04 | 0.270 | 21.50 |" in text
-    assert "| defaults | 4 | 1.0e-04 | 0.375 | 20.75 |" in text
-    assert "Chosen minus defaults on the test images: +0.75 dB." in text
+    assert "| chosen by the search | 2 | 2.0e-04 | 0.270 | 20.25 | 21.50 |" in text
+    assert "| defaults | 4 | 1.0e-04 | 0.375 | 19.00 | 20.75 |" in text
+    assert (
+        "Chosen minus defaults: +0.75 dB on the test images, +1.25 dB on the "
+        "held-out images." in text
+    )
     assert "In progress" not in text
 
 
@@ -155,3 +166,33 @@ def _base_config(tmp_path):
     argv = ["inpaint/tune_svhn1083", "--runs-dir", str(tmp_path)]
     args = driver.build_parser(named, protocol).parse_args(argv)
     return driver.Study(named, args, argv).config()
+
+
+def test_the_defaults_are_scored_on_the_searchs_held_out_images(tmp_path):
+    """`held_out_score`: a saved model's mean hole PSNR on the last 10 % of
+    the training images the search loads, with the evaluation holes,
+    recomputed here in NumPy from the model's own completions."""
+    import keras
+
+    from cram_keras.data.inpainting import load_images
+    from cram_keras.experiments import inpaint
+    from cram_keras.models.inpainting.sizes import build_inpainter
+
+    config = inpaint.smoke_config(n_train=40)
+    x_train, _ = load_images(config, bundled=True)
+    assert len(x_train) == 40
+    model = build_inpainter(config, x_train.shape[1:], warmup_steps=0)
+    (tmp_path / "run").mkdir()
+    model.save(tmp_path / "run" / "model.keras")
+    score = inpaint_tune.held_out_score(config, str(tmp_path / "run"), smoke=True)
+
+    valid = x_train[36:]  # round(0.1 * 40) = 4 held out: the last four
+    masks = np.zeros((4, 32, 32, 1), np.float32)
+    masks[:, 12:20, 12:20] = 1.0  # the centred 8x8 hole
+    completed = keras.ops.convert_to_numpy(model([valid, masks], training=False))
+    hole = masks[..., 0] > 0
+    mse = [
+        ((c - v)[h] ** 2).mean() for c, v, h in zip(completed, valid, hole, strict=True)
+    ]
+    expected = np.mean(10 * np.log10(1.0 / np.array(mse)))
+    assert score == pytest.approx(expected, abs=1e-4)
