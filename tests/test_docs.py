@@ -321,3 +321,63 @@ def test_the_bfloat16_paper_run_is_shown_beside_the_float32_row(results_copy):
     assert "| mixed_bfloat16 | 1.91 % |" in text
     assert "| 40 (38), in progress |" in text and "812 sequences/s" in text
     assert "rnn_spn_paper_bf16.json" in text
+
+
+def test_the_headline_follows_the_inpainting_studies_as_they_finish(results_copy):
+    """The search's row appears once the search and the defaults have both
+    run; the convergence row gives the best held-out scores while its runs
+    train, and the test scores once both have stopped."""
+    overview = importlib.import_module("render.overview")
+    results = results_copy
+    tune = json.loads((results / "inpaint_tune_svhn1083.json").read_text())
+    tune.pop("summary", None)
+    (results / "inpaint_tune_svhn1083.json").write_text(json.dumps(tune))
+    assert "chosen by `--tune`" not in overview.headline("")
+    run = dict(values=dict(glimpses=2, learning_rate=2e-4, min_scale=0.27))
+    run.update(scores=dict(hole_psnr=21.5), n_train=795)
+    tune["runs"] = {
+        "search": run,
+        "default": dict(run, values=dict(glimpses=4), scores=dict(hole_psnr=20.75)),
+    }
+    tune["summary"] = {"chosen_minus_default_db": 0.75}
+    (results / "inpaint_tune_svhn1083.json").write_text(json.dumps(tune))
+    row = next(
+        line for line in overview.headline("").splitlines() if "`--tune`" in line
+    )
+    assert "| 21.50 dB with 2 glimpses (defaults, 4 glimpses: 20.75) |" in row
+    assert f"{len(tune['trials'])} trials of {tune['epochs']} epochs on 795" in row
+
+    name = "inpaint_converge_svhn1083.json"
+    converge = json.loads((results / name).read_text())
+    if "methods" not in converge:
+        cram = converge["runs"]["cram"]["0"]
+        cnn = converge["runs"]["cnn_encoder"]["0"]
+        row = next(
+            line
+            for line in overview.headline("").splitlines()
+            if "until validation stops" in line
+        )
+        assert "best epoch so far" in row
+        assert f"| {max(cram['val_hole_psnr']):.2f} dB (CNN encoder " in row
+        assert f"CRAM {cram['best_epoch']} of {cram['epochs'][-1]}," in row
+        assert f"CNN encoder {cnn['best_epoch']} of {cnn['epochs'][-1]};" in row
+    methods = {
+        "cram": {"hole_psnr": 22.0},
+        "cnn_encoder": {"hole_psnr": 25.0},
+        "navier_stokes": {"hole_psnr": 23.25},
+    }
+    runs = {
+        "cram": {"0": {"epochs": 120, "best_epoch": 70}},
+        "cnn_encoder": {"0": {"epochs": 150, "best_epoch": 100}},
+    }
+    (results / name).write_text(json.dumps(dict(converge, methods=methods, runs=runs)))
+    row = next(
+        line
+        for line in overview.headline("").splitlines()
+        if "until validation stops" in line
+    )
+    assert (
+        "| hole PSNR | Fig. 7 only | 22.00 dB (CNN encoder 25.00, Navier-Stokes 23.25) |"
+        in row
+    )
+    assert "epochs (best): CRAM 120 (70), CNN encoder 150 (100)" in row

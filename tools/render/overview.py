@@ -18,6 +18,7 @@ from .sources import (
     relative,
     repo_path,
     result_date,
+    result_exists,
     result_link,
     result_names,
     written_by,
@@ -144,7 +145,76 @@ def _inpainting_rows(base):
                 result_link(name, base),
             ]
         )
-    return rows
+    return rows + _converge_rows(base) + _tune_rows(base)
+
+
+def _converge_rows(base):
+    """The SVHN subset trained until validation stops improving: the test
+    scores once both runs stopped, else the best held-out score so far."""
+    name = "inpaint_converge_svhn1083.json"
+    if not result_exists(name):
+        return []
+    result = load(name)
+    label = "CRAM inpainting, SVHN, 8x8 hole, until validation stops improving"
+    setting = "`--patience 50` on 795 of the 883 images, seed 0"
+    if "methods" in result:
+        m = result["methods"]
+        runs = result["runs"]
+        epochs = ", ".join(
+            f"{who} {runs[v]['0']['epochs']} ({runs[v]['0']['best_epoch']})"
+            for v, who in (("cram", "CRAM"), ("cnn_encoder", "CNN encoder"))
+        )
+        return [
+            [
+                label,
+                "hole PSNR",
+                "Fig. 7 only",
+                f"{num(m['cram']['hole_psnr'])} dB (CNN encoder "
+                f"{num(m['cnn_encoder']['hole_psnr'])}, Navier-Stokes "
+                f"{num(m['navier_stokes']['hole_psnr'])})",
+                f"{setting}; epochs (best): {epochs}; {short_hardware(name, result)}",
+                result_link(name, base),
+            ]
+        ]
+    cram, cnn = (result["runs"].get(v, {}).get("0") for v in ("cram", "cnn_encoder"))
+    if not (cram and cnn):
+        return []
+    return [
+        [
+            label,
+            "held-out hole PSNR, best epoch so far",
+            "Fig. 7 only",
+            f"{num(max(cram['val_hole_psnr']))} dB (CNN encoder "
+            f"{num(max(cnn['val_hole_psnr']))})",
+            f"{setting}; in progress, best epoch of those done: CRAM "
+            f"{cram['best_epoch']} of {cram['epochs'][-1]}, CNN encoder "
+            f"{cnn['best_epoch']} of {cnn['epochs'][-1]}; {short_hardware(name, result)}",
+            result_link(name, base),
+        ]
+    ]
+
+
+def _tune_rows(base):
+    """The glimpse count chosen by the search, once it and the defaults ran."""
+    name = "inpaint_tune_svhn1083.json"
+    if not result_exists(name) or "summary" not in load(name):
+        return []
+    result = load(name)
+    search, default = result["runs"]["search"], result["runs"]["default"]
+    chosen = search["values"]
+    return [
+        [
+            "CRAM inpainting, SVHN, 8x8 hole, glimpses chosen by `--tune`",
+            "hole PSNR",
+            "4 glimpses, not searched",
+            f"{num(search['scores']['hole_psnr'])} dB with {chosen['glimpses']} "
+            f"glimpses (defaults, 4 glimpses: {num(default['scores']['hole_psnr'])})",
+            f"{len(result['trials'])} trials of {result['epochs']} epochs on "
+            f"{search['n_train']} images, chosen on {result['tune_valid_fraction']:.0%} "
+            f"held out, seed 0; {short_hardware(name, result)}",
+            result_link(name, base),
+        ]
+    ]
 
 
 def headline(base):
