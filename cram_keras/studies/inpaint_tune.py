@@ -51,6 +51,13 @@ def run(study):
         )
     if len(study.seeds) != 1:
         raise StudyError(f"{study.name} runs one seed. Received: {study.seeds}")
+    seed = study.seeds[0]
+    tune = {variant: study.config(variant, seed).tune for variant in VARIANTS}
+    if tune != {"search": True, "default": False}:
+        raise StudyError(
+            f"{study.name} needs tune on for the variant search and off for the "
+            f"variant default. Received: {tune} (leave tune out of --set)"
+        )
     if study.args.progress:
         results = progress(study)
         study.write(results)

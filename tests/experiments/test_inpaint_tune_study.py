@@ -196,3 +196,14 @@ def test_the_defaults_are_scored_on_the_searchs_held_out_images(tmp_path):
     ]
     expected = np.mean(10 * np.log10(1.0 / np.array(mse)))
     assert score == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_setting_that_turns_the_search_off_is_refused(tmp_path, capsys):
+    code = driver.main(
+        ["inpaint/tune_svhn1083", "--set", "tune=false", "--runs-dir",
+         str(tmp_path), "--output", str(tmp_path / "t.json")]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "needs tune on for the variant search" in err and "'search': False" in err
+    assert not (tmp_path / "t.json").exists() and not any(tmp_path.iterdir())
