@@ -76,23 +76,7 @@ def run(study):
             config = dataclasses.replace(config, n_train=trained_on["search"])
         metrics = inpaint.train_and_evaluate(config, run_dir)
         trained_on[variant] = metrics["n_train"]
-        record = record_of(config, run_dir, metrics)
-        if variant == "search":
-            # The winner rescored from its saved model as the defaults are
-            # scored below: the same number, or the two are not comparable.
-            winner = os.path.join(run_dir, metrics["best_trial_directory"])
-            rescored = held_out_score(base, winner, study.smoke)
-            if abs(rescored - record[OBJECTIVE]) > RESCORE_TOLERANCE_DB:
-                raise StudyError(
-                    f"the winning trial's saved model scores {rescored:.4f} dB on "
-                    f"the held-out images, but its run recorded "
-                    f"{record[OBJECTIVE]:.4f} dB; {winner}/model.keras is not the "
-                    "model its run scored"
-                )
-            record["winner_rescored_" + OBJECTIVE] = rescored
-        else:
-            record[OBJECTIVE] = held_out_score(base, run_dir, study.smoke)
-        return record
+        return finished_record(config, run_dir, metrics, base, study.smoke)
 
     def summarise(records):
         return results_of(
@@ -106,6 +90,27 @@ def run(study):
     print_trials(results["trials"])
     print(summary_line(results))
     return 0
+
+
+def finished_record(config, run_dir, metrics, base, smoke):
+    """`record_of` a finished variant, with its held-out score: the
+    defaults' computed from their saved model; the search's winner
+    rescored from its saved model the same way, which must give the
+    score its run recorded, or the two are not comparable."""
+    record = record_of(config, run_dir, metrics)
+    if not config.tune:
+        record[OBJECTIVE] = held_out_score(base, run_dir, smoke)
+        return record
+    winner = os.path.join(run_dir, metrics["best_trial_directory"])
+    rescored = held_out_score(base, winner, smoke)
+    if abs(rescored - record[OBJECTIVE]) > RESCORE_TOLERANCE_DB:
+        raise StudyError(
+            f"the winning trial's saved model scores {rescored:.4f} dB on the "
+            f"held-out images, but its run recorded {record[OBJECTIVE]:.4f} dB; "
+            f"{winner}/model.keras is not the model its run scored"
+        )
+    record["winner_rescored_" + OBJECTIVE] = rescored
+    return record
 
 
 def held_out_score(search_config, run_dir, smoke=False):
@@ -180,33 +185,41 @@ def results_of(runs, base):
 
 
 def progress(study):
-    """The trials as far as they have got (read from their run
-    directories), and the default run's record once it has finished."""
-    search_dir = study.run_dir("search", study.seeds[0])
+    """The study as far as it has got, nothing trained: the trials (read
+    from their run directories until the search has finished), and each
+    variant's record once its run has finished (as `run` records it)."""
+    seed = study.seeds[0]
+    search_dir = study.run_dir("search", seed)
     trials_dir = os.path.join(search_dir, "trials")
     if not os.path.isdir(trials_dir) or not os.listdir(trials_dir):
         raise StudyError(
             f"no trial of {study.name} has started under {search_dir} (--runs-dir "
             "names the folder of its run directories)"
         )
-    trials = [
-        trial_so_far(os.path.join(trials_dir, name), name)
-        for name in sorted(os.listdir(trials_dir))
-    ]
     base = study.config()
     runs = {}
-    default_dir = study.run_dir("default", study.seeds[0])
-    metrics = os.path.join(default_dir, "metrics.json")
-    if os.path.exists(metrics):
-        with open(metrics) as f:
-            runs["default"] = record_of(
-                study.config("default", study.seeds[0]), default_dir, json.load(f)
-            )
-        runs["default"][OBJECTIVE] = held_out_score(base, default_dir, study.smoke)
+    for variant in VARIANTS:
+        run_dir = study.run_dir(variant, seed)
+        path = os.path.join(run_dir, "metrics.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                metrics = json.load(f)
+            config = study.config(variant, seed)
+            if variant == "default":
+                config = dataclasses.replace(config, n_train=metrics["n_train"])
+            runs[variant] = finished_record(config, run_dir, metrics, base, study.smoke)
     results = results_of(runs, base)
-    results["trials"] = trials
-    done = sum(t["status"] == "COMPLETED" for t in trials)
-    results["status"] = f"{done} of {base.max_trials} trials finished"
+    if "search" not in runs:
+        results["trials"] = [
+            trial_so_far(os.path.join(trials_dir, name), name)
+            for name in sorted(os.listdir(trials_dir))
+        ]
+    if "summary" not in results:
+        done = sum(t["status"] == "COMPLETED" for t in results["trials"])
+        finished = (
+            " (the defaults' run: not finished)" if done == base.max_trials else ""
+        )
+        results["status"] = f"{done} of {base.max_trials} trials finished{finished}"
     return results
 
 
@@ -294,7 +307,7 @@ def trials_figure(results, path):
     ax.set_xlabel("glimpses")
     ax.set_ylabel("held-out hole PSNR (dB)")
     ax.set_xticks(range(1, 1 + max(t["glimpses"] for t in trials)))
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", fontsize="small")
     ax.set_title(f"{len(trials)} trials of {results['epochs']} epochs")
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

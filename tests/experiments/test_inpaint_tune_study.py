@@ -207,3 +207,60 @@ def test_a_setting_that_turns_the_search_off_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "needs tune on for the variant search" in err and "'search': False" in err
     assert not (tmp_path / "t.json").exists() and not any(tmp_path.iterdir())
+
+
+def test_progress_of_a_finished_study_gives_its_comparison(
+    tmp_path, capsys, monkeypatch
+):
+    """Once both runs have finished, --progress writes what the study wrote:
+    the search's own trials table, both held-out scores and the comparison
+    (the held-out scoring of saved models is stubbed here: the test above
+    checks it)."""
+    runs = tmp_path / "runs"
+    _trial(runs / "search_seed0" / "trials" / "00", 4, 3e-4, 0.33, [5.0], 21.0)
+    scores = {"hole_psnr": 21.5, "hole_l1": 0.07, "ssim": 0.93}
+    search = dict(
+        methods={"cram": scores}, epochs=10, n_train=795, n_test=200,
+        train_wall_seconds=50.0, wall_seconds=60.0, glimpses=4,
+        learning_rate=3e-4, min_scale=0.33, best_trial="00",
+        best_trial_directory="trials/00", valid_hole_psnr=21.0,
+    )  # fmt: skip
+    (runs / "search_seed0" / "metrics.json").write_text(json.dumps(search))
+    table = [
+        dict(trial_id="00", status="COMPLETED", glimpses=4, learning_rate=3e-4,
+             min_scale=0.33, valid_hole_psnr=21.0, epochs=10, seconds=50.0)
+    ]  # fmt: skip
+    (runs / "search_seed0" / "trials.json").write_text(json.dumps({"trials": table}))
+    (runs / "default_seed0").mkdir()
+    default = dict(search, methods={"cram": dict(scores, hole_psnr=20.25)})
+    for key in ("glimpses", "learning_rate", "min_scale", "best_trial"):
+        default.pop(key)
+    (runs / "default_seed0" / "metrics.json").write_text(json.dumps(default))
+    held_out = {"trials/00": 21.0, "default_seed0": 19.5}
+    monkeypatch.setattr(
+        inpaint_tune,
+        "held_out_score",
+        lambda config, run_dir, smoke=False: next(
+            v for k, v in held_out.items() if str(run_dir).endswith(k)
+        ),
+    )
+    out = tmp_path / "tune.json"
+    code = driver.main(
+        ["inpaint/tune_svhn1083", "--progress", "--runs-dir", str(runs),
+         "--output", str(out), "--figure", "trials="]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    results = json.loads(out.read_text())
+    assert "status" not in results and results["trials"] == table
+    assert results["runs"]["default"]["values"]["glimpses"] == 4  # the default's
+    assert results["runs"]["default"]["valid_hole_psnr"] == 19.5
+    assert results["summary"]["chosen_minus_default_db"] == pytest.approx(1.25)
+    assert results["summary"]["chosen_minus_default_held_out_db"] == 1.5
+    # A winner whose saved model scores otherwise than its run recorded.
+    held_out["trials/00"] = 20.0
+    code = driver.main(
+        ["inpaint/tune_svhn1083", "--progress", "--runs-dir", str(runs),
+         "--output", str(out), "--figure", "trials="]
+    )  # fmt: skip
+    assert code == 2
+    assert "is not the model its run scored" in capsys.readouterr().err
