@@ -337,14 +337,21 @@ def test_the_headline_follows_the_inpainting_studies_as_they_finish(results_copy
     run.update(scores=dict(hole_psnr=21.5), n_train=795)
     tune["runs"] = {
         "search": run,
-        "default": dict(run, values=dict(glimpses=4), scores=dict(hole_psnr=20.75)),
+        "default": dict(
+            run,
+            values=dict(glimpses=4, learning_rate=1e-4),
+            scores=dict(hole_psnr=20.75),
+        ),
     }
     tune["summary"] = {"chosen_minus_default_db": 0.75}
     (results / "inpaint_tune_svhn1083.json").write_text(json.dumps(tune))
     row = next(
         line for line in overview.headline("").splitlines() if "`--tune`" in line
     )
-    assert "| 21.50 dB with 2 glimpses (defaults, 4 glimpses: 20.75) |" in row
+    assert (
+        "| 21.50 dB with 2 glimpses, Adam 2.0e-04 (defaults, 4 glimpses, Adam "
+        "1e-04: 20.75) |" in row
+    )
     assert f"{len(tune['trials'])} trials of {tune['epochs']} epochs on 795" in row
 
     name = "inpaint_converge_svhn1083.json"

@@ -204,11 +204,14 @@ def _tune_rows(base):
     chosen = search["values"]
     return [
         [
-            "CRAM inpainting, SVHN, 8x8 hole, glimpses chosen by `--tune`",
+            "CRAM inpainting, SVHN, 8x8 hole, glimpses and rate chosen by `--tune`",
             "hole PSNR",
             "4 glimpses, not searched",
             f"{num(search['scores']['hole_psnr'])} dB with {chosen['glimpses']} "
-            f"glimpses (defaults, 4 glimpses: {num(default['scores']['hole_psnr'])})",
+            f"glimpses, Adam {chosen['learning_rate']:.1e} (defaults, "
+            f"{default['values']['glimpses']} glimpses, Adam "
+            f"{default['values']['learning_rate']:.0e}: "
+            f"{num(default['scores']['hole_psnr'])})",
             f"{len(result['trials'])} trials of {result['epochs']} epochs on "
             f"{search['n_train']} images, chosen on {result['tune_valid_fraction']:.0%} "
             f"held out, seed 0; {short_hardware(name, result)}",
