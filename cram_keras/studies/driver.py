@@ -16,8 +16,9 @@ driver gives it what every study shares:
     --smoke            the runner's smoke sizes and the bundled data
 
 and its own options after them (``run_study.py NAME --help``). Every
-result file records the configuration's name, the resolved settings, the
-variants and seeds, the commit, the command and the hardware.
+result file records the configuration's name, the day it was written, the
+resolved settings, the variants and seeds, the commit, the command and the
+hardware.
 
 A SIGTERM (a plain ``kill``) stops a study as Ctrl-C does (exit 143; 130
 for Ctrl-C): the run that trains keeps its completed epochs and releases
@@ -32,6 +33,7 @@ write no result file until ``--report`` (``writes_output``).
 """
 
 import argparse
+import datetime
 import importlib
 import os
 import shlex
@@ -108,6 +110,8 @@ class Study:
         drop = ("seed",) if self.named.seeds else ()
         return dict(
             configuration=self.name,
+            # The day (UTC) the file was written.
+            date=datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
             settings=named_configs.recorded_settings(base, drop),
             variants={v: self.named.variants[v] for v in self.variants},
             seeds=[s for s in self.seeds if s is not None],

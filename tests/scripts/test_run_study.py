@@ -6,6 +6,7 @@ and seeds, the commit and the command; a second driver writing the same
 result file is refused before anything trains; usage errors say what to
 run instead."""
 
+import datetime
 import json
 import os
 import subprocess
@@ -58,6 +59,8 @@ def test_a_study_runs_each_variant_and_records_its_configuration(tmp_path, train
     assert "data_dir" not in result["settings"]
     assert result["variants"]["ffn_spn"] == {"model": "ffn_spn"}
     assert result["seeds"] == [0] and len(result["commit"]) == 40
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    assert result["date"] in {str(today), str(today - datetime.timedelta(days=1))}
     assert result["command"] == "python run_study.py " + " ".join(
         argv + ["--set", "batch_size=50"]
     )

@@ -161,7 +161,8 @@ def _converge_rows(base):
         m = result["methods"]
         runs = result["runs"]
         epochs = ", ".join(
-            f"{who} {runs[v]['0']['epochs']} ({runs[v]['0']['best_epoch']})"
+            # best_epoch: 0-based in the run's metrics.
+            f"{who} {runs[v]['0']['epochs']} ({runs[v]['0']['best_epoch'] + 1})"
             for v, who in (("cram", "CRAM"), ("cnn_encoder", "CNN encoder"))
         )
         return [
