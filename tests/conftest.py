@@ -1,6 +1,7 @@
 """Test-wide settings: TensorFlow is the default backend, logs stay quiet,
-oneDNN kernels are on as in the scripts, and the suite never touches the
-network.
+oneDNN kernels are on as in the scripts, the suite never touches the
+network, and it fails when a test leaves a file of the repository changed
+(see the end of this file).
 
 The network guard: from the moment this file is imported, every Python-level
 outside connection fails with `NetworkBlockedError` (an `OSError`, so code
@@ -140,3 +141,56 @@ def sampler_kernel(request, monkeypatch):
         monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(cache))
     with native_sampler.native_sampler(request.param == "native"):
         yield request.param
+
+
+# === The repository stays as it was ===
+# A test writes only under its tmp_path: the suite fails when it leaves a
+# file in the repository changed or new (ignored paths such as runs/ and the
+# build caches excepted). Checked once, by the process that runs the session
+# (the xdist controller, after every worker has finished), from `git status`.
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _repository_state():
+    """`git status` lines of the repository, or None outside a git checkout."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=_REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return set(proc.stdout.splitlines()) if proc.returncode == 0 else None
+
+
+def _is_controller(config):
+    return not hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session):
+    if _is_controller(session.config):
+        session.config._repository_before = _repository_state()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_repository_before", None)
+    if before is None or not _is_controller(session.config):
+        return
+    after = _repository_state() or set()
+    changed = sorted(after - before)
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (
+            "the test run changed files in the repository (tests write only "
+            "under their tmp_path): " + "; ".join(changed)
+        )
+        if reporter is not None:
+            reporter.write("\n")
+            reporter.write_line(f"ERROR: {message}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

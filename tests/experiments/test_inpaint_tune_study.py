@@ -42,12 +42,13 @@ def _progress(tmp_path, capsys):
     _trial(trials / "00", 8, 9e-5, 0.39, [30.0, 25.0], score=19.5)
     _trial(trials / "01", 2, 2e-4, 0.27, [12.0, 11.0], score=20.25)
     _trial(trials / "02", 5, 4e-5, 0.44, [20.0])
-    out = tmp_path / "tune.json"
+    out, figure = tmp_path / "tune.json", tmp_path / "trials.png"
     code = driver.main(
         ["inpaint/tune_svhn1083", "--progress", "--runs-dir", str(runs),
-         "--output", str(out)]
+         "--output", str(out), "--figure", f"trials={figure}"]
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
+    assert figure.stat().st_size > 0  # drawn from the two finished trials
     return json.loads(out.read_text())
 
 
