@@ -23,3 +23,5 @@ DEFAULT_VARIANTS = ["rnn_spn_d3"]
 SCHEDULE = {"rnn_spn": 300}
 OUTPUT = "benchmarks/results/rnn_spn_paper_bf16.json"
 FIGURES = {"curves": "assets/rnn_spn_paper_bf16_curves.png", "attention": {}}
+# Drawn in grey in the curves figure: the float32 row.
+REFERENCE_RUNS = {"RNN-SPN, d = 3, float32": ["rnn_spn_paper.json", "rnn_spn_d3"]}

@@ -429,7 +429,7 @@ def write_report(study):
         study.figure("curves") if args.curves_figure is None else args.curves_figure
     )
     if curves:
-        learning_curves_figure(results, curves)
+        learning_curves_figure(results, curves, reference_curves(study))
     print(json.dumps(results["models"], indent=1)[:4000])
     print(markdown_table(results))
 
@@ -509,9 +509,22 @@ def markdown_table(results):
     return "\n".join(lines)
 
 
-def learning_curves_figure(results, path):
+def reference_curves(study):
+    """The runs a configuration's figure compares against (its
+    ``REFERENCE_RUNS``: ``{label: [result file, row key]}``, e.g. the
+    float32 row beside its mixed_bfloat16 rerun): ``{label: per-epoch
+    validation per-digit errors}``."""
+    curves = {}
+    for label, (name, key) in study.named.extra.get("REFERENCE_RUNS", {}).items():
+        with open(os.path.join(named.REPO, "benchmarks", "results", name)) as f:
+            curves[label] = json.load(f)["models"][key]["valid_per_digit_error"]
+    return curves
+
+
+def learning_curves_figure(results, path, references=None):
     """Validation per-digit error against epoch (log scale) for every model,
-    with the paper's Table 1 test errors as horizontal lines."""
+    with the paper's Table 1 test errors as horizontal lines, and the
+    ``references`` (``{label: per-epoch errors}``) in grey."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -541,14 +554,26 @@ def learning_curves_figure(results, path):
                 linewidth=1,
                 label=f"{name} paper test error {paper * 100:.1f} %",
             )
+    for label, errors in (references or {}).items():
+        errors = np.asarray(errors) * 100
+        ax.plot(
+            np.arange(1, len(errors) + 1),
+            errors,
+            color="0.5",
+            linewidth=1,
+            label=f"{label} (validation; {len(errors)} epochs)",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("epoch (60k training sequences each)")
     ax.set_ylabel("per-digit error (%)")
     import textwrap
 
     machine = f"{results.get('hardware', '')} ({results.get('backend', 'tensorflow')})"
+    policy = (results.get("settings") or {}).get("dtype_policy") or "float32"
     ax.set_title(
-        "RNN-SPN Table 1: validation per-digit error\n"
+        "RNN-SPN Table 1: validation per-digit error"
+        + ("" if policy == "float32" else f", {policy}")
+        + "\n"
         + "\n".join(textwrap.wrap(machine, 110)),
         fontsize=8,
     )
