@@ -77,7 +77,7 @@ class Study:
             "runs", "studies", *self.name.split("/")
         )
         self.output = args.output or named.output
-        self.command = shlex.join(["python", "run_study.py", *argv])
+        self.command = shlex.join(["python", "run_study.py", *portable(argv)])
 
     def config(self, variant=None, seed=None, **changes):
         """The Config of one run (``variant``, ``seed``), with ``--set``,
@@ -128,6 +128,41 @@ class Study:
         os.makedirs(os.path.dirname(os.path.abspath(self.output)), exist_ok=True)
         write_json(self.output, {**self.provenance(), **results})
         return self.output
+
+
+# Flags whose value names a folder or file of the machine that ran the study.
+LOCAL_PATH_FLAGS = ("--data-dir", "--cache-dir", "--runs-dir", "--output")
+
+
+def portable(argv):
+    """``argv`` as a result file records it: the data and cache folders as
+    DIR, and absolute run folders, output files and figure paths (``--figure
+    KEY=PATH``) as DIR or FILE (paths of the machine that ran it); relative
+    paths inside the repository stay."""
+    out, pending = [], None
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        if pending == "--figure":
+            key, eq_, path = arg.partition("=")
+            out.append(f"{key}=FILE" if eq_ and os.path.isabs(path) else arg)
+            pending = None
+        elif pending is not None:
+            out.append(_placeholder(pending, arg))
+            pending = None
+        elif flag in LOCAL_PATH_FLAGS and eq:
+            out.append(f"{flag}={_placeholder(flag, value)}")
+        else:
+            out.append(arg)
+            pending = arg if arg in (*LOCAL_PATH_FLAGS, "--figure") else None
+    return out
+
+
+def _placeholder(flag, value):
+    if flag in ("--data-dir", "--cache-dir"):
+        return "DIR"
+    if os.path.isabs(value):
+        return "FILE" if flag == "--output" else "DIR"
+    return value
 
 
 def run_grid(study, run_one, summarise):

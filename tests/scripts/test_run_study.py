@@ -61,8 +61,10 @@ def test_a_study_runs_each_variant_and_records_its_configuration(tmp_path, train
     assert result["seeds"] == [0] and len(result["commit"]) == 40
     today = datetime.datetime.now(datetime.timezone.utc).date()
     assert result["date"] in {str(today), str(today - datetime.timedelta(days=1))}
-    assert result["command"] == "python run_study.py " + " ".join(
-        argv + ["--set", "batch_size=50"]
+    # The machine's folders are placeholders in the recorded command.
+    assert result["command"] == (
+        "python run_study.py rnn_spn/budget --runs-dir DIR --output FILE "
+        "--data-dir DIR --set batch_size=50"
     )
     # --variants: a subset, in its order.
     trained.clear()
@@ -175,3 +177,16 @@ def test_the_inpainting_study_scores_the_classical_fills_once(tmp_path, monkeypa
     assert result["runs"]["cram_skip"]["0"]["scores"]["hole_psnr"] == 10.0
     assert result["config"]["n_train"] == 8000 and "encoder" not in result["config"]
     assert "data_dir" not in result["config"]
+
+
+def test_the_recorded_command_names_no_folder_of_the_machine():
+    argv = [
+        "inpaint/full_mnist32", "--progress", "--data-dir", "/data/mnist",
+        "--runs-dir=/scratch/runs", "--output", "/tmp/p.json",
+        "--cache-dir=cache", "--figure", "gap=/tmp/g.png", "--runs-dir", "runs/x",
+    ]  # fmt: skip
+    assert driver.portable(argv) == [
+        "inpaint/full_mnist32", "--progress", "--data-dir", "DIR",
+        "--runs-dir=DIR", "--output", "FILE", "--cache-dir=DIR",
+        "--figure", "gap=FILE", "--runs-dir", "runs/x",
+    ]  # fmt: skip
