@@ -18,6 +18,11 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 HEADER = "epoch,recon_loss,train_seconds,val_hole_l1,val_hole_psnr,val_ssim\n"
 
 
+def _study(*args):
+    """`run_study.py inpaint/tune_svhn1083 ARGS`: its exit code."""
+    return driver.main(["inpaint/tune_svhn1083", *args])
+
+
 def _trial(directory, glimpses, rate, window, seconds, score=None):
     """A trial's run directory: its config, one log row per entry of
     ``seconds``, and metrics.json once ``score`` is given."""
@@ -43,10 +48,15 @@ def _progress(tmp_path, capsys):
     _trial(trials / "01", 2, 2e-4, 0.27, [12.0, 11.0], score=20.25)
     _trial(trials / "02", 5, 4e-5, 0.44, [20.0])
     out, figure = tmp_path / "tune.json", tmp_path / "trials.png"
-    code = driver.main(
-        ["inpaint/tune_svhn1083", "--progress", "--runs-dir", str(runs),
-         "--output", str(out), "--figure", f"trials={figure}"]
-    )  # fmt: skip
+    code = _study(
+        "--progress",
+        "--runs-dir",
+        str(runs),
+        "--output",
+        str(out),
+        "--figure",
+        f"trials={figure}",
+    )
     assert code == 0, capsys.readouterr().err
     assert figure.stat().st_size > 0  # drawn from the two finished trials
     return json.loads(out.read_text())
@@ -99,16 +109,19 @@ def test_the_chosen_setting_is_compared_with_the_defaults_on_test(tmp_path):
 
 
 def test_the_study_needs_both_variants_in_order(tmp_path, capsys):
-    code = driver.main(
-        ["inpaint/tune_svhn1083", "--variants", "default", "--runs-dir",
-         str(tmp_path), "--output", str(tmp_path / "t.json")]
-    )  # fmt: skip
+    code = _study(
+        "--variants",
+        "default",
+        "--runs-dir",
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "t.json"),
+    )
     assert code == 2
     assert "compares the variants search, default" in capsys.readouterr().err
-    code = driver.main(
-        ["inpaint/tune_svhn1083", "--progress", "--runs-dir", str(tmp_path),
-         "--output", str(tmp_path / "t.json")]
-    )  # fmt: skip
+    code = _study(
+        "--progress", "--runs-dir", str(tmp_path), "--output", str(tmp_path / "t.json")
+    )
     assert code == 2
     assert "no trial of inpaint/tune_svhn1083 has started" in capsys.readouterr().err
     assert not (tmp_path / "t.json").exists()
@@ -200,10 +213,14 @@ def test_the_defaults_are_scored_on_the_searchs_held_out_images(tmp_path):
 
 
 def test_a_setting_that_turns_the_search_off_is_refused(tmp_path, capsys):
-    code = driver.main(
-        ["inpaint/tune_svhn1083", "--set", "tune=false", "--runs-dir",
-         str(tmp_path), "--output", str(tmp_path / "t.json")]
-    )  # fmt: skip
+    code = _study(
+        "--set",
+        "tune=false",
+        "--runs-dir",
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "t.json"),
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "needs tune on for the variant search" in err and "'search': False" in err
@@ -246,10 +263,15 @@ def test_progress_of_a_finished_study_gives_its_comparison(
         ),
     )
     out = tmp_path / "tune.json"
-    code = driver.main(
-        ["inpaint/tune_svhn1083", "--progress", "--runs-dir", str(runs),
-         "--output", str(out), "--figure", "trials="]
-    )  # fmt: skip
+    code = _study(
+        "--progress",
+        "--runs-dir",
+        str(runs),
+        "--output",
+        str(out),
+        "--figure",
+        "trials=",
+    )
     assert code == 0, capsys.readouterr().err
     results = json.loads(out.read_text())
     assert "status" not in results and results["trials"] == table
@@ -259,9 +281,14 @@ def test_progress_of_a_finished_study_gives_its_comparison(
     assert results["summary"]["chosen_minus_default_held_out_db"] == 1.5
     # A winner whose saved model scores otherwise than its run recorded.
     held_out["trials/00"] = 20.0
-    code = driver.main(
-        ["inpaint/tune_svhn1083", "--progress", "--runs-dir", str(runs),
-         "--output", str(out), "--figure", "trials="]
-    )  # fmt: skip
+    code = _study(
+        "--progress",
+        "--runs-dir",
+        str(runs),
+        "--output",
+        str(out),
+        "--figure",
+        "trials=",
+    )
     assert code == 2
     assert "is not the model its run scored" in capsys.readouterr().err
