@@ -61,9 +61,7 @@ def run(study):
     if study.args.progress:
         results = progress(study)
         study.write(results)
-        figure = study.figure("trials")
-        if figure and any(t[OBJECTIVE] is not None for t in results["trials"]):
-            trials_figure(results, figure)
+        write_figure(study, results)
         print_trials(results["trials"])
         return 0
     base = study.config()
@@ -84,9 +82,7 @@ def run(study):
         )
 
     _, results = run_grid(study, run_one, summarise)
-    figure = study.figure("trials")
-    if figure:
-        trials_figure(results, figure)
+    write_figure(study, results)
     print_trials(results["trials"])
     print(summary_line(results))
     return 0
@@ -271,6 +267,14 @@ def summary_line(results):
         f"chosen {chosen}: test hole PSNR {summary['chosen_minus_default_db']:+.2f} dB "
         "against the defaults"
     )
+
+
+def write_figure(study, results):
+    """The configuration's trials figure (FIGURES ``trials``), once a trial
+    has a score."""
+    figure = study.figure("trials")
+    if figure and any(t[OBJECTIVE] is not None for t in results["trials"]):
+        trials_figure(results, figure)
 
 
 def trials_figure(results, path):

@@ -198,9 +198,9 @@ def _converge_rows(base):
 def _tune_rows(base):
     """The glimpse count chosen by the search, once it and the defaults ran."""
     name = "inpaint_tune_svhn1083.json"
-    if not result_exists(name) or "summary" not in load(name):
+    result = load(name) if result_exists(name) else {}
+    if "summary" not in result:
         return []
-    result = load(name)
     search, default = result["runs"]["search"], result["runs"]["default"]
     chosen = search["values"]
     return [
