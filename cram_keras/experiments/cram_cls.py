@@ -78,6 +78,7 @@ from cram_keras.experiments.runner import run_experiment
 from cram_keras.experiments.saliency import prepare_clues
 from cram_keras.models.cram import CRAMClassifier, CRAMEncoder
 from cram_keras.training.checkpoint import crash_point
+from cram_keras.training.optimizers import FusedAdam
 
 NUM_CLASSES = 10
 # The published anchors printed beside ours (see above).
@@ -124,7 +125,7 @@ def build_model(config, num_glimpses=None):
 
 def compile_model(model, config, learning_rate=None):
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate or config.learning_rate),
+        optimizer=FusedAdam(learning_rate or config.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=jit_compile_for_backend(config.jit_compile, config.run_eagerly),

@@ -64,6 +64,7 @@ from cram_keras.training.callbacks import (
     tensorboard_installed,
 )
 from cram_keras.training.checkpoint import crash_point
+from cram_keras.training.optimizers import FusedAdam
 from cram_keras.training.workarounds import python_scalar
 
 # === Data ===
@@ -99,7 +100,7 @@ def build_model(config, image_shape, steps_per_epoch):
 
 def compile_model(model, config):
     def adam(rate):
-        return keras.optimizers.Adam(learning_rate=rate, beta_1=config.adam_beta_1)
+        return FusedAdam(learning_rate=rate, beta_1=config.adam_beta_1)
 
     model.compile(
         g_optimizer=adam(config.learning_rate),

@@ -25,6 +25,7 @@ from cram_keras.experiments.experiment import Experiment
 from cram_keras.experiments.runner import run_experiment
 from cram_keras.models.saliency import SaliencyNetwork
 from cram_keras.training import run_lock
+from cram_keras.training.optimizers import FusedAdam
 from cram_keras.training.saliency import (
     load_clues,
     mask_iou,
@@ -92,7 +93,7 @@ class SaliencyStage(Experiment):
         config = run.config
         net = SaliencyNetwork(filters=config.filters, name="saliency")
         net.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate),
+            optimizer=FusedAdam(config.learning_rate),
             loss=keras.losses.BinaryCrossentropy(),
             run_eagerly=config.run_eagerly,
         )

@@ -1,0 +1,185 @@
+#!/usr/bin/env python
+"""The inpainter's training step with the package's fused batch norm and
+fused Adam update (the default), against Keras' own ops: what does fusing
+the small ops buy on the CPU, and do results change?
+
+    python benchmarks/fused_ops.py
+
+The profile of the inpainter's training step (`benchmarks/profile_steps.py`)
+puts about a quarter of its kernel time in elementwise ops (batch norm's
+moments, scaling and their gradients in the two discriminators, the ELU
+gradients) and about a tenth in the three Adam optimizers' per-variable
+updates. Keras computes both from small ops. The package fuses them on
+TensorFlow:
+
+- `cram_keras.layers.batch_normalization.FusedBatchNormalization`: batch
+  normalisation in training mode as one `FusedBatchNormV3` op (oneDNN's),
+  its gradient one op too;
+- `cram_keras.training.optimizers.FusedAdam`: each variable's Adam update
+  as one `ResourceApplyAdam` op (the same formula in the same order).
+
+Four variants are traced: Keras' ops (both fusions replaced by Keras' own
+methods), each fusion alone, and both (the default). Each starts from the
+same weights and trains on the same `--check-steps` batches first; the
+largest relative difference of its losses from Keras' ops', step by step,
+says whether results change beyond float32 round-off. Then the steps are
+timed in `--rounds` alternating rounds of `--steps` steps each, after a
+warm-up. Prints the median step time of each and its speed against Keras'
+ops. Run it on an otherwise idle machine.
+"""
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from cram_keras.layers.batch_normalization import FusedBatchNormalization  # noqa: E402
+from cram_keras.platform_info import busy_fraction, describe  # noqa: E402
+from cram_keras.training.optimizers import FusedAdam  # noqa: E402
+
+# Each fusion: the package's class, its fused method, Keras' method.
+FUSIONS = {
+    "fused batch norm": (
+        FusedBatchNormalization,
+        "call",
+        keras.layers.BatchNormalization.call,
+    ),
+    "fused Adam": (FusedAdam, "update_step", keras.optimizers.Adam.update_step),
+}
+# Each variant: the fusions it keeps (the others run Keras' own method).
+VARIANTS = {
+    "Keras' ops": (),
+    "fused batch norm": ("fused batch norm",),
+    "fused Adam": ("fused Adam",),
+    "both (the default)": ("fused batch norm", "fused Adam"),
+}
+
+
+@contextlib.contextmanager
+def only(kept):
+    """While the block runs (while a model's step is traced): the fusions
+    not in `kept` run Keras' own method; returns how many layers or
+    variables each kept fusion replaced."""
+    traced = dict.fromkeys(kept, 0)
+    saved = []
+    for name, (cls, method, keras_method) in FUSIONS.items():
+        saved.append((cls, method, cls.__dict__[method]))
+        saved.append((cls, "_fusable", cls.__dict__["_fusable"]))
+        if name not in kept:
+            setattr(cls, method, keras_method)
+            continue
+
+        def fusable(self, *args, _name=name, _check=cls.__dict__["_fusable"]):
+            taken = _check(self, *args)
+            traced[_name] += bool(taken)
+            return taken
+
+        cls._fusable = fusable
+    try:
+        yield traced
+    finally:
+        for cls, method, original in saved:
+            setattr(cls, method, original)
+
+
+def inpainter(batches, names, weights=None):
+    """A compiled inpainter whose training step is traced with the fusions
+    `names`, its weights set to `weights` when given; `step(batch)`."""
+    from cram_keras.experiments import inpaint
+
+    config = inpaint.Config(batch_size=batches[0][0].shape[0])
+    model = inpaint.compile_model(
+        inpaint.build_model(config, (32, 32, 3), steps_per_epoch=100), config
+    )
+    if weights is not None:
+        model.set_weights(weights)
+    with only(names) as traced:
+        model.make_train_function()
+        train = model.train_function
+        train(iter([batches[0]]))  # traces while only `names` are fused
+    for name, count in traced.items():
+        if not count:
+            raise RuntimeError(f"{name} replaced nothing in the traced step")
+    print(f"  traced with {traced or 'no fusion'}")
+    if weights is not None:
+        model.set_weights(weights)  # undo the tracing step
+        for optimizer in model.optimizer.optimizers:
+            for variable in optimizer.variables:
+                variable.assign(tf.zeros_like(variable))
+        model.reset_metrics()
+    return model, lambda batch: train(iter([batch]))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--batch", type=int, default=64, help="images per step")
+    p.add_argument("--check-steps", type=int, default=20, help="steps compared")
+    p.add_argument("--steps", type=int, default=8, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=6, help="alternating rounds")
+    p.add_argument("--threads", type=int, default=2, help="TensorFlow threads")
+    args = p.parse_args(argv)
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    print(f"{describe()}; CPU busy before: {busy_fraction():.0%}")
+    from cram_keras.experiments import inpaint
+
+    keras.utils.set_random_seed(0)
+    config = inpaint.Config(batch_size=args.batch)
+    images = np.random.default_rng(0).random(
+        (args.batch * 4, 32, 32, 3), dtype=np.float32
+    )
+    dataset = inpaint.train_dataset(config, images).repeat()
+    batches = [tuple(t) for t in dataset.take(args.check_steps)]
+    keras.utils.set_random_seed(0)
+    weights = inpainter(batches, ())[0].get_weights()
+    steps, losses = {}, {}
+    for label, names in VARIANTS.items():
+        _, steps[label] = inpainter(batches, names, weights)
+        losses[label] = np.array(
+            [
+                [float(v) for k, v in sorted(steps[label](b).items()) if "loss" in k]
+                for b in batches
+            ]
+        )
+    for label in VARIANTS:
+        difference = np.abs(losses[label] - losses["Keras' ops"]) / np.maximum(
+            np.abs(losses["Keras' ops"]), 1e-12
+        )
+        print(
+            f"  {label:20s} losses over {args.check_steps} steps within "
+            f"{difference.max():.1e} of Keras' ops' (relative; first step "
+            f"{difference[0].max():.1e})"
+        )
+    times = {label: [] for label in steps}
+    for r in range(args.rounds):
+        order = list(steps) if r % 2 == 0 else list(steps)[::-1]
+        for label in order:
+            step = steps[label]
+            step(batches[0])
+            for i in range(args.steps):
+                start = time.perf_counter()
+                step(batches[i % len(batches)])
+                times[label].append(time.perf_counter() - start)
+    reference = np.median(times["Keras' ops"])
+    print(f"\ninpainter training step, batch {args.batch}, 32x32x3:")
+    for label, values in times.items():
+        median = np.median(values)
+        print(
+            f"  {label:20s} {1e3 * median:7.1f} ms  "
+            f"{reference / median:5.2f}x the speed with Keras' ops"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

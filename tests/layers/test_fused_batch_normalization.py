@@ -1,0 +1,128 @@
+"""`FusedBatchNormalization` against a NumPy batch norm, against Keras' own
+layer (values, gradients, moving statistics), and where it falls back to
+Keras' ops."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cram_keras.layers.batch_normalization import FusedBatchNormalization
+
+
+def numpy_batch_norm(x, gamma, beta, epsilon):
+    """Training-mode batch norm over every axis but the last; the output and
+    the batch mean and (uncorrected) variance."""
+    axes = tuple(range(x.ndim - 1))
+    mean = x.astype(np.float64).mean(axis=axes)
+    variance = x.astype(np.float64).var(axis=axes)
+    y = (x - mean) / np.sqrt(variance + epsilon) * gamma + beta
+    return y, mean, variance
+
+
+def pair(shape, **kwargs):
+    """A fused layer and a Keras one, built alike with the same weights
+    (random gamma, beta and moving statistics)."""
+    rng = np.random.default_rng(0)
+    fused = FusedBatchNormalization(**kwargs)
+    plain = keras.layers.BatchNormalization(**kwargs)
+    for layer in (fused, plain):
+        layer.build(shape)
+    weights = [
+        rng.uniform(0.5, 2.0, w.shape).astype("float32") for w in fused.get_weights()
+    ]
+    fused.set_weights(weights)
+    plain.set_weights(weights)
+    return fused, plain
+
+
+def fused_ops_in(layer, x, training):
+    """The op types of `layer(x, training)` traced as a graph."""
+    graph = tf.function(lambda t: layer(t, training=training)).get_concrete_function(
+        tf.TensorSpec(x.shape, x.dtype)
+    )
+    return {op.type for op in graph.graph.get_operations()}
+
+
+@pytest.mark.parametrize("shape", [(16, 5), (8, 6, 7, 4)])
+def test_training_matches_numpy_and_moving_statistics(shape):
+    x = np.random.default_rng(1).normal(2.0, 3.0, shape).astype("float32")
+    layer, _ = pair(shape, momentum=0.9, epsilon=1e-3)
+    gamma, beta, moving_mean, moving_variance = layer.get_weights()
+    y = layer(x, training=True)
+    expected, mean, variance = numpy_batch_norm(x, gamma, beta, 1e-3)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        layer.moving_mean, 0.9 * moving_mean + 0.1 * mean, rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        layer.moving_variance, 0.9 * moving_variance + 0.1 * variance, rtol=1e-5
+    )
+    assert "FusedBatchNormV3" in fused_ops_in(layer, x, training=True)
+
+
+@pytest.mark.parametrize("shape", [(16, 5), (8, 6, 7, 4)])
+@pytest.mark.parametrize("center,scale", [(True, True), (False, False)])
+def test_values_and_gradients_match_keras(shape, center, scale):
+    x = tf.constant(np.random.default_rng(2).normal(0, 2, shape).astype("float32"))
+    upstream = tf.constant(np.random.default_rng(3).normal(size=shape), "float32")
+    results = []
+    for layer in pair(shape, center=center, scale=scale):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True) * upstream)
+        sources = [x] + [v.value for v in layer.trainable_variables]
+        results.append(
+            [np.asarray(g) for g in tape.gradient(loss, sources)]
+            + [np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)]
+        )
+    for fused_value, keras_value in zip(*results, strict=True):
+        np.testing.assert_allclose(fused_value, keras_value, rtol=2e-4, atol=2e-5)
+
+
+def test_inference_is_keras_layer():
+    shape = (4, 3, 3, 2)
+    x = np.random.default_rng(4).normal(size=shape).astype("float32")
+    fused, plain = pair(shape)
+    np.testing.assert_array_equal(fused(x, training=False), plain(x, training=False))
+    assert "FusedBatchNormV3" not in fused_ops_in(fused, x, training=False)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["bfloat16 policy", "rank 3", "channels first", "tiny epsilon", "synchronized"],
+)
+def test_falls_back_to_keras_ops(case):
+    shape, kwargs = (4, 3, 3, 2), {}
+    if case == "bfloat16 policy":
+        kwargs["dtype"] = "mixed_bfloat16"
+    elif case == "rank 3":
+        shape = (4, 5, 2)
+    elif case == "channels first":
+        kwargs["axis"] = 1
+    elif case == "tiny epsilon":
+        kwargs["epsilon"] = 1e-6
+    else:
+        kwargs["synchronized"] = True
+    x = np.random.default_rng(5).normal(size=shape).astype("float32")
+    fused, plain = pair(shape, **kwargs)
+    np.testing.assert_allclose(
+        np.asarray(fused(x, training=True), "float32"),
+        np.asarray(plain(x, training=True), "float32"),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    assert "FusedBatchNormV3" not in fused_ops_in(fused, x, training=True)
+
+
+def test_serialises_and_keeps_weights(tmp_path):
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, FusedBatchNormalization(momentum=0.8)(inputs))
+    path = str(tmp_path / "bn.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    layer = loaded.layers[-1]
+    assert type(layer) is FusedBatchNormalization
+    assert layer.momentum == 0.8
+    for a, b in zip(model.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
