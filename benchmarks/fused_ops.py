@@ -3,7 +3,7 @@
 fused Adam update (the default), against Keras' own ops: what does fusing
 the small ops buy on the CPU, and do results change?
 
-    python benchmarks/fused_ops.py
+    python benchmarks/fused_ops.py [--model cram_classifier]
 
 The profile of the inpainter's training step (`benchmarks/profile_steps.py`)
 puts about a quarter of its kernel time in elementwise ops (batch norm's
@@ -91,17 +91,42 @@ def only(kept):
             setattr(cls, method, original)
 
 
-def inpainter(batches, names, weights=None):
-    """A compiled inpainter whose training step is traced with the fusions
-    `names`, its weights set to `weights` when given; `step(batch)`."""
+def inpainter(batch):
+    """The inpainter (the training script's defaults) and its batches: each
+    (images, mask), random 32x32x3 images."""
     from cram_keras.experiments import inpaint
 
-    config = inpaint.Config(batch_size=batches[0][0].shape[0])
+    config = inpaint.Config(batch_size=batch)
     model = inpaint.compile_model(
         inpaint.build_model(config, (32, 32, 3), steps_per_epoch=100), config
     )
-    if weights is not None:
-        model.set_weights(weights)
+    images = np.random.default_rng(0).random((batch * 4, 32, 32, 3), "float32")
+    return model, inpaint.train_dataset(config, images).repeat()
+
+
+def cram_classifier(batch):
+    """The CRAM classifier (the training script's defaults) and its batches:
+    each ((images, clue), labels), random 60x60 images and clues."""
+    from cram_keras.experiments import cram_cls
+
+    config = cram_cls.Config(batch_size=batch)
+    model = cram_cls.compile_model(cram_cls.build_model(config), config)
+    rng = np.random.default_rng(0)
+    images = rng.random((batch * 4, 60, 60, 1), "float32")
+    clue = (rng.random((batch * 4, 60, 60, 1)) > 0.8).astype("float32")
+    labels = rng.integers(0, 10, batch * 4).astype("int32")
+    dataset = tf.data.Dataset.from_tensor_slices(((images, clue), labels))
+    return model, dataset.batch(batch, drop_remainder=True).repeat()
+
+
+MODELS = {"inpainter": inpainter, "cram_classifier": cram_classifier}
+
+
+def traced_step(make, batch, batches, names, weights=None):
+    """`make(batch)`'s model with its training step traced with the fusions
+    `names`, its weights (and zeroed optimizer state) set to `weights` when
+    given; `(model, step)` where `step(batch)` trains on one batch."""
+    model, _ = make(batch)
     with only(names) as traced:
         model.make_train_function()
         train = model.train_function
@@ -111,8 +136,8 @@ def inpainter(batches, names, weights=None):
             raise RuntimeError(f"{name} replaced nothing in the traced step")
     print(f"  traced with {traced or 'no fusion'}")
     if weights is not None:
-        model.set_weights(weights)  # undo the tracing step
-        for optimizer in model.optimizer.optimizers:
+        model.set_weights(weights)  # after the tracing step, which builds
+        for optimizer in getattr(model.optimizer, "optimizers", [model.optimizer]):
             for variable in optimizer.variables:
                 variable.assign(tf.zeros_like(variable))
         model.reset_metrics()
@@ -123,6 +148,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    p.add_argument("--model", choices=sorted(MODELS), default="inpainter")
     p.add_argument("--batch", type=int, default=64, help="images per step")
     p.add_argument("--check-steps", type=int, default=20, help="steps compared")
     p.add_argument("--steps", type=int, default=8, help="timed steps per round")
@@ -131,20 +157,14 @@ def main(argv=None):
     args = p.parse_args(argv)
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     print(f"{describe()}; CPU busy before: {busy_fraction():.0%}")
-    from cram_keras.experiments import inpaint
-
+    make = MODELS[args.model]
     keras.utils.set_random_seed(0)
-    config = inpaint.Config(batch_size=args.batch)
-    images = np.random.default_rng(0).random(
-        (args.batch * 4, 32, 32, 3), dtype=np.float32
-    )
-    dataset = inpaint.train_dataset(config, images).repeat()
-    batches = [tuple(t) for t in dataset.take(args.check_steps)]
+    batches = list(make(args.batch)[1].take(args.check_steps))
     keras.utils.set_random_seed(0)
-    weights = inpainter(batches, ())[0].get_weights()
+    weights = traced_step(make, args.batch, batches, ())[0].get_weights()
     steps, losses = {}, {}
     for label, names in VARIANTS.items():
-        _, steps[label] = inpainter(batches, names, weights)
+        _, steps[label] = traced_step(make, args.batch, batches, names, weights)
         losses[label] = np.array(
             [
                 [float(v) for k, v in sorted(steps[label](b).items()) if "loss" in k]
@@ -171,7 +191,7 @@ def main(argv=None):
                 step(batches[i % len(batches)])
                 times[label].append(time.perf_counter() - start)
     reference = np.median(times["Keras' ops"])
-    print(f"\ninpainter training step, batch {args.batch}, 32x32x3:")
+    print(f"\n{args.model} training step, batch {args.batch}:")
     for label, values in times.items():
         median = np.median(values)
         print(
