@@ -12,7 +12,7 @@ gradients) and about a tenth in the three Adam optimizers' per-variable
 updates. Keras computes both from small ops. The package fuses them on
 TensorFlow:
 
-- `cram_keras.layers.batch_normalization.FusedBatchNormalization`: batch
+- `cram_keras.layers.batch_normalization.BatchNormalization`: batch
   normalisation in training mode as one `FusedBatchNormV3` op (oneDNN's),
   its gradient one op too;
 - `cram_keras.training.optimizers.FusedAdam`: each variable's Adam update
@@ -42,7 +42,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from cram_keras.layers.batch_normalization import FusedBatchNormalization  # noqa: E402
+from cram_keras.layers.batch_normalization import (  # noqa: E402
+    BatchNormalization as FusedBatchNormalization,
+)
 from cram_keras.platform_info import busy_fraction, describe  # noqa: E402
 from cram_keras.training.optimizers import FusedAdam  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""`FusedBatchNormalization`: Keras' batch normalisation, one fused op when
+"""`BatchNormalization`: Keras' batch normalisation, one fused op when
 training on TensorFlow.
 
 Keras computes batch normalisation from small ops on every backend (the
@@ -11,6 +11,10 @@ float32 round-off (the fused op sums in another order). Everywhere else
 (inference, JAX, bfloat16 or float16 inputs, masks, renormalisation,
 synchronised statistics, inputs of rank other than 2 or 4, or a channel axis
 other than the last) it is Keras' layer unchanged.
+
+The class keeps Keras' name on purpose: Keras files a layer's weights under
+its class name, so weight files and checkpoints written with
+`keras.layers.BatchNormalization` load into this layer and back.
 """
 
 import keras
@@ -21,7 +25,7 @@ _FUSED_MIN_EPSILON = 1.001e-5
 
 
 @keras.saving.register_keras_serializable(package="cram_keras")
-class FusedBatchNormalization(keras.layers.BatchNormalization):
+class BatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization`, fused into one op when training on
     TensorFlow with float32 inputs of shape (B, C) or (B, H, W, C).
 

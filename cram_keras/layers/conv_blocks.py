@@ -12,7 +12,7 @@ TF-slim did in the released code.
 import keras
 from keras import layers
 
-from cram_keras.layers.batch_normalization import FusedBatchNormalization
+from cram_keras.layers import batch_normalization
 from cram_keras.utils import check_bool, check_int_tuple, check_positive_int
 
 # === Shared by the CRAM layers ===
@@ -154,7 +154,9 @@ class ConvStack(_LayerStack):
                 )
             )
             self.stack.append(
-                FusedBatchNormalization(dtype=self.dtype_policy, name=f"bn{i}")
+                batch_normalization.BatchNormalization(
+                    dtype=self.dtype_policy, name=f"bn{i}"
+                )
             )
             self.stack.append(
                 layers.Activation("elu", dtype=self.dtype_policy, name=f"elu{i}")
@@ -253,7 +255,9 @@ class MLP(_LayerStack):
             )
             if normalised:
                 self.stack.append(
-                    FusedBatchNormalization(dtype=self.dtype_policy, name=f"bn{i}")
+                    batch_normalization.BatchNormalization(
+                        dtype=self.dtype_policy, name=f"bn{i}"
+                    )
                 )
                 self.stack.append(
                     layers.Activation("elu", dtype=self.dtype_policy, name=f"elu{i}")

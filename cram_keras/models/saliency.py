@@ -6,7 +6,7 @@ binary cross-entropy against binary saliency masks."""
 import keras
 from keras import layers, ops
 
-from cram_keras.layers.batch_normalization import FusedBatchNormalization
+from cram_keras.layers import batch_normalization
 from cram_keras.layers.conv_blocks import build_once
 from cram_keras.utils import check_int_tuple, check_positive_int
 
@@ -79,7 +79,9 @@ class SaliencyNetwork(keras.Model):
             self.encoder_blocks.append(
                 [
                     layers.Conv2D(f, self.kernel_size, name=f"conv{i}", **conv),
-                    FusedBatchNormalization(name=f"conv{i}_bn", **policy),
+                    batch_normalization.BatchNormalization(
+                        name=f"conv{i}_bn", **policy
+                    ),
                     layers.Activation("elu", name=f"conv{i}_elu", **policy),
                     layers.MaxPooling2D(2, name=f"pool{i}", **policy),
                 ]
@@ -91,7 +93,9 @@ class SaliencyNetwork(keras.Model):
                     layers.Conv2DTranspose(
                         f, self.kernel_size, strides=2, name=f"deconv{i}", **conv
                     ),
-                    FusedBatchNormalization(name=f"deconv{i}_bn", **policy),
+                    batch_normalization.BatchNormalization(
+                        name=f"deconv{i}_bn", **policy
+                    ),
                     layers.Activation("elu", name=f"deconv{i}_elu", **policy),
                 ]
             )

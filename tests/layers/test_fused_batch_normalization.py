@@ -1,4 +1,4 @@
-"""`FusedBatchNormalization` against a NumPy batch norm, against Keras' own
+"""The package's `BatchNormalization` (fused when training on TensorFlow) against a NumPy batch norm, against Keras' own
 layer (values, gradients, moving statistics), and where it falls back to
 Keras' ops."""
 
@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cram_keras.layers.batch_normalization import FusedBatchNormalization
+from cram_keras.layers.batch_normalization import (
+    BatchNormalization as FusedBatchNormalization,
+)
 
 
 def numpy_batch_norm(x, gamma, beta, epsilon):
@@ -126,3 +128,31 @@ def test_serialises_and_keeps_weights(tmp_path):
     assert layer.momentum == 0.8
     for a, b in zip(model.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_weight_files_interchangeable_with_keras_layer(tmp_path):
+    """Keras files a layer's weights under its class name: files written with
+    Keras' layer load into the package's and back."""
+
+    def model(normalization):
+        return keras.Sequential(
+            [keras.Input((4, 4, 3)), keras.layers.Conv2D(2, 3), normalization()]
+        )
+
+    rng = np.random.default_rng(6)
+    for source, target in [
+        (keras.layers.BatchNormalization, FusedBatchNormalization),
+        (FusedBatchNormalization, keras.layers.BatchNormalization),
+    ]:
+        written = model(source)
+        weights = [
+            rng.uniform(0.5, 2, w.shape).astype("float32")
+            for w in written.get_weights()
+        ]
+        written.set_weights(weights)
+        path = str(tmp_path / f"{source.__module__}.weights.h5")
+        written.save_weights(path)
+        read = model(target)
+        read.load_weights(path)
+        for a, b in zip(weights, read.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)

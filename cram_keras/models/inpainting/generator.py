@@ -9,7 +9,7 @@ image range [0, 1] (sigmoid); the released code's was [0, 2].
 import keras
 from keras import layers, ops
 
-from cram_keras.layers.batch_normalization import FusedBatchNormalization
+from cram_keras.layers import batch_normalization
 from cram_keras.utils import check_int_tuple, check_positive_int
 
 
@@ -72,7 +72,9 @@ class InpaintingGenerator(keras.layers.Layer):
         self.project = layers.Dense(
             s * s * f0, use_bias=False, name="project", **policy
         )
-        self.project_bn = FusedBatchNormalization(name="project_bn", **policy)
+        self.project_bn = batch_normalization.BatchNormalization(
+            name="project_bn", **policy
+        )
         self.reshape = layers.Reshape((s, s, f0), name="reshape", **policy)
         self.upsample = []
         for i, f in enumerate(self.filters[1:]):
@@ -87,7 +89,9 @@ class InpaintingGenerator(keras.layers.Layer):
                     **policy,
                 )
             )
-            self.upsample.append(FusedBatchNormalization(name=f"bn{i}", **policy))
+            self.upsample.append(
+                batch_normalization.BatchNormalization(name=f"bn{i}", **policy)
+            )
         self.to_image = layers.Conv2DTranspose(
             self.channels, 3, strides=2, padding="same", name="to_image", **policy
         )
