@@ -154,7 +154,8 @@ def localization_cnn(filters=20, dropout=None, name="localization_cnn", dtype=No
     policy = dict(dtype=dtype)
     stack = [
         layers.MaxPooling2D(2, name="pool0", **policy),
-        *_conv_relu_pool(filters, "conv0", "pool1", "relu0", policy),
+        layers.Conv2D(filters, 3, activation="relu", name="conv0", **policy),
+        layers.MaxPooling2D(2, name="pool1", **policy),
         layers.Conv2D(filters, 3, activation="relu", name="conv1", **policy),
     ]
     if dropout is not None:
@@ -172,9 +173,6 @@ def classification_cnn(
 ):
     """conv -> pool -> dropout -> conv -> pool -> dropout -> conv -> dense (ReLU).
 
-    Each convolution is followed by a ReLU; the first two apply it after
-    their pooling (`_conv_relu_pool`: the same values and gradients).
-
     ``placement="paper"`` adds a third dropout after the third convolution
     (before the dense layer), as the paper's appendix lists. ``dtype``: the
     dtype policy of every layer (None: the global one).
@@ -182,9 +180,11 @@ def classification_cnn(
     check_choice("dropout_placement", placement, DROPOUT_PLACEMENTS)
     policy = dict(dtype=dtype)
     stack = [
-        *_conv_relu_pool(filters, "conv0", "pool0", "relu0", policy),
+        layers.Conv2D(filters, 3, activation="relu", name="conv0", **policy),
+        layers.MaxPooling2D(2, name="pool0", **policy),
         RampedDropout(dropout, name="dropout0", **policy),
-        *_conv_relu_pool(filters, "conv1", "pool1", "relu1", policy),
+        layers.Conv2D(filters, 3, activation="relu", name="conv1", **policy),
+        layers.MaxPooling2D(2, name="pool1", **policy),
         RampedDropout(dropout, name="dropout1", **policy),
         layers.Conv2D(filters, 3, activation="relu", name="conv2", **policy),
     ]
@@ -195,18 +195,6 @@ def classification_cnn(
         layers.Dense(dense_units, activation="relu", name="dense", **policy),
     ]
     return _sequential(stack, name, dtype)
-
-
-def _conv_relu_pool(filters, conv, pool, relu, policy):
-    """conv filters@3x3 -> ReLU -> maxpool 2, computed as conv -> maxpool 2 ->
-    ReLU: the same values and gradients (the maximum and the ReLU commute,
-    both being monotone), with the ReLU and its gradient on the pooled map, a
-    quarter of the size (the RNN-SPN training step is about 5 % faster)."""
-    return [
-        layers.Conv2D(filters, 3, name=conv, **policy),
-        layers.MaxPooling2D(2, name=pool, **policy),
-        layers.ReLU(name=relu, **policy),
-    ]
 
 
 def _sequential(stack, name, dtype):

@@ -212,12 +212,7 @@ def test_dropout_layers_are_where_the_placement_puts_them(cls, placement):
     found = []
     for network in model.layers:
         if isinstance(network, keras.Sequential):
-            # What each dropout follows, past the ReLU applied after pooling.
-            children = [
-                layer
-                for layer in network.layers
-                if not isinstance(layer, keras.layers.ReLU)
-            ]
+            children = network.layers
             found += [
                 (network.name, children[i - 1].name)
                 for i, layer in enumerate(children)
@@ -345,47 +340,3 @@ def test_experiment_builds_the_placement_and_ramps_the_rate():
     for bad in (dict(dropout_placement="both"), dict(dropout_ramp_epochs=-1)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             rnn_spn.Config(**bad)
-
-
-@pytest.mark.parametrize("network", ["classifier", "localization"])
-def test_pooled_relu_equals_the_papers_relu_then_pool(network):
-    """The CNNs apply ReLU after max-pooling; the paper's order (conv + ReLU,
-    then pool), built from Keras' layers with the same weights, gives the
-    same outputs and gradients."""
-    import tensorflow as tf
-    from keras import layers
-
-    from cram_keras.models.rnn_spn import classification_cnn, localization_cnn
-
-    relu_conv = lambda n: layers.Conv2D(8, 3, activation="relu", name=n)  # noqa: E731
-    pool = lambda n: layers.MaxPooling2D(2, name=n)  # noqa: E731
-    if network == "classifier":
-        ours = classification_cnn(8, 16, dropout=0.0)
-        reference = keras.Sequential(
-            [relu_conv("c0"), pool("p0"), relu_conv("c1"), pool("p1"), relu_conv("c2")]
-            + [layers.Flatten(), layers.Dense(16, activation="relu")]
-        )
-        shape = (3, 30, 30, 1)
-    else:
-        ours = localization_cnn(8)
-        reference = keras.Sequential(
-            [pool("p0"), relu_conv("c0"), pool("p1"), relu_conv("c1")]
-            + [pool("p2"), relu_conv("c2"), layers.Flatten()]
-        )
-        shape = (3, 60, 60, 1)
-    assert any(isinstance(layer, layers.ReLU) for layer in ours.layers)
-    x = tf.constant(np.random.default_rng(0).normal(size=shape).astype("float32"))
-    ours.build(shape)
-    reference.build(shape)
-    reference.set_weights(ours.get_weights())
-    results = []
-    for model in (ours, reference):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = model(x, training=True)
-            loss = tf.reduce_sum(y * tf.sin(tf.range(y.shape[-1], dtype=y.dtype)))
-        grads = tape.gradient(loss, [x] + [w.value for w in model.trainable_weights])
-        results.append([np.asarray(y)] + [np.asarray(g) for g in grads])
-    assert np.abs(results[0][0]).max() > 0
-    for a, b in zip(*results, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
