@@ -4,6 +4,7 @@ fused Adam update (the default), against Keras' own ops: what does fusing
 the small ops buy on the CPU, and do results change?
 
     python benchmarks/fused_ops.py [--model cram_classifier]
+    python benchmarks/fused_ops.py --variant "Keras' ops"   # one per process
 
 The profile of the inpainter's training step (`benchmarks/profile_steps.py`)
 puts about a quarter of its kernel time in elementwise ops (batch norm's
@@ -16,16 +17,18 @@ TensorFlow:
   normalisation in training mode as one `FusedBatchNormV3` op (oneDNN's),
   its gradient one op too;
 - `cram_keras.training.optimizers.FusedAdam`: each variable's Adam update
-  as one `ResourceApplyAdam` op (the same formula in the same order).
+  as one `ResourceApplyAdam` op (the same formula).
 
-Four variants are traced: Keras' ops (both fusions replaced by Keras' own
-methods), each fusion alone, and both (the default). Each starts from the
-same weights and trains on the same `--check-steps` batches first; the
-largest relative difference of its losses from Keras' ops', step by step,
-says whether results change beyond float32 round-off. Then the steps are
-timed in `--rounds` alternating rounds of `--steps` steps each, after a
-warm-up. Prints the median step time of each and its speed against Keras'
-ops. Run it on an otherwise idle machine.
+Four variants: Keras' ops (both fusions replaced by Keras' own methods while
+the step is traced), each fusion alone, and both (the default). Without
+`--variant` all four are traced in one process from the same weights; each
+trains on the same `--check-steps` batches, and the largest relative
+difference of its losses from Keras' ops', step by step, says whether
+results change beyond float32 round-off; then the steps are timed in
+`--rounds` alternating rounds of `--steps` steps, each step taking the next
+batch of the training dataset's iterator, as `fit` does. With `--variant`
+only that one is built and timed, for comparisons in alternating processes.
+Prints the median step time of each. Run it on an otherwise idle machine.
 """
 
 import argparse
@@ -47,6 +50,22 @@ from cram_keras.layers.batch_normalization import (  # noqa: E402
 )
 from cram_keras.platform_info import busy_fraction, describe  # noqa: E402
 from cram_keras.training.optimizers import FusedAdam  # noqa: E402
+
+# Calls of the fusions' checks (made while a step is traced, never while it
+# runs): unchanged across the timing means no step was traced again there.
+CHECKS = [0]
+
+
+def _counted(check):
+    def fusable(self, *args):
+        CHECKS[0] += 1
+        return check(self, *args)
+
+    return fusable
+
+
+for _cls in (FusedBatchNormalization, FusedAdam):
+    _cls._fusable = _counted(_cls.__dict__["_fusable"])
 
 # Each fusion: the package's class, its fused method, Keras' method.
 FUSIONS = {
@@ -124,15 +143,16 @@ def cram_classifier(batch):
 MODELS = {"inpainter": inpainter, "cram_classifier": cram_classifier}
 
 
-def traced_step(make, batch, batches, names, weights=None):
+def traced_step(make, batch, names, weights=None):
     """`make(batch)`'s model with its training step traced with the fusions
     `names`, its weights (and zeroed optimizer state) set to `weights` when
-    given; `(model, step)` where `step(batch)` trains on one batch."""
-    model, _ = make(batch)
+    given; `(model, train, dataset)`: `train(iterator)` trains on the next
+    batch of an iterator over `dataset`, the model's training batches."""
+    model, dataset = make(batch)
     with only(names) as traced:
         model.make_train_function()
         train = model.train_function
-        train(iter([batches[0]]))  # traces while only `names` are fused
+        train(iter(dataset))  # traces while only `names` are fused
     for name, count in traced.items():
         if not count:
             raise RuntimeError(f"{name} replaced nothing in the traced step")
@@ -143,7 +163,7 @@ def traced_step(make, batch, batches, names, weights=None):
             for variable in optimizer.variables:
                 variable.assign(tf.zeros_like(variable))
         model.reset_metrics()
-    return model, lambda batch: train(iter([batch]))
+    return model, train, dataset
 
 
 def main(argv=None):
@@ -151,6 +171,9 @@ def main(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--model", choices=sorted(MODELS), default="inpainter")
+    p.add_argument(
+        "--variant", choices=list(VARIANTS), help="build and time only this one"
+    )
     p.add_argument("--batch", type=int, default=64, help="images per step")
     p.add_argument("--check-steps", type=int, default=20, help="steps compared")
     p.add_argument("--steps", type=int, default=8, help="timed steps per round")
@@ -160,45 +183,66 @@ def main(argv=None):
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     print(f"{describe()}; CPU busy before: {busy_fraction():.0%}")
     make = MODELS[args.model]
-    keras.utils.set_random_seed(0)
-    batches = list(make(args.batch)[1].take(args.check_steps))
-    keras.utils.set_random_seed(0)
-    weights = traced_step(make, args.batch, batches, ())[0].get_weights()
-    steps, losses = {}, {}
-    for label, names in VARIANTS.items():
-        _, steps[label] = traced_step(make, args.batch, batches, names, weights)
-        losses[label] = np.array(
-            [
-                [float(v) for k, v in sorted(steps[label](b).items()) if "loss" in k]
-                for b in batches
-            ]
+    variants = {args.variant: VARIANTS[args.variant]} if args.variant else VARIANTS
+    trains, datasets = {}, {}
+    if args.variant:
+        _, trains[args.variant], datasets[args.variant] = traced_step(
+            make, args.batch, variants[args.variant]
         )
-    for label in VARIANTS:
-        difference = np.abs(losses[label] - losses["Keras' ops"]) / np.maximum(
-            np.abs(losses["Keras' ops"]), 1e-12
-        )
-        print(
-            f"  {label:20s} losses over {args.check_steps} steps within "
-            f"{difference.max():.1e} of Keras' ops' (relative; first step "
-            f"{difference[0].max():.1e})"
-        )
-    times = {label: [] for label in steps}
+    else:
+        keras.utils.set_random_seed(0)
+        first, _, dataset = traced_step(make, args.batch, ())
+        weights = first.get_weights()
+        # The same batches for every variant: the first ones, kept.
+        check = dataset.take(args.check_steps).cache()
+        for _ in check:
+            pass
+        losses = {}
+        for label, names in variants.items():
+            _, trains[label], datasets[label] = traced_step(
+                make, args.batch, names, weights
+            )
+            iterator = iter(check)
+            losses[label] = np.array(
+                [
+                    [
+                        float(v)
+                        for k, v in sorted(trains[label](iterator).items())
+                        if "loss" in k
+                    ]
+                    for _ in range(args.check_steps)
+                ]
+            )
+        reference = losses["Keras' ops"]
+        for label in variants:
+            difference = np.abs(losses[label] - reference) / np.maximum(
+                np.abs(reference), 1e-12
+            )
+            print(
+                f"  {label:18s} losses over {args.check_steps} steps within "
+                f"{difference.max():.1e} of Keras' ops' (relative)"
+            )
+    checks = CHECKS[0]
+    iterators = {label: iter(datasets[label]) for label in trains}
+    times = {label: [] for label in trains}
     for r in range(args.rounds):
-        order = list(steps) if r % 2 == 0 else list(steps)[::-1]
+        order = list(trains) if r % 2 == 0 else list(trains)[::-1]
         for label in order:
-            step = steps[label]
-            step(batches[0])
-            for i in range(args.steps):
+            trains[label](iterators[label])
+            for _ in range(args.steps):
                 start = time.perf_counter()
-                step(batches[i % len(batches)])
+                trains[label](iterators[label])
                 times[label].append(time.perf_counter() - start)
-    reference = np.median(times["Keras' ops"])
+    if CHECKS[0] != checks:
+        raise RuntimeError("a step was traced again while timed (its fusions lost)")
     print(f"\n{args.model} training step, batch {args.batch}:")
+    first = next(iter(times))
+    reference = np.median(times[first])
     for label, values in times.items():
         median = np.median(values)
         print(
-            f"  {label:20s} {1e3 * median:7.1f} ms  "
-            f"{reference / median:5.2f}x the speed with Keras' ops"
+            f"  {label:18s} {1e3 * median:7.1f} ms  "
+            f"{reference / median:5.2f}x the speed of {first}"
         )
     return 0
 
