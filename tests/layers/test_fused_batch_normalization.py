@@ -63,7 +63,9 @@ def test_training_matches_numpy_and_moving_statistics(shape):
     assert "FusedBatchNormV3" in fused_ops_in(layer, x, training=True)
 
 
-@pytest.mark.parametrize("shape", [(16, 5), (8, 6, 7, 4)])
+# (1, 5): one example, where the op's n / (n - 1) correction must not divide
+# by zero.
+@pytest.mark.parametrize("shape", [(16, 5), (8, 6, 7, 4), (1, 5)])
 @pytest.mark.parametrize("center,scale", [(True, True), (False, False)])
 def test_values_and_gradients_match_keras(shape, center, scale):
     x = tf.constant(np.random.default_rng(2).normal(0, 2, shape).astype("float32"))
