@@ -6,7 +6,7 @@ batch moments, then the scale and shift), and TensorFlow differentiates each
 of them. In training mode on TensorFlow this layer computes the same thing
 as one `FusedBatchNormV3` op (oneDNN's on the CPU), whose gradient is one op
 too; the inpainter's training step, where two discriminators normalise every
-layer, runs about 1.1x faster (docs/speed.md). The results are the same to
+layer, runs faster (docs/speed.md). The results are the same to
 float32 round-off (the fused op sums in another order). Everywhere else
 (inference, JAX, bfloat16 or float16 inputs, masks, renormalisation,
 synchronised statistics, inputs of rank other than 2 or 4, or a channel axis

@@ -5,7 +5,7 @@ Keras updates each variable with Adam from about ten small ops (the two
 moment updates, the step size, the root, the division); the inpainter's
 three optimizers update about 120 variables a step. On TensorFlow this
 optimizer does each update as one `ResourceApplyAdam` op, which computes
-the same formula: the inpainter's training step runs about 1.05x faster,
+the same formula: the inpainter's training step runs faster,
 and the updated variables agree with Keras' to a few units in the last place
 (docs/speed.md). Everywhere else (JAX, AMSGrad, a `tf.distribute`
 strategy, variables other than float32) it is Keras' Adam unchanged.
