@@ -263,15 +263,19 @@ def test_progress_of_a_finished_study_gives_its_comparison(
         ),
     )
     out = tmp_path / "tune.json"
-    code = _study(
-        "--progress",
-        "--runs-dir",
-        str(runs),
-        "--output",
-        str(out),
-        "--figure",
-        "trials=",
-    )
+
+    def progress():
+        return _study(
+            "--progress",
+            "--runs-dir",
+            str(runs),
+            "--output",
+            str(out),
+            "--figure",
+            "trials=",
+        )
+
+    code = progress()
     assert code == 0, capsys.readouterr().err
     results = json.loads(out.read_text())
     assert "status" not in results and results["trials"] == table
@@ -281,14 +285,6 @@ def test_progress_of_a_finished_study_gives_its_comparison(
     assert results["summary"]["chosen_minus_default_held_out_db"] == 1.5
     # A winner whose saved model scores otherwise than its run recorded.
     held_out["trials/00"] = 20.0
-    code = _study(
-        "--progress",
-        "--runs-dir",
-        str(runs),
-        "--output",
-        str(out),
-        "--figure",
-        "trials=",
-    )
+    code = progress()
     assert code == 2
     assert "is not the model its run scored" in capsys.readouterr().err
