@@ -533,6 +533,13 @@ def main(argv=None):
                 result["fraction_of_float32_peak"] = (
                     achieved / 1e9 / peak["float32_gflops"]
                 )
+            # bfloat16 compute on a CPU with AMX: against AMX's bfloat16 peak.
+            if key.startswith("keras_mixed_bfloat16/") and peak.get(
+                "bfloat16_amx_gflops"
+            ):
+                result["fraction_of_bfloat16_amx_peak"] = (
+                    achieved / 1e9 / peak["bfloat16_amx_gflops"]
+                )
     for name in ("rnn_spn", "ffn_spn", "conv"):
         for ours_key in ("keras", "keras_mixed_bfloat16"):
             ours = results.get(f"{ours_key}/{name}", {}).get("per_second")

@@ -323,6 +323,46 @@ def test_the_bfloat16_paper_run_is_shown_beside_the_float32_row(results_copy):
     assert "rnn_spn_paper_bf16.json" in text
 
 
+def test_the_speed_tables_give_a_bfloat16_row_against_its_own_peak(results_copy):
+    """A `train_speed.py --bf16` setting is a row of its own beside the
+    float32 one, against the PyTorch port and against AMX's bfloat16 peak,
+    without a second profiler check."""
+    speed = importlib.import_module("render.speed")
+    results = results_copy
+    timed = json.loads((results / "train_flops.json").read_text())
+    float32 = timed["results"]["keras/rnn_spn"]
+    torch_eager = timed["results"]["torch_eager/rnn_spn"]["per_second"]
+    timed["results"]["keras_mixed_bfloat16/rnn_spn"] = dict(
+        float32,
+        per_second=3.5 * torch_eager,
+        median_step_seconds=0.05,
+        gflops_per_second=300.0,
+        fraction_of_bfloat16_amx_peak=0.0625,
+    )
+    (results / "train_flops.json").write_text(json.dumps(timed))
+    training = speed.speed_training("docs")
+    row = next(r for r in training.splitlines() if "`mixed_bfloat16` |" in r)
+    assert row.startswith("| RNN-SPN, d = 2, `mixed_bfloat16` | 100 | 50 ms |")
+    assert row.endswith("| 3.50x |")
+    flops = speed.speed_flops("docs")
+    rows = [r for r in flops.splitlines() if r.startswith("| RNN-SPN, d = 2")]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "RNN-SPN, d = 2",
+        "RNN-SPN, d = 2, `mixed_bfloat16`",
+        "RNN-SPN, d = 2, PyTorch eager port",
+    ]
+    cells = [c.strip() for c in rows[1].strip("|").split("|")]
+    assert cells[4:] == ["50 ms", "300", "6.2 % of the bfloat16 (AMX)", ""]
+    # The float32 row keeps its share of the float32 peak and the check.
+    assert f"{100 * float32['fraction_of_float32_peak']:.1f} %" in rows[0]
+    assert rows[0].rstrip(" |").split("|")[-1].strip() != ""
+    # The README's line names it only where the CPU has AMX.
+    assert "and 3.50x under `mixed_bfloat16` on AMX" in speed.speed_summary("")
+    timed["cpu_flags"] = [f for f in timed["cpu_flags"] if f != "amx_bf16"]
+    (results / "train_flops.json").write_text(json.dumps(timed))
+    assert "mixed_bfloat16" not in speed.speed_summary("")
+
+
 def test_the_headline_follows_the_inpainting_studies_as_they_finish(results_copy):
     """The search's row appears once the search and the defaults have both
     run; the convergence row gives the best held-out scores while its runs

@@ -14,6 +14,9 @@ from .sources import (
     sourced,
 )
 
+# Our settings in table order, with what a row's label adds: float32 and
+# Keras' mixed_bfloat16 policy (`train_speed.py --bf16`).
+BF16_SETTINGS = (("keras", ""), ("keras_mixed_bfloat16", ", `mixed_bfloat16`"))
 # The models timed, in table order: label and what one training example is.
 MODELS = {
     "rnn_spn": ("RNN-SPN, d = 2", "sequences"),
@@ -249,43 +252,53 @@ def speed_training(result):
     res = result["results"]
     rows = []
     for key, (label, unit) in MODELS.items():
-        ours = res.get(f"keras/{key}")
-        if not ours or "per_second" not in ours:
-            continue
         torch_eager = res.get(f"torch_eager/{key}", {}).get("per_second")
-        rows.append(
-            [
-                label,
-                f"{ours['batch']}",
-                f"{1e3 * ours['median_step_seconds']:.0f} ms",
-                f"{ours['per_second']:.0f} {unit}/s",
-                ratio(ours["per_second"] / torch_eager) if torch_eager else "-",
-            ]
-        )
+        for setting, suffix in BF16_SETTINGS:
+            ours = res.get(f"{setting}/{key}")
+            if not ours or "per_second" not in ours:
+                continue
+            rows.append(
+                [
+                    label + suffix,
+                    f"{ours['batch']}",
+                    f"{1e3 * ours['median_step_seconds']:.0f} ms",
+                    f"{ours['per_second']:.0f} {unit}/s",
+                    ratio(ours["per_second"] / torch_eager) if torch_eager else "-",
+                ]
+            )
     header = [
-        "model (float32)",
+        "model (float32 unless named)",
         "batch",
         "step",
         "throughput",
         "ours / PyTorch eager port (throughput)",
     ]
     parts = [table(header, rows)]
-    others = [
-        f"{TRAINING_RATIOS.get(label, label)}: **{ratio(value)}**"
-        for label, value in sorted(result.get("ratios", {}).items())
+    ratios = sorted(
+        (label, value)
+        for label, value in result.get("ratios", {}).items()
         if "torch" not in label
-    ]
-    if others:
-        parts.append(
-            "Each setting against its reference, timed in alternating rounds in "
-            "the same run (throughput ratios): " + "; ".join(others) + "."
-        )
+    )
+    for alternating, how in (
+        (True, "timed in alternating rounds in the same run"),
+        (False, "the table's rows, timed one after the other in the same run"),
+    ):
+        others = [
+            f"{TRAINING_RATIOS.get(label, label)}: **{ratio(value)}**"
+            for label, value in ratios
+            if ("alternating" in label) == alternating
+        ]
+        if others:
+            parts.append(
+                f"Each setting against its reference, {how} (throughput "
+                "ratios): " + "; ".join(others) + "."
+            )
     return paragraphs(*parts)
 
 
-def _flops_row(label, count, timed, keras):
+def _flops_row(label, count, timed, keras, profiler_check=True):
     """A training step's FLOPs by kind, its time and rate against the peak,
-    and (for ours) the profiler's count against ours."""
+    and (for ours, once per model) the profiler's count against ours."""
     kinds = count["by_kind"]
     other = kinds.get("other arithmetic", 0) + kinds.get("sampler", 0)
     check = count.get("tensorflow_profiler_check", {}).get(
@@ -299,10 +312,14 @@ def _flops_row(label, count, timed, keras):
         f"{kinds.get('matmul', 0) / 1e9:.1f} / {other / 1e9:.2f}",
         f"{1e3 * timed['median_step_seconds']:.0f} ms",
         f"{timed['gflops_per_second']:.0f}",
-        pct(timed.get("fraction_of_float32_peak")),
+        (
+            f"{pct(timed['fraction_of_bfloat16_amx_peak'])} of the bfloat16 (AMX)"
+            if "fraction_of_bfloat16_amx_peak" in timed
+            else pct(timed.get("fraction_of_float32_peak"))
+        ),
         (
             f"{check['tensorflow_profiler'] / 1e9:.2f} / {check['ours'] / 1e9:.2f}"
-            if check and keras
+            if check and keras and profiler_check
             else ""
         ),
     ]
@@ -332,18 +349,27 @@ def speed_flops(result):
         count = result["flops"].get(key)
         if not count:
             continue
-        for setting in ("keras", "torch_eager"):
+        for setting in ("keras", "keras_mixed_bfloat16", "torch_eager"):
             timed = result["results"].get(f"{setting}/{key}", {})
             if "gflops_per_second" in timed:
-                rows.append(_flops_row(label, count, timed, setting == "keras"))
+                row_label = label + dict(BF16_SETTINGS).get(setting, "")
+                rows.append(
+                    _flops_row(
+                        row_label,
+                        count,
+                        timed,
+                        keras=setting != "torch_eager",
+                        profiler_check=setting == "keras",
+                    )
+                )
     header = [
-        "training step (float32)",
+        "training step (float32 unless named)",
         "batch",
         "GFLOP per step",
         "convolutions / matmuls / other (GFLOP)",
         "step",
         "GFLOP/s",
-        "of the float32 peak",
+        "of the float32 peak (unless named)",
         "TensorFlow's profiler / ours, forward convolutions and matmuls (GFLOP)",
     ]
     return paragraphs(table(header, rows), _peak(result["peak"]))
@@ -457,6 +483,12 @@ def speed_summary(base):
     timed = flops["results"]
     ours = timed["keras/rnn_spn"]["per_second"]
     torch_eager = timed["torch_eager/rnn_spn"]["per_second"]
+    bf16 = timed.get("keras_mixed_bfloat16/rnn_spn", {}).get("per_second")
+    bf16 = (
+        f" and {ratio(bf16 / torch_eager)} under `mixed_bfloat16` on AMX"
+        if bf16 and "amx_bf16" in flops.get("cpu_flags", [])
+        else ""
+    )
     sampler_machine, training_machine = cpu(run), cpu(flops)
     machines = (
         f" (both on {sampler_machine})"
@@ -469,7 +501,7 @@ def speed_summary(base):
         f"{ratio(cram['layer_native'])} (CRAM shape) of torch's `grid_sample` "
         "time per call, "
         f"{ratio(rnn_spn['layer_native_x10_in_graph'])} and "
-        f"{ratio(cram['layer_native_x10_in_graph'])} in graph; float32 RNN-SPN "
-        f"trains at {ratio(ours / torch_eager)} the PyTorch port's throughput"
-        f"{machines}. [docs/speed.md](docs/speed.md) has every ratio."
+        f"{ratio(cram['layer_native_x10_in_graph'])} in graph; RNN-SPN "
+        f"trains at {ratio(ours / torch_eager)} the PyTorch port's throughput "
+        f"in float32{bf16}{machines}. [docs/speed.md](docs/speed.md) has every ratio."
     )
