@@ -363,6 +363,60 @@ def test_the_speed_tables_give_a_bfloat16_row_against_its_own_peak(results_copy)
     assert "mixed_bfloat16" not in speed.speed_summary("")
 
 
+def test_the_cram_full_setting_lists_every_run_as_far_as_it_has_got(results_copy):
+    """Each clue and seed is a row: a finished run with its test error, a
+    training one with its best validation error and epoch, the others not
+    started; the published anchors above them."""
+    cram_cls = importlib.import_module("render.cram_cls")
+    results = results_copy
+    (results / "cram_cls_full.json").unlink(missing_ok=True)
+    assert cram_cls.cram_cls_full("docs") == "Not run yet."
+    budget = json.loads((results / "cram_cls_budget.json").read_text())
+
+    def run(errors, finished, test_error=None):
+        best = min(range(len(errors)), key=errors.__getitem__)
+        return dict(
+            epochs_done=len(errors),
+            epochs_planned=50,
+            valid_error_per_epoch=errors,
+            best_valid_epoch=best + 1,
+            best_valid_error=errors[best],
+            finished=finished,
+            test_error=test_error,
+        )
+
+    budget = {k: v for k, v in budget.items() if not k.startswith("saliency")}
+    full = dict(
+        budget,
+        date="2026-12-06",
+        configuration="cram_cls/full",
+        seeds=[0, 1],
+        progress={
+            "oracle": {"0": run([0.1, 0.03, 0.04], True, 0.0213)},
+            "none": {"1": run([0.3, 0.2], False)},
+        },
+    )
+    (results / "cram_cls_full.json").write_text(json.dumps(full))
+    rows = {
+        tuple(c.strip() for c in line.strip("|").split("|")[:2]): line
+        for line in cram_cls.cram_cls_full("docs").splitlines()
+        if line.startswith("| ")
+    }
+    assert "| 4.04 % |" in rows[("RAM, 8 glimpses (Mnih et al. 2014, published)", "")]
+    oracle = rows[("CRAM, oracle clue (ground-truth digit mask)", "0")]
+    assert oracle.endswith("| 2.13 % | 3.00 % | 3 (2) | finished |")
+    none = rows[("CRAM, no clue (zeros, clue weight 0)", "1")]
+    assert none.endswith("| - | 20.00 % | 2 (2) | training: epoch 2 of 50 |")
+    saliency = rows[("CRAM, learned saliency clue (CNN-DecNN)", "0")]
+    assert saliency.endswith("| - | - | - | not started |")
+    assert len(rows) == 3 + 1 + 6  # anchors, the header, three clues x two seeds
+    # The README names the finished runs only.
+    overview = importlib.import_module("render.overview")
+    lines = [r for r in overview.headline("").splitlines() if "full setting" in r]
+    assert len(lines) == 1 and "oracle clue, full setting" in lines[0]
+    assert "| 2.13 % |" in lines[0] and "seed 0: 2.13 %, epoch 3 (best 2)" in lines[0]
+
+
 def test_the_headline_follows_the_inpainting_studies_as_they_finish(results_copy):
     """The search's row appears once the search and the defaults have both
     run; the convergence row gives the best held-out scores while its runs

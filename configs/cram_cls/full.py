@@ -14,7 +14,7 @@ Wall time: about 4 h per run on the 2-core CPU; on one GPU, minutes per
 One run at a time: python train_cls.py --config cram_cls/full:oracle
 --seed 0 --data-dir MNIST_DIR --output-dir runs/studies/cram_cls/full/oracle_seed0.
 The runs as far as they have got (no training): add --progress to the
-study command.
+study command (and --commit HASH when the runs train in another checkout).
 The saliency clue first trains the saliency network (its own epochs, the
 experiment's default); the paper trains it on MSRA10k, which is not
 available offline.

@@ -18,10 +18,13 @@ import shutil
 
 import numpy as np
 
+from cram_keras.data.translated import VALID_START
 from cram_keras.experiments import cram_cls
 from cram_keras.experiments.run_dir import LOG_FILE, METRICS_FILE
 from cram_keras.studies.driver import run_grid, runs_so_far
 
+# The training split of the cluttered MNIST datasets: digits 0..54,999.
+TRAIN_IMAGES = VALID_START
 CLUE_COLORS = {"oracle": "tab:green", "saliency": "tab:blue", "none": "tab:red"}
 
 
@@ -69,7 +72,7 @@ def _curves_figure(study, runs, base):
         plot_curves(
             runs,
             curves,
-            f"CRAM, cluttered MNIST 60x60, {base.n_train} training images, "
+            f"CRAM, cluttered MNIST 60x60, {base.n_train:,} training images, "
             f"{len(study.seeds)} seed(s)",
         )
 
@@ -202,8 +205,9 @@ def results_of(records, base, seeds):
             "saliency_epochs": base.saliency_epochs,
             "seeds": list(seeds),
             "budget": (
-                f"CPU budget: {base.n_train} of the 55,000 training images, "
-                f"{base.epochs} epochs per clue and seed, the same for every clue; "
+                f"{_training_set(base)}, at most {base.epochs} epochs per clue "
+                f"and seed (early stopping after {base.patience} epochs without "
+                "a better validation accuracy), the same for every clue; "
                 "paper-size model, Adam 1e-4, batch 64; test error at the best "
                 f"validation epoch; values are means over the training seeds "
                 f"{list(seeds)} (one generated dataset), per-seed values alongside"
@@ -224,6 +228,14 @@ def results_of(records, base, seeds):
         ),
     )
     return results
+
+
+def _training_set(base):
+    """What the runs train on: the whole training split (the script's full
+    setting) or the budget's first images of it."""
+    if base.n_train is None or base.n_train >= TRAIN_IMAGES:
+        return f"the script's full setting: all {TRAIN_IMAGES:,} training images"
+    return f"CPU budget: {base.n_train:,} of the {TRAIN_IMAGES:,} training images"
 
 
 def _mean(values):

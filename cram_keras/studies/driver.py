@@ -36,6 +36,7 @@ import argparse
 import datetime
 import importlib
 import os
+import re
 import shlex
 import sys
 
@@ -115,7 +116,7 @@ class Study:
             settings=named_configs.recorded_settings(base, drop),
             variants={v: self.named.variants[v] for v in self.variants},
             seeds=[s for s in self.seeds if s is not None],
-            commit=named_configs.commit(),
+            commit=self.args.commit or named_configs.commit(),
             command=self.command,
             hardware=describe(),
         )
@@ -234,6 +235,16 @@ def _names(text, known):
     return names
 
 
+def _commit(text):
+    """``--commit``: a git commit hash, 4 to 40 hexadecimal digits."""
+    if not re.fullmatch(r"[0-9a-f]{4,40}", text):
+        raise argparse.ArgumentTypeError(
+            "must be a git commit hash, 4 to 40 hexadecimal digits as "
+            f"`git rev-parse HEAD` prints it. Received: {text!r}"
+        )
+    return text
+
+
 def build_parser(named=None, protocol=None):
     title = named.header.get("title", "") if named else "Run a study configuration."
     parser = argparse.ArgumentParser(
@@ -274,6 +285,15 @@ def build_parser(named=None, protocol=None):
         metavar="KEY=PATH",
         help="write the configuration's figure KEY to PATH instead ('' for none; "
         "repeatable)",
+    )
+    common.add_argument(
+        "--commit",
+        default=None,
+        type=_commit,
+        metavar="HASH",
+        help="the commit of the code that trained the runs, recorded in the "
+        "result file (default: this checkout's); for a report written from "
+        "another checkout than the one the runs train in",
     )
     common.add_argument(
         "--smoke",

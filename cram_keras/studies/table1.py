@@ -103,9 +103,6 @@ def add_arguments(group):
         "--report", action="store_true", help="only write the progress file"
     )
     group.add_argument(
-        "--commit", default=None, help="the campaign's commit (--report)"
-    )
-    group.add_argument(
         "--command",
         default=None,
         help="the campaign's command line, recorded by --report",

@@ -115,3 +115,24 @@ def test_progress_without_any_run_says_where_it_looked(tmp_path, capsys):
     assert code == 2
     assert "no run of cram_cls/full has finished an epoch" in capsys.readouterr().err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_progress_records_the_commit_that_trained_the_runs(tmp_path, capsys):
+    """A report written from another checkout than the runs' records the
+    commit it is given; a value that is no commit hash is refused."""
+    runs = tmp_path / "runs"
+    _run(runs / "oracle_seed0", [0.5, 0.25])
+    out = tmp_path / "progress.json"
+    args = ["cram_cls/full", "--progress", "--runs-dir", str(runs)]
+    args += ["--output", str(out), "--figure", "curves="]
+    assert driver.main([*args, "--commit", "0c65a8c" + "0" * 33]) == 0
+    assert json.loads(out.read_text())["commit"] == "0c65a8c" + "0" * 33
+    capsys.readouterr()
+    out.unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        driver.main([*args, "--commit", "HEAD~1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--commit" in err and "4 to 40 hexadecimal digits" in err
+    assert "Received: 'HEAD~1'" in err
+    assert not out.exists()

@@ -32,6 +32,7 @@ RENDERERS = {
     "inpaint_bf16": inpainting.inpaint_bf16,
     "cram_cls": cram_cls.cram_cls,
     "cram_cls_curves": cram_cls.cram_cls_curves,
+    "cram_cls_full": cram_cls.cram_cls_full,
     "inpaint_study": inpainting.inpaint_study,
     "inpaint_svhn": inpainting.inpaint_svhn,
     "inpaint_mnist32": inpainting.inpaint_mnist32,

@@ -1,8 +1,9 @@
-"""The CRAM classification tables: the budget runs on 60x60 cluttered MNIST
-against the published anchors, and their learning curves."""
+"""The CRAM classification tables: the budget runs and the script's full
+setting on 60x60 cluttered MNIST against the published anchors, and the
+budget runs' learning curves."""
 
 from .cells import in_order, listed, paragraphs, pct, table
-from .sources import load, sourced
+from .sources import load, result_exists, sourced
 
 CLUE_SHORT = {"oracle": "oracle clue", "saliency": "saliency clue", "none": "no clue"}
 CLUES = {
@@ -72,3 +73,54 @@ def cram_cls_curves(base):
         table(header, rows),
         f"Mean of seeds {listed(result['protocol']['seeds'])}; same source as above.",
     )
+
+
+def _full_run_cells(run):
+    """A run of the full setting as it stands: its test error (finished) or
+    "-", its best validation error and epoch, its state."""
+    if run is None:
+        return ["-", "-", "-", "not started"]
+    state = (
+        "finished"
+        if run["finished"]
+        else f"training: epoch {run['epochs_done']} of {run['epochs_planned']}"
+    )
+    return [
+        pct(run["test_error"], 2) if run["finished"] else "-",
+        pct(run["best_valid_error"], 2),
+        f"{run['epochs_done']} ({run['best_valid_epoch']})",
+        state,
+    ]
+
+
+def cram_cls_full(base):
+    """The script's full setting, one row per clue and seed, finished or not,
+    beside the published anchors."""
+    if not result_exists("cram_cls_full.json"):
+        return "Not run yet."
+    return _cram_cls_full(base)
+
+
+@sourced("cram_cls_full.json")
+def _cram_cls_full(result):
+    rows = [
+        [label, "", pct(result["anchors"][key], digits), "", "", ""]
+        for label, key, digits in ANCHORS
+    ]
+    progress = result.get("progress", {})
+    for clue in CLUES:
+        for seed in result["seeds"]:
+            run = progress.get(clue, {}).get(str(seed))
+            label = CLUES[clue].format(iou=result.get("saliency_test_iou", 0.0))
+            if clue == "saliency" and "saliency_test_iou" not in result:
+                label = "CRAM, learned saliency clue (CNN-DecNN)"
+            rows.append([label, f"{seed}", *_full_run_cells(run)])
+    header = [
+        "model",
+        "seed",
+        "test error (best validation epoch)",
+        "best validation error",
+        "epochs (best)",
+        "state",
+    ]
+    return table(header, rows)

@@ -108,7 +108,47 @@ def _classification_rows(base):
             result_link(name, base),
         ]
         for clue in ("oracle", "saliency", "none")
-    ]
+    ] + _classification_full_rows(base)
+
+
+def _classification_full_rows(base):
+    """The script's full setting: a row per clue with a finished run (the
+    mean over its finished seeds, each seed's error beside it)."""
+    name = "cram_cls_full.json"
+    if not result_exists(name):
+        return []
+    full = load(name)
+    rows = []
+    for clue in ("oracle", "saliency", "none"):
+        runs = {
+            seed: run
+            for seed, run in sorted(full.get("progress", {}).get(clue, {}).items())
+            if run["finished"]
+        }
+        if not runs:
+            continue
+        errors = [run["test_error"] for run in runs.values()]
+        per_seed = ", ".join(
+            f"seed {seed}: {pct(run['test_error'], 2)}, epoch {run['epochs_done']} "
+            f"(best {run['best_valid_epoch']})"
+            for seed, run in runs.items()
+        )
+        rows.append(
+            [
+                f"CRAM classification, 60x60 cluttered MNIST, {CLUE_SHORT[clue]}, "
+                "full setting",
+                "test error",
+                "not reported; RAM: "
+                f"{pct(full['anchors']['ram_8_glimpses_cluttered60'], 2)}"
+                if clue == "oracle"
+                else "not reported",
+                pct(sum(errors) / len(errors), 2),
+                f"`--clue {clue}`, all {full['protocol']['n_train']:,} images, "
+                f"early stopping ({per_seed}); {short_hardware(name, full)}",
+                result_link(name, base),
+            ]
+        )
+    return rows
 
 
 def _inpainting_rows(base):
