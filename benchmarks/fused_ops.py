@@ -4,6 +4,7 @@ fused Adam update (the default), against Keras' own ops: what does fusing
 the small ops buy on the CPU, and do results change?
 
     python benchmarks/fused_ops.py [--model cram_classifier]
+    python benchmarks/fused_ops.py --dtype-policy mixed_bfloat16
     python benchmarks/fused_ops.py --variant "Keras' ops"   # one per process
 
 The profile of the inpainter's training step (`benchmarks/profile_steps.py`)
@@ -33,6 +34,7 @@ Prints the median step time of each. Run it on an otherwise idle machine.
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -50,6 +52,7 @@ from cram_keras.layers.batch_normalization import (  # noqa: E402
 )
 from cram_keras.platform_info import busy_fraction, describe  # noqa: E402
 from cram_keras.training.optimizers import FusedAdam  # noqa: E402
+from cram_keras.training.precision import dtype_policy_scope  # noqa: E402
 
 # Calls of the fusions' checks (made while a step is traced, never while it
 # runs): unchanged across the timing means no step was traced again there.
@@ -112,26 +115,29 @@ def only(kept):
             setattr(cls, method, original)
 
 
-def inpainter(batch):
-    """The inpainter (the training script's defaults) and its batches: each
-    (images, mask), random 32x32x3 images."""
+def inpainter(batch, policy):
+    """The inpainter (the training script's defaults, under `policy`) and
+    its batches: each (images, mask), random 32x32x3 images."""
     from cram_keras.experiments import inpaint
 
-    config = inpaint.Config(batch_size=batch)
-    model = inpaint.compile_model(
-        inpaint.build_model(config, (32, 32, 3), steps_per_epoch=100), config
-    )
+    config = inpaint.Config(batch_size=batch, dtype_policy=policy)
+    with dtype_policy_scope(config):
+        model = inpaint.compile_model(
+            inpaint.build_model(config, (32, 32, 3), steps_per_epoch=100), config
+        )
     images = np.random.default_rng(0).random((batch * 4, 32, 32, 3), "float32")
     return model, inpaint.train_dataset(config, images).repeat()
 
 
-def cram_classifier(batch):
-    """The CRAM classifier (the training script's defaults) and its batches:
-    each ((images, clue), labels), random 60x60 images and clues."""
+def cram_classifier(batch, policy):
+    """The CRAM classifier (the training script's defaults, under `policy`)
+    and its batches: each ((images, clue), labels), random 60x60 images and
+    clues."""
     from cram_keras.experiments import cram_cls
 
-    config = cram_cls.Config(batch_size=batch)
-    model = cram_cls.compile_model(cram_cls.build_model(config), config)
+    config = cram_cls.Config(batch_size=batch, dtype_policy=policy)
+    with dtype_policy_scope(config):
+        model = cram_cls.compile_model(cram_cls.build_model(config), config)
     rng = np.random.default_rng(0)
     images = rng.random((batch * 4, 60, 60, 1), "float32")
     clue = (rng.random((batch * 4, 60, 60, 1)) > 0.8).astype("float32")
@@ -144,7 +150,8 @@ MODELS = {"inpainter": inpainter, "cram_classifier": cram_classifier}
 
 
 def traced_step(make, batch, names, weights=None):
-    """`make(batch)`'s model with its training step traced with the fusions
+    """`make(batch)`'s model (`make`: a model maker with its policy bound)
+    with its training step traced with the fusions
     `names`, its weights (and zeroed optimizer state) set to `weights` when
     given; `(model, train, dataset)`: `train(iterator)` trains on the next
     batch of an iterator over `dataset`, the model's training batches."""
@@ -179,10 +186,16 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=8, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=6, help="alternating rounds")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow threads")
+    p.add_argument(
+        "--dtype-policy",
+        choices=("float32", "mixed_bfloat16"),
+        default="float32",
+        help="the models' Keras dtype policy (as the scripts' --dtype-policy)",
+    )
     args = p.parse_args(argv)
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     print(f"{describe()}; CPU busy before: {busy_fraction():.0%}")
-    make = MODELS[args.model]
+    make = functools.partial(MODELS[args.model], policy=args.dtype_policy)
     variants = {args.variant: VARIANTS[args.variant]} if args.variant else VARIANTS
     trains, datasets = {}, {}
     if args.variant:
@@ -235,7 +248,7 @@ def main(argv=None):
                 times[label].append(time.perf_counter() - start)
     if CHECKS[0] != checks:
         raise RuntimeError("a step was traced again while timed (its fusions lost)")
-    print(f"\n{args.model} training step, batch {args.batch}:")
+    print(f"\n{args.model} training step, batch {args.batch}, {args.dtype_policy}:")
     first = next(iter(times))
     reference = np.median(times[first])
     for label, values in times.items():

@@ -7,10 +7,13 @@ of them. In training mode on TensorFlow this layer computes the same thing
 as one `FusedBatchNormV3` op (oneDNN's on the CPU), whose gradient is one op
 too; the inpainter's training step, where two discriminators normalise every
 layer, runs faster (docs/speed.md). The results are the same to
-float32 round-off (the fused op sums in another order). Everywhere else
-(inference, JAX, bfloat16 or float16 inputs, masks, renormalisation,
-synchronised statistics, inputs of rank other than 2 or 4, or a channel axis
-other than the last) it is Keras' layer unchanged.
+float32 round-off (the fused op sums in another order). Under
+`mixed_bfloat16` the op takes and returns bfloat16 and computes the
+moments and the normalisation in float32, as Keras' layer does after
+casting its inputs up (the same to bfloat16 rounding). Everywhere else
+(inference, JAX, float16 inputs, masks, renormalisation, synchronised
+statistics, inputs of rank other than 2 or 4, or a channel axis other than
+the last) it is Keras' layer unchanged.
 
 The class keeps Keras' name on purpose: Keras files a layer's weights under
 its class name, so weight files and checkpoints written with
@@ -22,17 +25,22 @@ import keras
 # The smallest epsilon TensorFlow's fused op accepts (cuDNN's limit, applied
 # on every device); below it the layer keeps Keras' own ops.
 _FUSED_MIN_EPSILON = 1.001e-5
+# Input dtypes the fused op takes on the CPU (its statistics, scale and
+# offset in float32).
+_FUSED_INPUT_DTYPES = ("float32", "bfloat16")
 
 
 @keras.saving.register_keras_serializable(package="cram_keras")
 class BatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization`, fused into one op when training on
-    TensorFlow with float32 inputs of shape (B, C) or (B, H, W, C).
+    TensorFlow with float32 or bfloat16 inputs of shape (B, C) or
+    (B, H, W, C).
 
     Same arguments, weights, moving statistics and results (to float32
-    round-off) as `keras.layers.BatchNormalization`: the batch moments
-    normalise the inputs, and the moving mean and variance follow the batch
-    mean and the uncorrected batch variance with `momentum`.
+    round-off; bfloat16 rounding for bfloat16 inputs) as
+    `keras.layers.BatchNormalization`: the batch moments normalise the
+    inputs, and the moving mean and variance follow the batch mean and the
+    uncorrected batch variance with `momentum`.
     """
 
     def _fusable(self, inputs, training, mask):
@@ -46,7 +54,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
             and self.epsilon >= _FUSED_MIN_EPSILON
             and len(inputs.shape) in (2, 4)
             and self.axis in (-1, len(inputs.shape) - 1)
-            and keras.backend.standardize_dtype(inputs.dtype) == "float32"
+            and keras.backend.standardize_dtype(inputs.dtype) in _FUSED_INPUT_DTYPES
+            and keras.backend.standardize_dtype(inputs.dtype) == self.compute_dtype
+            # The op's statistics, scale and offset are float32.
+            and keras.backend.standardize_dtype(self.variable_dtype) == "float32"
         )
 
     def call(self, inputs, training=None, mask=None):

@@ -94,12 +94,21 @@ def test_inference_is_keras_layer():
 
 @pytest.mark.parametrize(
     "case",
-    ["bfloat16 policy", "rank 3", "channels first", "tiny epsilon", "synchronized"],
+    [
+        "float16 policy",
+        "bfloat16 variables",
+        "rank 3",
+        "channels first",
+        "tiny epsilon",
+        "synchronized",
+    ],
 )
 def test_falls_back_to_keras_ops(case):
     shape, kwargs = (4, 3, 3, 2), {}
-    if case == "bfloat16 policy":
-        kwargs["dtype"] = "mixed_bfloat16"
+    if case == "float16 policy":
+        kwargs["dtype"] = "mixed_float16"
+    elif case == "bfloat16 variables":
+        kwargs["dtype"] = "bfloat16"
     elif case == "rank 3":
         shape = (4, 5, 2)
     elif case == "channels first":
@@ -117,6 +126,47 @@ def test_falls_back_to_keras_ops(case):
         atol=1e-6,
     )
     assert "FusedBatchNormV3" not in fused_ops_in(fused, x, training=True)
+
+
+@pytest.mark.parametrize("shape", [(64, 5), (8, 6, 7, 4)])
+def test_mixed_bfloat16_fuses_with_float32_statistics(shape):
+    """Under mixed_bfloat16 the op takes and returns bfloat16, as Keras'
+    layer does; the moments are those of the bfloat16 inputs, in float32."""
+    x = tf.constant(np.random.default_rng(6).normal(1, 2, shape).astype("float32"))
+    upstream = tf.constant(np.random.default_rng(7).normal(size=shape), "float32")
+    fused, plain = pair(shape, dtype="mixed_bfloat16", momentum=0.5)
+    gamma, beta, moving_mean, moving_variance = fused.get_weights()
+    results = []
+    for layer in (fused, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, "float32") * upstream)
+        assert y.dtype == tf.bfloat16
+        sources = [x] + [v.value for v in layer.trainable_variables]
+        results.append(
+            [np.asarray(tf.cast(y, "float32"))]
+            + [np.asarray(g) for g in tape.gradient(loss, sources)]
+            + [np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)]
+        )
+    # Against NumPy on the bfloat16-rounded inputs.
+    rounded = np.asarray(tf.cast(tf.cast(x, "bfloat16"), "float32"))
+    expected, mean, variance = numpy_batch_norm(rounded, gamma, beta, 1e-3)
+    np.testing.assert_allclose(results[0][0], expected, rtol=1e-2, atol=2e-2)
+    np.testing.assert_allclose(
+        results[0][-2], 0.5 * moving_mean + 0.5 * mean, rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        results[0][-1], 0.5 * moving_variance + 0.5 * variance, rtol=1e-5
+    )
+    # Against Keras' layer: outputs and gradients to bfloat16 rounding, the
+    # statistics (float32 on both sides) to float32 round-off.
+    for fused_value, keras_value in zip(results[0][:-2], results[1][:-2], strict=True):
+        scale = np.abs(keras_value).max()
+        np.testing.assert_allclose(fused_value, keras_value, atol=2e-2 * scale)
+    for fused_value, keras_value in zip(results[0][-2:], results[1][-2:], strict=True):
+        np.testing.assert_allclose(fused_value, keras_value, rtol=1e-5, atol=1e-6)
+    assert "FusedBatchNormV3" in fused_ops_in(fused, x, training=True)
 
 
 def test_serialises_and_keeps_weights(tmp_path):
