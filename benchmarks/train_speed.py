@@ -108,14 +108,16 @@ def keras_cram_cls(batch, policy="float32"):
     return keras_step(model, ((images, clue), y))
 
 
-def keras_inpaint(batch):
+def keras_inpaint(batch, policy="float32"):
     from cram_keras.experiments import inpaint
+    from cram_keras.experiments.runner import dtype_policy_scope
 
-    config = inpaint.Config(batch_size=batch)
+    config = inpaint.Config(batch_size=batch, dtype_policy=policy)
     x = np.random.default_rng(0).random((batch * 4, 32, 32, 3), dtype=np.float32)
-    model = inpaint.compile_model(
-        inpaint.build_model(config, (32, 32, 3), steps_per_epoch=100), config
-    )
+    with dtype_policy_scope(config):
+        model = inpaint.compile_model(
+            inpaint.build_model(config, (32, 32, 3), steps_per_epoch=100), config
+        )
     model.fit(inpaint.train_dataset(config, x).take(1), verbose=0)
     return _step(model, inpaint.train_dataset(config, x).repeat())
 
@@ -404,7 +406,8 @@ def main(argv=None):
     p.add_argument(
         "--bf16",
         action="store_true",
-        help="also RNN-SPN and the CRAM classifier with --dtype-policy mixed_bfloat16",
+        help="also RNN-SPN, the CRAM classifier and the inpainter with "
+        "--dtype-policy mixed_bfloat16",
     )
     p.add_argument(
         "--native",
@@ -463,6 +466,11 @@ def main(argv=None):
             64,
         )
     settings["keras/cram_inpainter"] = (lambda: keras_inpaint(64), 64)
+    if args.bf16:
+        settings["keras_mixed_bfloat16/cram_inpainter"] = (
+            lambda: keras_inpaint(64, "mixed_bfloat16"),
+            64,
+        )
     if args.only:
         unknown = sorted(set(args.only) - set(settings))
         if unknown:
