@@ -158,6 +158,21 @@ def portable(argv):
     return out
 
 
+def recorded_path(path, runs_dir=None):
+    """A run directory as a result file records it: a relative path as it
+    is; an absolute one (a folder of the machine that ran it) as ``DIR/``
+    and its path inside ``runs_dir`` (the study's ``--runs-dir``, which
+    `portable` records as DIR), else ``DIR/<its name>``."""
+    if not os.path.isabs(path):
+        return path
+    path = os.path.normpath(path)
+    if runs_dir is not None:
+        inside = os.path.relpath(path, os.path.abspath(runs_dir))
+        if not inside.startswith(os.pardir):
+            return os.path.join("DIR", inside)
+    return os.path.join("DIR", os.path.basename(path))
+
+
 def _placeholder(flag, value):
     if flag in ("--data-dir", "--cache-dir"):
         return "DIR"

@@ -88,6 +88,7 @@ from cram_keras.experiments.run_dir import (
     load_config,
     read_log,
 )
+from cram_keras.studies.driver import recorded_path
 from cram_keras.training.checkpoint import EpochCheckpoints
 from cram_keras.utils import read_json
 
@@ -269,14 +270,14 @@ def _check_run(config, run_dir):
         )
 
 
-def trial_record(trial, rows, epochs, run_dir):
+def trial_record(trial, rows, epochs, run_dir, runs_dir=None):
     """A trial's settings and validation curves (its first ``epochs`` rows)."""
     rows = rows[:epochs]
     valid = [1.0 - r["val_digit_accuracy"] for r in rows]
     best = min(range(len(valid)), key=valid.__getitem__) if valid else None
     return dict(
         trial,
-        run_dir=run_dir,
+        run_dir=recorded_path(run_dir, runs_dir),
         epochs_done=len(rows),
         valid_per_digit_error=valid,
         valid_sequence_error=[1.0 - r["val_sequence_accuracy"] for r in rows],
@@ -369,7 +370,9 @@ def search(study):
             if results["data_source"] is None:
                 stored = read_json(os.path.join(run_dir, CONFIG_FILE))
                 results["data_source"] = stored.get("data_source")
-            entry["trials"].append(trial_record(trial, rows, args.epochs, run_dir))
+            entry["trials"].append(
+                trial_record(trial, rows, args.epochs, run_dir, study.runs_dir)
+            )
             _choose_if_complete(
                 entry, model, trials, args.epochs, data_dir, ramp_epochs
             )

@@ -17,7 +17,7 @@ from cram_keras.experiments import inpaint
 from cram_keras.experiments.inpaint_config import METHOD_NAMES
 from cram_keras.experiments.named import recorded_settings
 from cram_keras.studies import inpaint_progress
-from cram_keras.studies.driver import StudyError, run_grid
+from cram_keras.studies.driver import StudyError, recorded_path, run_grid
 
 CLASSICAL = ("telea", "navier_stokes", "mean_fill")
 # Per-run numbers copied from each run's metrics.json.
@@ -68,7 +68,7 @@ def run(study):
         record = {key: metrics[key] for key in RUN_KEYS}
         record.update({key: metrics.get(key) for key in EARLY_STOPPING_KEYS})
         record.update(
-            run_dir=run_dir,
+            run_dir=recorded_path(run_dir, study.runs_dir),
             scores=metrics["methods"][METHOD_NAMES[config.encoder]],
             pathway_diagnostics=metrics.get("pathway_diagnostics"),
             train_recon_loss=_final_train_recon(run_dir),

@@ -22,7 +22,7 @@ import os
 from cram_keras.experiments import inpaint
 from cram_keras.experiments.inpaint_config import METHOD_NAMES
 from cram_keras.experiments.named import recorded_settings
-from cram_keras.studies.driver import StudyError, run_grid
+from cram_keras.studies.driver import StudyError, recorded_path, run_grid
 
 SEARCHED = ("glimpses", "learning_rate", "min_scale")
 # How far a saved model's held-out score may be from its run's own (float32
@@ -74,7 +74,7 @@ def run(study):
             config = dataclasses.replace(config, n_train=trained_on["search"])
         metrics = inpaint.train_and_evaluate(config, run_dir)
         trained_on[variant] = metrics["n_train"]
-        return finished_record(config, run_dir, metrics, base, study.smoke)
+        return finished_record(config, run_dir, metrics, base, study)
 
     def summarise(records):
         return results_of(
@@ -88,12 +88,13 @@ def run(study):
     return 0
 
 
-def finished_record(config, run_dir, metrics, base, smoke):
+def finished_record(config, run_dir, metrics, base, study):
     """`record_of` a finished variant, with its held-out score: the
     defaults' computed from their saved model; the search's winner
     rescored from its saved model the same way, which must give the
     score its run recorded, or the two are not comparable."""
-    record = record_of(config, run_dir, metrics)
+    smoke = study.smoke
+    record = record_of(config, run_dir, metrics, study.runs_dir)
     if not config.tune:
         record[OBJECTIVE] = held_out_score(base, run_dir, smoke)
         return record
@@ -129,13 +130,13 @@ def held_out_score(search_config, run_dir, smoke=False):
     return float(evaluate_inpainting(x_valid, completed, masks)["hole_psnr"])
 
 
-def record_of(config, run_dir, metrics):
+def record_of(config, run_dir, metrics, runs_dir=None):
     """One variant's record: its values of the searched settings (the
     chosen ones for the search), test scores, diagnostics and times; the
     search's also its trials, winning trial and held-out score."""
     record = {key: metrics.get(key) for key in RUN_KEYS}
     record.update(
-        run_dir=run_dir,
+        run_dir=recorded_path(run_dir, runs_dir),
         values={name: metrics.get(name, getattr(config, name)) for name in SEARCHED},
         scores=metrics["methods"][METHOD_NAMES[config.encoder]],
         pathway_diagnostics=metrics.get("pathway_diagnostics"),
@@ -203,7 +204,7 @@ def progress(study):
             config = study.config(variant, seed)
             if variant == "default":
                 config = dataclasses.replace(config, n_train=metrics["n_train"])
-            runs[variant] = finished_record(config, run_dir, metrics, base, study.smoke)
+            runs[variant] = finished_record(config, run_dir, metrics, base, study)
     results = results_of(runs, base)
     if "search" not in runs:
         results["trials"] = [

@@ -136,3 +136,20 @@ def test_progress_records_the_commit_that_trained_the_runs(tmp_path, capsys):
     assert "--commit" in err and "4 to 40 hexadecimal digits" in err
     assert "Received: 'HEAD~1'" in err
     assert not out.exists()
+
+
+def test_result_files_record_run_directories_without_the_machines_folders():
+    """A run directory given as an absolute path (a folder of the machine
+    that trained it) is recorded as DIR/<its name>; a relative one as is."""
+    assert driver.recorded_path("/home/someone/runs/float32_seed0") == (
+        "DIR/float32_seed0"
+    )
+    assert driver.recorded_path("/home/someone/runs/float32_seed0/") == (
+        "DIR/float32_seed0"
+    )
+    relative = os.path.join("runs", "studies", "inpaint", "float32_seed0")
+    assert driver.recorded_path(relative) == relative
+    # Inside the study's --runs-dir: its path there.
+    runs = "/home/someone/runs"
+    assert driver.recorded_path(f"{runs}/rnn_spn/p0_d3", runs) == "DIR/rnn_spn/p0_d3"
+    assert driver.recorded_path("/elsewhere/p0_d3", runs) == "DIR/p0_d3"

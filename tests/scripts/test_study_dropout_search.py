@@ -115,13 +115,16 @@ def test_smoke_search_chooses_the_validation_argmin_and_never_reads_test(
     # Each curve is what its run committed: 1 - validation digit accuracy.
     errors = {}
     for trial in entry["trials"]:
-        rows = read_log(trial["run_dir"])
+        # Recorded without this machine's folders: DIR is the --runs-dir.
+        assert trial["run_dir"] == f"DIR/rnn_spn/{trial['name']}"
+        run_dir = str(tmp_path / "runs" / "rnn_spn" / trial["name"])
+        rows = read_log(run_dir)
         assert len(rows) == 1
         assert trial["valid_per_digit_error"] == [1.0 - rows[0]["val_digit_accuracy"]]
         errors[trial["name"]] = (min(trial["valid_per_digit_error"]), trial["dropout"])
         # Paused after its epoch: never finished, never evaluated.
-        assert not os.path.exists(os.path.join(trial["run_dir"], "metrics.json"))
-        stored = json.loads((Path(trial["run_dir"]) / "config.json").read_text())
+        assert not os.path.exists(os.path.join(run_dir, "metrics.json"))
+        stored = json.loads((Path(run_dir) / "config.json").read_text())
         assert stored["dropout"] == trial["dropout"] and stored["downsample"] == 3.0
     argmin = min(errors, key=lambda name: errors[name])  # error, then rate
     assert entry["chosen"]["trial"] == argmin
