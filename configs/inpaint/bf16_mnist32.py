@@ -7,7 +7,7 @@ Reproduces: beyond the paper: the inpainter's GAN training step with
     step speed of both: benchmarks/inpaint_bf16_speed.py
 Command: python run_study.py inpaint/bf16_mnist32 --data-dir MNIST_DIR
 Hardware: Intel Xeon (AVX-512 with BF16, AMX), 2 cores, no GPU
-Wall time: 79 min (4 runs of 6 epochs, on 2 cores shared with other work)
+Wall time: about 26 min (4 runs of 6 epochs with their test scoring, 2 cores)
 
 The budget: the first 8,000 training images, 6 epochs with a 1-epoch
 warm-up, Adam 5e-4 instead of the paper's 1e-4.
