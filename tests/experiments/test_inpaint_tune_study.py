@@ -23,6 +23,15 @@ def _study(*args):
     return driver.main(["inpaint/tune_svhn1083", *args])
 
 
+def _study_progress(runs, out, figure=""):
+    """The study's `--progress` over the run directories in `runs`, written
+    to `out`, its trials figure to `figure` ('': none): its exit code."""
+    return _study(
+        "--progress", "--runs-dir", str(runs), "--output", str(out),
+        "--figure", f"trials={figure}",
+    )  # fmt: skip
+
+
 def _trial(directory, glimpses, rate, window, seconds, score=None):
     """A trial's run directory: its config, one log row per entry of
     ``seconds``, and metrics.json once ``score`` is given."""
@@ -48,15 +57,7 @@ def _progress(tmp_path, capsys):
     _trial(trials / "01", 2, 2e-4, 0.27, [12.0, 11.0], score=20.25)
     _trial(trials / "02", 5, 4e-5, 0.44, [20.0])
     out, figure = tmp_path / "tune.json", tmp_path / "trials.png"
-    code = _study(
-        "--progress",
-        "--runs-dir",
-        str(runs),
-        "--output",
-        str(out),
-        "--figure",
-        f"trials={figure}",
-    )
+    code = _study_progress(runs, out, figure)
     assert code == 0, capsys.readouterr().err
     assert figure.stat().st_size > 0  # drawn from the two finished trials
     return json.loads(out.read_text())
@@ -264,18 +265,7 @@ def test_progress_of_a_finished_study_gives_its_comparison(
     )
     out = tmp_path / "tune.json"
 
-    def progress():
-        return _study(
-            "--progress",
-            "--runs-dir",
-            str(runs),
-            "--output",
-            str(out),
-            "--figure",
-            "trials=",
-        )
-
-    code = progress()
+    code = _study_progress(runs, out)
     assert code == 0, capsys.readouterr().err
     results = json.loads(out.read_text())
     assert "status" not in results and results["trials"] == table
@@ -285,6 +275,6 @@ def test_progress_of_a_finished_study_gives_its_comparison(
     assert results["summary"]["chosen_minus_default_held_out_db"] == 1.5
     # A winner whose saved model scores otherwise than its run recorded.
     held_out["trials/00"] = 20.0
-    code = progress()
+    code = _study_progress(runs, out)
     assert code == 2
     assert "is not the model its run scored" in capsys.readouterr().err

@@ -111,9 +111,11 @@ def _cram_cls_full(result):
     for clue in CLUES:
         for seed in result["seeds"]:
             run = progress.get(clue, {}).get(str(seed))
-            label = CLUES[clue].format(iou=result.get("saliency_test_iou", 0.0))
-            if clue == "saliency" and "saliency_test_iou" not in result:
-                label = "CRAM, learned saliency clue (CNN-DecNN)"
+            label = (
+                "CRAM, learned saliency clue (CNN-DecNN)"
+                if clue == "saliency" and "saliency_test_iou" not in result
+                else CLUES[clue].format(iou=result.get("saliency_test_iou"))
+            )
             rows.append([label, f"{seed}", *_full_run_cells(run)])
     header = [
         "model",
