@@ -194,3 +194,46 @@ def pytest_sessionfinish(session, exitstatus):
             reporter.write("\n")
             reporter.write_line(f"ERROR: {message}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# === Disk ===
+# pyproject.toml deletes a passed test's tmp_path when it ends, so at any
+# moment the suite holds what the running tests write. A test that writes more
+# than DISK_BUDGET_MB under its tmp_path fails, naming its largest files: a
+# suite that needs gigabytes of free disk fails on a small CI machine in the
+# middle of the run, with errors that name no test.
+
+DISK_BUDGET_MB = 400
+
+
+def _tree_bytes(path):
+    sizes = []
+    for root, _, files in os.walk(path):
+        for name in files:
+            file = os.path.join(root, name)
+            try:
+                sizes.append((os.lstat(file).st_size, file))
+            except OSError:
+                pass  # Removed while walking.
+    return sizes
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    result = yield
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if tmp_path is not None:
+        sizes = _tree_bytes(tmp_path)
+        total = sum(size for size, _ in sizes)
+        if total > DISK_BUDGET_MB * 2**20:
+            largest = ", ".join(
+                f"{os.path.relpath(file, tmp_path)} ({size / 2**20:.0f} MB)"
+                for size, file in sorted(sizes, reverse=True)[:3]
+            )
+            pytest.fail(
+                f"the test wrote {total / 2**20:.0f} MB under its tmp_path, over "
+                f"the suite's budget of {DISK_BUDGET_MB} MB a test (tests/conftest.py"
+                f"). Largest: {largest}. Use a smaller model or fewer saved files.",
+                pytrace=False,
+            )
+    return result

@@ -184,7 +184,7 @@ def test_unknown_set_key_lists_the_valid_ones(tmp_path, capsys):
 
 def test_a_changed_config_over_completed_epochs_names_the_fields(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["--smoke", "--model", "conv", "--set", "n_train=16", "--set", "epochs=1",
+    argv = ["--smoke", "--set", "n_train=16", "--set", "epochs=1",
             "--output-dir", str(out)]  # fmt: skip
     assert run(rnn_spn.EXPERIMENT, argv, capsys)[0] == 0
     code, error = run(rnn_spn.EXPERIMENT, [*argv, "--batch-size", "8"], capsys)
