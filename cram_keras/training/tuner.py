@@ -69,6 +69,7 @@ import contextlib
 import csv
 import os
 import time
+import warnings
 
 import keras
 import keras_tuner as kt
@@ -327,8 +328,19 @@ def best_configuration(tuner, objective=OBJECTIVE):
 
 
 def load_trial_model(tuner, trial_id):
-    """The model of trial `trial_id` with the weights of its best epoch."""
-    return tuner.load_model(tuner.oracle.get_trial(trial_id))
+    """The model of trial `trial_id` with the weights of its best epoch.
+
+    Its optimizer starts afresh: the model is built for evaluation, with an
+    optimizer that has no variables yet, so the checkpoint's optimizer state
+    is not loaded (Keras' warning that says so is not shown).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message="Skipping variable loading for optimizer",
+            category=UserWarning,
+        )
+        return tuner.load_model(tuner.oracle.get_trial(trial_id))
 
 
 def _hold_search(directory):

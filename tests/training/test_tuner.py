@@ -12,6 +12,7 @@ searching is refused."""
 import csv
 import json
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -102,7 +103,10 @@ def test_search_writes_table_and_resumes_without_rerunning_trials(
     best = tuning.best_configuration(tuner)
     assert best["best_val_error"] == min(r["best_val_error"] for r in rows)
     # The kept checkpoint is the best epoch's: it scores what the table says.
-    model = tuning.load_trial_model(tuner, best["trial_id"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = tuning.load_trial_model(tuner, best["trial_id"])
+    assert [str(w.message) for w in caught if "optimizer" in str(w.message)] == []
     assert model.encoder.num_glimpses == best["num_glimpses"]
     scores = model.evaluate(*valid, batch_size=16, return_dict=True, verbose=0)
     assert 1.0 - scores["accuracy"] == pytest.approx(best["best_val_error"], abs=1e-6)
