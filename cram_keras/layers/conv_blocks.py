@@ -12,7 +12,7 @@ TF-slim did in the released code.
 import keras
 from keras import layers
 
-from cram_keras.layers import batch_normalization
+from cram_keras.layers import batch_normalization, conv2d
 from cram_keras.utils import check_bool, check_int_tuple, check_positive_int
 
 # === Shared by the CRAM layers ===
@@ -88,7 +88,9 @@ class ConvStack(_LayerStack):
 
     Every convolution uses "same" zero padding and no bias; each is followed
     by batch normalisation, an ELU and, when `pool_size` is set, a max pooling
-    ("same" padding). The output is flattened when `flatten=True`.
+    ("same" padding). The output is flattened when `flatten=True`. The
+    convolutions are `cram_keras.layers.conv2d.Conv2D`: Keras' layer, which
+    skips the kernel taps that only meet the zero padding of a small map.
 
     Args:
         filters: tuple of ints, filters of each convolution.
@@ -143,7 +145,7 @@ class ConvStack(_LayerStack):
         self.stack = []
         for i, f in enumerate(self.filters):
             self.stack.append(
-                layers.Conv2D(
+                conv2d.Conv2D(
                     f,
                     self.kernel_size,
                     strides=self.strides,
