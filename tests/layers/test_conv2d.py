@@ -175,3 +175,86 @@ def test_serialises(tmp_path):
     assert type(loaded.layers[0]) is Conv2D
     x = np.ones((1, 2, 2, 1), "float32")
     np.testing.assert_array_equal(loaded(x), model(x))
+
+
+# === On JAX ===
+# Keras picks its backend once per process: `jax_main` runs in a JAX
+# subprocess on the cases above and its values and gradients are checked
+# against Keras' layer on TensorFlow here.
+
+
+def case_arrays(index):
+    spatial, kernel, strides = CASES[index]
+    shape = (4, *spatial, 2)
+    rng = np.random.default_rng(10 + index)
+    x = rng.normal(size=shape).astype("float32")
+    weights = [
+        rng.normal(size=(*kernel, 2, 3)).astype("float32"),
+        rng.normal(size=3).astype("float32"),
+    ]
+    out = [-(-n // s) for n, s in zip(spatial, strides, strict=True)]
+    cotangent = rng.normal(size=(4, *out, 3)).astype("float32")
+    return x, weights, cotangent
+
+
+def jax_main(directory):
+    import jax
+
+    assert keras.backend.backend() == "jax", keras.backend.backend()
+    results = {}
+    for index, (_, kernel, strides) in enumerate(CASES):
+        x, weights, cotangent = case_arrays(index)
+        layer = Conv2D(3, kernel, strides=strides, padding="same")
+        layer.build(x.shape)
+        layer.set_weights(weights)
+
+        def loss(x, kernel_value, bias, layer=layer, cotangent=cotangent):
+            y, _ = layer.stateless_call([kernel_value, bias], [], x)
+            return (y * cotangent).sum()
+
+        grads = jax.grad(loss, argnums=(0, 1, 2))(x, *weights)
+        results.update(
+            {
+                f"y{index}": np.asarray(layer(x)),
+                **{f"g{index}_{i}": np.asarray(g) for i, g in enumerate(grads)},
+            }
+        )
+    np.savez(f"{directory}/jax.npz", **results)
+
+
+@pytest.mark.slow
+def test_values_and_gradients_on_jax_match_keras_on_tensorflow(tmp_path):
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    tests = pathlib.Path(__file__).parent
+    code = (
+        f"import sys; sys.path.insert(0, {str(tests)!r}); "
+        f"import test_conv2d; test_conv2d.jax_main({str(tmp_path)!r})"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    on_jax = np.load(tmp_path / "jax.npz")
+    for index, (_, kernel, strides) in enumerate(CASES):
+        x, weights, cotangent = case_arrays(index)
+        plain = keras.layers.Conv2D(3, kernel, strides=strides, padding="same")
+        plain.build(x.shape)
+        plain.set_weights(weights)
+        inputs = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y = plain(inputs)
+        grads = tape.gradient(y, [inputs, *plain.trainable_variables], cotangent)
+        np.testing.assert_allclose(on_jax[f"y{index}"], y, rtol=1e-5, atol=1e-5)
+        for i, g in enumerate(grads):
+            np.testing.assert_allclose(on_jax[f"g{index}_{i}"], g, rtol=1e-5, atol=1e-5)
