@@ -43,7 +43,6 @@ import shutil
 import sys
 import tempfile
 import typing
-import warnings
 
 # As the training scripts: TensorFlow's oneDNN CPU kernels on and its C++
 # logs quiet unless set; the lines it logs while loading held to that level.
@@ -68,7 +67,10 @@ from cram_keras.experiments.run_dir import (  # noqa: E402
     RUN_KEYS,
 )
 from cram_keras.platform_info import describe  # noqa: E402
-from cram_keras.training.checkpoint import EpochCheckpoints  # noqa: E402
+from cram_keras.training.checkpoint import (  # noqa: E402
+    EpochCheckpoints,
+    load_weights_without_optimizer,
+)
 from cram_keras.training.precision import dtype_policy_scope  # noqa: E402
 from cram_keras.utils import atomic_path, file_sha256, read_json  # noqa: E402
 
@@ -149,14 +151,6 @@ def build_from_config(config):
     with dtype_policy_scope(config):
         model = rnn_spn.build_model(config)
         model(keras.ops.zeros((1, pretrained.IMAGE_SIZE, pretrained.IMAGE_SIZE, 1)))
-    return model
-
-
-def load_checkpoint_weights(model, path):
-    with warnings.catch_warnings():
-        # A checkpoint also holds the optimizer, which is not shipped.
-        warnings.filterwarnings("ignore", message="Skipping variable loading")
-        model.load_weights(path)
     return model
 
 
@@ -321,7 +315,7 @@ def ship(args, log=print):
             f"{run_dir}: {len(state.rows)} epochs, best validation epoch "
             f"{state.best + 1} ({'finished' if state.finished else 'in progress'})"
         )
-        trained = load_checkpoint_weights(build_from_config(config), best_path)
+        trained = load_weights_without_optimizer(build_from_config(config), best_path)
         float32_path = os.path.join(tmp, "float32.weights.h5")
         trained.save_weights(float32_path)
 
@@ -359,7 +353,9 @@ def ship(args, log=print):
         if float32_bytes > pretrained.MAX_WEIGHTS_BYTES:
             float16_copy(float32_path, float16_path)
             if test is not None:
-                half = load_checkpoint_weights(build_from_config(config), float16_path)
+                half = load_weights_without_optimizer(
+                    build_from_config(config), float16_path
+                )
                 errors16 = pretrained.evaluate_model(
                     half, test[0], test[1], config.batch_size
                 )
@@ -382,7 +378,9 @@ def ship(args, log=print):
         shipped_errors = storage.shipped_errors
 
         # The fixed batch, from the shipped file as a user loads it.
-        shipped = load_checkpoint_weights(build_from_config(config), weights_path)
+        shipped = load_weights_without_optimizer(
+            build_from_config(config), weights_path
+        )
         images8, labels8 = pretrained.fixed_batch(config.data_seed)
         logits = pretrained.predict_logits(shipped, images8)
         logits32 = pretrained.predict_logits(trained, images8)

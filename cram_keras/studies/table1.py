@@ -53,7 +53,6 @@ import json
 import os
 import sys
 import time
-import warnings
 
 import keras
 import numpy as np
@@ -63,7 +62,10 @@ from cram_keras.experiments.experiment import Run
 from cram_keras.experiments.run_dir import CHECKPOINT_DIR, load_config
 from cram_keras.platform_info import describe
 from cram_keras.studies.driver import StudyError
-from cram_keras.training.checkpoint import EpochCheckpoints
+from cram_keras.training.checkpoint import (
+    EpochCheckpoints,
+    load_weights_without_optimizer,
+)
 from cram_keras.training.precision import dtype_policy_scope
 from cram_keras.utils import read_json
 
@@ -310,11 +312,7 @@ def report_model(run_dir, data_cache, attention_path=None):
         run.data = data = data_cache[key]
         with dtype_policy_scope(config):
             model = rnn_spn.EXPERIMENT.build_model(run)
-        with warnings.catch_warnings():
-            # The checkpoint also holds the optimizer, which evaluation does not
-            # build; Keras warns that it skips those variables.
-            warnings.filterwarnings("ignore", message="Skipping variable loading")
-            model.load_weights(best_path)
+        load_weights_without_optimizer(model, best_path)
         test = rnn_spn.EXPERIMENT.dataset(run, "test")
         scores = model.evaluate(test, return_dict=True, verbose=0)
         entry["test_per_digit_error_at_best"] = 1.0 - float(scores["digit_accuracy"])

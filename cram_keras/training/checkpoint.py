@@ -24,9 +24,11 @@ A finished run's ``model.keras`` is read back for scoring by
 cannot score with a `ModelFileError` that says what to pass instead.
 """
 
+import contextlib
 import glob
 import os
 import re
+import warnings
 
 from cram_keras.utils import atomic_path, file_sha256, read_json, write_json
 
@@ -57,6 +59,29 @@ def crash_point(name):
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def optimizer_state_skipped():
+    """Within it, Keras does not warn that it skips a weight file's optimizer
+    state. An epoch checkpoint holds the optimizer's variables too; a model
+    built to evaluate or ship has an optimizer without variables, so Keras
+    skips them (and says so) when the file is loaded: expected there."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message="Skipping variable loading for optimizer",
+            category=UserWarning,
+        )
+        yield
+
+
+def load_weights_without_optimizer(model, path):
+    """`model.load_weights(path)` of an epoch checkpoint into a model built to
+    evaluate or ship (its optimizer starts afresh); returns `model`."""
+    with optimizer_state_skipped():
+        model.load_weights(path)
+    return model
 
 
 class CheckpointError(RuntimeError):

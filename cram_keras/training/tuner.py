@@ -69,14 +69,13 @@ import contextlib
 import csv
 import os
 import time
-import warnings
 
 import keras
 import keras_tuner as kt
 import numpy as np
 
 from cram_keras.training import run_lock
-from cram_keras.training.checkpoint import CRASH_ENV
+from cram_keras.training.checkpoint import CRASH_ENV, optimizer_state_skipped
 from cram_keras.utils import (
     atomic_path,
     check_positive_int,
@@ -334,12 +333,7 @@ def load_trial_model(tuner, trial_id):
     optimizer that has no variables yet, so the checkpoint's optimizer state
     is not loaded (Keras' warning that says so is not shown).
     """
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore",
-            message="Skipping variable loading for optimizer",
-            category=UserWarning,
-        )
+    with optimizer_state_skipped():
         return tuner.load_model(tuner.oracle.get_trial(trial_id))
 
 
