@@ -153,3 +153,33 @@ def test_result_files_record_run_directories_without_the_machines_folders():
     runs = "/home/someone/runs"
     assert driver.recorded_path(f"{runs}/rnn_spn/p0_d3", runs) == "DIR/rnn_spn/p0_d3"
     assert driver.recorded_path("/elsewhere/p0_d3", runs) == "DIR/p0_d3"
+
+
+def test_a_restarted_run_keeps_the_lost_runs_curve(tmp_path, capsys):
+    """A run directory restarted from scratch (a fresh machine) reports fewer
+    epochs than the result file holds: the further run is kept under
+    lost_runs, and kept again by later reports."""
+    runs = tmp_path / "runs"
+    _run(runs / "oracle_seed0", [0.5, 0.25, 0.125, 0.2])
+    out = tmp_path / "progress.json"
+    args = ["cram_cls/full", "--progress", "--runs-dir", str(runs)]
+    args += ["--output", str(out), "--figure", "curves="]
+    assert driver.main(args) == 0
+    assert json.loads(out.read_text())["lost_runs"] == []
+    # The directory is lost and the run starts again.
+    for name in os.listdir(runs / "oracle_seed0"):
+        os.remove(runs / "oracle_seed0" / name)
+    os.rmdir(runs / "oracle_seed0")
+    _run(runs / "oracle_seed0", [0.5, 0.25])
+    assert driver.main(args) == 0
+    results = json.loads(out.read_text())
+    assert results["progress"]["oracle"]["0"]["epochs_done"] == 2
+    [lost] = results["lost_runs"]
+    assert (lost["clue"], lost["seed"], lost["epochs_done"]) == ("oracle", "0", 4)
+    assert lost["valid_error_per_epoch"] == pytest.approx([0.5, 0.25, 0.125, 0.2])
+    assert lost["best_valid_epoch"] == 3
+    # Once the new run has got further, the next report adds nothing new.
+    _run(runs / "oracle_seed1", [0.5])
+    assert driver.main(args) == 0
+    assert len(json.loads(out.read_text())["lost_runs"]) == 1
+    capsys.readouterr()
