@@ -21,8 +21,7 @@ import numpy as np
 from cram_keras.data.translated import VALID_START
 from cram_keras.experiments import cram_cls
 from cram_keras.experiments.run_dir import LOG_FILE, METRICS_FILE
-from cram_keras.studies.driver import run_grid, runs_so_far
-from cram_keras.utils import read_json
+from cram_keras.studies.driver import lost_runs, run_grid, runs_so_far
 
 # The training split of the cluttered MNIST datasets: digits 0..54,999.
 TRAIN_IMAGES = VALID_START
@@ -144,28 +143,13 @@ def progress(study):
     return results
 
 
-def lost_runs(path, runs):
-    """The result file ``path``'s ``lost_runs``, and each run of its
-    ``progress`` that had got further than the run of the same clue and seed
-    in ``runs`` (its directory restarted, e.g. on a fresh machine), with
-    ``clue`` and ``seed``: what a report must not drop."""
-    if not os.path.exists(path):
-        return []
-    previous = read_json(path)
-    lost = list(previous.get("lost_runs", []))
-    for clue, per_seed in previous.get("progress", {}).items():
-        for seed, old in per_seed.items():
-            new = runs.get(clue, {}).get(seed)
-            if new is not None and old["epochs_done"] > new["epochs_done"]:
-                lost.append(dict(old, clue=clue, seed=seed))
-    return lost
-
-
 def report_progress(study):
     """Writes the result file (and the validation curves) from the runs as
     they are; returns the results."""
     results = progress(study)
-    results["lost_runs"] = lost_runs(study.output, results["progress"])
+    results["lost_runs"] = lost_runs(
+        study.output, results["progress"], "progress", lambda run: run["epochs_done"]
+    )
     results["date"] = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     results["notes"] = (
         "In progress: runs[clue] summarises the finished runs only, as the "

@@ -225,6 +225,27 @@ def runs_so_far(study, read_run, state):
     return runs, status
 
 
+def lost_runs(path, runs, section, done):
+    """What a progress report must not drop: the result file ``path``'s
+    ``lost_runs``, and each run of its ``section`` (``{variant: {seed:
+    run}}``) that had got further than the run of the same variant and seed
+    in ``runs`` (its directory restarted from scratch, e.g. on a fresh
+    machine), with ``variant`` and ``seed``. ``done(run)``: how far a run
+    has got (its finished epochs)."""
+    from cram_keras.utils import read_json
+
+    if not os.path.exists(path):
+        return []
+    previous = read_json(path)
+    lost = list(previous.get("lost_runs", []))
+    for variant, per_seed in previous.get(section, {}).items():
+        for seed, old in per_seed.items():
+            new = runs.get(variant, {}).get(seed)
+            if new is not None and done(old) > done(new):
+                lost.append(dict(old, variant=variant, seed=seed))
+    return lost
+
+
 def timed_runs(base, key, runs):
     """A result file's ``{key: runs, "epochs", "n_train",
     "protocol_wall_seconds"}``: the records ``runs`` (``{name: record}``,

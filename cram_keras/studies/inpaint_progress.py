@@ -20,7 +20,7 @@ import json
 import os
 
 from cram_keras.experiments.search import held_out_count
-from cram_keras.studies.driver import StudyError, runs_so_far
+from cram_keras.studies.driver import StudyError, lost_runs, runs_so_far
 
 CURVE_KEYS = ("val_hole_psnr", "val_ssim", "val_hole_l1", "recon_loss")
 GAP = ("cram", "cnn_encoder")  # The gap: first minus second.
@@ -160,6 +160,9 @@ def report(study):
     """Writes the result file (and the gap figure) from the runs as they
     are; returns the results."""
     results = progress(study)
+    results["lost_runs"] = lost_runs(
+        study.output, results["runs"], "runs", lambda run: run["epochs"][-1]
+    )
     results["date"] = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     base = study.config()
     if base.patience is not None:
@@ -173,7 +176,8 @@ def report(study):
         f"In progress: each run's per-epoch validation hole PSNR on {validation} "
         "against optimizer steps; best_epoch is 1-based; "
         "gap_db[seed] is CRAM minus the CNN encoder at the epochs both finished. "
-        "Final test scores appear in runs[variant][seed].final once a run ends."
+        "Final test scores appear in runs[variant][seed].final once a run ends; "
+        "lost_runs: runs whose directory was restarted, as far as they had got."
     )
     study.write(results)
     figure = study.figure("gap")

@@ -175,7 +175,7 @@ def test_a_restarted_run_keeps_the_lost_runs_curve(tmp_path, capsys):
     results = json.loads(out.read_text())
     assert results["progress"]["oracle"]["0"]["epochs_done"] == 2
     [lost] = results["lost_runs"]
-    assert (lost["clue"], lost["seed"], lost["epochs_done"]) == ("oracle", "0", 4)
+    assert (lost["variant"], lost["seed"], lost["epochs_done"]) == ("oracle", "0", 4)
     assert lost["valid_error_per_epoch"] == pytest.approx([0.5, 0.25, 0.125, 0.2])
     assert lost["best_valid_epoch"] == 3
     # Once the new run has got further, the next report adds nothing new.

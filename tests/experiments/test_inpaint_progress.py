@@ -120,3 +120,27 @@ def test_progress_without_any_run_says_where_it_looked(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no run of inpaint/full_mnist32 has finished an epoch" in err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_restarted_run_keeps_the_lost_runs_curves(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    _run(runs / "cram_seed0", [13.0, 14.0, 14.5])
+    out = tmp_path / "progress.json"
+    args = ["inpaint/full_mnist32", "--progress", "--runs-dir", str(runs)]
+    args += ["--output", str(out), "--figure", "gap="]
+    assert driver.main(args) == 0
+    assert json.loads(out.read_text())["lost_runs"] == []
+    # The directory is lost and the run starts again.
+    for name in os.listdir(runs / "cram_seed0"):
+        os.remove(runs / "cram_seed0" / name)
+    os.rmdir(runs / "cram_seed0")
+    _run(runs / "cram_seed0", [13.0])
+    assert driver.main(args) == 0
+    results = json.loads(out.read_text())
+    assert results["runs"]["cram"]["0"]["epochs"] == [1]
+    [lost] = results["lost_runs"]
+    assert (lost["variant"], lost["seed"], lost["epochs"]) == ("cram", "0", [1, 2, 3])
+    assert lost["val_hole_psnr"] == [13.0, 14.0, 14.5]
+    assert driver.main(args) == 0  # kept, not added twice
+    assert len(json.loads(out.read_text())["lost_runs"]) == 1
+    capsys.readouterr()
