@@ -5,6 +5,7 @@ hand; nothing trains."""
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -167,9 +168,7 @@ def test_a_restarted_run_keeps_the_lost_runs_curve(tmp_path, capsys):
     assert driver.main(args) == 0
     assert json.loads(out.read_text())["lost_runs"] == []
     # The directory is lost and the run starts again.
-    for name in os.listdir(runs / "oracle_seed0"):
-        os.remove(runs / "oracle_seed0" / name)
-    os.rmdir(runs / "oracle_seed0")
+    shutil.rmtree(runs / "oracle_seed0")
     _run(runs / "oracle_seed0", [0.5, 0.25])
     assert driver.main(args) == 0
     results = json.loads(out.read_text())
