@@ -196,6 +196,44 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+# === One JAX compilation cache for the whole run ===
+# The JAX tests are mostly subprocess runs of the scripts, and each process
+# compiles the same training steps and eager ops again: a smoke run of the
+# inpainter spends about two thirds of its time in XLA's compiler. The
+# process that runs the session (the xdist controller, before it starts the
+# workers) points JAX's persistent compilation cache at a fresh folder that
+# every worker and subprocess inherits, caching every compiled program however
+# small, and removes it at the end. A cache the caller configured is kept.
+# The size limit turns on JAX's file lock, so two processes never read an
+# entry while a third writes it.
+
+_JAX_CACHE_ENV = {
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    "JAX_COMPILATION_CACHE_MAX_SIZE": str(4 * 2**30),
+}
+
+
+def pytest_configure(config):
+    if not _is_controller(config) or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    import tempfile
+
+    config._jax_cache_dir = tempfile.mkdtemp(prefix="cram-keras-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = config._jax_cache_dir
+    for name, value in _JAX_CACHE_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+def pytest_unconfigure(config):
+    path = getattr(config, "_jax_cache_dir", None)
+    if path is not None:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        del os.environ["JAX_COMPILATION_CACHE_DIR"]
+
+
 # === Disk ===
 # pyproject.toml deletes a passed test's tmp_path when it ends, so at any
 # moment the suite holds what the running tests write. A test that writes more
