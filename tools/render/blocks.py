@@ -51,6 +51,7 @@ RENDERERS = {
     "speed_training": speed.speed_training,
     "speed_flops": speed.speed_flops,
     "speed_attempts": speed.speed_attempts,
+    "speed_vs_commit": speed.speed_vs_commit,
     "speed_gpu": speed.speed_gpu,
     "speed_summary": speed.speed_summary,
 }

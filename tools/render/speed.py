@@ -386,6 +386,55 @@ def speed_attempts(result):
     return table(header, rows)
 
 
+@sourced("speed_vs_commit.json", machine=cpu)
+def speed_vs_commit(result):
+    """`benchmarks/speed_vs_commit.py`: a training step of the current code
+    against an earlier commit's, in alternating processes."""
+    rows = []
+    for name, entry in result["models"].items():
+        label = MODELS.get(name, (name,))[0]
+        base = entry["baseline"]
+        for key, median in entry["median_ms"].items():
+            code, policy = key.split("/")
+            if code == "baseline":
+                what = f"`{base['commit'][:7]}` (baseline)"
+            else:
+                what = f"`{entry['current']['commit'][:7]}` (current)"
+            losses = entry["losses"]["against_baseline_float32"].get(key)
+            agree = "-"
+            if losses:
+                worst = max(v["max_rel"] for v in losses.values())
+                steps = entry["losses"]["steps"]
+                agree = f"within {worst:.1e} (relative), {steps} steps"
+            rounds = " / ".join(num(r["ms"][key], 1) for r in entry["rounds"])
+            rows.append(
+                [
+                    label,
+                    what,
+                    f"`{policy}`",
+                    rounds,
+                    num(median, 1),
+                    f"{whole(entry['per_second'][key])} {entry['unit']}/s",
+                    f"**{ratio(entry['ratio'][key])}**" if code != "baseline" else "-",
+                    " / ".join(ratio(x) for x in entry["round_ratios"].get(key, []))
+                    or "-",
+                    agree,
+                ]
+            )
+    header = [
+        "model",
+        "code",
+        "dtype policy",
+        "ms per step, by round",
+        "median ms",
+        "throughput",
+        "speed-up",
+        "speed-up by round",
+        "losses against the baseline's float32",
+    ]
+    return table(header, rows)
+
+
 GPU_SPEED = "gpu_speed.json"
 SAMPLER_SHAPES = {
     "rnn_spn": "RNN-SPN shape",

@@ -1,0 +1,104 @@
+"""benchmarks/speed_vs_commit.py: the current checkout's training step against
+an earlier commit's in alternating processes. Checked with HEAD as the
+baseline (the same code both sides): each process imports the package it
+was given, the loss curves agree exactly (deterministic float32 steps from
+the same seed), the file holds every round, and the speed page renders it.
+A baseline that git does not know is refused in one line."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "speed_vs_commit.py"
+ENV = dict(os.environ, CRAM_KERAS_NATIVE_SAMPLER="0", TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def in_git_checkout():
+    proc = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
+    )
+    return proc.returncode == 0
+
+
+def package_unchanged():
+    proc = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", "cram_keras"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    return proc.returncode == 0 and not proc.stdout.strip()
+
+
+@pytest.mark.slow
+def test_head_against_itself_gives_the_same_losses_and_a_rendered_table(tmp_path):
+    if not in_git_checkout():
+        pytest.skip("needs a git checkout (the baseline is exported from git)")
+    out = tmp_path / "speed_vs_commit.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--baseline", "HEAD", "--model", "rnn_spn",
+         "--batch", "2", "--steps", "2", "--warmup", "1", "--rounds", "2",
+         "--output", str(out)],
+        capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    entry = result["models"]["rnn_spn"]
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    assert entry["baseline"]["commit"] == head == entry["current"]["commit"]
+    # Two rounds, the second in the opposite order.
+    assert [r["order"] for r in entry["rounds"]] == [
+        ["baseline/float32", "current/float32"],
+        ["current/float32", "baseline/float32"],
+    ]
+    for r in entry["rounds"]:
+        assert all(ms > 0 for ms in r["ms"].values())
+    base = [r["ms"]["baseline/float32"] for r in entry["rounds"]]
+    cur = [r["ms"]["current/float32"] for r in entry["rounds"]]
+    assert entry["median_ms"]["baseline/float32"] == pytest.approx(sum(base) / 2)
+    assert entry["ratio"]["current/float32"] == pytest.approx(
+        (sum(base) / 2) / (sum(cur) / 2)
+    )
+    assert entry["round_ratios"]["current/float32"] == pytest.approx(
+        [b / c for b, c in zip(base, cur, strict=True)]
+    )
+    losses = entry["losses"]
+    assert losses["steps"] == 3  # 1 warm-up and 2 timed steps
+    compared = losses["against_baseline_float32"]["current/float32"]
+    assert "loss" in compared
+    if package_unchanged():  # Else the two sides are different code.
+        assert all(v["max_abs"] == 0.0 for v in compared.values()), compared
+    assert "round 2/2: baseline/float32" in proc.stdout
+
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        from render import speed
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    text = speed.speed_vs_commit.__wrapped__(result)
+    assert f"`{head[:7]}` (current)" in text and "`float32`" in text
+    assert f"{entry['median_ms']['baseline/float32']:.1f}" in text
+
+
+def test_an_unknown_baseline_is_refused_with_what_to_do(tmp_path):
+    if not in_git_checkout():
+        pytest.skip("needs a git checkout")
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--baseline", "no-such-commit-xyz",
+         "--output", str(tmp_path / "out.json")],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "--baseline 'no-such-commit-xyz': not a commit of this repository" in (
+        proc.stderr
+    )
+    assert "git log" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out.json").exists()
