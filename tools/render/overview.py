@@ -129,8 +129,8 @@ def _classification_full_rows(base):
             continue
         errors = [run["test_error"] for run in runs.values()]
         per_seed = ", ".join(
-            f"seed {seed}: {pct(run['test_error'], 2)}, epoch {run['epochs_done']} "
-            f"(best {run['best_valid_epoch']})"
+            f"seed {seed}: {pct(run['test_error'], 2)}, {run['epochs_done']} epochs, "
+            f"best {run['best_valid_epoch']}"
             for seed, run in runs.items()
         )
         rows.append(
@@ -143,8 +143,9 @@ def _classification_full_rows(base):
                 if clue == "oracle"
                 else "not reported",
                 pct(sum(errors) / len(errors), 2),
-                f"`--clue {clue}`, all {full['protocol']['n_train']:,} images, "
-                f"early stopping ({per_seed}); {short_hardware(name, full)}",
+                f"`--clue {clue}`, all {full['protocol']['n_train']:,} images, at most "
+                f"{full['protocol']['epochs']} epochs with early stopping ({per_seed}); "
+                f"{short_hardware(name, full)}",
                 result_link(name, base),
             ]
         )
