@@ -360,7 +360,34 @@ def test_the_speed_tables_give_a_bfloat16_row_against_its_own_peak(results_copy)
     assert "and 3.50x under `mixed_bfloat16` on AMX" in speed.speed_summary("")
     timed["cpu_flags"] = [f for f in timed["cpu_flags"] if f != "amx_bf16"]
     (results / "train_flops.json").write_text(json.dumps(timed))
-    assert "mixed_bfloat16" not in speed.speed_summary("")
+    assert "under `mixed_bfloat16` on AMX" not in speed.speed_summary("")
+
+
+def test_the_speed_line_gives_the_inpainter_against_earlier_code(results_copy):
+    """From `speed_vs_commit.json`, where it holds the inpainter: each policy's
+    ratio of the medians, the baseline's commit; nothing without the file."""
+    speed = importlib.import_module("render.speed")
+    path = results_copy / "speed_vs_commit.json"
+    against = json.loads(path.read_text())
+    entry = against["models"]["cram_inpainter"]
+    entry["median_ms"] = {
+        "baseline/float32": 500.0,
+        "current/float32": 400.0,
+        "current/mixed_bfloat16": 250.0,
+    }
+    entry["ratio"] = {"current/float32": 1.25, "current/mixed_bfloat16": 2.0}
+    entry["baseline"]["commit"] = "abcdef0" + "0" * 33
+    path.write_text(json.dumps(against))
+    line = speed.speed_summary("")
+    assert (
+        "the inpainter's training step is 1.25x (float32) and 2.00x "
+        "(`mixed_bfloat16`) as fast as at commit `abcdef0`" in line
+    ), line
+    del entry["ratio"]["current/mixed_bfloat16"]
+    path.write_text(json.dumps(against))
+    assert "step is 1.25x (float32) as fast as at commit" in speed.speed_summary("")
+    path.unlink()
+    assert "inpainter" not in speed.speed_summary("")
 
 
 def test_the_cram_full_setting_lists_every_run_as_far_as_it_has_got(results_copy):

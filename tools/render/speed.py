@@ -544,6 +544,25 @@ def speed_summary(base):
         if sampler_machine == training_machine
         else f" (sampler: {sampler_machine}; training: {training_machine})"
     )
+    inpainter = ""
+    entry = None
+    if result_exists("speed_vs_commit.json"):
+        against = load("speed_vs_commit.json")
+        entry = against["models"].get("cram_inpainter")
+    if entry:
+        ratios = entry["ratio"]
+        parts = [f"{ratio(ratios['current/float32'])} (float32)"]
+        if "current/mixed_bfloat16" in ratios:
+            bf = ratios["current/mixed_bfloat16"]
+            parts.append(f"{ratio(bf)} (`mixed_bfloat16`)")
+        where = "" if cpu(against) == training_machine else f" on {cpu(against)}"
+        inpainter = (
+            "; the inpainter's training step is "
+            + " and ".join(parts)
+            + f" as fast as at commit `{entry['baseline']['commit'][:7]}`, before "
+            "the fused batch norm and Adam ([against earlier code]"
+            f"(docs/speed.md#against-earlier-code)){where}"
+        )
     return (
         "* **Speed**: the default compiled kernel takes "
         f"{ratio(rnn_spn['layer_native'])} (RNN-SPN shape) and "
@@ -552,5 +571,6 @@ def speed_summary(base):
         f"{ratio(rnn_spn['layer_native_x10_in_graph'])} and "
         f"{ratio(cram['layer_native_x10_in_graph'])} in graph; RNN-SPN "
         f"trains at {ratio(ours / torch_eager)} the PyTorch port's throughput "
-        f"in float32{bf16}{machines}. [docs/speed.md](docs/speed.md) has every ratio."
+        f"in float32{bf16}{machines}{inpainter}. [docs/speed.md](docs/speed.md) has "
+        "every ratio."
     )
