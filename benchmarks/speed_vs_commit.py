@@ -101,11 +101,17 @@ def resolve(commit):
 def export(commit, folder):
     """The baseline's `cram_keras` package, exported from git into ``folder``."""
     archive = os.path.join(folder, "baseline.tar")
-    subprocess.run(
+    proc = subprocess.run(
         ["git", "archive", "--format=tar", "-o", archive, commit, "cram_keras"],
         cwd=ROOT,
-        check=True,
+        capture_output=True,
+        text=True,
     )
+    if proc.returncode != 0:
+        sys.exit(
+            f"--baseline {commit[:12]}: its package could not be exported "
+            f"({proc.stderr.strip()}). Give a commit that has the cram_keras package."
+        )
     tree = os.path.join(folder, "baseline")
     with tarfile.open(archive) as tar:
         tar.extractall(tree, filter="data")
