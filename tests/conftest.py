@@ -204,13 +204,14 @@ def pytest_sessionfinish(session, exitstatus):
 # workers) points JAX's persistent compilation cache at a fresh folder that
 # every worker and subprocess inherits, caching every compiled program however
 # small, and removes it at the end. A cache the caller configured is kept.
-# The size limit turns on JAX's file lock, so two processes never read an
-# entry while a third writes it.
+# No size limit: with one, JAX scans the whole folder at every write, which
+# for thousands of small programs costs more than it saves. Without it JAX
+# takes no lock; a process that reads an entry while another is writing it
+# warns and compiles the program itself, so a race costs time, not results.
 
 _JAX_CACHE_ENV = {
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-    "JAX_COMPILATION_CACHE_MAX_SIZE": str(4 * 2**30),
 }
 
 
