@@ -15,7 +15,9 @@ import textwrap
 CONFTEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conftest.py")
 
 
-def test_a_test_over_the_disk_budget_fails_naming_its_largest_file(tmp_path):
+def inner_session(tmp_path, hooks):
+    """A folder for an inner pytest session whose conftest loads the suite's
+    conftest and exports ``hooks`` (lines of Python run after loading it)."""
     inner = tmp_path / "inner"
     inner.mkdir()
     (inner / "conftest.py").write_text(
@@ -26,10 +28,20 @@ def test_a_test_over_the_disk_budget_fails_naming_its_largest_file(tmp_path):
             spec = importlib.util.spec_from_file_location("suite_conftest", {CONFTEST!r})
             suite = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(suite)
-            suite.DISK_BUDGET_MB = 1
-            pytest_runtest_call = suite.pytest_runtest_call
             """
         )
+        + textwrap.dedent(hooks)
+    )
+    return inner
+
+
+def test_a_test_over_the_disk_budget_fails_naming_its_largest_file(tmp_path):
+    inner = inner_session(
+        tmp_path,
+        """
+        suite.DISK_BUDGET_MB = 1
+        pytest_runtest_call = suite.pytest_runtest_call
+        """,
     )
     (inner / "test_inner.py").write_text(
         textwrap.dedent(
@@ -70,20 +82,12 @@ def test_jax_processes_of_a_run_share_one_compilation_cache(tmp_path):
     """An inner session on two workers: both see the same JAX cache folder, a
     second process compiling what a first compiled adds no entry to it, and
     the folder is gone when the session ends."""
-    inner = tmp_path / "inner"
-    inner.mkdir()
-    (inner / "conftest.py").write_text(
-        textwrap.dedent(
-            f"""
-            import importlib.util
-
-            spec = importlib.util.spec_from_file_location("suite_conftest", {CONFTEST!r})
-            suite = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(suite)
-            pytest_configure = suite.pytest_configure
-            pytest_unconfigure = suite.pytest_unconfigure
-            """
-        )
+    inner = inner_session(
+        tmp_path,
+        """
+        pytest_configure = suite.pytest_configure
+        pytest_unconfigure = suite.pytest_unconfigure
+        """,
     )
     (inner / "test_inner.py").write_text(
         textwrap.dedent(
