@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -148,12 +149,6 @@ def time_once(tree, model, policy, args):
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
-def _median(values):
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-
 def compare_losses(reference, other):
     """Per loss, the largest absolute and relative difference over the steps
     both processes ran."""
@@ -173,7 +168,7 @@ def compare_losses(reference, other):
 def summarise(entry):
     rounds = entry["rounds"]
     keys = list(rounds[0]["ms"])
-    medians = {k: _median([r["ms"][k] for r in rounds]) for k in keys}
+    medians = {k: statistics.median(r["ms"][k] for r in rounds) for k in keys}
     base = "baseline/float32"
     entry["median_ms"] = medians
     entry["per_second"] = {k: entry["batch"] / (v / 1000) for k, v in medians.items()}
