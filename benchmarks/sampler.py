@@ -11,6 +11,9 @@ an upstream cotangent) of
   axis-aligned maps take the separable matmul path;
 - `layer_native`, `fused_native`: the same with the compiled TensorFlow
   kernel on (`cram_keras.ops.native_sampler`, built on first use);
+- `layer_eager`, `layer_native_eager`: the layer called eagerly under a
+  `GradientTape` (as torch is called), without and with the kernel (the
+  default setting);
 
 ours each with and without `jit_compile=True` (the native kinds without:
 under XLA they take the keras.ops path), on identical inputs, in one
@@ -85,10 +88,23 @@ def torch_step(images, theta, cotangent, out_size):
     return step, to_nhwc
 
 
+KINDS = (
+    "ops",
+    "fused",
+    "layer",
+    "fused_native",
+    "layer_native",
+    "layer_eager",
+    "layer_native_eager",
+)
+
+
 def keras_step(
     kind, images, theta, params, cotangent, out_size, transform, jit_compile
 ):
     images_t, cotangent_t = tf.constant(images), tf.constant(cotangent)
+    eager = kind.endswith("_eager")
+    kind = kind.removesuffix("_eager")
     native = kind.endswith("_native")
     kind = kind.removesuffix("_native")
     if kind == "layer":
@@ -104,21 +120,36 @@ def keras_step(
             return affine_sample(images, inputs, out_size)
         return layer([images, inputs])
 
-    @tf.function(jit_compile=jit_compile)
-    def compiled(images, inputs, cotangent):
+    def eagerly(images, inputs, cotangent):
         with tf.GradientTape() as tape:
             tape.watch([images, inputs])
             output = forward(images, inputs)
         grads = tape.gradient(output, [images, inputs], output_gradients=cotangent)
         return [output, *grads]
 
-    # Traced now, with the compiled kernel on or off; later calls reuse it.
-    with native_sampler.native_sampler(native):
-        compiled.get_concrete_function(images_t, inputs, cotangent_t)
+    compiled = tf.function(eagerly, jit_compile=jit_compile)
 
-    def step():
-        # As NumPy arrays without a copy, as torch's `.numpy()` gives them.
-        return [np.asarray(t) for t in compiled(images_t, inputs, cotangent_t)]
+    if eager and native:
+        # The default setting: the kernel wherever it applies.
+        def step():
+            results = eagerly(images_t, inputs, cotangent_t)
+            return [np.asarray(t) for t in results]
+
+    elif eager:
+
+        def step():
+            with native_sampler.native_sampler(False):
+                results = eagerly(images_t, inputs, cotangent_t)
+            return [np.asarray(t) for t in results]
+
+    else:
+        # Traced now, with the compiled kernel on or off; later calls reuse it.
+        with native_sampler.native_sampler(native):
+            compiled.get_concrete_function(images_t, inputs, cotangent_t)
+
+        def step():
+            # As NumPy arrays without a copy, as torch's `.numpy()` gives them.
+            return [np.asarray(t) for t in compiled(images_t, inputs, cotangent_t)]
 
     def to_nhwc(results):
         output, grad_images, grad_inputs = results
@@ -217,7 +248,8 @@ def run_shape(name, shape, args):
     steps, converters = {}, {}
     steps["torch"], converters["torch"] = torch_step(images, theta, cotangent, out_size)
     for kind in args.kinds:
-        for jit in (False,) if kind.endswith("_native") else (False, True):
+        eager_or_native = kind.endswith(("_native", "_eager"))
+        for jit in (False,) if eager_or_native else (False, True):
             label = f"{kind}_xla" if jit else kind
             steps[label], converters[label] = keras_step(
                 kind, images, theta, params, cotangent, out_size, transform, jit
@@ -443,10 +475,12 @@ def main():
     parser.add_argument(
         "--kinds",
         nargs="+",
-        default=["ops", "fused", "layer", "fused_native", "layer_native"],
-        choices=["ops", "fused", "layer", "fused_native", "layer_native"],
+        default=list(KINDS),
+        choices=list(KINDS),
         help="contenders besides torch (default: all); the *_native kinds "
-        "compile the TensorFlow kernel on first use (needs g++)",
+        "compile the TensorFlow kernel on first use (needs g++); the *_eager "
+        "kinds call the layer eagerly under a GradientTape, as torch is "
+        "called, instead of through a tf.function",
     )
     parser.add_argument(
         "--separable-sweep",

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from cram_keras.ops import native_sampler
 from cram_keras.ops.sampling import (
     PADDING_MODES,
     affine_sample,
@@ -56,7 +57,8 @@ class SpatialTransformer(keras.layers.Layer):
     output has the compute dtype.
 
     On TensorFlow (CPU, float32, outside XLA) a compiled kernel samples in
-    one fused pass per direction, with the same values. It is built with
+    one op per direction, coordinates included, with the same values to
+    float32 rounding of the coordinates. It is built with
     the system C++ compiler on first use and used by default; where it
     cannot be built, one line says why and the `keras.ops` path runs.
     `CRAM_KERAS_NATIVE_SAMPLER=0` turns it off, `=1` makes a failure to
@@ -154,6 +156,17 @@ class SpatialTransformer(keras.layers.Layer):
         images = ops.cast(check_images(images), self.compute_dtype)
         params = ops.cast(params, coordinate_dtype(params.dtype))
         output_size = self._output_hw(images.shape)
+        if native_sampler.applicable(images, params):
+            # One op each way (TensorFlow, CPU, float32): the coordinates are
+            # computed inside the compiled kernel.
+            return native_sampler.transform_sample(
+                images,
+                params,
+                self.transform,
+                output_size,
+                self.padding,
+                self.align_corners,
+            )
         if self.transform == "affine":
             return affine_sample(
                 images,

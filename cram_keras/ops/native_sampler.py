@@ -3,9 +3,13 @@
 `pixel_sampler.sample_pixels` is built from `keras.ops` and runs on every
 backend; on TensorFlow it is a graph of some 60 small kernels. This module
 compiles `native/bilinear_sampler.cc`, one fused CPU kernel per direction
-(as torch's `grid_sample`), with the same arithmetic: the forward pass gives
-the same values bit for bit, the gradients agree up to float32 summation
-order.
+(as torch's `grid_sample`), with the same arithmetic: at given pixel
+coordinates the forward pass gives the same values bit for bit, the
+gradients agree up to float32 summation order. A second pair of ops
+(`transform_sample`) takes the transform's parameters instead and computes
+the coordinates itself, so that `SpatialTransformer` is one op each way;
+its values agree with the keras.ops path to the rounding of the
+coordinates.
 
 It is used by default wherever it applies: the TensorFlow backend on a
 machine where TensorFlow sees no GPU or TPU, float32 images and
@@ -500,6 +504,79 @@ def sample(images, x, y, padding):
     return fused(images, x, y)
 
 
+TRANSFORM_PARAMETERS = {"affine": 6, "attention": 3, "anisotropic": 4}
+
+
+def transform_sample(images, params, transform, output_size, padding, align_corners):
+    """Sampling by an affine map's parameters with the compiled kernel, one
+    op each way: the contract of `sampling.affine_sample` (`params` its
+    theta as (B, 6)) and `sampling.scale_translate_sample` (`"attention"`
+    (B, 3), `"anisotropic"` (B, 4)). The op computes the pixel coordinates
+    from the parameters itself, in float32 as the keras.ops path does (the
+    two agree to the rounding of the coordinates), and its gradient sums
+    the coordinates' gradient into the parameters'. Inputs already checked."""
+    library = load()
+    return library.cram_transform_sample(
+        images,
+        params,
+        transform=transform,
+        output_height=output_size[0],
+        output_width=output_size[1],
+        padding=padding,
+        align_corners=align_corners,
+    )
+
+
+_TRANSFORM_ATTRS = ("transform", "output_height", "output_width", "padding")
+
+
+def _transform_attrs(op):
+    attrs = {}
+    for name in _TRANSFORM_ATTRS:
+        value = op.get_attr(name)
+        attrs[name] = value.decode() if isinstance(value, bytes) else value
+    attrs["align_corners"] = op.get_attr("align_corners")
+    return attrs
+
+
+def _transform_sample_gradient(op, upstream):
+    images, params = op.inputs
+    return _state["library"].cram_transform_sample_grad(
+        images, params, upstream, **_transform_attrs(op)
+    )
+
+
+def _keras_ops_transform_sample(images, params, attrs):
+    """The keras.ops path's `transform_sample` (differentiable again)."""
+    from cram_keras.ops import sampling
+
+    output_size = (attrs["output_height"], attrs["output_width"])
+    if attrs["transform"] == "affine":
+        return sampling.affine_sample(
+            images,
+            keras.ops.reshape(params, (-1, 2, 3)),
+            output_size,
+            padding=attrs["padding"],
+            align_corners=attrs["align_corners"],
+        )
+    return sampling.scale_translate_sample(
+        images,
+        params,
+        output_size,
+        padding=attrs["padding"],
+        align_corners=attrs["align_corners"],
+    )
+
+
+@contextlib.contextmanager
+def _keras_ops_only():
+    previous, _local.keras_ops = getattr(_local, "keras_ops", False), True
+    try:
+        yield
+    finally:
+        _local.keras_ops = previous
+
+
 def _register_second_derivative(tf):
     """The gradient of the kernel's gradient op: the vector-Jacobian product
     of the keras.ops path's gradient (same function, differentiable)."""
@@ -515,8 +592,7 @@ def _register_second_derivative(tf):
             padding = padding.decode()
         # (B, h, w): x and y may be broadcast along the rows or columns.
         shape = tf.shape(upstream)[:3]
-        previous, _local.keras_ops = getattr(_local, "keras_ops", False), True
-        try:
+        with _keras_ops_only():
             with tf.GradientTape() as outer:
                 outer.watch([images, x, y, upstream])
                 with tf.GradientTape() as inner:
@@ -540,11 +616,37 @@ def _register_second_derivative(tf):
                 output_gradients=cotangents,
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
             )
-        finally:
-            _local.keras_ops = previous
 
-    try:
-        tf.RegisterGradient("CramSampleAtPixelsGrad")(second_derivative)
-    except KeyError:  # registered already (by an earlier copy of this module)
-        pass
+    def transform_second_derivative(op, *cotangents):
+        images, params, upstream = op.inputs
+        attrs = _transform_attrs(op)
+        with _keras_ops_only():
+            with tf.GradientTape() as outer:
+                outer.watch([images, params, upstream])
+                with tf.GradientTape() as inner:
+                    inner.watch([images, params])
+                    output = _keras_ops_transform_sample(images, params, attrs)
+                grads = inner.gradient(
+                    output, [images, params], output_gradients=upstream
+                )
+            cotangents = [
+                tf.zeros_like(g) if c is None else c
+                for g, c in zip(grads, cotangents, strict=True)
+            ]
+            return outer.gradient(
+                grads,
+                [images, params, upstream],
+                output_gradients=cotangents,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+
+    for op_type, gradient in (
+        ("CramSampleAtPixelsGrad", second_derivative),
+        ("CramTransformSample", _transform_sample_gradient),
+        ("CramTransformSampleGrad", transform_second_derivative),
+    ):
+        try:
+            tf.RegisterGradient(op_type)(gradient)
+        except KeyError:  # registered already (by an earlier copy of this module)
+            pass
     _state["second_derivative"] = True

@@ -152,6 +152,15 @@ def affine_sample(images, theta, output_size, padding="zeros", align_corners=Fal
     height, width = images.shape[1], images.shape[2]
     dtype = coordinate_dtype(theta.dtype)
     theta = ops.cast(theta, dtype)
+    if native_sampler.applicable(images, theta):
+        return native_sampler.transform_sample(
+            images,
+            ops.reshape(theta, (-1, 6)),
+            "affine",
+            (out_h, out_w),
+            padding,
+            align_corners,
+        )
     x = _affine_pixel_coordinates(theta[:, 0], width, out_h, out_w, align_corners)
     y = _affine_pixel_coordinates(theta[:, 1], height, out_h, out_w, align_corners)
     return sample_pixels(images, x, y, padding)
@@ -195,6 +204,15 @@ def scale_translate_sample(
     height, width = images.shape[1], images.shape[2]
     dtype = coordinate_dtype(params.dtype)
     params = ops.cast(params, dtype)
+    if native_sampler.applicable(images, params):
+        return native_sampler.transform_sample(
+            images,
+            params,
+            "attention" if shape[1] == 3 else "anisotropic",
+            (out_h, out_w),
+            padding,
+            align_corners,
+        )
     # x depends on the column j only, y on the row i only: (B, w) and (B, h),
     # each one matmul of the params (no slicing: fewer kernels per call).
     scale_x, scale_y = 0, (1 if shape[1] == 4 else 0)
@@ -205,12 +223,6 @@ def scale_translate_sample(
     y = _scale_translate_coordinates(
         params, scale_y, shift_y, height, out_h, align_corners
     )
-    if native_sampler.applicable(images, x):
-        # The compiled kernel (TensorFlow) takes x (B, 1, w) and
-        # y (B, h, 1) as they are, broadcast over the rows and columns.
-        return native_sampler.sample(
-            images, ops.expand_dims(x, 1), ops.expand_dims(y, 2), padding
-        )
     if height * width / out_w + width <= SEPARABLE_MAX_COST:
         return separable_sample(images, x, y, padding)
     x = ops.broadcast_to(ops.expand_dims(x, 1), (ops.shape(x)[0], out_h, out_w))

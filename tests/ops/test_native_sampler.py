@@ -69,7 +69,12 @@ def inputs(batch=3, size=(12, 10), channels=2, out=(6, 5), seed=0):
 
 
 def test_the_kernel_runs_when_on_and_not_when_off(native):
-    from cram_keras.ops import affine_sample, scale_translate_sample
+    from cram_keras.ops import (
+        affine_grid,
+        affine_sample,
+        bilinear_sample,
+        scale_translate_sample,
+    )
 
     images, theta, out = inputs()
     params = np.array([[0.5, 0.6, 0.1, -0.2]] * 3, np.float32)
@@ -80,12 +85,37 @@ def test_the_kernel_runs_when_on_and_not_when_off(native):
     def axis_aligned(images, params):
         return scale_translate_sample(images, params, out)
 
-    for fn, args in ((affine, (images, theta)), (axis_aligned, (images, params))):
+    def grid(images, theta):
+        return bilinear_sample(images, affine_grid(theta, out))
+
+    fused = {"CramTransformSample", "CramTransformSampleGrad"}
+    at_pixels = {"CramSampleAtPixels", "CramSampleAtPixelsGrad"}
+    for fn, args, ops in (
+        (affine, (images, theta), fused),
+        (axis_aligned, (images, params), fused),
+        (grid, (images, theta), at_pixels),
+    ):
         types = op_types(fn, *args)
-        assert {"CramSampleAtPixels", "CramSampleAtPixelsGrad"} <= types
+        assert ops <= types
         with native.native_sampler(False):
             types = op_types(fn, *args)
-        assert not any(t.startswith("CramSample") for t in types)
+        assert not any(t.startswith("Cram") for t in types)
+
+
+@pytest.mark.parametrize("transform", ["affine", "attention", "anisotropic"])
+def test_the_layer_is_one_op_each_way(native, transform):
+    """The coordinates are computed inside the kernel: the layer's forward
+    and backward graph holds the two kernel ops and no coordinate
+    arithmetic."""
+    from cram_keras.layers import SpatialTransformer
+
+    layer = SpatialTransformer(transform, output_size=(6, 5))
+    n = {"affine": 6, "attention": 3, "anisotropic": 4}[transform]
+    images = np.random.default_rng(0).random((3, 12, 10, 2), dtype=np.float32)
+    params = np.full((3, n), 0.5, np.float32)
+    types = op_types(lambda i, p: layer([i, p]), images, params)
+    assert {"CramTransformSample", "CramTransformSampleGrad"} <= types
+    assert not types & {"MatMul", "BatchMatMulV2", "CramSampleAtPixels", "AddV2"}
 
 
 def test_xla_functions_take_the_keras_ops_path(native):
@@ -102,7 +132,7 @@ def test_xla_functions_take_the_keras_ops_path(native):
     graph = compiled.get_concrete_function(
         tf.constant(images), tf.constant(theta)
     ).graph
-    assert not any(op.type.startswith("CramSample") for op in graph.get_operations())
+    assert not any(op.type.startswith("Cram") for op in graph.get_operations())
     np.testing.assert_allclose(
         compiled(images, theta).numpy(), fn(images, theta).numpy(), atol=1e-6
     )
@@ -118,7 +148,7 @@ def test_other_dtypes_take_the_keras_ops_path(native, dtype):
         theta = theta.astype(np.float64)
 
     types = op_types(lambda i, t: affine_sample(i, t, out), images, theta)
-    assert not any(t.startswith("CramSample") for t in types)
+    assert not any(t.startswith("Cram") for t in types)
 
 
 def sample_both(native, images, x, y, padding, cotangent):
@@ -297,7 +327,7 @@ def test_second_derivatives_match_the_keras_ops_path(native, transform):
             types = {op.type for op in graph.get_operations()}
             for function in graph.as_graph_def().library.function:
                 types.update(node.op for node in function.node_def)
-            assert ("CramSampleAtPixelsGrad" in types) == on
+            assert ("CramTransformSampleGrad" in types) == on
     for a, b in zip(*results, strict=True):
         assert np.abs(b).max() > 0
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
@@ -330,6 +360,122 @@ def test_kernel_refuses_mismatched_shapes(native):
         )
 
 
+TRANSFORM_PARAMS = {
+    "affine": [0.8, 0.1, 0.05, -0.1, 0.9, 0.1],
+    "attention": [0.6, 0.1, -0.2],
+    "anisotropic": [0.6, 0.8, 0.1, -0.2],
+}
+IDENTITY = {
+    "affine": [1, 0, 0, 0, 1, 0],
+    "attention": [1, 0, 0],
+    "anisotropic": [1, 1, 0, 0],
+}
+
+
+def layer_both(native, layer, images, params, cotangent):
+    """The layer's output and gradients with the keras.ops path and with
+    the kernel."""
+    import tensorflow as tf
+
+    images, params = tf.constant(images), tf.constant(params)
+    results = []
+    for on in (False, True):
+        with native.native_sampler(on):
+            with tf.GradientTape() as tape:
+                tape.watch([images, params])
+                output = layer([images, params])
+            grads = tape.gradient(output, [images, params], output_gradients=cotangent)
+        results.append([output.numpy()] + [g.numpy() for g in grads])
+    return results
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("padding", ["zeros", "border"])
+@pytest.mark.parametrize("transform", ["affine", "attention", "anisotropic"])
+def test_the_transform_kernel_matches_the_keras_ops_path(
+    native, transform, padding, align_corners
+):
+    """The kernel's own coordinates agree with the keras.ops path's matmuls
+    to float32 rounding: values and both gradients, with odd output sizes
+    (a pixel on the centre line) and non-square images; the identity
+    returns the images bit for bit."""
+    from cram_keras.layers import SpatialTransformer
+
+    rng = np.random.default_rng(7)
+    images = rng.standard_normal((4, 13, 11, 3)).astype(np.float32)
+    base = np.array(TRANSFORM_PARAMS[transform], np.float32)
+    params = base + 0.1 * rng.standard_normal((4, base.size)).astype(np.float32)
+    layer = SpatialTransformer(
+        transform, output_size=(7, 9), padding=padding, align_corners=align_corners
+    )
+    cotangent = rng.standard_normal((4, 7, 9, 3)).astype(np.float32)
+    reference, fused = layer_both(native, layer, images, params, cotangent)
+    for name, a, b in zip(
+        ("output", "grad_images", "grad_params"), fused, reference, strict=True
+    ):
+        assert np.abs(b).max() > 0, name
+        np.testing.assert_allclose(
+            a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max(), err_msg=name
+        )
+
+    identity = np.tile(np.array(IDENTITY[transform], np.float32), (4, 1))
+    same_size = SpatialTransformer(
+        transform, output_size=(13, 11), padding=padding, align_corners=align_corners
+    )
+    cotangent = rng.standard_normal(images.shape).astype(np.float32)
+    _, fused = layer_both(native, same_size, images, identity, cotangent)
+    np.testing.assert_array_equal(fused[0], images)
+
+
+@pytest.mark.parametrize("transform", ["affine", "attention", "anisotropic"])
+def test_non_finite_and_huge_params_give_finite_results(native, transform):
+    from cram_keras.layers import SpatialTransformer
+
+    rng = np.random.default_rng(8)
+    bad = [np.nan, np.inf, -np.inf, 1e30, -1e30]
+    n = len(TRANSFORM_PARAMS[transform])
+    params = np.tile(
+        np.array(TRANSFORM_PARAMS[transform], np.float32), (len(bad) * n, 1)
+    )
+    for k, value in enumerate(bad * n):
+        params[k, k // len(bad)] = value
+    images = rng.standard_normal((len(params), 9, 8, 2)).astype(np.float32)
+    cotangent = rng.standard_normal((len(params), 4, 5, 2)).astype(np.float32)
+    layer = SpatialTransformer(transform, output_size=(4, 5))
+    reference, fused = layer_both(native, layer, images, params, cotangent)
+    for name, a in zip(("output", "grad_images", "grad_params"), fused, strict=True):
+        assert np.all(np.isfinite(a)), name
+    # Where a coordinate is not finite it goes to the lower bound on both
+    # paths (every bilinear corner in the zero padding).
+    np.testing.assert_allclose(fused[0], reference[0], rtol=1e-5, atol=1e-5)
+
+
+def test_the_transform_kernel_refuses_mismatched_shapes(native):
+    import tensorflow as tf
+
+    library = native.load()
+    images = tf.zeros((2, 5, 5, 1))
+    attrs = dict(output_height=3, output_width=4, padding="zeros")
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"params must be \(batch, 3\)"
+    ):
+        library.cram_transform_sample(
+            images, tf.zeros((2, 6)), transform="attention", **attrs
+        )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="images have batch 2"):
+        library.cram_transform_sample(
+            images, tf.zeros((3, 6)), transform="affine", **attrs
+        )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="upstream must have"):
+        library.cram_transform_sample_grad(
+            images,
+            tf.zeros((2, 4)),
+            tf.zeros((2, 4, 3, 1)),
+            transform="anisotropic",
+            **attrs,
+        )
+
+
 def test_saved_model_export_traces_the_keras_ops_path(native, tmp_path):
     import tensorflow as tf
 
@@ -346,7 +492,8 @@ def test_saved_model_export_traces_the_keras_ops_path(native, tmp_path):
         [InputSpec("image", (12, 10, 1))],
         layer,
     )
-    assert b"CramSample" not in (tmp_path / "saved" / "saved_model.pb").read_bytes()
+    graph = (tmp_path / "saved" / "saved_model.pb").read_bytes()
+    assert b"CramSample" not in graph and b"CramTransform" not in graph
     loaded = tf.saved_model.load(path)
     np.testing.assert_allclose(
         loaded.serve(images).numpy(), layer([images, params]).numpy(), atol=1e-6

@@ -131,7 +131,7 @@ def sample_with_gradients():
     types = {op.type for op in graph.get_operations()}
     for function in graph.as_graph_def().library.function:
         types.update(node.op for node in function.node_def)
-    kernel = {"CramSampleAtPixels", "CramSampleAtPixelsGrad"} & types
+    kernel = {t for t in types if t.startswith("Cram")}
     return [t.numpy() for t in run(images, theta)], sorted(kernel)
 
 
@@ -142,10 +142,11 @@ def keras_ops_reference(native_sampler):
     return values
 
 
-def assert_matches(values, reference, exact_gradients=False):
-    np.testing.assert_array_equal(values[0], reference[0])  # same arithmetic
-    for a, b in zip(values[1:], reference[1:], strict=True):
-        if exact_gradients:
+def assert_matches(values, reference, exact=False):
+    """The same values (bit for bit where `exact`: the same path), else to
+    the float32 rounding of the coordinates the kernel computes itself."""
+    for a, b in zip(values, reference, strict=True):
+        if exact:
             np.testing.assert_array_equal(a, b)
         else:
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -160,7 +161,7 @@ def fallback_lines(text):
 
 def test_unset_samples_with_the_kernel(sampler, capfd):
     values, kernel = sample_with_gradients()
-    assert kernel == ["CramSampleAtPixels", "CramSampleAtPixelsGrad"]
+    assert kernel == ["CramTransformSample", "CramTransformSampleGrad"]
     assert sampler.mode() == "auto" and not sampler.is_enabled()
     assert_matches(values, keras_ops_reference(sampler))
     assert "cram_keras:" not in capfd.readouterr().err  # built already: silent
@@ -173,7 +174,7 @@ def test_zero_takes_the_keras_ops_path_and_builds_nothing(
     values, kernel = sample_with_gradients()
     assert kernel == []
     assert unbuilt.mode() == "off"
-    assert_matches(values, keras_ops_reference(unbuilt), exact_gradients=True)
+    assert_matches(values, keras_ops_reference(unbuilt), exact=True)
     assert compiler.calls == 0
     assert not (tmp_path / "cache").exists()
     assert capfd.readouterr().err == ""
@@ -182,7 +183,7 @@ def test_zero_takes_the_keras_ops_path_and_builds_nothing(
 def test_one_forces_the_kernel(sampler, monkeypatch):
     monkeypatch.setenv(sampler.ENV_VAR, "1")
     _, kernel = sample_with_gradients()
-    assert kernel == ["CramSampleAtPixels", "CramSampleAtPixelsGrad"]
+    assert kernel == ["CramTransformSample", "CramTransformSampleGrad"]
     assert sampler.mode() == "on" and sampler.is_enabled()
 
 
@@ -247,7 +248,7 @@ def test_a_failed_build_falls_back_with_one_line(
     for _ in range(2):
         values, kernel = sample_with_gradients()
         assert kernel == []
-        assert_matches(values, reference, exact_gradients=True)
+        assert_matches(values, reference, exact=True)
     lines = fallback_lines(capfd.readouterr().err)
     assert len(lines) == 1, lines  # once per process
     for text in [*expected, "keras.ops path", "CRAM_KERAS_NATIVE_SAMPLER=0"]:
@@ -302,10 +303,10 @@ chosen = run()
 with native_sampler.native_sampler(False):
     reference = run()
 print(json.dumps({
-    "kernel": any(op.type == "CramSampleAtPixels" for op in graph.get_operations()),
+    "kernel": any(op.type == "CramTransformSample" for op in graph.get_operations()),
     "loaded": native_sampler._state["library"] is not None,
     "library": str(native_sampler.library_path()),
-    "forward_equal": bool(np.array_equal(chosen[0], reference[0])),
+    "forward_difference": float(np.max(np.abs(chosen[0] - reference[0]))),
     "gradient_difference": max(
         float(np.max(np.abs(a - b))) for a, b in zip(chosen[1:], reference[1:])),
 }))
@@ -341,7 +342,7 @@ def test_fresh_processes_build_once_or_fall_back(tmp_path, compiler):
 
     for one, _ in built:
         assert one["kernel"] and one["loaded"], one
-        assert one["forward_equal"], one
+        assert one["forward_difference"] < 1e-5, one
         assert one["gradient_difference"] < 1e-5, one
     assert built[0][0]["library"] == built[1][0]["library"]
     assert compiler.calls == 1
@@ -362,7 +363,7 @@ def test_fresh_processes_build_once_or_fall_back(tmp_path, compiler):
                  "keras.ops path", "CRAM_KERAS_NATIVE_SAMPLER=0"]:  # fmt: skip
         assert text in lines[0], lines[0]
     assert result["kernel"] is False and result["loaded"] is False
-    assert result["forward_equal"] and result["gradient_difference"] == 0.0
+    assert result["forward_difference"] == result["gradient_difference"] == 0.0
 
 
 def test_a_process_waits_for_the_build_in_progress(unbuilt, compiler, monkeypatch):

@@ -12,9 +12,12 @@ SHAPES = {
 # Every contender of a run, per call and then ten calls in one graph; the
 # default (the compiled kernel) in bold.
 CONTENDERS = {
+    "layer_native_eager": "`SpatialTransformer`, compiled kernel (the default), "
+    "called eagerly",
     "layer_native": "`SpatialTransformer`, compiled kernel (the default), per call",
     "fused_native": "`affine_sample`, compiled kernel, per call",
     "layer": "`SpatialTransformer`, `keras.ops` path, per call",
+    "layer_eager": "`SpatialTransformer`, `keras.ops` path, called eagerly",
     "layer_xla": "`SpatialTransformer`, `keras.ops` path, XLA, per call",
     "fused": "`affine_sample`, `keras.ops` path, per call",
     "fused_xla": "`affine_sample`, `keras.ops` path, XLA, per call",
@@ -23,7 +26,7 @@ CONTENDERS = {
     "layer_native_x10_in_graph": "`SpatialTransformer`, compiled kernel, in graph",
     "layer_x10_in_graph": "`SpatialTransformer`, `keras.ops` path, in graph",
 }
-DEFAULT = ("layer_native", "layer_native_x10_in_graph")
+DEFAULT = ("layer_native_eager", "layer_native", "layer_native_x10_in_graph")
 ATTEMPTS = {
     "library": "the library: four leading-axis slices of the gathered corners, lerps",
     "unstack": "`ops.unstack` of the corners instead of four slices",

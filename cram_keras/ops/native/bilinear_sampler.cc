@@ -12,6 +12,15 @@
 // CramSampleAtPixelsGrad: images, x, y, upstream (B, h, w, C)
 //                         -> grad_images (B, H, W, C), grad_x, grad_y
 //
+// CramTransformSample:     images, params (B, P) -> (B, h, w, C)
+// CramTransformSampleGrad: images, params, upstream
+//                          -> grad_images, grad_params (B, P)
+// The same sampling at the pixel coordinates of an affine map (the
+// SpatialTransformer's "affine", "attention" and "anisotropic" parameters,
+// cram_keras.ops.sampling): the op computes the coordinates itself and
+// sums their gradient into the parameters', so that one call of the layer
+// is one op each way.
+//
 // x and y are (B, h, w), or broadcast to it along the output rows or columns:
 // (B, 1, w) and (B, h, 1) for an axis-aligned map, where x depends on the
 // column only and y on the row only. Their gradients have their own shapes.
@@ -104,6 +113,28 @@ absl::Status SampleGradShape(InferenceContext* c) {
   return absl::OkStatus();
 }
 
+absl::Status TransformSampleShape(InferenceContext* c) {
+  ShapeHandle images, params;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &images));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &params));
+  DimensionHandle batch;
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(images, 0), c->Dim(params, 0), &batch));
+  int64_t out_h, out_w;
+  TF_RETURN_IF_ERROR(c->GetAttr("output_height", &out_h));
+  TF_RETURN_IF_ERROR(c->GetAttr("output_width", &out_w));
+  c->set_output(0, c->MakeShape({batch, out_h, out_w, c->Dim(images, 3)}));
+  return absl::OkStatus();
+}
+
+absl::Status TransformSampleGradShape(InferenceContext* c) {
+  ShapeHandle images, params;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &images));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &params));
+  c->set_output(0, images);
+  c->set_output(1, params);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 REGISTER_OP("CramSampleAtPixels")
@@ -124,6 +155,30 @@ REGISTER_OP("CramSampleAtPixelsGrad")
     .Output("grad_y: float")
     .Attr("padding: {'zeros', 'border'}")
     .SetShapeFn(SampleGradShape);
+
+REGISTER_OP("CramTransformSample")
+    .Input("images: float")
+    .Input("params: float")
+    .Output("output: float")
+    .Attr("transform: {'affine', 'attention', 'anisotropic'}")
+    .Attr("output_height: int >= 1")
+    .Attr("output_width: int >= 1")
+    .Attr("padding: {'zeros', 'border'}")
+    .Attr("align_corners: bool = false")
+    .SetShapeFn(TransformSampleShape);
+
+REGISTER_OP("CramTransformSampleGrad")
+    .Input("images: float")
+    .Input("params: float")
+    .Input("upstream: float")
+    .Output("grad_images: float")
+    .Output("grad_params: float")
+    .Attr("transform: {'affine', 'attention', 'anisotropic'}")
+    .Attr("output_height: int >= 1")
+    .Attr("output_width: int >= 1")
+    .Attr("padding: {'zeros', 'border'}")
+    .Attr("align_corners: bool = false")
+    .SetShapeFn(TransformSampleGradShape);
 
 namespace {
 
@@ -538,6 +593,172 @@ CRAM_TARGET_AVX512 void BackwardImagesAvx512(
 
 #endif  // CRAM_SAMPLER_AVX512
 
+using Workers = tensorflow::DeviceBase::CpuWorkerThreads;
+
+// The forward pass: out (B, h, w, C) from the images and the coordinates
+// laid out as `g` says. Split over output rows.
+void Forward(const Workers& workers, const Geometry& g, bool zeros,
+             const float* image_data, const float* x_data,
+             const float* y_data, float* out) {
+  const int64_t height = g.height, width = g.width, channels = g.channels,
+                out_h = g.out_h, out_w = g.out_w;
+  // One unit of work: one output row of one image.
+  auto rows = [&](int64_t start, int64_t limit) {
+    for (int64_t row = start; row < limit; ++row) {
+      const int64_t b = row / out_h, i = row % out_h;
+      const float* image = image_data + b * height * width * channels;
+      const float* x_row = x_data + b * g.x_size + i * g.x_row;
+      const float* y_row = y_data + b * g.y_size + i * g.y_row;
+      for (int64_t j = 0; j < out_w; ++j) {
+        const int64_t p = row * out_w + j;
+        const Corners k = Locate(x_row[j * g.x_col], y_row[j * g.y_col],
+                                 width, height, channels, zeros);
+        float* o = out + p * channels;
+        for (int64_t c = 0; c < channels; ++c) {
+          const auto [v00, v01, v10, v11] = ReadCorners(k, image, channels, c);
+          const float top = v00 + k.fx * (v01 - v00);
+          const float dy = (v10 + k.fx * (v11 - v10)) - top;
+          o[c] = top + k.fy * dy;
+        }
+      }
+    }
+  };
+#ifdef CRAM_SAMPLER_AVX512
+  if (HasAvx512() && FitsInt32(g)) {
+    tensorflow::Shard(workers.num_threads, workers.workers, g.batch * out_h,
+                      /*cost_per_unit=*/out_w * (4 + 4 * channels),
+                      [&](int64_t start, int64_t limit) {
+                        ForwardRowsAvx512(g, zeros, image_data, x_data, y_data,
+                                          out, start, limit);
+                      });
+    return;
+  }
+#endif
+  tensorflow::Shard(workers.num_threads, workers.workers, g.batch * out_h,
+                    /*cost_per_unit=*/out_w * (20 + 12 * channels), rows);
+}
+
+// The backward pass: the gradients of the images and of the coordinates
+// (laid out as x and y) from the output's. Split over images.
+void Backward(const Workers& workers, const Geometry& g, bool zeros,
+              const float* image_data, const float* x_data,
+              const float* y_data, const float* up_data, float* gi_data,
+              float* gx_data, float* gy_data) {
+  const int64_t height = g.height, width = g.width, channels = g.channels,
+                out_w = g.out_w;
+  const int64_t image_size = height * width * channels;
+  const int64_t pixels = g.out_h * out_w;
+  auto images_range = [&](int64_t start, int64_t limit) {
+    for (int64_t b = start; b < limit; ++b) {
+      const float* image = image_data + b * image_size;
+      float* grad_image = gi_data + b * image_size;
+      std::memset(grad_image, 0, sizeof(float) * image_size);
+      // Coordinate gradients accumulate over the outputs that share a
+      // (broadcast) coordinate.
+      float* gx_image = gx_data + b * g.x_size;
+      float* gy_image = gy_data + b * g.y_size;
+      std::memset(gx_image, 0, sizeof(float) * g.x_size);
+      std::memset(gy_image, 0, sizeof(float) * g.y_size);
+      for (int64_t q = 0, i = 0, j = 0; q < pixels; ++q) {
+        const int64_t p = b * pixels + q;
+        const int64_t xq = i * g.x_row + j * g.x_col;
+        const int64_t yq = i * g.y_row + j * g.y_col;
+        const float xo = x_data[b * g.x_size + xq];
+        const float yo = y_data[b * g.y_size + yq];
+        const Corners k = Locate(xo, yo, width, height, channels, zeros);
+        const float fx = k.fx, fy = k.fy;
+        const float* u = up_data + p * channels;
+        float slope_x = 0.0f, slope_y = 0.0f;
+        for (int64_t c = 0; c < channels; ++c) {
+          const auto [v00, v01, v10, v11] = ReadCorners(k, image, channels, c);
+          const float dx_top = v01 - v00;
+          const float dx_bottom = v11 - v10;
+          const float top = v00 + fx * dx_top;
+          const float dy = (v10 + fx * dx_bottom) - top;
+          slope_x += u[c] * (dx_top + fy * (dx_bottom - dx_top));
+          slope_y += u[c] * dy;
+          const float up_bottom = u[c] * fy;
+          const float up_top = u[c] - up_bottom;
+          const float up_01 = up_top * fx;
+          const float up_11 = up_bottom * fx;
+          if (k.in00) grad_image[k.r0 + c] += up_top - up_01;
+          if (k.in01) grad_image[k.r0 + channels + c] += up_01;
+          if (k.in10) grad_image[k.r1 + c] += up_bottom - up_11;
+          if (k.in11) grad_image[k.r1 + channels + c] += up_11;
+        }
+        if (!zeros) {
+          // Border padding: torch counts the clamped region and the border
+          // itself as clipped (zero gradient).
+          if (!(xo > 0.0f && xo < static_cast<float>(width) - 1.0f)) slope_x = 0.0f;
+          if (!(yo > 0.0f && yo < static_cast<float>(height) - 1.0f)) slope_y = 0.0f;
+        }
+        gx_image[xq] += slope_x;
+        gy_image[yq] += slope_y;
+        if (++j == out_w) {  // (i, j) of output pixel q, without a division
+          j = 0;
+          ++i;
+        }
+      }
+    }
+  };
+#ifdef CRAM_SAMPLER_AVX512
+  if (HasAvx512() && FitsInt32(g)) {
+    tensorflow::Shard(workers.num_threads, workers.workers, g.batch,
+                      /*cost_per_unit=*/pixels * (10 + 12 * channels) +
+                          image_size,
+                      [&](int64_t start, int64_t limit) {
+                        BackwardImagesAvx512(g, zeros, image_data, x_data,
+                                             y_data, up_data, gi_data, gx_data,
+                                             gy_data, start, limit);
+                      });
+    return;
+  }
+#endif
+  tensorflow::Shard(workers.num_threads, workers.workers, g.batch,
+                    /*cost_per_unit=*/pixels * (40 + 30 * channels) + image_size,
+                    images_range);
+}
+
+// The images' sizes and the coordinates' layout: x (B, x_rows, x_cols) and
+// y (B, y_rows, y_cols), each (B, h, w) or broadcast along one axis.
+void SetLayout(const Tensor& images, int64_t x_rows, int64_t x_cols,
+               int64_t y_rows, int64_t y_cols, Geometry* g) {
+  g->batch = images.dim_size(0);
+  g->height = images.dim_size(1);
+  g->width = images.dim_size(2);
+  g->channels = images.dim_size(3);
+  g->out_h = std::max(x_rows, y_rows);
+  g->out_w = std::max(x_cols, y_cols);
+  if (x_rows == 0 || y_rows == 0) g->out_h = 0;
+  if (x_cols == 0 || y_cols == 0) g->out_w = 0;
+  g->x_size = x_rows * x_cols;
+  g->x_row = x_rows == 1 ? 0 : x_cols;
+  g->x_col = x_cols == 1 ? 0 : 1;
+  g->y_size = y_rows * y_cols;
+  g->y_row = y_rows == 1 ? 0 : y_cols;
+  g->y_col = y_cols == 1 ? 0 : 1;
+}
+
+absl::Status CheckImages(const Tensor& images) {
+  if (images.dims() != 4) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "images must be (batch, height, width, channels), got shape ",
+        images.shape().DebugString()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckUpstream(const Tensor& upstream, const Geometry& g) {
+  const TensorShape expected({g.batch, g.out_h, g.out_w, g.channels});
+  if (upstream.shape() != expected) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("upstream must have the output's shape ",
+                     expected.DebugString(), ", got ",
+                     upstream.shape().DebugString()));
+  }
+  return absl::OkStatus();
+}
+
 class SampleCommon : public OpKernel {
  public:
   explicit SampleCommon(OpKernelConstruction* context) : OpKernel(context) {
@@ -550,11 +771,7 @@ class SampleCommon : public OpKernel {
   // Checks images (B, H, W, C) and x, y (B, h, w) or broadcast to it.
   static absl::Status CheckInputs(const Tensor& images, const Tensor& x,
                                   const Tensor& y, Geometry* g) {
-    if (images.dims() != 4) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "images must be (batch, height, width, channels), got shape ",
-          images.shape().DebugString()));
-    }
+    TF_RETURN_IF_ERROR(CheckImages(images));
     auto mismatch = [&]() {
       return absl::InvalidArgumentError(absl::StrCat(
           "x and y must both be (batch, out_height, out_width), or broadcast to "
@@ -573,20 +790,8 @@ class SampleCommon : public OpKernel {
           absl::StrCat("x has batch ", x.dim_size(0), " but images have batch ",
                        images.dim_size(0)));
     }
-    g->batch = images.dim_size(0);
-    g->height = images.dim_size(1);
-    g->width = images.dim_size(2);
-    g->channels = images.dim_size(3);
-    g->out_h = std::max(x.dim_size(1), y.dim_size(1));
-    g->out_w = std::max(x.dim_size(2), y.dim_size(2));
-    if (x.dim_size(1) == 0 || y.dim_size(1) == 0) g->out_h = 0;
-    if (x.dim_size(2) == 0 || y.dim_size(2) == 0) g->out_w = 0;
-    g->x_size = x.dim_size(1) * x.dim_size(2);
-    g->x_row = x.dim_size(1) == 1 ? 0 : x.dim_size(2);
-    g->x_col = x.dim_size(2) == 1 ? 0 : 1;
-    g->y_size = y.dim_size(1) * y.dim_size(2);
-    g->y_row = y.dim_size(1) == 1 ? 0 : y.dim_size(2);
-    g->y_col = y.dim_size(2) == 1 ? 0 : 1;
+    SetLayout(images, x.dim_size(1), x.dim_size(2), y.dim_size(1),
+              y.dim_size(2), g);
     return absl::OkStatus();
   }
   bool zeros_;
@@ -602,52 +807,14 @@ class SampleOp : public SampleCommon {
     const Tensor& y = context->input(2);
     Geometry g;
     OP_REQUIRES_OK(context, CheckInputs(images, x, y, &g));
-    const int64_t batch = g.batch, height = g.height, width = g.width,
-                  channels = g.channels, out_h = g.out_h, out_w = g.out_w;
     Tensor* output = nullptr;
     OP_REQUIRES_OK(context,
                    context->allocate_output(
-                       0, TensorShape({batch, out_h, out_w, channels}), &output));
-    const float* image_data = images.flat<float>().data();
-    const float* x_data = x.flat<float>().data();
-    const float* y_data = y.flat<float>().data();
-    float* out = output->flat<float>().data();
-    const bool zeros = zeros_;
-    // One unit of work: one output row of one image.
-    auto rows = [&](int64_t start, int64_t limit) {
-      for (int64_t row = start; row < limit; ++row) {
-        const int64_t b = row / out_h, i = row % out_h;
-        const float* image = image_data + b * height * width * channels;
-        const float* x_row = x_data + b * g.x_size + i * g.x_row;
-        const float* y_row = y_data + b * g.y_size + i * g.y_row;
-        for (int64_t j = 0; j < out_w; ++j) {
-          const int64_t p = row * out_w + j;
-          const Corners k = Locate(x_row[j * g.x_col], y_row[j * g.y_col],
-                                   width, height, channels, zeros);
-          float* o = out + p * channels;
-          for (int64_t c = 0; c < channels; ++c) {
-            const auto [v00, v01, v10, v11] = ReadCorners(k, image, channels, c);
-            const float top = v00 + k.fx * (v01 - v00);
-            const float dy = (v10 + k.fx * (v11 - v10)) - top;
-            o[c] = top + k.fy * dy;
-          }
-        }
-      }
-    };
-    auto* workers = context->device()->tensorflow_cpu_worker_threads();
-#ifdef CRAM_SAMPLER_AVX512
-    if (HasAvx512() && FitsInt32(g)) {
-      tensorflow::Shard(workers->num_threads, workers->workers, batch * out_h,
-                        /*cost_per_unit=*/out_w * (4 + 4 * channels),
-                        [&](int64_t start, int64_t limit) {
-                          ForwardRowsAvx512(g, zeros, image_data, x_data,
-                                            y_data, out, start, limit);
-                        });
-      return;
-    }
-#endif
-    tensorflow::Shard(workers->num_threads, workers->workers, batch * out_h,
-                      /*cost_per_unit=*/out_w * (20 + 12 * channels), rows);
+                       0, TensorShape({g.batch, g.out_h, g.out_w, g.channels}),
+                       &output));
+    Forward(*context->device()->tensorflow_cpu_worker_threads(), g, zeros_,
+            images.flat<float>().data(), x.flat<float>().data(),
+            y.flat<float>().data(), output->flat<float>().data());
   }
 };
 
@@ -662,98 +829,276 @@ class SampleGradOp : public SampleCommon {
     const Tensor& upstream = context->input(3);
     Geometry g;
     OP_REQUIRES_OK(context, CheckInputs(images, x, y, &g));
-    const int64_t batch = g.batch, height = g.height, width = g.width,
-                  channels = g.channels, out_h = g.out_h, out_w = g.out_w;
-    OP_REQUIRES(context,
-                upstream.shape() == TensorShape({batch, out_h, out_w, channels}),
-                absl::InvalidArgumentError(absl::StrCat(
-                    "upstream must have the output's shape ",
-                    TensorShape({batch, out_h, out_w, channels}).DebugString(),
-                    ", got ", upstream.shape().DebugString())));
+    OP_REQUIRES_OK(context, CheckUpstream(upstream, g));
     Tensor *grad_images = nullptr, *grad_x = nullptr, *grad_y = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, images.shape(), &grad_images));
     OP_REQUIRES_OK(context, context->allocate_output(1, x.shape(), &grad_x));
     OP_REQUIRES_OK(context, context->allocate_output(2, y.shape(), &grad_y));
-    const float* image_data = images.flat<float>().data();
-    const float* x_data = x.flat<float>().data();
-    const float* y_data = y.flat<float>().data();
-    const float* up_data = upstream.flat<float>().data();
-    float* gi_data = grad_images->flat<float>().data();
-    float* gx_data = grad_x->flat<float>().data();
-    float* gy_data = grad_y->flat<float>().data();
-    const bool zeros = zeros_;
-    const int64_t image_size = height * width * channels;
-    const int64_t pixels = out_h * out_w;
-    auto images_range = [&](int64_t start, int64_t limit) {
+    Backward(*context->device()->tensorflow_cpu_worker_threads(), g, zeros_,
+             images.flat<float>().data(), x.flat<float>().data(),
+             y.flat<float>().data(), upstream.flat<float>().data(),
+             grad_images->flat<float>().data(), grad_x->flat<float>().data(),
+             grad_y->flat<float>().data());
+  }
+};
+
+// === Sampling by transform parameters ===
+//
+// The pixel coordinates of one input axis are an affine function of the
+// output pixel indices (cram_keras.ops.sampling._pixel_terms): for the
+// theta row (t1, t2, t3) that produces them,
+// t1 * across[j] + t2 * down[i] + t3 * half + offset, the terms computed in
+// double and rounded to float, as the keras.ops path does.
+struct AxisTerms {
+  std::vector<float> across, down;  // per output column j, per output row i
+  float half, offset;
+};
+
+std::vector<float> Terms(int64_t in, int64_t out, bool align_corners) {
+  std::vector<float> terms(static_cast<size_t>(out));
+  for (int64_t k = 0; k < out; ++k) {
+    const double kk = static_cast<double>(k);
+    double term;
+    if (align_corners) {
+      const double half = (static_cast<double>(in) - 1.0) / 2.0;
+      term = out == 1 ? 0.0
+                      : (static_cast<double>(in) - 1.0) /
+                                (static_cast<double>(out) - 1.0) * kk -
+                            half;
+    } else {
+      term = static_cast<double>(in) / static_cast<double>(out) * (kk + 0.5) -
+             static_cast<double>(in) / 2.0;
+    }
+    terms[k] = static_cast<float>(term);
+  }
+  return terms;
+}
+
+AxisTerms MakeAxisTerms(int64_t in, int64_t out_h, int64_t out_w,
+                        bool align_corners) {
+  AxisTerms t;
+  t.across = Terms(in, out_w, align_corners);
+  t.down = Terms(in, out_h, align_corners);
+  const double size = static_cast<double>(in);
+  t.half = static_cast<float>(align_corners ? (size - 1.0) / 2.0 : size / 2.0);
+  t.offset = static_cast<float>((size - 1.0) / 2.0);
+  return t;
+}
+
+enum class Transform { kAffine, kAttention, kAnisotropic };
+
+class TransformCommon : public OpKernel {
+ public:
+  explicit TransformCommon(OpKernelConstruction* context) : OpKernel(context) {
+    std::string padding, transform;
+    OP_REQUIRES_OK(context, context->GetAttr("padding", &padding));
+    OP_REQUIRES_OK(context, context->GetAttr("transform", &transform));
+    OP_REQUIRES_OK(context, context->GetAttr("output_height", &out_h_));
+    OP_REQUIRES_OK(context, context->GetAttr("output_width", &out_w_));
+    OP_REQUIRES_OK(context, context->GetAttr("align_corners", &align_corners_));
+    zeros_ = padding == "zeros";
+    transform_ = transform == "affine"      ? Transform::kAffine
+                 : transform == "attention" ? Transform::kAttention
+                                            : Transform::kAnisotropic;
+    parameters_ = transform_ == Transform::kAffine      ? 6
+                  : transform_ == Transform::kAttention ? 3
+                                                        : 4;
+  }
+
+ protected:
+  // Checks the inputs, sets the geometry and allocates the coordinates:
+  // (B, h, w) each for the affine map, x (B, 1, w) and y (B, h, 1) for the
+  // axis-aligned ones (x depends on the column only, y on the row only).
+  absl::Status Prepare(OpKernelContext* context, const Tensor& images,
+                       const Tensor& params, Geometry* g, Tensor* x,
+                       Tensor* y) const {
+    TF_RETURN_IF_ERROR(CheckImages(images));
+    if (params.dims() != 2 || params.dim_size(1) != parameters_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("params must be (batch, ", parameters_, "), got shape ",
+                       params.shape().DebugString()));
+    }
+    if (params.dim_size(0) != images.dim_size(0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("params have batch ", params.dim_size(0),
+                       " but images have batch ", images.dim_size(0)));
+    }
+    const bool full = transform_ == Transform::kAffine;
+    const int64_t x_rows = full ? out_h_ : 1, y_cols = full ? out_w_ : 1;
+    SetLayout(images, x_rows, out_w_, out_h_, y_cols, g);
+    TF_RETURN_IF_ERROR(context->allocate_temp(
+        tensorflow::DT_FLOAT, TensorShape({g->batch, x_rows, out_w_}), x));
+    TF_RETURN_IF_ERROR(context->allocate_temp(
+        tensorflow::DT_FLOAT, TensorShape({g->batch, out_h_, y_cols}), y));
+    return absl::OkStatus();
+  }
+
+  // Which parameters scale and shift each axis, for the axis-aligned maps.
+  int ScaleY() const { return transform_ == Transform::kAnisotropic ? 1 : 0; }
+  int ShiftX() const { return parameters_ - 2; }
+  int ShiftY() const { return parameters_ - 1; }
+
+  // The coordinates of every output pixel, split over images.
+  void Coordinates(const Workers& workers, const Geometry& g,
+                   const float* params, float* x, float* y) const {
+    const AxisTerms tx = MakeAxisTerms(g.width, out_h_, out_w_, align_corners_);
+    const AxisTerms ty = MakeAxisTerms(g.height, out_h_, out_w_, align_corners_);
+    const int64_t out_h = out_h_, out_w = out_w_;
+    auto images = [&](int64_t start, int64_t limit) {
       for (int64_t b = start; b < limit; ++b) {
-        const float* image = image_data + b * image_size;
-        float* grad_image = gi_data + b * image_size;
-        std::memset(grad_image, 0, sizeof(float) * image_size);
-        // Coordinate gradients accumulate over the outputs that share a
-        // (broadcast) coordinate.
-        float* gx_image = gx_data + b * g.x_size;
-        float* gy_image = gy_data + b * g.y_size;
-        std::memset(gx_image, 0, sizeof(float) * g.x_size);
-        std::memset(gy_image, 0, sizeof(float) * g.y_size);
-        for (int64_t q = 0, i = 0, j = 0; q < pixels; ++q) {
-          const int64_t p = b * pixels + q;
-          const int64_t xq = i * g.x_row + j * g.x_col;
-          const int64_t yq = i * g.y_row + j * g.y_col;
-          const float xo = x_data[b * g.x_size + xq];
-          const float yo = y_data[b * g.y_size + yq];
-          const Corners k = Locate(xo, yo, width, height, channels, zeros);
-          const float fx = k.fx, fy = k.fy;
-          const float* u = up_data + p * channels;
-          float slope_x = 0.0f, slope_y = 0.0f;
-          for (int64_t c = 0; c < channels; ++c) {
-            const auto [v00, v01, v10, v11] = ReadCorners(k, image, channels, c);
-            const float dx_top = v01 - v00;
-            const float dx_bottom = v11 - v10;
-            const float top = v00 + fx * dx_top;
-            const float dy = (v10 + fx * dx_bottom) - top;
-            slope_x += u[c] * (dx_top + fy * (dx_bottom - dx_top));
-            slope_y += u[c] * dy;
-            const float up_bottom = u[c] * fy;
-            const float up_top = u[c] - up_bottom;
-            const float up_01 = up_top * fx;
-            const float up_11 = up_bottom * fx;
-            if (k.in00) grad_image[k.r0 + c] += up_top - up_01;
-            if (k.in01) grad_image[k.r0 + channels + c] += up_01;
-            if (k.in10) grad_image[k.r1 + c] += up_bottom - up_11;
-            if (k.in11) grad_image[k.r1 + channels + c] += up_11;
+        const float* p = params + b * parameters_;
+        if (transform_ == Transform::kAffine) {
+          float* xb = x + b * g.x_size;
+          float* yb = y + b * g.y_size;
+          for (int64_t i = 0; i < out_h; ++i) {
+            const float* across_x = tx.across.data();
+            const float* across_y = ty.across.data();
+            const float down_x = tx.down[i], down_y = ty.down[i];
+            float* xr = xb + i * out_w;
+            float* yr = yb + i * out_w;
+            // Summed in the order of the keras.ops path's matrix product.
+            for (int64_t j = 0; j < out_w; ++j) {
+              xr[j] = p[0] * across_x[j] + p[1] * down_x + p[2] * tx.half +
+                      tx.offset;
+            }
+            for (int64_t j = 0; j < out_w; ++j) {
+              yr[j] = p[3] * across_y[j] + p[4] * down_y + p[5] * ty.half +
+                      ty.offset;
+            }
           }
-          if (!zeros) {
-            // Border padding: torch counts the clamped region and the border
-            // itself as clipped (zero gradient).
-            if (!(xo > 0.0f && xo < static_cast<float>(width) - 1.0f)) slope_x = 0.0f;
-            if (!(yo > 0.0f && yo < static_cast<float>(height) - 1.0f)) slope_y = 0.0f;
+        } else {
+          const float sx = p[0], sy = p[ScaleY()];
+          const float shift_x = p[ShiftX()], shift_y = p[ShiftY()];
+          for (int64_t j = 0; j < out_w; ++j) {
+            x[b * out_w + j] = sx * tx.across[j] + shift_x * tx.half + tx.offset;
           }
-          gx_image[xq] += slope_x;
-          gy_image[yq] += slope_y;
-          if (++j == out_w) {  // (i, j) of output pixel q, without a division
-            j = 0;
-            ++i;
+          for (int64_t i = 0; i < out_h; ++i) {
+            y[b * out_h + i] = sy * ty.down[i] + shift_y * ty.half + ty.offset;
           }
         }
       }
     };
-    auto* workers = context->device()->tensorflow_cpu_worker_threads();
-#ifdef CRAM_SAMPLER_AVX512
-    if (HasAvx512() && FitsInt32(g)) {
-      tensorflow::Shard(workers->num_threads, workers->workers, batch,
-                        /*cost_per_unit=*/pixels * (10 + 12 * channels) +
-                            image_size,
-                        [&](int64_t start, int64_t limit) {
-                          BackwardImagesAvx512(g, zeros, image_data, x_data,
-                                               y_data, up_data, gi_data,
-                                               gx_data, gy_data, start, limit);
-                        });
-      return;
-    }
-#endif
-    tensorflow::Shard(workers->num_threads, workers->workers, batch,
-                      /*cost_per_unit=*/pixels * (40 + 30 * channels) + image_size,
-                      images_range);
+    tensorflow::Shard(workers.num_threads, workers.workers, g.batch,
+                      /*cost_per_unit=*/8 * (g.x_size + g.y_size), images);
+  }
+
+  // The parameters' gradient from the coordinates' (chain rule through
+  // Coordinates): each output row's sums in float, the rows' in double.
+  // Split over images.
+  void ParamsGradient(const Workers& workers, const Geometry& g,
+                      const float* gx, const float* gy, float* grad) const {
+    const AxisTerms tx = MakeAxisTerms(g.width, out_h_, out_w_, align_corners_);
+    const AxisTerms ty = MakeAxisTerms(g.height, out_h_, out_w_, align_corners_);
+    const int64_t out_h = out_h_, out_w = out_w_;
+    auto images = [&](int64_t start, int64_t limit) {
+      for (int64_t b = start; b < limit; ++b) {
+        double sums[6] = {0, 0, 0, 0, 0, 0};
+        if (transform_ == Transform::kAffine) {
+          const float* gxb = gx + b * g.x_size;
+          const float* gyb = gy + b * g.y_size;
+          for (int64_t i = 0; i < out_h; ++i) {
+            const float* u = gxb + i * out_w;
+            const float* v = gyb + i * out_w;
+            float ua = 0, us = 0, va = 0, vs = 0;
+            for (int64_t j = 0; j < out_w; ++j) {
+              ua += u[j] * tx.across[j];
+              us += u[j];
+              va += v[j] * ty.across[j];
+              vs += v[j];
+            }
+            sums[0] += ua;
+            sums[1] += static_cast<double>(us) * tx.down[i];
+            sums[2] += us;
+            sums[3] += va;
+            sums[4] += static_cast<double>(vs) * ty.down[i];
+            sums[5] += vs;
+          }
+          sums[2] *= tx.half;
+          sums[5] *= ty.half;
+        } else {
+          double scale_x = 0, scale_y = 0, shift_x = 0, shift_y = 0;
+          for (int64_t j = 0; j < out_w; ++j) {
+            const double u = gx[b * out_w + j];
+            scale_x += u * tx.across[j];
+            shift_x += u;
+          }
+          for (int64_t i = 0; i < out_h; ++i) {
+            const double v = gy[b * out_h + i];
+            scale_y += v * ty.down[i];
+            shift_y += v;
+          }
+          sums[0] += scale_x;
+          sums[ScaleY()] += scale_y;
+          sums[ShiftX()] = shift_x * tx.half;
+          sums[ShiftY()] = shift_y * ty.half;
+        }
+        for (int k = 0; k < parameters_; ++k) {
+          grad[b * parameters_ + k] = static_cast<float>(sums[k]);
+        }
+      }
+    };
+    tensorflow::Shard(workers.num_threads, workers.workers, g.batch,
+                      /*cost_per_unit=*/8 * (g.x_size + g.y_size), images);
+  }
+
+  int64_t out_h_, out_w_;
+  bool align_corners_, zeros_;
+  Transform transform_;
+  int parameters_;
+};
+
+class TransformSampleOp : public TransformCommon {
+ public:
+  using TransformCommon::TransformCommon;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& images = context->input(0);
+    const Tensor& params = context->input(1);
+    Geometry g;
+    Tensor x, y;
+    OP_REQUIRES_OK(context, Prepare(context, images, params, &g, &x, &y));
+    const Workers& workers = *context->device()->tensorflow_cpu_worker_threads();
+    Coordinates(workers, g, params.flat<float>().data(), x.flat<float>().data(),
+                y.flat<float>().data());
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(
+                       0, TensorShape({g.batch, g.out_h, g.out_w, g.channels}),
+                       &output));
+    Forward(workers, g, zeros_, images.flat<float>().data(),
+            x.flat<float>().data(), y.flat<float>().data(),
+            output->flat<float>().data());
+  }
+};
+
+class TransformSampleGradOp : public TransformCommon {
+ public:
+  using TransformCommon::TransformCommon;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& images = context->input(0);
+    const Tensor& params = context->input(1);
+    const Tensor& upstream = context->input(2);
+    Geometry g;
+    Tensor x, y, grad_x, grad_y;
+    OP_REQUIRES_OK(context, Prepare(context, images, params, &g, &x, &y));
+    OP_REQUIRES_OK(context, CheckUpstream(upstream, g));
+    OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT,
+                                                   x.shape(), &grad_x));
+    OP_REQUIRES_OK(context, context->allocate_temp(tensorflow::DT_FLOAT,
+                                                   y.shape(), &grad_y));
+    Tensor *grad_images = nullptr, *grad_params = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, images.shape(), &grad_images));
+    OP_REQUIRES_OK(context, context->allocate_output(1, params.shape(), &grad_params));
+    const Workers& workers = *context->device()->tensorflow_cpu_worker_threads();
+    Coordinates(workers, g, params.flat<float>().data(), x.flat<float>().data(),
+                y.flat<float>().data());
+    Backward(workers, g, zeros_, images.flat<float>().data(),
+             x.flat<float>().data(), y.flat<float>().data(),
+             upstream.flat<float>().data(), grad_images->flat<float>().data(),
+             grad_x.flat<float>().data(), grad_y.flat<float>().data());
+    ParamsGradient(workers, g, grad_x.flat<float>().data(),
+                   grad_y.flat<float>().data(), grad_params->flat<float>().data());
   }
 };
 
@@ -763,3 +1108,8 @@ REGISTER_KERNEL_BUILDER(Name("CramSampleAtPixels").Device(tensorflow::DEVICE_CPU
                         SampleOp);
 REGISTER_KERNEL_BUILDER(Name("CramSampleAtPixelsGrad").Device(tensorflow::DEVICE_CPU),
                         SampleGradOp);
+REGISTER_KERNEL_BUILDER(Name("CramTransformSample").Device(tensorflow::DEVICE_CPU),
+                        TransformSampleOp);
+REGISTER_KERNEL_BUILDER(
+    Name("CramTransformSampleGrad").Device(tensorflow::DEVICE_CPU),
+    TransformSampleGradOp);
