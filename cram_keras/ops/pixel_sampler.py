@@ -52,7 +52,8 @@ def sample_pixels(images, x, y, padding):
     value exactly (the identity is bit-exact).
 
     With the compiled TensorFlow kernel on (`native_sampler`), float32
-    inputs outside XLA take that kernel: the same values, one fused pass.
+    inputs outside XLA take that kernel: the same values, one fused op
+    each way.
     """
     if native_sampler.applicable(images, x):
         return native_sampler.sample(images, x, y, padding)
