@@ -573,6 +573,88 @@ def test_the_build_command_builds_and_checks(tmp_path):
     assert len(list((tmp_path / "cache" / "kernels").glob("cram_sampler-tf*.so"))) == 1
 
 
+# Both op pairs on inputs that reach every branch: widths that are not a
+# multiple of 16, one and three channels, coordinates inside, on the border
+# and outside the image, both paddings.
+BOTH_LOOPS = """
+import sys
+import numpy as np
+import tensorflow as tf
+from cram_keras.ops import native_sampler
+
+library = native_sampler.load()
+rng = np.random.default_rng(11)
+results = {}
+for channels in (1, 3):
+    images = tf.constant(rng.standard_normal((3, 13, 21, channels)), tf.float32)
+    for padding in ("zeros", "border"):
+        x = tf.constant(rng.uniform(-4, 25, (3, 7, 19)), tf.float32)
+        y = tf.constant(rng.uniform(-4, 17, (3, 7, 19)), tf.float32)
+        up = tf.constant(rng.standard_normal((3, 7, 19, channels)), tf.float32)
+        key = f"pixels/{channels}/{padding}"
+        results[key + "/output"] = library.cram_sample_at_pixels(images, x, y, padding=padding)
+        for name, value in zip(
+            ("images", "x", "y"),
+            library.cram_sample_at_pixels_grad(images, x, y, up, padding=padding),
+        ):
+            results[key + "/grad_" + name] = value
+        for transform, base in (
+            ("affine", [0.9, 0.2, 0.1, -0.1, 1.1, 0.05]),
+            ("attention", [0.7, 0.2, -0.3]),
+            ("anisotropic", [1.2, 0.6, -0.4, 0.3]),
+        ):
+            params = tf.constant(
+                np.array(base) + 0.2 * rng.standard_normal((3, len(base))), tf.float32
+            )
+            attrs = dict(transform=transform, output_height=7, output_width=19,
+                         padding=padding, align_corners=False)
+            key = f"{transform}/{channels}/{padding}"
+            results[key + "/output"] = library.cram_transform_sample(images, params, **attrs)
+            grads = library.cram_transform_sample_grad(images, params, up, **attrs)
+            results[key + "/grad_images"], results[key + "/grad_params"] = grads
+np.savez(sys.argv[1], **{k: v.numpy() for k, v in results.items()})
+"""
+
+
+@pytest.mark.skipif(
+    "avx512f" not in __import__("cram_keras.platform_info").platform_info.cpu_flags(),
+    reason="the AVX-512 loops run only on a CPU with AVX-512",
+)
+def test_the_scalar_loops_match_the_avx512_loops(native_sampler_cache, tmp_path):
+    """CPUs without AVX-512 run the scalar loops; on this one
+    CRAM_KERAS_SAMPLER_SCALAR=1 makes a fresh process run them: the same
+    values and pixel gradients bit for bit, the parameters' gradient to its
+    float32 summation order."""
+    script = tmp_path / "both.py"
+    script.write_text(BOTH_LOOPS)
+    outputs = {}
+    for name in ("vector", "scalar"):
+        environment = dict(
+            os.environ, PYTHONPATH=str(REPO), CRAM_KERAS_CACHE=str(native_sampler_cache),
+            TF_CPP_MIN_LOG_LEVEL="2",
+        )  # fmt: skip
+        environment.pop("CRAM_KERAS_SAMPLER_SCALAR", None)
+        if name == "scalar":
+            environment["CRAM_KERAS_SAMPLER_SCALAR"] = "1"
+        path = tmp_path / f"{name}.npz"
+        result = subprocess.run(
+            [sys.executable, str(script), str(path)], capture_output=True, text=True,
+            cwd=tmp_path, env=environment, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[name] = dict(np.load(path))
+    vector, scalar = outputs["vector"], outputs["scalar"]
+    assert sorted(vector) == sorted(scalar) and len(vector) == 2 * 2 * (4 + 3 * 3)
+    for key, value in vector.items():
+        assert np.abs(value).max() > 0, key
+        if key.endswith("grad_params"):
+            np.testing.assert_allclose(
+                scalar[key], value, rtol=1e-5, atol=1e-6, err_msg=key
+            )
+        else:
+            np.testing.assert_array_equal(scalar[key], value, err_msg=key)
+
+
 def test_on_jax_the_kernel_is_refused_with_what_to_do(tmp_path):
     pytest.importorskip("jax")
     result = run_python(

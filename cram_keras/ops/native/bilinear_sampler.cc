@@ -29,7 +29,8 @@
 // (each image's gradient is written by one thread only: no atomics).
 //
 // On x86-64 CPUs with AVX-512 both passes run 16 output pixels at a time
-// (chosen at run time; other CPUs run the scalar loops): the same operations
+// (chosen at run time; other CPUs, or CRAM_KERAS_SAMPLER_SCALAR=1, run the
+// scalar loops): the same operations
 // in the same order per pixel, with masked gathers for the corners and no
 // fused multiply-adds (built with -ffp-contract=off), so the values are the
 // scalar loops' bit for bit. The backward pass still adds the pixels'
@@ -40,6 +41,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -253,11 +255,14 @@ struct Geometry {
 #ifdef CRAM_SAMPLER_AVX512
 
 // Whether this CPU (and its operating system) runs the AVX-512 loops.
+// CRAM_KERAS_SAMPLER_SCALAR=1 runs the scalar loops anyway (to check them on
+// a CPU with AVX-512); read once per process.
 bool HasAvx512() {
   static const bool has = __builtin_cpu_supports("avx512f") &&
                           __builtin_cpu_supports("avx512dq") &&
                           __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl");
+                          __builtin_cpu_supports("avx512vl") &&
+                          std::getenv("CRAM_KERAS_SAMPLER_SCALAR") == nullptr;
   return has;
 }
 
