@@ -504,9 +504,6 @@ def sample(images, x, y, padding):
     return fused(images, x, y)
 
 
-TRANSFORM_PARAMETERS = {"affine": 6, "attention": 3, "anisotropic": 4}
-
-
 def transform_sample(images, params, transform, output_size, padding, align_corners):
     """Sampling by an affine map's parameters with the compiled kernel, one
     op each way: the contract of `sampling.affine_sample` (`params` its
