@@ -41,6 +41,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
@@ -129,16 +130,12 @@ def keras_step(
 
     compiled = tf.function(eagerly, jit_compile=jit_compile)
 
-    if eager and native:
-        # The default setting: the kernel wherever it applies.
-        def step():
-            results = eagerly(images_t, inputs, cotangent_t)
-            return [np.asarray(t) for t in results]
-
-    elif eager:
+    if eager:
+        # With the kernel: the default setting (wherever it applies).
+        setting = contextlib.nullcontext if native else native_sampler.native_sampler
 
         def step():
-            with native_sampler.native_sampler(False):
+            with setting(False):
                 results = eagerly(images_t, inputs, cotangent_t)
             return [np.asarray(t) for t in results]
 
