@@ -346,7 +346,7 @@ def inpainting_figure(model, images, masks, path, extra=None, title=None):
     The input column shows the hole in grey (the encoder sees zeros there)
     and, for CRAM, the glimpse windows (one colour per glimpse). `extra`
     maps column titles to more completed images (other methods). `model` is
-    a `CRAMInpainter` (its `generate` is called). Drawn as one image of
+    a `CRAMInpainter` (its `infer` is called). Drawn as one image of
     tiles (`tile_mosaic`) on a single axes: a grid of axes costs seconds per
     figure, and the training runs draw one every epoch.
 
@@ -354,13 +354,9 @@ def inpainting_figure(model, images, masks, path, extra=None, title=None):
         `(path, strips)`: the strips (N, H, 4 W, C) are the four columns side
         by side (for TensorBoard).
     """
-    import keras
-
     images = np.asarray(images, np.float32)
     masks = np.asarray(masks, np.float32)
-    generated, tau = model.generate(images, masks, training=False)
-    generated = keras.ops.convert_to_numpy(generated)
-    tau = None if tau is None else keras.ops.convert_to_numpy(tau)
+    generated, tau = model.infer(images, masks)
     completed = images * (1.0 - masks) + generated * masks
     columns = [
         ("ground truth", images),

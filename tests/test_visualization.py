@@ -39,7 +39,7 @@ class StubInpainter:
     def __init__(self, tau):
         self.tau = tau
 
-    def generate(self, images, masks, training=False):
+    def infer(self, images, masks):
         return 1.0 - images, np.repeat(self.tau[None], len(images), axis=0)
 
 

@@ -3,7 +3,8 @@ classical baselines through the one scorer (`evaluate_inpainting`), and
 what each pathway of a CRAM encoder contributes (`pathway_diagnostics`).
 
 The model is any inpainter with ``predict`` on ``(image, mask)`` batches
-and, for the diagnostics, ``generate(images, mask, ablate=...)`` and an
+and, for the diagnostics, ``generate(images, mask, ablate=...)`` (on JAX
+``infer(images, mask, ablate=...)``) and an
 ``encoder`` with ``ablations`` (`cram_keras.models.inpainting`).
 """
 
@@ -59,28 +60,12 @@ def pathway_diagnostics(model, images, masks, batch_size=256):
     if not ablations:
         return None, None
     results, taus = {}, None
-    # Traced on TensorFlow for more than a few batches; eager for a few
-    # (tracing costs more) and on JAX.
-    compiled = len(images) > 4 * batch_size and keras.backend.backend() == "tensorflow"
     for ablate in (None, *ablations):
-
-        def fill(x, mask, ablate=ablate):
-            generated, tau = model.generate(x, mask, ablate=ablate)
-            return completed_image(x, generated, mask), tau
-
-        if compiled:
-            import tensorflow as tf
-
-            fill = tf.function(fill)
-
+        fill = _filler(model, ablate, traced=len(images) > 4 * batch_size)
         completed, tau_batches = [], []
         for start in range(0, len(images), batch_size):
-            x = keras.ops.convert_to_tensor(
-                images[start : start + batch_size], "float32"
-            )
-            mask = keras.ops.convert_to_tensor(
-                masks[start : start + batch_size], "float32"
-            )
+            x = np.asarray(images[start : start + batch_size], np.float32)
+            mask = np.asarray(masks[start : start + batch_size], np.float32)
             out, tau = fill(x, mask)
             completed.append(keras.ops.convert_to_numpy(out))
             tau_batches.append(keras.ops.convert_to_numpy(tau))
@@ -91,6 +76,31 @@ def pathway_diagnostics(model, images, masks, batch_size=256):
             taus = np.concatenate(tau_batches)
     results["windows"] = window_statistics(taus, masks)
     return results, taus
+
+
+def _filler(model, ablate, traced):
+    """`fill(images, mask) -> (completed, tau)` with `ablate`: on TensorFlow
+    a `tf.function` when `traced` (for more than a few batches; for a few,
+    tracing costs more) and eager otherwise; on JAX `model.infer` (one
+    compiled program)."""
+    if keras.backend.backend() == "jax":
+
+        def fill(x, mask):
+            generated, tau = model.infer(x, mask, ablate=ablate)
+            return completed_image(x, generated, mask), tau
+
+        return fill
+
+    def fill(x, mask):
+        generated, tau = model.generate(x, mask, ablate=ablate)
+        return completed_image(x, generated, mask), tau
+
+    if traced:
+        import tensorflow as tf
+
+        fill = tf.function(fill)
+    convert = keras.ops.convert_to_tensor
+    return lambda x, mask: fill(convert(x, "float32"), convert(mask, "float32"))
 
 
 def _as_floats(scores):

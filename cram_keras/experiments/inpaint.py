@@ -335,11 +335,7 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
             title=f"{config.method} on {_source_label(data.source)}",
         )
         if metrics.get("pathway_diagnostics"):
-            _, taus = model.generate(
-                keras.ops.convert_to_tensor(data.x_test[:n], "float32"),
-                keras.ops.convert_to_tensor(data.masks[:n], "float32"),
-            )
-            taus = keras.ops.convert_to_numpy(taus)
+            _, taus = model.infer(data.x_test[:n], data.masks[:n])
 
             stats = metrics["pathway_diagnostics"]["windows"]
             glimpse_windows_figure(

@@ -200,6 +200,7 @@ class CRAMEncoder(keras.Model):
         features_shape = self.localization.build_features([image_shape, clue_shape])
         state_shape = (batch, self.core_units)
         build_once(self.localization, [features_shape, state_shape])
+        build_once(self.transformer, [image_shape, (batch, 3)])
         patch_shape = (batch, self.glimpse_size, self.glimpse_size, image_shape[-1])
         build_once(self.glimpse, [patch_shape, (batch, 3)])
         build_once(

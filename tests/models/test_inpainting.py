@@ -489,6 +489,42 @@ def test_saved_and_reloaded_model_completes_identically(tmp_path):
     )
 
 
+def test_building_builds_every_layer_and_every_weight_without_running():
+    """`build` traces the networks on symbolic inputs (no forward pass): every
+    layer of the full-size CRAM inpainter ends built, and a training forward
+    pass afterwards creates no weight and builds nothing more."""
+    from cram_keras.experiments.inpaint import build_model, compile_model
+    from cram_keras.experiments.inpaint_config import SMOKE, Config
+
+    config = Config(**SMOKE)
+    model = compile_model(build_model(config, (32, 32, 3), 4), config)
+    unbuilt = [layer.name for layer in model._flatten_layers() if not layer.built]
+    assert not unbuilt
+    names = [v.path for v in model.weights]
+    assert len(names) > 100
+    images, masks = images_and_masks(2, channels=3)
+    model.compute_losses(images, masks)
+    assert [v.path for v in model.weights] == names
+    assert all(layer.built for layer in model._flatten_layers())
+
+
+def test_infer_returns_the_generators_output_and_glimpses_as_numpy():
+    from cram_keras.experiments.inpaint import build_model
+    from cram_keras.experiments.inpaint_config import SMOKE, Config
+
+    model = build_model(Config(**SMOKE), (32, 32, 3), 4)
+    images, masks = images_and_masks(3, channels=3)
+    for ablate in (None, "glimpses", "context"):
+        generated, tau = model.infer(images, masks, ablate=ablate)
+        assert isinstance(generated, np.ndarray) and isinstance(tau, np.ndarray)
+        expected, expected_tau = model.generate(images, masks, ablate=ablate)
+        np.testing.assert_array_equal(generated, ops.convert_to_numpy(expected))
+        np.testing.assert_array_equal(tau, ops.convert_to_numpy(expected_tau))
+    assert tau.shape == (3, SMOKE["glimpses"], 3)
+    generated, tau = compile_adam(tiny_model()).infer(*images_and_masks(2))
+    assert generated.shape == (2, 32, 32, 1) and tau is None
+
+
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="beta=-1"):
         tiny_model(beta=-1)

@@ -154,10 +154,18 @@ def train(weights):
     results["completed"] = model.predict(
         inpainting_eval_dataset(images, masks, BATCH), verbose=0
     )
-    # Five batches: the compiled recalibration pass (more than 4).
+    # Two batches (TensorFlow: eager; JAX: compiled), then five (compiled
+    # on both).
     batches = [(images[:BATCH], masks[:BATCH]), (images[BATCH:], masks[BATCH:])] * 3
+    model.recalibrate_batch_norm(batches[:2], num_batches=2)
+    results["recalibrated_two"] = [np.asarray(w) for w in model.get_weights()]
     model.recalibrate_batch_norm(batches[:5], num_batches=5)
     results["recalibrated"] = [np.asarray(w) for w in model.get_weights()]
+    # Inference outside `predict` (figures, diagnostics): TensorFlow eager,
+    # JAX one compiled program; a batch of 3, then of 5 (a second program).
+    for n in (3, 5):
+        generated, tau = model.infer(images[:n], masks[:n])
+        results[f"inferred_{n}"], results[f"tau_{n}"] = generated, tau
     logs = {"batches": batch_logs, "evaluate": {k: float(v) for k, v in scores.items()}}
     return results, logs
 
@@ -295,5 +303,17 @@ def test_the_trained_model_evaluates_completes_and_recalibrates_alike(both_backe
         for a, b in zip(on_tf["weights"], on_tf["recalibrated"], strict=True)
     ]
     assert any(changed)
-    for a, b in zip(on_tf["recalibrated"], on_jax["recalibrated"], strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    for key in ("recalibrated_two", "recalibrated"):
+        for a, b in zip(on_tf[key], on_jax[key], strict=True):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    assert not all(
+        np.array_equal(a, b)
+        for a, b in zip(on_tf["recalibrated_two"], on_tf["recalibrated"], strict=True)
+    )
+    # `infer` gives NumPy arrays of the generator's output and the glimpses,
+    # the same on both backends, for each batch size.
+    for n in (3, 5):
+        generated, tau = on_jax[f"inferred_{n}"], on_jax[f"tau_{n}"]
+        assert generated.shape == (n, 32, 32, 1) and tau.shape == (n, 1, 3)
+        np.testing.assert_allclose(generated, on_tf[f"inferred_{n}"], atol=1e-4)
+        np.testing.assert_allclose(tau, on_tf[f"tau_{n}"], atol=1e-6)

@@ -3,6 +3,7 @@ the local and global discriminators (the package docstring describes its
 parts)."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from cram_keras.evaluation.metrics import completed_image
@@ -13,6 +14,7 @@ from cram_keras.models.inpainting.recalibration import (
     compiled_training_forward,
     recalibrate_batch_norm,
 )
+from cram_keras.models.inpainting.stateless import jax_inference
 from cram_keras.models.inpainting.steps import (
     TRAINING_BACKENDS,
     jax_test_step,
@@ -177,8 +179,11 @@ class CRAMInpainter(keras.Model):
                 f"`{self.name}` needs images (B, H, W, C) of known H, W, C. "
                 f"Received: input_shape={input_shape}"
             )
-        images = ops.zeros((1,) + image_shape[1:])
-        mask = ops.ones((1,) + image_shape[1:3] + (1,))
+        # Symbolic inputs: every network builds its weights and is traced
+        # once for the output shapes, without running (on JAX an eager pass
+        # compiles every op on its own: tens of seconds on a CPU).
+        images = keras.KerasTensor((1,) + image_shape[1:])
+        mask = keras.KerasTensor((1,) + image_shape[1:3] + (1,))
         generated = self.generator(self.encoder([images, mask]))
         self.local_discriminator([generated, mask])
         self.global_discriminator(generated)
@@ -265,6 +270,31 @@ class CRAMInpainter(keras.Model):
         )
         generated = ops.cast(self.generator(z, training=training), images.dtype)
         return generated, None if tau is None else ops.cast(tau, images.dtype)
+
+    def infer(self, images, mask, ablate=None):
+        """`generate(images, mask, ablate=ablate)` in inference mode, as
+        NumPy arrays `(generated, tau)` (tau None without glimpses). On JAX
+        one compiled program per input shape and `ablate` (`jax.jit` of the
+        stateless pass: called eagerly, JAX compiles every op on its own, a
+        few seconds per new input shape on a CPU); eager on TensorFlow."""
+        images = np.asarray(images, np.float32)
+        mask = np.asarray(mask, np.float32)
+        if keras.backend.backend() == "jax":
+            if getattr(self, "_inference_fn", None) is None:
+                self._inference_fn = jax_inference(self)
+            generated, tau = self._inference_fn(
+                [v.value for v in self.trainable_variables],
+                [v.value for v in self.non_trainable_variables],
+                images,
+                mask,
+                ablate=ablate,
+            )
+        else:
+            generated, tau = self.generate(images, mask, ablate=ablate)
+        return (
+            ops.convert_to_numpy(generated),
+            None if tau is None else ops.convert_to_numpy(tau),
+        )
 
     def call(self, inputs, training=False):
         images, mask = inputs
@@ -373,14 +403,16 @@ class CRAMInpainter(keras.Model):
         subset this cost 1.5 dB of test hole PSNR. Nothing else changes (no
         gradients, no optimizer step); the discriminators are not used for
         inference and are left alone. On TensorFlow and JAX the forward pass
-        is one compiled function, traced once per model (eager for at most 4
-        batches, where tracing would cost more than it saves).
+        is one compiled function, traced once per model (on TensorFlow eager
+        for at most 4 batches, where tracing would cost more than it saves).
 
         Returns:
             The number of batches used.
         """
-        # Compiled for more than a few batches (tracing costs more).
-        forward = self._recalibration_forward(compiled=num_batches > 4)
+        # On TensorFlow compiled for more than a few batches (tracing costs
+        # more); on JAX always (eager, every op compiles on its own).
+        compiled = num_batches > 4 or keras.backend.backend() == "jax"
+        forward = self._recalibration_forward(compiled=compiled)
         return recalibrate_batch_norm(
             (self.encoder, self.generator), forward, dataset, num_batches
         )
