@@ -164,6 +164,14 @@ class CRAMClassificationExperiment(Experiment):
     monitor_mode = "max"
     smoke_overrides = SMOKE
 
+    def smoke_config(self, **overrides):
+        # The smoke run's step is eager on TensorFlow (for a few batches,
+        # tracing costs more); on JAX an eager step compiles every op on its
+        # own, which costs more than compiling the whole step once.
+        if keras.backend.backend() == "jax":
+            overrides.setdefault("run_eagerly", False)
+        return super().smoke_config(**overrides)
+
     name_fields = ("dataset", "clue", "glimpses", "seed", "tune")
 
     def run_name(self, config):

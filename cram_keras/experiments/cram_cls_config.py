@@ -230,7 +230,8 @@ class Config:
 
 
 # The smoke run: a tiny CRAM (2 glimpses, 16-unit core, one-layer CNNs), run
-# eagerly (no tracing: faster than a compiled step for a few batches).
+# eagerly on TensorFlow (no tracing: faster than a compiled step for a few
+# batches; on JAX the step is compiled: `CRAMClassificationExperiment.smoke_config`).
 SMOKE = dict(
     n_train=32, n_valid=16, n_test=16, glimpses=2, glimpse_size=8, core_units=16,
     context_filters=[4], context_units=8, localization_filters=[4],

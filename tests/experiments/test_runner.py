@@ -347,6 +347,20 @@ def test_jit_compile_follows_the_backend(
     assert experiment.jit_compile_for_backend(flag, run_eagerly) is expected
 
 
+@pytest.mark.parametrize("backend, eager", [("tensorflow", True), ("jax", False)])
+def test_the_classifiers_smoke_step_is_eager_only_on_tensorflow(
+    backend, eager, monkeypatch
+):
+    """On JAX an eager step compiles each of its ops alone: the smoke run
+    compiles the step instead."""
+    from cram_keras.experiments import cram_cls
+
+    monkeypatch.setattr(cram_cls.keras.backend, "backend", lambda: backend)
+    config = cram_cls.EXPERIMENT.smoke_config()
+    assert config.run_eagerly is eager
+    assert cram_cls.EXPERIMENT.smoke_config(epochs=1).run_eagerly is eager
+
+
 def test_a_setting_added_after_a_run_started_takes_its_default(tmp_path):
     """A run directory written before a Config gained a field (its
     config.json lacks the key) resumes as long as the new field keeps its
