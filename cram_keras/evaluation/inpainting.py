@@ -83,18 +83,15 @@ def _filler(model, ablate, traced):
     a `tf.function` when `traced` (for more than a few batches; for a few,
     tracing costs more) and eager otherwise; on JAX `model.infer` (one
     compiled program)."""
-    if keras.backend.backend() == "jax":
-
-        def fill(x, mask):
-            generated, tau = model.infer(x, mask, ablate=ablate)
-            return completed_image(x, generated, mask), tau
-
-        return fill
+    jax = keras.backend.backend() == "jax"
+    generate = model.infer if jax else model.generate
 
     def fill(x, mask):
-        generated, tau = model.generate(x, mask, ablate=ablate)
+        generated, tau = generate(x, mask, ablate=ablate)
         return completed_image(x, generated, mask), tau
 
+    if jax:
+        return fill
     if traced:
         import tensorflow as tf
 
