@@ -98,6 +98,11 @@ _state = {
 }
 # Set while the second derivative re-derives the gradient with keras.ops.
 _local = threading.local()
+# The keras.ops functions that the kernel's second derivatives differentiate,
+# registered by the modules that define them and import this one
+# (`set_reference`): "pixels", `pixel_sampler.sample_pixels`; "transform", the
+# keras.ops path of `transform_sample` (in `sampling`).
+_references = {}
 
 
 class NativeSamplerError(RuntimeError):
@@ -543,26 +548,15 @@ def _transform_sample_gradient(op, upstream):
     )
 
 
-def _keras_ops_transform_sample(images, params, attrs):
-    """The keras.ops path's `transform_sample` (differentiable again)."""
-    from cram_keras.ops import sampling
+def set_reference(name, function):
+    """Registers the keras.ops path that a kernel's second derivative
+    differentiates: `name` "pixels", a function with the signature of
+    `sample`, or "transform", one with that of `transform_sample`.
 
-    output_size = (attrs["output_height"], attrs["output_width"])
-    if attrs["transform"] == "affine":
-        return sampling.affine_sample(
-            images,
-            keras.ops.reshape(params, (-1, 2, 3)),
-            output_size,
-            padding=attrs["padding"],
-            align_corners=attrs["align_corners"],
-        )
-    return sampling.scale_translate_sample(
-        images,
-        params,
-        output_size,
-        padding=attrs["padding"],
-        align_corners=attrs["align_corners"],
-    )
+    Called by `pixel_sampler` and `sampling` when they are imported (this
+    module comes below them and imports neither); importing anything from
+    `cram_keras.ops` imports both."""
+    _references[name] = function
 
 
 @contextlib.contextmanager
@@ -581,8 +575,7 @@ def _register_second_derivative(tf):
         return
 
     def second_derivative(op, *cotangents):
-        from cram_keras.ops.pixel_sampler import sample_pixels
-
+        sample_pixels = _references["pixels"]
         images, x, y, upstream = op.inputs
         padding = op.get_attr("padding")
         if isinstance(padding, bytes):
@@ -617,12 +610,15 @@ def _register_second_derivative(tf):
     def transform_second_derivative(op, *cotangents):
         images, params, upstream = op.inputs
         attrs = _transform_attrs(op)
+        output_size = (attrs.pop("output_height"), attrs.pop("output_width"))
         with _keras_ops_only():
             with tf.GradientTape() as outer:
                 outer.watch([images, params, upstream])
                 with tf.GradientTape() as inner:
                     inner.watch([images, params])
-                    output = _keras_ops_transform_sample(images, params, attrs)
+                    output = _references["transform"](
+                        images, params, output_size=output_size, **attrs
+                    )
                 grads = inner.gradient(
                     output, [images, params], output_gradients=upstream
                 )

@@ -233,6 +233,21 @@ def scale_translate_sample(
 # === Coordinates ===
 
 
+def _transform_sample_keras_ops(
+    images, params, transform, output_size, padding, align_corners
+):
+    """`native_sampler.transform_sample` on the keras.ops path (`params` as
+    that function takes them), differentiable again: what the kernel's
+    second derivative differentiates."""
+    if transform == "affine":
+        theta = ops.reshape(params, (-1, 2, 3))
+        return affine_sample(images, theta, output_size, padding, align_corners)
+    return scale_translate_sample(images, params, output_size, padding, align_corners)
+
+
+native_sampler.set_reference("transform", _transform_sample_keras_ops)
+
+
 def coordinate_dtype(dtype):
     """The dtype of sampling coordinates made from values of `dtype`:
     float64 for float64, else float32."""

@@ -280,18 +280,30 @@ def test_rnn_spn_gradients_match_the_keras_ops_path(native):
         )
 
 
-@pytest.mark.parametrize("transform", ["affine", "axis_aligned"])
+@pytest.mark.parametrize("transform", ["grid", "affine", "axis_aligned"])
 def test_second_derivatives_match_the_keras_ops_path(native, transform):
     """The gradient of a gradient (a gradient penalty), traced in a
-    tf.function: through the kernel's gradient op (full coordinates, and
+    tf.function: through the kernel's gradient ops (sampling at a grid's
+    pixel coordinates; by an affine map's parameters, full coordinates, and
     coordinates broadcast along the rows and columns) it equals the
     keras.ops path's."""
     import tensorflow as tf
 
-    from cram_keras.ops import affine_sample, scale_translate_sample
+    from cram_keras.ops import (
+        affine_grid,
+        affine_sample,
+        bilinear_sample,
+        scale_translate_sample,
+    )
 
     images, theta, out = inputs()
-    if transform == "affine":
+    gradient_op = "CramTransformSampleGrad"
+    if transform == "grid":
+        params, gradient_op = theta, "CramSampleAtPixelsGrad"
+
+        def fn(images, params):
+            return bilinear_sample(images, affine_grid(params, out))
+    elif transform == "affine":
         params = theta
 
         def fn(images, params):
@@ -327,7 +339,7 @@ def test_second_derivatives_match_the_keras_ops_path(native, transform):
             types = {op.type for op in graph.get_operations()}
             for function in graph.as_graph_def().library.function:
                 types.update(node.op for node in function.node_def)
-            assert ("CramTransformSampleGrad" in types) == on
+            assert (gradient_op in types) == on
     for a, b in zip(*results, strict=True):
         assert np.abs(b).max() > 0
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
