@@ -65,9 +65,10 @@ def _flag(name):
     return "--" + name.replace("_", "-")
 
 
-def _default_text(value):
+def _default_text(value, choices=None):
     if value is None:
-        return "none"
+        # Where "none" is a value of its own (--clue none), None reads "unset".
+        return "unset" if choices and "none" in choices else "none"
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
     return str(value)
@@ -85,9 +86,11 @@ def add_config_flags(parser, config_cls, smoke_overrides=None):
         kind, _ = base_type(field.type)
         default = field_default(field)
         help_text = field_help(field)
-        default_note = f"(default: {_default_text(default)}"
+        choices = [c for c in meta.get("choices") or () if c is not None]
+        default_note = f"(default: {_default_text(default, choices)}"
         if smoke_overrides and field.name in smoke_overrides:
-            default_note += f"; --smoke: {_default_text(smoke_overrides[field.name])}"
+            smoke = _default_text(smoke_overrides[field.name], choices)
+            default_note += f"; --smoke: {smoke}"
         default_note += ")"
         help_text = f"{help_text} {default_note}".strip().replace("%", "%%")
         if kind is bool and default is False:
@@ -115,8 +118,8 @@ def add_config_flags(parser, config_cls, smoke_overrides=None):
             choices=None,
             metavar=meta.get("metavar")
             or (
-                "{" + ",".join(map(str, meta["choices"])) + "}"
-                if meta.get("choices")
+                "{" + ",".join(map(str, choices)) + "}"
+                if choices
                 else field.name.upper()
             ),
             help=help_text,
@@ -185,7 +188,7 @@ def build_parser(experiment):
     add_set_flag(
         common,
         "set any config field, e.g. --set clip_norm=5 (repeatable; "
-        "lists as 16,32,64; none for unset)",
+        "lists as 16,32,64; none or null for unset)",
     )
     common.add_argument(
         "--debug", action="store_true", help="show the traceback of user errors"

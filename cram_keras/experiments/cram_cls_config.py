@@ -62,8 +62,8 @@ class Config:
         "oracle: the digit's ground-truth silhouette; saliency: the mask of a "
         "CNN-DecNN trained on the training split's masks (SVHN: contrast "
         "pseudo-masks), thresholded at 0.5, at training and test time; none: an "
-        "all-zero clue and no clue loss (ablation); none means oracle, saliency "
-        "for svhn",
+        "all-zero clue and no clue loss (ablation); unset (or null): oracle, "
+        "saliency for svhn",
         choices=CLUES + (None,),
     )
     data_dir: str | None = option(

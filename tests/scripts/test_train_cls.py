@@ -334,6 +334,25 @@ def test_help_documents_every_flag():
         assert flag in proc.stdout, flag
 
 
+def test_the_clue_flag_tells_the_ablation_from_unset():
+    """`--clue none` is the ablation without a clue; unset (or `null`) is the
+    dataset's own clue. The help says which, without a `None` choice."""
+    from cram_keras.experiments import cli, cram_cls
+    from cram_keras.experiments.cram_cls_config import Config
+
+    parser = cli.build_parser(cram_cls.EXPERIMENT)
+    (action,) = [a for a in parser._actions if "--clue" in a.option_strings]
+    assert action.metavar == "{oracle,saliency,none}"
+    assert action.help.endswith("(default: unset)")
+    assert parser.parse_args(["--clue", "none"]).clue == "none"
+    assert parser.parse_args(["--clue", "null"]).clue is None
+    assert Config(clue=None).clue == "oracle"
+    assert Config(clue=None, dataset="svhn").clue == "saliency"
+    # Elsewhere None keeps reading "none" ("--set KEY=none").
+    (data_dir,) = [a for a in parser._actions if "--data-dir" in a.option_strings]
+    assert data_dir.help.endswith("(default: none)")
+
+
 def test_mixed_bfloat16_classifier_trains_with_the_clue_loss(tmp_path):
     from cram_keras.experiments import cram_cls
 
