@@ -300,6 +300,11 @@ def test_table1_gives_each_seed_and_the_mean_of_finished_ones(results_copy):
     headline = overview.headline("")
     line = next(row for row in headline.splitlines() if "d = 2, seed 1" in row)
     assert "`--model rnn_spn --seed 1`" in line and "| 1.80 % |" in line
+    # A run still training is on the results page only, not in the README.
+    run.update(finished=False, stopped_early=False, epochs_done=7)
+    (results / "rnn_spn_paper.json").write_text(json.dumps(cpu))
+    assert "(seed 1) (after 7 epochs; not finished)" in rnn_spn.rnn_spn_table1("docs")
+    assert "d = 2, seed 1" not in overview.headline("")
 
 
 def test_the_bfloat16_paper_run_is_shown_beside_the_float32_row(results_copy):
