@@ -460,6 +460,14 @@ def test_the_cram_full_setting_lists_every_run_as_far_as_it_has_got(results_copy
         f"at most {full['protocol']['epochs']} epochs with early stopping" in lines[0]
     )
     assert "seed 0: 2.13 %, 3 epochs, best 2" in lines[0]
+    # A clue with two finished seeds: their mean, each seed beside it.
+    full["progress"]["oracle"]["1"] = run([0.1, 0.02], True, 0.0187)
+    (results / "cram_cls_full.json").write_text(json.dumps(full))
+    (line,) = [r for r in overview.headline("").splitlines() if "full setting" in r]
+    assert "| 2.00 % (mean of 2 seeds) |" in line
+    assert (
+        "(seed 0: 2.13 %, 3 epochs, best 2; seed 1: 1.87 %, 2 epochs, best 2)" in line
+    )
 
 
 def test_the_headline_follows_the_inpainting_studies_as_they_finish(results_copy):

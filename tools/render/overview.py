@@ -135,11 +135,14 @@ def _classification_full_rows(base):
         if not runs:
             continue
         errors = [run["test_error"] for run in runs.values()]
-        per_seed = ", ".join(
+        per_seed = "; ".join(
             f"seed {seed}: {pct(run['test_error'], 2)}, {run['epochs_done']} epochs, "
             f"best {run['best_valid_epoch']}"
             for seed, run in runs.items()
         )
+        mean = pct(sum(errors) / len(errors), 2)
+        if len(errors) > 1:
+            mean += f" (mean of {len(errors)} seeds)"
         rows[clue] = [
             f"CRAM classification, 60x60 cluttered MNIST, {CLUE_SHORT[clue]}, "
             "full setting",
@@ -148,7 +151,7 @@ def _classification_full_rows(base):
             f"{pct(full['anchors']['ram_8_glimpses_cluttered60'], 2)}"
             if clue == "oracle"
             else "not reported",
-            pct(sum(errors) / len(errors), 2),
+            mean,
             f"`--clue {clue}`, all {full['protocol']['n_train']:,} images, at most "
             f"{full['protocol']['epochs']} epochs with early stopping ({per_seed}); "
             f"{short_hardware(name, full)}",
