@@ -297,9 +297,12 @@ def test_table1_gives_each_seed_and_the_mean_of_finished_ones(results_copy):
     # The unfinished CPU run of seed 0 is listed, but only finished runs count.
     assert "1.80 % (seed 1)" in cells[3]
     assert cells[4] == f"{(100 * seed0 + 1.80) / 2:.2f} % (seeds 0, 1)"
+    run["date"] = "2026-11-30"  # the date of the report that wrote the row
+    (results / "rnn_spn_paper.json").write_text(json.dumps(cpu))
     headline = overview.headline("")
     line = next(row for row in headline.splitlines() if "d = 2, seed 1" in row)
     assert "`--model rnn_spn --seed 1`" in line and "| 1.80 % |" in line
+    assert "TensorFlow, 2026-11-30 |" in line
     # A run still training is on the results page only, not in the README.
     run.update(finished=False, stopped_early=False, epochs_done=7)
     (results / "rnn_spn_paper.json").write_text(json.dumps(cpu))

@@ -400,11 +400,15 @@ def write_report(study):
             entry["hardware"] = results["hardware"]
             entry["backend"] = results["backend"]
             entry["commit"] = results["commit"]
+            entry["date"] = results["date"]
             variant, _ = split_seed(key)
             entry["configuration"] = f"{study.name}:{variant}"
             if variant not in study.named.variants:
                 print(f"{run_dir}: not a variant of {study.name}", file=sys.stderr)
         old = previous.get("models", {}).get(key)
+        if old is not None and "date" not in old and "date" in previous:
+            # A row kept from an earlier report carries that report's date.
+            old = dict(old, date=previous["date"])
         if entry is None:
             if old is not None:
                 results["models"][key] = old

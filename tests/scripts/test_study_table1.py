@@ -250,6 +250,13 @@ def test_report_rows_by_model_and_d_with_the_window_area(tmp_path, fake_mnist_di
     again = json.loads(output.read_text())
     assert again["models"]["rnn_spn_d3"] == entry
     assert again["models"]["rnn_spn_d3"]["commit"] != "abc123"
+    assert entry["date"] == results["date"]  # each row the date of its report
+    # A kept row without a date (an older file's) takes its report's date.
+    del again["models"]["rnn_spn_d3"]["date"]
+    output.write_text(json.dumps(dict(again, date="2020-01-02")))
+    assert driver.main(argv + ["--variants", "ffn_spn_d4", "--commit", "abc123"]) == 0
+    kept = json.loads(output.read_text())["models"]["rnn_spn_d3"]
+    assert kept == dict(entry, date="2020-01-02")
     table = campaign.markdown_table(results)
     rows = [line for line in table.splitlines()[2:]]
     assert len(rows) == 9  # the paper's nine rows, run or not
