@@ -67,10 +67,11 @@ def check_result(path):
     assert len(result["commit"]) == 40
     for row in result.get("models", {}).values():
         if isinstance(row, dict) and "configuration" in row:
+            # A row of another seed (the training script's --seed) is
+            # checked with its own seed.
             row_config, variant = named.load(row["configuration"])
-            check_settings(
-                row["settings"], row_config.resolve(variant, config.seeds[0])
-            )
+            seed = row.get("seed", config.seeds[0] if config.seeds else None)
+            check_settings(row["settings"], row_config.resolve(variant, seed))
     return config.name
 
 
@@ -125,3 +126,17 @@ def test_a_configuration_cannot_hold_a_data_folder(tmp_path):
     with pytest.raises(named.ConfigurationError, match="data_dir is not part"):
         named.load("rnn_spn/mine", configs_dir=str(tmp_path))
     assert named.names(str(tmp_path)) == ["rnn_spn/mine"]
+
+
+def test_a_row_of_another_seed_is_checked_with_its_seed(tmp_path):
+    result = json.loads((REPO / "benchmarks/results/rnn_spn_paper.json").read_text())
+    row = dict(result["models"]["rnn_spn"])
+    row["settings"] = dict(row["settings"], seed=1)
+    result["models"] = {"rnn_spn_seed1": dict(row, seed=1)}
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(result))
+    assert check_result(path) == "rnn_spn/table1"
+    result["models"]["rnn_spn_seed1"]["seed"] = 2  # its settings say seed 1
+    path.write_text(json.dumps(result))
+    with pytest.raises(AssertionError):
+        check_result(path)
