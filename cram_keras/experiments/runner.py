@@ -61,6 +61,13 @@ from cram_keras.utils import atomic_path, check_int, read_json, write_json
 _RUNS_IN_PROGRESS = 0
 
 
+# What a paused run of a training script tells the user.
+PAUSE_HINT = (
+    "run the same command again (without --stop-after-epochs, or with a larger "
+    "value) to continue."
+)
+
+
 def run_experiment(
     experiment,
     config,
@@ -72,6 +79,7 @@ def run_experiment(
     verbose=None,
     log=None,
     stop_after_epochs=None,
+    pause_hint=None,
 ):
     """Trains, evaluates and writes one run of ``experiment``; returns its
     metrics dict. See the module docstring for every step.
@@ -80,6 +88,8 @@ def run_experiment(
     committed, then return ``None`` without evaluating (the run stays
     resumable; a later call without it, or with a larger value, continues).
     For training in stretches, e.g. a campaign over several sessions.
+    ``pause_hint``: what the line that says the run paused tells the user to
+    do next (default: the training script's flags).
     """
     run = Run(
         output_dir,
@@ -115,13 +125,24 @@ def run_experiment(
                 overwrite=overwrite,
                 verbose=verbose,
                 stop_after_epochs=stop_after_epochs,
+                pause_hint=pause_hint or PAUSE_HINT,
                 nested=nested,
             )
     finally:
         _RUNS_IN_PROGRESS -= 1
 
 
-def _run(experiment, run, backend, *, overwrite, verbose, stop_after_epochs, nested):
+def _run(
+    experiment,
+    run,
+    backend,
+    *,
+    overwrite,
+    verbose,
+    stop_after_epochs,
+    pause_hint,
+    nested,
+):
     config, distribution = run.config, run.distribution
     state = inspect_run_dir(
         run.directory, config, overwrite, run.log, clear=run.is_chief
@@ -177,8 +198,7 @@ def _run(experiment, run, backend, *, overwrite, verbose, stop_after_epochs, nes
             if "_paused_at" in summary:
                 run.log(
                     f"paused: {run.directory} has {summary['_paused_at']} of "
-                    f"{config.epochs} epochs; run the same command again (without "
-                    "--stop-after-epochs, or with a larger value) to continue."
+                    f"{config.epochs} epochs; {pause_hint}"
                 )
                 return None
 

@@ -244,7 +244,12 @@ def run_trial(config, run_dir, epochs, smoke=False):
     they are); returns its committed log rows."""
     if len(committed_rows(run_dir)) < epochs:
         result = rnn_spn.train_and_evaluate(
-            config, run_dir, stop_after_epochs=epochs, smoke=smoke, verbose=0
+            config,
+            run_dir,
+            stop_after_epochs=epochs,
+            smoke=smoke,
+            verbose=0,
+            pause_hint="the trial is done (a larger --epochs of the search extends it).",
         )
         if result is not None:
             raise RuntimeError(

@@ -171,7 +171,10 @@ def run(study):
         for row, epochs in stage:
             print(f"campaign: {row} to {epochs or 'the end'}", flush=True)
             rnn_spn.train_and_evaluate(
-                configs[row], study.run_dir(row), stop_after_epochs=epochs
+                configs[row],
+                study.run_dir(row),
+                stop_after_epochs=epochs,
+                pause_hint="the campaign's next stage continues it.",
             )
     return 0
 

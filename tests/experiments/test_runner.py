@@ -155,9 +155,19 @@ def test_training_in_stretches_matches_an_uninterrupted_run(tmp_path, capsys):
     assert run_experiment(Toy(), ToyConfig(), str(out), stop_after_epochs=1) is None
     assert _log_epochs(out) == [0]
     assert not (out / "metrics.json").exists()
-    assert "paused:" in capsys.readouterr().err
-    # A smaller limit than the epochs done trains nothing and stays paused.
-    assert run_experiment(Toy(), ToyConfig(), str(out), stop_after_epochs=1) is None
+    err = capsys.readouterr().err
+    assert "paused:" in err and "without --stop-after-epochs" in err
+    # A smaller limit than the epochs done trains nothing and stays paused;
+    # a caller with its own way to continue says so instead of the flag.
+    hint = "the next stage continues it."
+    assert (
+        run_experiment(
+            Toy(), ToyConfig(), str(out), stop_after_epochs=1, pause_hint=hint
+        )
+        is None
+    )
+    err = capsys.readouterr().err
+    assert hint in err and "--stop-after-epochs" not in err
     assert run_experiment(Toy(), ToyConfig(), str(out), stop_after_epochs=3) is None
     assert _log_epochs(out) == [0, 1, 2]
     # A limit beyond the run's epochs finishes it.

@@ -90,7 +90,7 @@ def _keys(value, skip=("data_source",)):
 
 @pytest.mark.slow
 def test_smoke_search_chooses_the_validation_argmin_and_never_reads_test(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, capsys
 ):
     def forbidden(*args, **kwargs):
         raise AssertionError("the search evaluated the test set")
@@ -108,6 +108,10 @@ def test_smoke_search_chooses_the_validation_argmin_and_never_reads_test(
     ]  # fmt: skip
     assert driver.main(argv) == 0
     result = json.loads(output.read_text())
+    # Each trial pauses after its epochs; the search's own flags continue it.
+    said = capsys.readouterr()
+    assert "the trial is done" in said.out + said.err
+    assert "--stop-after-epochs" not in said.out + said.err
 
     entry = result["models"]["rnn_spn"]
     assert [t["name"] for t in entry["trials"]] == ["p0_d3", "paper_p0.3_d3"]
