@@ -9,14 +9,14 @@ Reproduces: the paper's "dropout rates optimized on the validation set" for
     protocol reached float32's test error that way: rnn_spn_paper_bf16.json)
 Command: python run_study.py rnn_spn/dropout_search_cpu --data-dir MNIST_DIR
 Hardware: not run yet; made for a CPU with AMX or AVX512_BF16
-Wall time: not run yet (11 trials of 20 epochs; about half an hour per trial
-    on 2 cores with AMX)
+Wall time: not run yet (11 trials of 20 epochs, about half an hour each on
+    2 cores with AMX; the check's 2 trials under float32, about 50 min each)
 
-bfloat16 counts here only if float32 agrees: before the chosen setting
-trains the full protocol, the chosen trial and the dropout-free one train
-again under float32 (`--set dtype_policy=float32 --rates 0,RATE
---placements PLACEMENT`, with their own --runs-dir and --output), and the
-choice stands if float32 orders the two the same way.
+bfloat16 counts here only if float32 agrees (DTYPE_CHECK): once the 11
+trials are done, the two best train again under float32, and the result
+file says whether the selection rule picks the same one of the two there
+(dtype_check). Only then does the chosen setting train the full protocol,
+in float32 (the result file's train_command).
 """
 
 PROTOCOL = "dropout_search"
@@ -28,4 +28,5 @@ GRID = dict(
     downsample=[2.0],
 )
 EPOCHS_PER_TRIAL = 20
+DTYPE_CHECK = "float32"
 OUTPUT = "benchmarks/results/rnn_spn_dropout_search_cpu.json"

@@ -37,6 +37,14 @@ decimals, i.e. the same number of misclassified validation digits) go to
 the lower dropout rate, then to the earlier trial in grid order (placement
 code before paper, smaller d first).
 
+A check of the search's precision (the configuration's DTYPE_CHECK, e.g.
+``"float32"`` for a search run under ``mixed_bfloat16``): once a family is
+complete, its two best trials by the selection rule train again, the same
+way, under that dtype policy (``<runs-dir>/<model>_<policy>/<trial>``), and
+the result file records both curves and whether the rule, applied to the two
+under that policy, picks the same trial (``dtype_check``). The choice stays
+the search's own; the check says whether it stands.
+
 Resumable: rerunning the same command skips finished trials, continues an
 interrupted one from its last committed epoch (the runner's checkpoints),
 and a larger ``--epochs`` extends every trial. The result file is rewritten
@@ -110,6 +118,15 @@ SELECTION_RULE = (
     f"(minimum over its epochs); ties (equal to {TIE_DECIMALS} decimals) to the "
     "lower dropout rate, then to the earlier trial in grid order"
 )
+
+
+DTYPE_CHECK_RULE = (
+    "per model, once its trials are done: its two best trials by the selection "
+    "rule train again under {policy}, the same way; the choice stands if the "
+    "rule picks the same trial of the two under {policy}"
+)
+# A trial's settings (grid_trials).
+GRID_FIELDS = ("name", "dropout", "dropout_placement", "downsample")
 
 
 def add_arguments(group):
@@ -298,18 +315,7 @@ def choose(records):
     """The selection rule over complete trial records (grid order): the
     record with the lowest ``best_valid_per_digit_error``; ties to the lower
     ``dropout``, then to the earlier record."""
-    if not records:
-        return None
-    order = range(len(records))
-    index = min(
-        order,
-        key=lambda i: (
-            round(records[i]["best_valid_per_digit_error"], TIE_DECIMALS),
-            records[i]["dropout"],
-            i,
-        ),
-    )
-    return records[index]
+    return ranked(records)[0] if records else None
 
 
 def train_command(model, record, data_dir, ramp_epochs):
@@ -345,6 +351,17 @@ def search(study):
         backend=keras.backend.backend(),
     )
     shard = None if args.report else args.shard
+    check_policy = study.named.extra.get("DTYPE_CHECK")
+    if check_policy == base.dtype_policy:
+        check_policy = None  # the search already ran under it
+    if check_policy:
+        try:  # a valid policy, before any run
+            dataclasses.replace(base, dtype_policy=check_policy)
+        except ValueError as err:
+            from cram_keras.studies.driver import StudyError
+
+            raise StudyError(f"{study.name}: DTYPE_CHECK: {err}") from None
+        results["dtype_check_rule"] = DTYPE_CHECK_RULE.format(policy=check_policy)
     if shard is not None:
         results["shard"] = f"{shard[0]}/{shard[1]}"
     index = -1  # of the trial, over every family's grid
@@ -383,8 +400,61 @@ def search(study):
             )
             study.write(results)
         _choose_if_complete(entry, model, trials, args.epochs, data_dir, ramp_epochs)
+        if check_policy and shard is None and entry["complete"]:
+            entry["dtype_check"] = dtype_check(
+                study, base, model, entry, check_policy, args.epochs
+            )
+            study.write(results)
     study.write(results)
     return results
+
+
+def ranked(records):
+    """``records`` in the selection rule's order, best first."""
+    order = sorted(
+        range(len(records)),
+        key=lambda i: (
+            round(records[i]["best_valid_per_digit_error"], TIE_DECIMALS),
+            records[i]["dropout"],
+            i,
+        ),
+    )
+    return [records[i] for i in order]
+
+
+def dtype_check(study, base, model, entry, policy, epochs):
+    """The family's two best trials again under the dtype ``policy``: their
+    records in grid order and whether the rule picks the same trial among
+    them (None until both have their epochs)."""
+    done = [t for t in entry["trials"] if t["epochs_done"] >= epochs]
+    best = {t["name"] for t in ranked(done)[:2]}
+    records = []
+    for trial in (t for t in done if t["name"] in best):  # grid order
+        settings = {k: trial[k] for k in GRID_FIELDS}
+        config = dataclasses.replace(
+            trial_config(base, model, settings, epochs), dtype_policy=policy
+        )
+        run_dir = os.path.join(study.runs_dir, f"{model}_{policy}", trial["name"])
+        if study.args.report:
+            if not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
+                continue
+            _check_run(config, run_dir)
+            rows = committed_rows(run_dir)
+        else:
+            print(f"search: {model} {trial['name']} under {policy}", flush=True)
+            rows = run_trial(config, run_dir, epochs, smoke=study.smoke)
+        records.append(trial_record(settings, rows, epochs, run_dir, study.runs_dir))
+    complete = len(records) == len(best) and all(
+        r["epochs_done"] >= epochs for r in records
+    )
+    picked = choose(records)["name"] if complete else None
+    return dict(
+        dtype_policy=policy,
+        trials=records,
+        complete=complete,
+        picks=picked,
+        agrees=None if picked is None else picked == entry["chosen"]["trial"],
+    )
 
 
 def _choose_if_complete(entry, model, trials, epochs, data_dir, ramp_epochs):

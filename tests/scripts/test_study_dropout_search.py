@@ -160,3 +160,58 @@ def test_smoke_search_chooses_the_validation_argmin_and_never_reads_test(
     assert (
         json.loads(output.read_text())["models"]["rnn_spn"]["chosen"] == entry["chosen"]
     )
+
+
+def _best_epoch_error(run_dir):
+    return min(1.0 - r["val_digit_accuracy"] for r in read_log(str(run_dir)))
+
+
+@pytest.mark.slow
+def test_the_precision_check_reruns_the_two_best_under_float32(tmp_path, monkeypatch):
+    monkeypatch.setattr(rnn_spn.RNNSPNExperiment, "evaluate", _forbidden)
+    output = tmp_path / "search.json"
+    runs = tmp_path / "runs"
+    argv = [
+        "rnn_spn/dropout_search_cpu",
+        "--smoke", "--epochs", "1", "--rates", "0,0.3,0.5", "--placements", "code",
+        "--runs-dir", str(runs), "--output", str(output),
+        "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    assert driver.main(argv) == 0
+    result = json.loads(output.read_text())
+    assert result["settings"]["dtype_policy"] == "mixed_bfloat16"
+    assert "float32" in result["dtype_check_rule"]
+    entry = result["models"]["rnn_spn"]
+    check = entry["dtype_check"]
+    assert check["dtype_policy"] == "float32" and check["complete"]
+
+    # The two best of the search, by the rule, from what the runs committed.
+    names = ["p0_d2", "code_p0.3_d2", "code_p0.5_d2"]
+    rates = [0.0, 0.3, 0.5]
+    searched = {n: _best_epoch_error(runs / "rnn_spn" / n) for n in names}
+    order = sorted(range(3), key=lambda i: (round(searched[names[i]], 6), rates[i]))
+    two = sorted(order[:2])
+    assert [t["name"] for t in check["trials"]] == [names[i] for i in two]
+    assert entry["chosen"]["trial"] == names[order[0]]
+    # Trained again under float32, the same settings otherwise.
+    checked = {}
+    for i in two:
+        run_dir = runs / "rnn_spn_float32" / names[i]
+        stored = json.loads((run_dir / "config.json").read_text())
+        assert stored["dtype_policy"] == "float32" and stored["dropout"] == rates[i]
+        assert not (run_dir / "metrics.json").exists()
+        checked[names[i]] = (round(_best_epoch_error(run_dir), 6), rates[i])
+    picks = min(checked, key=checked.__getitem__)
+    assert check["picks"] == picks
+    assert check["agrees"] == (picks == entry["chosen"]["trial"])
+
+    # A rerun and a report train nothing and record the same check.
+    monkeypatch.setattr(rnn_spn, "train_and_evaluate", _forbidden)
+    for extra in ([], ["--report"]):
+        assert driver.main(argv + extra) == 0
+        again = json.loads(output.read_text())["models"]["rnn_spn"]
+        assert again["dtype_check"] == check
+
+
+def _forbidden(*args, **kwargs):
+    raise AssertionError("called where nothing may train or read the test set")
