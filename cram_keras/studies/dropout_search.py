@@ -380,15 +380,12 @@ def search(study):
                 continue
             run_dir = run_dir_for(study.runs_dir, model, trial)
             config = trial_config(base, model, trial, args.epochs)
-            if args.report:
-                if not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
-                    continue
-                _check_run(config, run_dir)
-                rows = committed_rows(run_dir)
-            else:
-                # One line per trial, read by benchmarks/rnn_spn_gpu_fill.py.
-                print(f"search: {model} {trial['name']}", flush=True)
-                rows = run_trial(config, run_dir, args.epochs, smoke=study.smoke)
+            # One line per trial, read by benchmarks/rnn_spn_gpu_fill.py.
+            rows = trial_rows(
+                study, config, run_dir, args.epochs, f"{model} {trial['name']}"
+            )
+            if rows is None:
+                continue
             if results["data_source"] is None:
                 stored = read_json(os.path.join(run_dir, CONFIG_FILE))
                 results["data_source"] = stored.get("data_source")
@@ -407,6 +404,19 @@ def search(study):
             study.write(results)
     study.write(results)
     return results
+
+
+def trial_rows(study, config, run_dir, epochs, line):
+    """A trial's committed log rows: trained to ``epochs`` first (after the
+    line ``search: <line>``), or with ``--report`` read as they are (None
+    where the trial has no run directory)."""
+    if study.args.report:
+        if not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
+            return None
+        _check_run(config, run_dir)
+        return committed_rows(run_dir)
+    print(f"search: {line}", flush=True)
+    return run_trial(config, run_dir, epochs, smoke=study.smoke)
 
 
 def ranked(records):
@@ -435,14 +445,10 @@ def dtype_check(study, base, model, entry, policy, epochs):
             trial_config(base, model, settings, epochs), dtype_policy=policy
         )
         run_dir = os.path.join(study.runs_dir, f"{model}_{policy}", trial["name"])
-        if study.args.report:
-            if not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
-                continue
-            _check_run(config, run_dir)
-            rows = committed_rows(run_dir)
-        else:
-            print(f"search: {model} {trial['name']} under {policy}", flush=True)
-            rows = run_trial(config, run_dir, epochs, smoke=study.smoke)
+        line = f"{model} {trial['name']} under {policy}"
+        rows = trial_rows(study, config, run_dir, epochs, line)
+        if rows is None:
+            continue
         records.append(trial_record(settings, rows, epochs, run_dir, study.runs_dir))
     complete = len(records) == len(best) and all(
         r["epochs_done"] >= epochs for r in records
