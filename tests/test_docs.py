@@ -310,6 +310,45 @@ def test_table1_gives_each_seed_and_the_mean_of_finished_ones(results_copy):
     assert "d = 2, seed 1" not in overview.headline("")
 
 
+def test_the_zoom_verdict_compares_finished_runs_of_each_d(results_copy):
+    """Whether the mean window area falls as d grows: over finished runs
+    only, a factor's runs averaged, each model on its own."""
+    rnn_spn = importlib.import_module("render.rnn_spn")
+    results = results_copy
+    cpu = json.loads((results / "rnn_spn_paper.json").read_text())
+    d3 = cpu["models"]["rnn_spn_d3"]
+    d3_means = []
+    for name in ("rnn_spn_paper.json", "rnn_spn_paper_bf16.json"):
+        runs = json.loads((results / name).read_text())["models"]
+        areas = runs["rnn_spn_d3"]["window_area_per_step"]
+        d3_means.append(sum(areas) / len(areas))
+    d3_mean = sum(d3_means) / 2
+
+    def verdict(models):
+        (results / "rnn_spn_paper.json").write_text(
+            json.dumps(dict(cpu, models=models))
+        )
+        return rnn_spn.rnn_spn_zoom("docs").split("\n\n")[1:]
+
+    training = dict(d3, finished=False, stopped_early=False, epochs_done=9)
+    d2 = dict(training, downsample=2.0, window_area_per_step=[0.2, 0.3, 0.4])
+    text = verdict({"rnn_spn_d3": d3, "rnn_spn_seed1": d2})
+    assert text[0].startswith("RNN-SPN: only d = 3 has a finished run")
+    assert f"d = 3: {d3_mean:.2f}" in text[0]
+    d2.update(finished=True, stopped_early=True, window_area_per_step=[0.1, 0.2])
+    text = verdict({"rnn_spn_d3": d3, "rnn_spn_seed1": d2})
+    assert f"(d = 2: 0.15; d = 3: {d3_mean:.2f})" in text[0]
+    assert "does not fall" in text[0]  # d = 2's windows are the smaller
+    d2["window_area_per_step"] = [0.5, 0.6, 0.7]
+    d4 = dict(d3, downsample=4.0, window_area_per_step=[0.1, 0.1, 0.1])
+    ffn = dict(d3, window_area_per_step=[0.3, 0.3, 0.3])
+    models = {"rnn_spn_d3": d3, "rnn_spn_seed1": d2, "rnn_spn_d4": d4}
+    text = verdict(dict(models, ffn_spn_d3=ffn))
+    assert text[0].startswith("FFN-SPN: only d = 3")
+    assert f"(d = 2: 0.60; d = 3: {d3_mean:.2f}; d = 4: 0.10)" in text[1]
+    assert "falls at every step of d" in text[1]
+
+
 def test_the_bfloat16_paper_run_is_shown_beside_the_float32_row(results_copy):
     speed = importlib.import_module("render.speed")
     results = results_copy

@@ -13,6 +13,7 @@ from .sources import (
     hardware,
     link,
     load,
+    result_exists,
     result_link,
     sourced,
 )
@@ -208,6 +209,89 @@ def rnn_spn_cpu(result):
         "state",
     ]
     return table(header, rows)
+
+
+# The result files whose RNN-SPN and FFN-SPN runs record their window areas.
+ZOOM_SOURCES = (
+    "rnn_spn_paper.json",
+    "rnn_spn_paper_bf16.json",
+    "rnn_spn_paper_gpu.json",
+)
+
+
+def rnn_spn_zoom(base):
+    """The zoom against d: every run that measured its windows' areas (the
+    mean area of each step's window as a fraction of the image, on the test
+    set), and per model whether the mean area over the finished runs falls
+    as d grows, as the paper says."""
+    rows, finished = [], {}
+    for name in ZOOM_SOURCES:
+        if not result_exists(name):
+            continue
+        result = load(name)
+        policy = result.get("settings", {}).get("dtype_policy", "float32")
+        for key, run in table1_runs(result):
+            areas = run.get("window_area_per_step")
+            if not areas:
+                continue
+            model, d, _ = split_key(key)
+            done = run["finished"]
+            mean = sum(areas) / len(areas)
+            if done:
+                finished.setdefault(model, {}).setdefault(d, []).append(mean)
+            state = (
+                _state(run, "")
+                if done
+                else f"training: after {run['epochs_done']} epochs, not counted"
+            )
+            rows.append(
+                [
+                    row_label(key),
+                    policy,
+                    f"{mean:.2f}",
+                    ", ".join(f"{a:.2f}" for a in areas),
+                    state,
+                    result_link(name, base),
+                ]
+            )
+    if not rows:
+        return "No run has measured its windows yet."
+    header = [
+        "model",
+        "precision",
+        "mean window area (fraction of the image)",
+        "per step",
+        "state",
+        "result file",
+    ]
+    return paragraphs(
+        table(header, rows), *map(_zoom_verdict, sorted(finished.items()))
+    )
+
+
+def _zoom_verdict(item):
+    """One sentence per model: whether its mean window area falls as d grows,
+    over the factors with a finished run (the mean over their runs)."""
+    model, by_d = item
+    means = {d: sum(v) / len(v) for d, v in sorted(by_d.items())}
+    listed_means = "; ".join(f"d = {d}: {m:.2f}" for d, m in means.items())
+    name = MODEL_NAMES[model]
+    if len(means) < 2:
+        (d,) = means
+        return (
+            f"{name}: only d = {d} has a finished run ({listed_means}); whether "
+            "the windows shrink as d grows needs a second factor."
+        )
+    values = list(means.values())
+    falls = all(b < a for a, b in zip(values, values[1:], strict=False))
+    verdict = (
+        "falls at every step of d: over these factors the paper's claim holds "
+        "(a larger d makes the model zoom in)"
+        if falls
+        else "does not fall at every step of d: over these factors the paper's "
+        "claim (a larger d makes the model zoom in) does not hold"
+    )
+    return f"{name}, finished runs ({listed_means}): the mean window area {verdict}."
 
 
 @sourced("rnn_spn_init.json")
