@@ -98,6 +98,7 @@ from cram_keras.experiments.run_dir import (
 )
 from cram_keras.studies.driver import recorded_path
 from cram_keras.training.checkpoint import EpochCheckpoints
+from cram_keras.training.progress import format_seconds
 from cram_keras.utils import read_json
 
 MODELS = ("rnn_spn", "ffn_spn", "conv")
@@ -365,6 +366,13 @@ def search(study):
     if shard is not None:
         results["shard"] = f"{shard[0]}/{shard[1]}"
     index = -1  # of the trial, over every family's grid
+    grid_size = sum(
+        len(grid_trials(m, args.rates, args.placements, args.downsample))
+        for m in args.models
+    )
+    progress = SearchProgress(
+        sum(1 for i in range(grid_size) if shard is None or i % shard[1] == shard[0])
+    )
     for model in args.models:
         trials = grid_trials(model, args.rates, args.placements, args.downsample)
         results["grid"][model] = dict(
@@ -392,6 +400,8 @@ def search(study):
             entry["trials"].append(
                 trial_record(trial, rows, args.epochs, run_dir, study.runs_dir)
             )
+            if not args.report:
+                progress.trial_done(entry["trials"][-1], args.epochs)
             _choose_if_complete(
                 entry, model, trials, args.epochs, data_dir, ramp_epochs
             )
@@ -404,6 +414,29 @@ def search(study):
             study.write(results)
     study.write(results)
     return results
+
+
+class SearchProgress:
+    """After each trial, one line: the trials done of those this process
+    runs, and the time the rest should take at the mean training time of
+    the complete trials so far (their committed epochs, whenever trained)."""
+
+    def __init__(self, total):
+        self.total, self.done, self.seconds = total, 0, []
+
+    def trial_done(self, record, epochs):
+        self.done += 1
+        if record["epochs_done"] >= epochs and record["train_seconds"] > 0:
+            self.seconds.append(record["train_seconds"])
+        left = self.total - self.done
+        line = f"search: {self.done} of {self.total} trials done"
+        if left and self.seconds:
+            mean = sum(self.seconds) / len(self.seconds)
+            line += (
+                f"; about {format_seconds(left * mean)} to go "
+                f"({format_seconds(mean)} per trial)"
+            )
+        print(line, flush=True)
 
 
 def trial_rows(study, config, run_dir, epochs, line):

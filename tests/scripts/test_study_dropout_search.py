@@ -112,6 +112,9 @@ def test_smoke_search_chooses_the_validation_argmin_and_never_reads_test(
     said = capsys.readouterr()
     assert "the trial is done" in said.out + said.err
     assert "--stop-after-epochs" not in said.out + said.err
+    # After each trial: how many are done, and the time the rest should take.
+    assert "search: 1 of 2 trials done; about " in said.out
+    assert "search: 2 of 2 trials done\n" in said.out
 
     entry = result["models"]["rnn_spn"]
     assert [t["name"] for t in entry["trials"]] == ["p0_d3", "paper_p0.3_d3"]
@@ -215,3 +218,19 @@ def test_the_precision_check_reruns_the_two_best_under_float32(tmp_path, monkeyp
 
 def _forbidden(*args, **kwargs):
     raise AssertionError("called where nothing may train or read the test set")
+
+
+def test_the_search_progress_line(capsys):
+    progress = search.SearchProgress(4)
+    record = dict(epochs_done=20, train_seconds=600.0)
+    progress.trial_done(record, 20)
+    progress.trial_done(dict(record, train_seconds=1200.0), 20)
+    # A trial cut short (fewer epochs) does not count in the mean.
+    progress.trial_done(dict(record, epochs_done=3, train_seconds=90.0), 20)
+    progress.trial_done(record, 20)
+    assert capsys.readouterr().out.splitlines() == [
+        "search: 1 of 4 trials done; about 30m00s to go (10m00s per trial)",
+        "search: 2 of 4 trials done; about 30m00s to go (15m00s per trial)",
+        "search: 3 of 4 trials done; about 15m00s to go (15m00s per trial)",
+        "search: 4 of 4 trials done",
+    ]
