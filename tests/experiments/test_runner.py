@@ -536,3 +536,22 @@ def test_default_run_name_leaves_out_max_trials():
     assert name(inpaint.EXPERIMENT, inpaint.Config(tune=True, max_trials=40)) == base
     other = inpaint.Config(tune=True, glimpse_range=[1, 4])
     assert name(inpaint.EXPERIMENT, other) != base
+
+
+def test_a_run_under_mixed_bfloat16_notes_a_cpu_that_emulates_it(
+    tmp_path, monkeypatch, capsys
+):
+    from cram_keras import platform_info
+
+    @dataclasses.dataclass(frozen=True)
+    class ToyBf16Config(ToyConfig):
+        dtype_policy: str = "mixed_bfloat16"
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(platform_info, "accelerators", lambda: [])
+    old_cpu = ["avx2", "fma", "avx512f"]
+    for flags, noted in ((old_cpu, True), ([*old_cpu, "amx_bf16"], False)):
+        monkeypatch.setattr(platform_info, "cpu_flags", lambda flags=flags: flags)
+        out = tmp_path / "-".join(flags)
+        run_experiment(Toy(), ToyBf16Config(epochs=1), str(out))
+        assert ("bfloat16 is emulated here" in capsys.readouterr().err) == noted

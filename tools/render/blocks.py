@@ -29,6 +29,7 @@ RENDERERS = {
     "rnn_spn_speed": speed.rnn_spn_speed,
     "train_speed": speed.train_speed,
     "bf16": speed.bf16,
+    "bf16_emulated": speed.bf16_emulated,
     "bf16_paper": speed.bf16_paper,
     "inpaint_bf16": inpainting.inpaint_bf16,
     "cram_cls": cram_cls.cram_cls,

@@ -158,6 +158,39 @@ def bf16(result):
     return table(header, rows)
 
 
+# What an ONEDNN_MAX_CPU_ISA limit of `bf16_emulated.py` leaves oneDNN.
+ISA_LIMITS = {
+    "ALL": "every instruction set of the CPU",
+    "AVX512_CORE_VNNI": "AVX-512 without AVX512_BF16 and AMX (bfloat16 emulated)",
+    "AVX2": "AVX2 (bfloat16 emulated)",
+}
+
+
+@sourced("bf16_emulated.json", machine=cpu)
+def bf16_emulated(result):
+    rows = []
+    for isa, models in result["runs"].items():
+        for model, row in models.items():
+            label, unit = MODELS[model]
+            rows.append(
+                [
+                    f"`{isa}`: {ISA_LIMITS.get(isa, isa)}",
+                    label,
+                    f"{whole(row['float32'])} {unit}/s",
+                    f"{whole(row['mixed_bfloat16'])} {unit}/s",
+                    ratio(row["mixed_bfloat16_over_float32"]),
+                ]
+            )
+    header = [
+        "oneDNN limited to (`ONEDNN_MAX_CPU_ISA`)",
+        "training step",
+        "float32",
+        "mixed_bfloat16",
+        "mixed_bfloat16 / float32",
+    ]
+    return table(header, rows)
+
+
 BF16_PAPER = "rnn_spn_paper_bf16.json"
 
 
