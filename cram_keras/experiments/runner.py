@@ -53,7 +53,8 @@ from cram_keras.experiments.run_dir import (
 )
 from cram_keras.training.checkpoint import crash_point
 from cram_keras.training.distribute import Distribution
-from cram_keras.training.precision import dtype_policy_scope, emulated_bfloat16_note
+from cram_keras.training.hardware_notes import run_notes
+from cram_keras.training.precision import dtype_policy_scope
 from cram_keras.utils import atomic_path, check_int, read_json, write_json
 
 # Runs of run_experiment in progress in this process (a search runs its
@@ -160,9 +161,9 @@ def _run(
     )
     if not nested:
         report.say(report.setup_line(backend, distribution.describe(), describe()))
-    note = emulated_bfloat16_note(getattr(config, "dtype_policy", None))
-    if note and run.is_chief:
-        run.log(note)
+    if run.is_chief and not nested:
+        for note in run_notes(getattr(config, "dtype_policy", None), backend):
+            run.log(note)
     start = time.perf_counter()
     run.data = experiment.load_data(run)
     experiment.check_inputs(run)

@@ -554,4 +554,5 @@ def test_a_run_under_mixed_bfloat16_notes_a_cpu_that_emulates_it(
         monkeypatch.setattr(platform_info, "cpu_flags", lambda flags=flags: flags)
         out = tmp_path / "-".join(flags)
         run_experiment(Toy(), ToyBf16Config(epochs=1), str(out))
-        assert ("bfloat16 is emulated here" in capsys.readouterr().err) == noted
+        err = capsys.readouterr().err
+        assert ("note: mixed_bfloat16 on a CPU without bfloat16" in err) == noted

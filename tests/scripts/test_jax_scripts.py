@@ -41,6 +41,9 @@ def test_smoke_trains_on_jax(script, figure, tmp_path):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["backend"] == "jax" and metrics["epochs"] == 2
+    # Without a GPU the run says once that TensorFlow is faster on a CPU.
+    said = proc.stdout + proc.stderr
+    assert said.count("note: JAX without a GPU") == ("no GPU" in metrics["hardware"])
     # The step is compiled with jax.jit (an eager JAX step compiles each op).
     config = json.loads((out / "config.json").read_text())
     assert not config.get("run_eagerly", False)

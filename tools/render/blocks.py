@@ -30,6 +30,7 @@ RENDERERS = {
     "train_speed": speed.train_speed,
     "bf16": speed.bf16,
     "bf16_emulated": speed.bf16_emulated,
+    "backend_speed": speed.backend_speed,
     "bf16_paper": speed.bf16_paper,
     "inpaint_bf16": inpainting.inpaint_bf16,
     "cram_cls": cram_cls.cram_cls,

@@ -148,6 +148,7 @@ def versions(result):
     for key, label in (
         ("tensorflow", "TensorFlow"),
         ("keras", "Keras"),
+        ("jax", "JAX"),
         ("torch", "torch"),
     ):
         if key in found:

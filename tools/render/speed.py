@@ -191,6 +191,46 @@ def bf16_emulated(result):
     return table(header, rows)
 
 
+BACKEND_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX"}
+
+
+@sourced("backend_speed.json", machine=cpu)
+def backend_speed(result):
+    """Each model's training throughput per backend and dtype policy, with
+    its ratio to TensorFlow in float32."""
+    settings = []
+    for row in result["results"]:
+        key = (row["backend"], row["policy"])
+        if key not in settings:
+            settings.append(key)
+    rows = []
+    for model in dict.fromkeys(r["model"] for r in result["results"]):
+        found = {
+            (r["backend"], r["policy"]): r
+            for r in result["results"]
+            if r["model"] == model
+        }
+        label, unit = MODELS[model]
+        reference = found.get(("tensorflow", "float32"))
+        cells = []
+        for key in settings:
+            row = found.get(key)
+            if row is None:
+                cells.append("-")
+                continue
+            cell = whole(row["per_second"])
+            if reference is not None and key != ("tensorflow", "float32"):
+                cell += f" ({ratio(row['per_second'] / reference['per_second'])})"
+            cells.append(cell)
+        rows.append([label, unit + "/s", *cells])
+    header = [
+        "training step",
+        "unit",
+        *[f"{BACKEND_NAMES.get(b, b)}, {p}" for b, p in settings],
+    ]
+    return table(header, rows)
+
+
 BF16_PAPER = "rnn_spn_paper_bf16.json"
 
 
