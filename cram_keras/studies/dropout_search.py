@@ -110,9 +110,11 @@ TIE_DECIMALS = 6
 PROTOCOL = (
     "per trial: the paper's training setting (Config defaults: 60k/10k "
     "sequences, batch 100, RMSprop 5e-4, two-stage clipping, released LR rule, "
-    "dropout ramp, seed 0) but the grid's dropout rate, dropout placement and "
-    "downsample factor, trained for epochs_per_trial epochs; validation "
-    "per-digit error after every epoch; the test set is never evaluated"
+    "dropout ramp, seed 0) with the configuration's settings (this file's "
+    "settings, e.g. its dtype policy) but the grid's dropout rate, dropout "
+    "placement and downsample factor, trained for epochs_per_trial epochs; "
+    "validation per-digit error after every epoch; the test set is never "
+    "evaluated"
 )
 SELECTION_RULE = (
     "per model: lowest validation per-digit error at the trial's best epoch "
