@@ -269,7 +269,9 @@ def run_trial(config, run_dir, epochs, smoke=False):
             stop_after_epochs=epochs,
             smoke=smoke,
             verbose=0,
-            pause_hint="the trial is done (a larger --epochs of the search extends it).",
+            pause_hint=(
+                "the trial is done (a larger --epochs of the search extends it)."
+            ),
         )
         if result is not None:
             raise RuntimeError(
