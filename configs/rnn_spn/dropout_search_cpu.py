@@ -12,6 +12,10 @@ Hardware: not run yet; made for a CPU with AMX or AVX512_BF16
 Wall time: not run yet (11 trials of 20 epochs, about half an hour each on
     2 cores with AMX; the check's 2 trials under float32, about 50 min each)
 
+On a CPU without AMX or AVX512_BF16, bfloat16 is slower than float32:
+there the search runs in float32 (--set dtype_policy=float32, which the
+result file records; no check then), one policy for the whole search.
+
 bfloat16 counts here only if float32 agrees (DTYPE_CHECK): once the 11
 trials are done, the two best train again under float32, and the result
 file says whether the selection rule picks the same one of the two there

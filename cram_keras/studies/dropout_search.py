@@ -48,7 +48,13 @@ the search's own; the check says whether it stands.
 Resumable: rerunning the same command skips finished trials, continues an
 interrupted one from its last committed epoch (the runner's checkpoints),
 and a larger ``--epochs`` extends every trial. The result file is rewritten
-after every trial:
+after every trial, and it alone is enough to continue: a trial it records
+as done (all its epochs) counts without its run directory when the file
+was written by the same search (its settings, backend and epochs per
+trial), so that a search whose runs folder is lost (a new machine, a
+cleaned disk) loses at most the trial that was training. Such a trial
+keeps its record as it was, with ``from_result_file``: the date, commit and
+hardware of the file it came from:
 
     python run_study.py rnn_spn/dropout_search --data-dir MNIST_DIR
 
@@ -83,6 +89,7 @@ the search. It holds no test-set number.
 
 import argparse
 import dataclasses
+import json
 import os
 import shlex
 
@@ -356,6 +363,9 @@ def search(study):
         backend=keras.backend.backend(),
     )
     shard = None if args.report else args.shard
+    recorded = RecordedTrials(
+        study.output, study.provenance()["settings"], results["backend"], args.epochs
+    )
     check_policy = study.named.extra.get("DTYPE_CHECK")
     if check_policy == base.dtype_policy:
         check_policy = None  # the search already ran under it
@@ -393,17 +403,14 @@ def search(study):
             run_dir = run_dir_for(study.runs_dir, model, trial)
             config = trial_config(base, model, trial, args.epochs)
             # One line per trial, read by benchmarks/rnn_spn_gpu_fill.py.
-            rows = trial_rows(
-                study, config, run_dir, args.epochs, f"{model} {trial['name']}"
+            record = trial_or_record(
+                study, recorded, config, run_dir, trial, model, args.epochs
             )
-            if rows is None:
+            if record is None:
                 continue
             if results["data_source"] is None:
-                stored = read_json(os.path.join(run_dir, CONFIG_FILE))
-                results["data_source"] = stored.get("data_source")
-            entry["trials"].append(
-                trial_record(trial, rows, args.epochs, run_dir, study.runs_dir)
-            )
+                results["data_source"] = recorded.data_source_of(run_dir)
+            entry["trials"].append(record)
             if not args.report:
                 progress.trial_done(entry["trials"][-1], args.epochs)
             _choose_if_complete(
@@ -413,7 +420,7 @@ def search(study):
         _choose_if_complete(entry, model, trials, args.epochs, data_dir, ramp_epochs)
         if check_policy and shard is None and entry["complete"]:
             entry["dtype_check"] = dtype_check(
-                study, base, model, entry, check_policy, args.epochs
+                study, recorded, base, model, entry, check_policy, args.epochs
             )
             study.write(results)
     study.write(results)
@@ -443,6 +450,73 @@ class SearchProgress:
         print(line, flush=True)
 
 
+class RecordedTrials:
+    """The done trials of the result file that an earlier run of the same
+    search wrote (its settings, backend and epochs per trial equal this
+    one's; any other file gives none): ``(model, dtype policy or None,
+    trial name) -> record``."""
+
+    def __init__(self, path, settings, backend, epochs):
+        self.records, self.data_source = {}, None
+        try:
+            stored = read_json(path)
+        except (OSError, ValueError):
+            return
+        same = (
+            isinstance(stored, dict)
+            and stored.get("settings") == json.loads(json.dumps(settings))
+            and stored.get("backend") == backend
+            and stored.get("epochs_per_trial") == epochs
+        )
+        if not same:
+            return
+        self.data_source = stored.get("data_source")
+        origin = {k: stored.get(k) for k in ("date", "commit", "hardware")}
+        for model, entry in (stored.get("models") or {}).items():
+            check = entry.get("dtype_check") or {}
+            for policy, trials in (
+                (None, entry.get("trials") or []),
+                (check.get("dtype_policy"), check.get("trials") or []),
+            ):
+                for record in trials:
+                    if record.get("epochs_done") == epochs:
+                        record.setdefault("from_result_file", origin)
+                        self.records[(model, policy, record.get("name"))] = record
+
+    def get(self, model, trial, policy=None):
+        """The recorded trial with ``trial``'s settings, else None."""
+        record = self.records.get((model, policy, trial["name"]))
+        if record is None or any(record.get(k) != trial[k] for k in GRID_FIELDS):
+            return None
+        return record
+
+    def data_source_of(self, run_dir):
+        """The data source that ``run_dir``'s config records, else the
+        file's."""
+        path = os.path.join(run_dir, CONFIG_FILE)
+        if os.path.isfile(path):
+            return read_json(path).get("data_source")
+        return self.data_source
+
+
+def trial_or_record(
+    study, recorded, config, run_dir, trial, model, epochs, policy=None
+):
+    """A trial's record: from its run directory (trained to ``epochs``
+    first, unless ``--report``), or, where that holds fewer epochs than a
+    done record of the earlier result file, that record (None: neither)."""
+    line = f"{model} {trial['name']}" + (f" under {policy}" if policy else "")
+    record = recorded.get(model, trial, policy)
+    if record is not None and len(committed_rows(run_dir)) < epochs:
+        print(f"search: {line}: done, as the result file records it", flush=True)
+        return record
+    rows = trial_rows(study, config, run_dir, epochs, line)
+    if rows is None:
+        return None
+    settings = {k: trial[k] for k in GRID_FIELDS}
+    return trial_record(settings, rows, epochs, run_dir, study.runs_dir)
+
+
 def trial_rows(study, config, run_dir, epochs, line):
     """A trial's committed log rows: trained to ``epochs`` first (after the
     line ``search: <line>``), or with ``--report`` read as they are (None
@@ -469,7 +543,7 @@ def ranked(records):
     return [records[i] for i in order]
 
 
-def dtype_check(study, base, model, entry, policy, epochs):
+def dtype_check(study, recorded, base, model, entry, policy, epochs):
     """The family's two best trials again under the dtype ``policy``: their
     records in grid order and whether the rule picks the same trial among
     them (None until both have their epochs)."""
@@ -482,11 +556,11 @@ def dtype_check(study, base, model, entry, policy, epochs):
             trial_config(base, model, settings, epochs), dtype_policy=policy
         )
         run_dir = os.path.join(study.runs_dir, f"{model}_{policy}", trial["name"])
-        line = f"{model} {trial['name']} under {policy}"
-        rows = trial_rows(study, config, run_dir, epochs, line)
-        if rows is None:
-            continue
-        records.append(trial_record(settings, rows, epochs, run_dir, study.runs_dir))
+        record = trial_or_record(
+            study, recorded, config, run_dir, settings, model, epochs, policy
+        )
+        if record is not None:
+            records.append(record)
     complete = len(records) == len(best) and all(
         r["epochs_done"] >= epochs for r in records
     )

@@ -6,6 +6,7 @@ set, and that a rerun finishes from its run directories without training."""
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -164,6 +165,71 @@ def test_smoke_search_chooses_the_validation_argmin_and_never_reads_test(
         json.loads(output.read_text())["models"]["rnn_spn"]["chosen"] == entry["chosen"]
     )
 
+    # The runs folder lost (a new machine): the result file alone continues
+    # the search, its trials as they were, saying where they came from.
+    shutil.rmtree(tmp_path / "runs")
+    for extra in ([], ["--report"]):
+        assert driver.main(argv + extra) == 0
+        said = capsys.readouterr().out
+        assert "search: rnn_spn p0_d3: done, as the result file records it" in said
+        again = json.loads(output.read_text())
+        kept = again["models"]["rnn_spn"]
+        assert kept["chosen"] == entry["chosen"]
+        for before, now in zip(entry["trials"], kept["trials"], strict=True):
+            origin = now.pop("from_result_file")
+            assert now == before
+            assert origin == {k: result[k] for k in ("date", "commit", "hardware")}
+        assert again["data_source"] == result["data_source"]
+
+
+def _search_file(path, **changes):
+    trial = dict(name="code_p0.3_d2", dropout=0.3, dropout_placement="code",
+                 downsample=2.0, epochs_done=3, best_valid_per_digit_error=0.02)  # fmt: skip
+    stored = dict(
+        settings=dict(dropout_ramp_epochs=5, dtype_policy="float32"),
+        backend="tensorflow",
+        epochs_per_trial=3,
+        date="2026-01-02",
+        commit="abc",
+        hardware="a CPU",
+        models=dict(rnn_spn=dict(trials=[trial, dict(trial, name="p0_d2",
+                                                     epochs_done=2)])),
+    )  # fmt: skip
+    stored.update(changes)
+    path.write_text(json.dumps(stored))
+    return trial
+
+
+def test_only_done_trials_of_the_same_search_count_without_run_directories(tmp_path):
+    path = tmp_path / "search.json"
+    settings = dict(dropout_ramp_epochs=5, dtype_policy="float32")
+    grid = {k: v for k, v in _search_file(path).items() if k in search.GRID_FIELDS}
+    recorded = search.RecordedTrials(path, settings, "tensorflow", 3)
+    record = recorded.get("rnn_spn", grid)
+    assert record["best_valid_per_digit_error"] == 0.02
+    assert record["from_result_file"] == dict(
+        date="2026-01-02", commit="abc", hardware="a CPU"
+    )
+    # Not done (2 of 3 epochs), another family, other settings of the trial,
+    # or the precision check's policy: none.
+    assert recorded.get("rnn_spn", dict(grid, name="p0_d2")) is None
+    assert recorded.get("ffn_spn", grid) is None
+    assert recorded.get("rnn_spn", dict(grid, dropout=0.4)) is None
+    assert recorded.get("rnn_spn", grid, "float32") is None
+    # A file of another search: other settings, backend or trial length.
+    for args in (
+        (dict(settings, dtype_policy="mixed_bfloat16"), "tensorflow", 3),
+        (settings, "jax", 3),
+        (settings, "tensorflow", 5),
+    ):
+        assert search.RecordedTrials(path, *args).get("rnn_spn", grid) is None
+    # No file, or not a result file: none.
+    assert (
+        search.RecordedTrials(tmp_path / "none.json", settings, "jax", 3).records == {}
+    )
+    path.write_text("[1, 2")
+    assert search.RecordedTrials(path, settings, "tensorflow", 3).records == {}
+
 
 def _best_epoch_error(run_dir):
     return min(1.0 - r["val_digit_accuracy"] for r in read_log(str(run_dir)))
@@ -208,11 +274,19 @@ def test_the_precision_check_reruns_the_two_best_under_float32(tmp_path, monkeyp
     assert check["picks"] == picks
     assert check["agrees"] == (picks == entry["chosen"]["trial"])
 
-    # A rerun and a report train nothing and record the same check.
+    # A rerun and a report train nothing and record the same check, also
+    # without the runs folder (the result file alone).
     monkeypatch.setattr(rnn_spn, "train_and_evaluate", _forbidden)
-    for extra in ([], ["--report"]):
+    for extra in ([], ["--report"], "lost"):
+        if extra == "lost":
+            shutil.rmtree(runs)
+            extra = []
         assert driver.main(argv + extra) == 0
         again = json.loads(output.read_text())["models"]["rnn_spn"]
+        for record in again["dtype_check"]["trials"]:
+            assert record.pop("from_result_file", None) in (None, {
+                k: result[k] for k in ("date", "commit", "hardware")
+            })  # fmt: skip
         assert again["dtype_check"] == check
 
 
