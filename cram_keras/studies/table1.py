@@ -248,19 +248,17 @@ def report_model(run_dir, data_cache, attention_path=None):
     validation epoch so far (evaluated here); with `attention_path`, also
     the Fig. 3-style attention figure of the best weights so far."""
     checkpoints = EpochCheckpoints(os.path.join(run_dir, CHECKPOINT_DIR))
-    messages = []
-    record = checkpoints.latest(log=messages.append)
+    # The run's state is its newest record that parses (the whole per-epoch
+    # log), whatever weights files are here: the report needs only the best
+    # weights of that record, and an older record would report an older
+    # state of the run.
+    record = _newest_readable_record(checkpoints)
     if record is None:
+        return None
+    if checkpoints.latest(log=lambda _: None) is None:
         # No record with intact weights: a run brought back from another
-        # machine with its logs only. Its newest readable record still holds
-        # the whole per-epoch log.
-        record = _newest_readable_record(checkpoints)
-        if record is None:
-            return None
+        # machine with its logs only.
         print(f"{run_dir}: no weights here; reporting its per-epoch log only")
-    else:
-        for message in messages:
-            print(message, file=sys.stderr)
     config = load_config(rnn_spn.Config, run_dir)
     rows = record["log"]
     early = record["early_stopping"]
@@ -296,13 +294,15 @@ def report_model(run_dir, data_cache, attention_path=None):
         }
     best = record.get("best_weights")
     best_path = os.path.join(run_dir, CHECKPOINT_DIR, best) if best else None
-    if best_path and not os.path.exists(best_path):
+    problem = checkpoints.check_file(record, "best_weights") if best else None
+    if problem:
         # Weights not kept (e.g. a run brought back from another machine
-        # with its logs only): a finished run's metrics.json holds the test
-        # errors the runner measured after restoring the best weights; an
-        # unfinished one has no test error to report.
+        # with its logs only) or damaged: a finished run's metrics.json holds
+        # the test errors the runner measured after restoring the best
+        # weights; an unfinished one has no test error to report.
         source = "test errors from metrics.json" if metrics else "no test error"
-        print(f"{run_dir}: {best} not here; {source}")
+        state = "not here" if not os.path.isfile(best_path) else f"unusable ({problem})"
+        print(f"{run_dir}: {best} {state}; {source}")
         best_path = None
     if best_path is None and metrics is not None:
         entry["test_per_digit_error_at_best"] = metrics["test_per_digit_error"]

@@ -120,7 +120,10 @@ class EpochCheckpoints:
     def has_completed_epoch(self):
         return bool(self.records())
 
-    def _check_file(self, record, key):
+    def check_file(self, record, key):
+        """What is wrong with the file that ``record[key]`` names (missing,
+        another size, another SHA-256), or None where it is intact or the
+        record names none."""
         name = record.get(key)
         if name is None:
             return None
@@ -149,7 +152,7 @@ class EpochCheckpoints:
             except (OSError, ValueError) as err:
                 record, problem = None, f"its record cannot be read ({err})"
             if record is not None:
-                problem = self._check_file(record, "weights") or self._check_file(
+                problem = self.check_file(record, "weights") or self.check_file(
                     record, "best_weights"
                 )
             if problem is None and load is not None:

@@ -36,6 +36,37 @@ def _best_weights(run_dir):
     return run_dir / "checkpoints" / record["best_weights"]
 
 
+def test_an_older_record_with_its_weights_does_not_stand_for_the_run(
+    finished_run, tmp_path, capsys
+):
+    # The newest record's best weights are gone (or damaged) while the
+    # previous record's are intact: a resume would fall back to that record,
+    # but the report must describe the run as it is (epochs, state, the test
+    # errors of metrics.json), not re-evaluate an older best.
+    import shutil
+
+    run_dir, metrics = finished_run
+    copy = tmp_path / "rnn_spn"
+    shutil.copytree(run_dir, copy)
+    folder = copy / "checkpoints"
+    older = json.loads((folder / "epoch-0000.json").read_text())
+    assert (folder / older["best_weights"]).is_file()
+    newest_path = folder / "epoch-0001.json"
+    newest = json.loads(newest_path.read_text())
+    for name, damage in (("best-0001.weights.h5", None), ("cut.weights.h5", b"x")):
+        (folder / name).unlink(missing_ok=True)
+        if damage:  # not the bytes the record names
+            (folder / name).write_bytes(damage)
+        newest_path.write_text(json.dumps(dict(newest, best_weights=name)))
+        entry = campaign.report_model(str(copy), {})
+        assert (entry["epochs_done"], entry["finished"]) == (2, True)
+        assert entry["best_epoch"] == newest["early_stopping"]["best_epoch"] + 1
+        assert entry["test_per_digit_error_at_best"] == metrics["test_per_digit_error"]
+        out = capsys.readouterr().out
+        state = "unusable (" if damage else "not here"
+        assert f"{name} {state}" in out and "test errors from metrics.json" in out
+
+
 def test_report_reevaluates_the_best_checkpoint(finished_run, tmp_path):
     run_dir, metrics = finished_run
     figure = tmp_path / "attention.png"
@@ -66,6 +97,10 @@ def test_report_without_weights_uses_metrics_or_names_the_file(
     assert entry["test_per_digit_error_at_best"] == metrics["test_per_digit_error"]
     assert entry["test_sequence_error_at_best"] == metrics["test_sequence_error"]
     assert f"{best.name} not here" in capsys.readouterr().out
+
+    # The report is of the run as its newest record leaves it: the same
+    # state and the same test errors, whichever best epoch the run had.
+    assert (entry["epochs_done"], entry["finished"]) == (2, True)
 
     # Logs only, as brought back from another machine: every weights file
     # gone, the run unfinished. The curve is reported, without a test error.
