@@ -349,6 +349,49 @@ def test_the_zoom_verdict_compares_finished_runs_of_each_d(results_copy):
     assert "falls at every step of d" in text[1]
 
 
+def test_the_sampler_table_never_puts_two_cpus_in_one_cell(results_copy):
+    """Each row gives the newest two runs of its own CPU, the CPU whose
+    newest run is the newest first."""
+    sampler = importlib.import_module("render.sampler")
+    path = results_copy / "sampler_speed.json"
+    stored = json.loads(path.read_text())
+    template = [r for r in stored["runs"] if "layer_native" in str(r)][-1]
+
+    def run(machine, minute, per_call):
+        copy = json.loads(json.dumps(template))
+        copy.update(started_utc=f"2030-01-01T10:{minute:02d}:00+00:00")
+        copy["machine"]["description"] = machine
+        for shape in ("rnn_spn", "cram"):
+            copy["shapes"][shape]["ratio_to_torch"]["layer_native"] = per_call
+        return copy
+
+    runs = [
+        run("CPU A (AVX2), 2 cores, no GPU", 1, 0.11),
+        run("CPU B (AVX-512), 2 cores, no GPU", 2, 0.22),
+        run("CPU A (AVX2), 2 cores, no GPU", 3, 0.33),
+        run("CPU A (AVX2), 2 cores, no GPU", 4, 0.44),
+        run("CPU B (AVX-512), 2 cores, no GPU", 5, 0.55),
+    ]
+    path.write_text(json.dumps(dict(stored, runs=runs)))
+    rows = [
+        line.split(" | ")
+        for line in sampler.sampler_speed("docs").splitlines()
+        if line.startswith("| RNN-SPN") or line.startswith("| CRAM")
+    ]
+    cells = [(row[1], row[3]) for row in rows]
+    # B's newest run is the newest; A's older first run is left out.
+    assert cells == [
+        ("CPU B (AVX-512), 2 cores, no GPU", "**0.22x / 0.55x**"),
+        ("CPU B (AVX-512), 2 cores, no GPU", "**0.22x / 0.55x**"),
+        ("CPU A (AVX2), 2 cores, no GPU", "**0.33x / 0.44x**"),
+        ("CPU A (AVX2), 2 cores, no GPU", "**0.33x / 0.44x**"),
+    ]
+    # A CPU with one run: its cells hold that run alone.
+    path.write_text(json.dumps(dict(stored, runs=runs[:2])))
+    text = sampler.sampler_speed("docs")
+    assert "| **0.11x** |" in text and "| **0.22x** |" in text
+
+
 def test_the_bfloat16_paper_run_is_shown_beside_the_float32_row(results_copy):
     speed = importlib.import_module("render.speed")
     results = results_copy

@@ -55,28 +55,37 @@ def _both(ratios, key):
 
 
 def sampler_speed(base):
-    """The newest two runs, each cell 'first / second'."""
-    runs = [
-        r
-        for r in load("sampler_speed.json")["runs"]
-        if "layer_native" in r["shapes"]["rnn_spn"]["ratio_to_torch"]
-    ][-2:]
-    rows = []
-    for shape, label in SHAPES.items():
-        ratios = [_ratios(r, shape) for r in runs]
-        rows.append(
-            [
-                label,
-                " / ".join(num(_torch_ms(r, shape)) for r in runs) + " ms",
-                f"**{_both(ratios, 'layer_native')}**",
-                f"**{_both(ratios, 'layer_native_x10_in_graph')}**",
-                _both(ratios, "layer"),
-                _both(ratios, "layer_xla"),
-                _both(ratios, "layer_x10_in_graph"),
-            ]
-        )
+    """Per CPU (the newest first), its newest two runs, each cell 'first /
+    second': runs of different CPUs are never side by side in one cell."""
+    by_cpu = {}
+    for run in load("sampler_speed.json")["runs"]:
+        if "layer_native" in run["shapes"]["rnn_spn"]["ratio_to_torch"]:
+            by_cpu.setdefault(hardware(run), []).append(run)
+    newest_first = sorted(
+        by_cpu.items(), key=lambda item: item[1][-1]["started_utc"], reverse=True
+    )
+    rows, dates = [], []
+    for machine, runs in newest_first:
+        runs = runs[-2:]
+        times = " and ".join(utc_minute(r["started_utc"]) for r in runs)
+        dates.append(f"{machine}: {times} UTC")
+        for shape, label in SHAPES.items():
+            ratios = [_ratios(r, shape) for r in runs]
+            rows.append(
+                [
+                    label,
+                    machine,
+                    " / ".join(num(_torch_ms(r, shape)) for r in runs) + " ms",
+                    f"**{_both(ratios, 'layer_native')}**",
+                    f"**{_both(ratios, 'layer_native_x10_in_graph')}**",
+                    _both(ratios, "layer"),
+                    _both(ratios, "layer_xla"),
+                    _both(ratios, "layer_x10_in_graph"),
+                ]
+            )
     header = [
         "shape",
+        "CPU",
         "torch per call",
         "layer, compiled kernel",
         "compiled kernel, in graph",
@@ -84,13 +93,20 @@ def sampler_speed(base):
         "`keras.ops`, XLA",
         "`keras.ops`, in graph",
     ]
-    first, last = runs[0], runs[-1]
-    date = f"{utc_minute(first['started_utc'])} and {last['started_utc'][11:16]} UTC"
+    newest = newest_first[0][1][-1]
     return paragraphs(
         table(header, rows),
-        "Ratios are our time / torch's (`grid_sample(affine_grid(theta))`), forward + "
-        "both gradients, float32; each cell gives the two newest runs. "
-        + source("sampler_speed.json", last, base, date=date),
+        "Ratios are our time / torch's (`grid_sample(affine_grid(theta))`) in the "
+        "same run, forward + both gradients, float32; each cell gives the two "
+        "newest runs on that CPU (one where it has one), each timing the code of "
+        "its day. "
+        + source(
+            "sampler_speed.json",
+            newest,
+            base,
+            date="; ".join(dates),
+            machine=lambda _: "the CPU of each row",
+        ),
     )
 
 
