@@ -30,7 +30,6 @@ import collections
 import glob
 import os
 import re
-import shlex
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from cram_keras.platform_info import busy_fraction, cpu_flags, describe  # noqa: E402
+from cram_keras.studies.driver import command_line  # noqa: E402
 from cram_keras.utils import write_json  # noqa: E402
 
 KINDS = [
@@ -343,7 +343,7 @@ def main(argv=None):
             "threads": args.threads,
             "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
-            "command": "python " + shlex.join(sys.argv),
+            "command": command_line("benchmarks/profile_steps.py", sys.argv[1:]),
         },
     )
     return 0

@@ -16,7 +16,6 @@ just before each measurement. Writes benchmarks/results/rnn_spn_speed.json.
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -128,6 +127,7 @@ def main(argv=None):
         return 0
 
     from cram_keras.platform_info import cpu_flags, describe
+    from cram_keras.studies.driver import command_line
     from cram_keras.utils import write_json
 
     results = {}
@@ -151,7 +151,7 @@ def main(argv=None):
         "hardware": describe(),
         "cpu_flags": cpu_flags(),
         "keras": keras.__version__,
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "command": command_line("benchmarks/rnn_spn_speed.py", sys.argv[1:]),
     }
     write_json(args.output, payload)
     print(json.dumps(payload, indent=2))

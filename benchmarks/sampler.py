@@ -64,6 +64,7 @@ from cram_keras.ops import (  # noqa: E402
     sampling,
 )
 from cram_keras.platform_info import busy_fraction, cpu_flags, describe  # noqa: E402
+from cram_keras.studies.driver import command_line  # noqa: E402
 
 
 def torch_step(images, theta, cotangent, out_size):
@@ -529,7 +530,7 @@ def main():
         kernels = None
         shapes = {name: run_shape(name, SHAPES[name], args) for name in args.shapes}
     run = {
-        "command": "python " + " ".join(sys.argv),
+        "command": command_line("benchmarks/sampler.py", sys.argv[1:]),
         "started_utc": started.isoformat(timespec="seconds"),
         "wall_s": round(
             (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 1

@@ -24,7 +24,6 @@ import argparse
 import math
 import os
 import re
-import shlex
 import sys
 import time
 
@@ -38,6 +37,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from cram_keras.platform_info import busy_fraction, cpu_flags, describe  # noqa: E402
+from cram_keras.studies.driver import command_line  # noqa: E402
 from cram_keras.utils import write_json  # noqa: E402
 
 
@@ -582,7 +582,7 @@ def main(argv=None):
                 "keras": keras.__version__,
                 "torch": torch.__version__,
             },
-            "command": "python " + shlex.join(sys.argv),
+            "command": command_line("benchmarks/train_speed.py", sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         },
     )

@@ -138,8 +138,9 @@ LOCAL_PATH_FLAGS = ("--data-dir", "--cache-dir", "--runs-dir", "--output")
 def portable(argv):
     """``argv`` as a result file records it: the data and cache folders as
     DIR, and absolute run folders, output files and figure paths (``--figure
-    KEY=PATH``) as DIR or FILE (paths of the machine that ran it); relative
-    paths inside the repository stay."""
+    KEY=PATH``) as DIR or FILE (paths of the machine that ran it), but
+    relative to the folder it ran in where they lie under it; relative
+    paths stay."""
     out, pending = [], None
     for arg in argv:
         flag, eq, value = arg.partition("=")
@@ -173,10 +174,20 @@ def recorded_path(path, runs_dir=None):
     return os.path.join("DIR", os.path.basename(path))
 
 
+def command_line(script, argv):
+    """How a result file records ``python SCRIPT ARGV...`` (`portable`),
+    e.g. a benchmark's ``command_line("benchmarks/sampler.py",
+    sys.argv[1:])``."""
+    return shlex.join(["python", script, *portable(argv)])
+
+
 def _placeholder(flag, value):
     if flag in ("--data-dir", "--cache-dir"):
         return "DIR"
     if os.path.isabs(value):
+        inside = os.path.relpath(value)
+        if not inside.startswith(os.pardir):
+            return inside  # under the folder it ran in: as one types it there
         return "FILE" if flag == "--output" else "DIR"
     return value
 

@@ -190,3 +190,23 @@ def test_the_recorded_command_names_no_folder_of_the_machine():
         "--runs-dir=DIR", "--output", "FILE", "--cache-dir=DIR",
         "--figure", "gap=FILE", "--runs-dir", "runs/x",
     ]  # fmt: skip
+
+
+def test_a_path_under_the_folder_it_ran_in_is_recorded_as_typed_there(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    inside = str(tmp_path / "benchmarks" / "results" / "speed.json")
+    argv = ["--output", inside, "--runs-dir", str(tmp_path / "runs"),
+            "--note", "idle, nothing else running"]  # fmt: skip
+    assert driver.portable(argv) == [
+        "--output", "benchmarks/results/speed.json", "--runs-dir", "runs",
+        "--note", "idle, nothing else running",
+    ]  # fmt: skip
+    # A benchmark's recorded command: quoted as a shell would take it.
+    assert driver.command_line("benchmarks/sampler.py", argv) == (
+        "python benchmarks/sampler.py --output benchmarks/results/speed.json "
+        "--runs-dir runs --note 'idle, nothing else running'"
+    )
+    outside = str(tmp_path.parent / "elsewhere.json")
+    assert driver.portable(["--output", outside]) == ["--output", "FILE"]
