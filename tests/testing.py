@@ -20,6 +20,10 @@ Test modules import it as `from testing import ...` (pytest puts `tests/` on
   MultiWorkerMirroredStrategy cluster on 127.0.0.1 (TF_CONFIG).
 - `supports_float64()`: whether keras.ops compute in float64 on this
   backend (only TensorFlow; elsewhere Keras promotes float64 to float32).
+- `newest_best_lost(run_dir, into)`: a copy of a finished two-epoch run
+  whose newest checkpoint record names a missing, then a damaged,
+  best-weights file while the older record's stays intact (yields the
+  copy, the newest record and the file's name, once for each).
 - `reference_affine_grid`, `reference_bilinear_sample`, `pixel_coordinates`:
   a NumPy loop reference of PyTorch's `affine_grid` / `grid_sample`
   (bilinear, zeros or border padding, both `align_corners`), one output pixel
@@ -28,6 +32,7 @@ Test modules import it as `from testing import ...` (pytest puts `tests/` on
 
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -479,3 +484,25 @@ TINY_ENCODER = dict(
     glimpse_filters=(2,),
     glimpse_units=4,
 )
+
+
+def newest_best_lost(run_dir, into):
+    """Copies the finished two-epoch run ``run_dir`` to ``into`` and yields
+    ``(copy, newest_record, name)`` twice: with the newest record naming a
+    missing best-weights file ``name``, then one of other bytes. The older
+    record's best weights stay intact (checked), so a reader that falls back
+    to an older record would find usable, but older, weights."""
+    import shutil
+
+    shutil.copytree(run_dir, into)
+    folder = pathlib.Path(into) / "checkpoints"
+    older = json.loads((folder / "epoch-0000.json").read_text())
+    assert (folder / older["best_weights"]).is_file()
+    newest_path = folder / "epoch-0001.json"
+    newest = json.loads(newest_path.read_text())
+    for name, damage in (("best-0001.weights.h5", None), ("cut.weights.h5", b"x")):
+        (folder / name).unlink(missing_ok=True)
+        if damage:  # not the bytes the record names
+            (folder / name).write_bytes(damage)
+        newest_path.write_text(json.dumps(dict(newest, best_weights=name)))
+        yield pathlib.Path(into), newest, name

@@ -6,9 +6,10 @@
 
 RUN_DIR is a run directory of `train_rnn_spn.py` (or of the study
 `rnn_spn/table1`), finished or still training; it is only
-read. The tool takes the best-validation weights of its newest intact epoch
+read. The tool takes the best-validation weights of its newest epoch
 checkpoint (copied first and checked against the checkpoint's SHA-256, so a
-training that is still running may go on), and writes into
+training that is still running may go on; where that file is missing or
+damaged it stops, rather than ship an older checkpoint's), and writes into
 `cram_keras/weights/` (`--output-dir`):
 
 - `NAME.weights.h5`: the model's weights alone (no optimizer), at most
@@ -116,22 +117,33 @@ class Storage(typing.NamedTuple):
 
 
 def snapshot_best_weights(run_dir, into, attempts=3, log=print):
-    """Copies the best-validation weights of the newest intact checkpoint
-    of ``run_dir`` into the folder ``into``; returns ``(record, path)``.
+    """Copies the best-validation weights of the newest checkpoint of
+    ``run_dir`` (the run's best so far) into the folder ``into``; returns
+    ``(record, path)``. Refused where that file is missing or damaged: an
+    older record's best weights would be an older model than the run's best.
 
     The copy is checked against the SHA-256 in the checkpoint record; if a
     running training replaced the files meanwhile, the newest record is
     read again."""
     checkpoints = EpochCheckpoints(os.path.join(run_dir, CHECKPOINT_DIR), write=False)
     for _ in range(attempts):
-        record = checkpoints.latest(log=log)
+        record = checkpoints.newest_record()
         if record is None:
-            raise ShipError(f"{run_dir} has no intact epoch checkpoint to ship.")
+            raise ShipError(f"{run_dir} has no epoch checkpoint to ship.")
         best = record.get("best_weights")
         if best is None:
             raise ShipError(
                 f"The newest checkpoint of {run_dir} names no best weights (a run "
                 "without a validation monitor); there is no best epoch to ship."
+            )
+        problem = checkpoints.check_file(record, "best_weights")
+        if problem and checkpoints.newest_record() == record:  # not replaced
+            raise ShipError(
+                f"The best weights of {run_dir} (its newest checkpoint, after "
+                f"epoch {len(record.get('log', []))}) cannot be shipped: {problem}. "
+                "An older checkpoint's best weights would be an older model; "
+                "restore the file, or resume the training (it goes on from its "
+                "last intact checkpoint) and ship again."
             )
         target = os.path.join(into, "best.weights.h5")
         try:

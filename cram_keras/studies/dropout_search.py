@@ -251,19 +251,14 @@ def run_dir_for(runs_dir, model, trial):
 
 
 def committed_rows(run_dir):
-    """The per-epoch rows of a trial: those of its newest intact checkpoint,
-    else (a run directory brought back with its logs only) those of its
-    newest checkpoint record that parses."""
+    """The per-epoch rows of a trial: those of its newest intact checkpoint
+    (where it resumes), else (a run directory brought back with its logs
+    only) those of its newest checkpoint record that parses."""
     rows = read_log(run_dir)
     if rows:
         return rows
-    checkpoints = EpochCheckpoints(os.path.join(run_dir, CHECKPOINT_DIR))
-    for _, path in checkpoints.records():
-        try:
-            return list(read_json(path).get("log", []))
-        except (OSError, ValueError):
-            continue
-    return []
+    record = EpochCheckpoints(os.path.join(run_dir, CHECKPOINT_DIR)).newest_record()
+    return [] if record is None else list(record.get("log", []))
 
 
 def run_trial(config, run_dir, epochs, smoke=False):

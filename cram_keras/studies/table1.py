@@ -252,7 +252,7 @@ def report_model(run_dir, data_cache, attention_path=None):
     # log), whatever weights files are here: the report needs only the best
     # weights of that record, and an older record would report an older
     # state of the run.
-    record = _newest_readable_record(checkpoints)
+    record = checkpoints.newest_record()
     if record is None:
         return None
     if checkpoints.latest(log=lambda _: None) is None:
@@ -345,16 +345,6 @@ def window_areas(model, images, batch_size):
         params = model.transforms(as_float(images[start : start + batch_size]))
         areas.append(affine_window_area(keras.ops.convert_to_numpy(params)))
     return [float(v) for v in np.concatenate(areas).mean(axis=0)]
-
-
-def _newest_readable_record(checkpoints):
-    """The newest checkpoint record that parses, weights or not."""
-    for _, path in checkpoints.records():
-        try:
-            return read_json(path)
-        except (OSError, ValueError):
-            continue
-    return None
 
 
 def write_report(study):

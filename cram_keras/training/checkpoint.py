@@ -120,6 +120,17 @@ class EpochCheckpoints:
     def has_completed_epoch(self):
         return bool(self.records())
 
+    def newest_record(self):
+        """The newest record that parses (a dict), whatever the state of the
+        files it names; None if there is none. What the run has done, as
+        opposed to `latest`, where it can resume."""
+        for _, path in self.records():
+            try:
+                return read_json(path)
+            except (OSError, ValueError):
+                continue
+        return None
+
     def check_file(self, record, key):
         """What is wrong with the file that ``record[key]`` names (missing,
         another size, another SHA-256), or None where it is intact or the

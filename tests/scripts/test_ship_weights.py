@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+from testing import newest_best_lost
 
 from cram_keras import pretrained
 from cram_keras.experiments import rnn_spn
@@ -143,6 +144,21 @@ def test_float16_is_refused_without_the_test_set_check(finished_run, tmp_path, c
     err = capsys.readouterr().err
     assert "Float16 storage" in err and "--data-dir" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_missing_or_damaged_best_file_of_the_newest_record_is_refused(
+    finished_run, tmp_path, capsys
+):
+    # The older record's best weights are intact, but they are an older
+    # model than the run's best: nothing is shipped, and the error says why.
+    run_dir, _ = finished_run
+    out = tmp_path / "out"
+    for copy, _, name in newest_best_lost(run_dir, tmp_path / "run"):
+        argv = [str(copy), "smoke", "--output-dir", str(out)]
+        assert tool.main(argv) == 1
+        err = capsys.readouterr().err
+        assert "cannot be shipped" in err and name in err and "after epoch 2" in err
+        assert not out.exists() or not list(out.iterdir())
 
 
 def test_the_20_mb_budget_of_all_shipped_files_is_enforced(

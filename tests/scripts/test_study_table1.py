@@ -10,6 +10,7 @@ import json
 import os
 
 import pytest
+from testing import newest_best_lost
 
 from cram_keras.experiments import rnn_spn
 from cram_keras.studies import driver
@@ -43,21 +44,9 @@ def test_an_older_record_with_its_weights_does_not_stand_for_the_run(
     # previous record's are intact: a resume would fall back to that record,
     # but the report must describe the run as it is (epochs, state, the test
     # errors of metrics.json), not re-evaluate an older best.
-    import shutil
-
     run_dir, metrics = finished_run
-    copy = tmp_path / "rnn_spn"
-    shutil.copytree(run_dir, copy)
-    folder = copy / "checkpoints"
-    older = json.loads((folder / "epoch-0000.json").read_text())
-    assert (folder / older["best_weights"]).is_file()
-    newest_path = folder / "epoch-0001.json"
-    newest = json.loads(newest_path.read_text())
-    for name, damage in (("best-0001.weights.h5", None), ("cut.weights.h5", b"x")):
-        (folder / name).unlink(missing_ok=True)
-        if damage:  # not the bytes the record names
-            (folder / name).write_bytes(damage)
-        newest_path.write_text(json.dumps(dict(newest, best_weights=name)))
+    for copy, newest, name in newest_best_lost(run_dir, tmp_path / "rnn_spn"):
+        damage = name != "best-0001.weights.h5"
         entry = campaign.report_model(str(copy), {})
         assert (entry["epochs_done"], entry["finished"]) == (2, True)
         assert entry["best_epoch"] == newest["early_stopping"]["best_epoch"] + 1
