@@ -157,7 +157,7 @@ def main(argv=None):
         worker(*args.worker, args.steps, args.warmup)
         return
     from cram_keras.platform_info import cpu_flags, describe
-    from cram_keras.studies.driver import portable
+    from cram_keras.studies.driver import command_line
 
     rows = []
     for model_name in args.models:
@@ -177,9 +177,7 @@ def main(argv=None):
     import tensorflow as tf
 
     result = dict(
-        command=" ".join(
-            ["python", "benchmarks/backend_speed.py", *portable(sys.argv[1:])]
-        ),
+        command=command_line("benchmarks/backend_speed.py", sys.argv[1:]),
         date=datetime.datetime.now(datetime.timezone.utc).strftime(
             "%Y-%m-%d %H:%M UTC"
         ),

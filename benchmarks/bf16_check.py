@@ -32,7 +32,6 @@ import argparse  # noqa: E402
 import csv  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
-import shlex  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 
@@ -41,6 +40,7 @@ import tensorflow as tf  # noqa: E402
 
 from cram_keras.experiments import named, rnn_spn  # noqa: E402
 from cram_keras.platform_info import cpu_flags, describe  # noqa: E402
+from cram_keras.studies.driver import command_line  # noqa: E402
 from cram_keras.utils import write_json  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -148,8 +148,7 @@ def main(argv=None):
         "native_bf16": any(f in cpu_flags() for f in ("avx512_bf16", "amx_bf16")),
         "threads": args.threads,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
-        "command": "python "
-        + shlex.join(["benchmarks/bf16_check.py", *(argv or sys.argv[1:])]),
+        "command": command_line("benchmarks/bf16_check.py", argv or sys.argv[1:]),
     }
     if args.speed_only:
         write_json(args.output, record)

@@ -29,7 +29,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from cram_keras.platform_info import cpu_flags, describe  # noqa: E402
-from cram_keras.studies.driver import portable  # noqa: E402
+from cram_keras.studies.driver import command_line  # noqa: E402
 
 MODELS = ("rnn_spn", "cram_inpainter")
 
@@ -96,9 +96,7 @@ def main(argv=None):
                 flush=True,
             )
     result = {
-        "command": " ".join(
-            ["python", "benchmarks/bf16_emulated.py", *portable(sys.argv[1:])]
-        ),
+        "command": command_line("benchmarks/bf16_emulated.py", sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime(
             "%Y-%m-%d %H:%M UTC"
         ),

@@ -40,7 +40,6 @@ import datetime
 import json
 import os
 import pathlib
-import shlex
 import sys
 import tarfile
 import tempfile
@@ -56,6 +55,7 @@ import torch  # noqa: E402
 from sampler_inputs import SHAPES, make_inputs, relative_error  # noqa: E402
 
 from cram_keras.platform_info import describe  # noqa: E402
+from cram_keras.studies.driver import command_line  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -313,8 +313,7 @@ def main(argv=None):
 
     shapes = SMOKE_SHAPES if args.smoke else SAMPLER_SHAPES
     result = {
-        "command": "python "
-        + shlex.join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
+        "command": command_line(os.path.relpath(sys.argv[0], ROOT), sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"
         ),

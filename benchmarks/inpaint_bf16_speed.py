@@ -30,7 +30,6 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -40,6 +39,7 @@ import numpy as np  # noqa: E402
 from cram_keras.experiments import inpaint, named  # noqa: E402
 from cram_keras.experiments.runner import dtype_policy_scope  # noqa: E402
 from cram_keras.platform_info import busy_fraction, cpu_flags, describe  # noqa: E402
+from cram_keras.studies.driver import command_line  # noqa: E402
 from cram_keras.utils import write_json  # noqa: E402
 
 POLICIES = ("float32", "mixed_bfloat16")
@@ -203,9 +203,9 @@ def main(argv=None):
             "keras": keras.__version__,
             keras.backend.backend(): _backend_version(),
         },
-        command=shlex.join(
-            ["python", "benchmarks/inpaint_bf16_speed.py"]
-            + list(sys.argv[1:] if argv is None else argv)
+        command=command_line(
+            "benchmarks/inpaint_bf16_speed.py",
+            list(sys.argv[1:] if argv is None else argv),
         ),
     )
     if keras.backend.backend() != "tensorflow":

@@ -30,7 +30,6 @@ replaces that model's entry; the file is written after every round).
 import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -214,6 +213,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, ROOT)
     from cram_keras.platform_info import cpu_flags, describe
+    from cram_keras.studies.driver import command_line
     from cram_keras.utils import write_json
 
     current = git("rev-parse", "HEAD")
@@ -227,8 +227,8 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    command = "python benchmarks/speed_vs_commit.py " + shlex.join(
-        argv if argv is not None else sys.argv[1:]
+    command = command_line(
+        "benchmarks/speed_vs_commit.py", argv if argv is not None else sys.argv[1:]
     )
     result.update(
         command=command,
