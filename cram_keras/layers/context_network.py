@@ -113,6 +113,7 @@ class ContextNetwork(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         images, clue = inputs
+        check_image_and_clue(self.name, [tuple(images.shape), tuple(clue.shape)])
         features = ops.concatenate(
             [
                 self.image_cnn(self.pool(images), training=training),

@@ -56,7 +56,24 @@ def check_image_and_clue(name, input_shape):
             f"`{name}` expects images and clue of the same, known height and "
             f"width. Received: input_shape={[image_shape, clue_shape]}"
         )
+    if 0 in image_shape[1:] or 0 in clue_shape[1:]:
+        raise ValueError(
+            f"`{name}` expects images and clue with a height, width and "
+            "channels of at least 1. Received: "
+            f"input_shape={[image_shape, clue_shape]}"
+        )
     return image_shape, clue_shape
+
+
+def check_pixels(name, input_shape, what="images"):
+    """A `ValueError` unless the (batch, height, width, channels)
+    `input_shape` has a height, width and channels of at least 1 (a
+    convolution of an empty image fails deep in the backend otherwise)."""
+    if 0 in tuple(input_shape)[1:]:
+        raise ValueError(
+            f"`{name}` expects {what} with a height, width and channels of at "
+            f"least 1. Received: {what}.shape={tuple(input_shape)}"
+        )
 
 
 # === Blocks ===
@@ -187,7 +204,12 @@ class ConvStack(_LayerStack):
                 f"`{self.name}` flattens its output, so the image height and "
                 f"width must be known. Received: input_shape={tuple(input_shape)}"
             )
+        check_pixels(self.name, input_shape)
         super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        check_pixels(self.name, inputs.shape)  # also after the first call
+        return super().call(inputs, training=training)
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)

@@ -3,7 +3,7 @@
 import keras
 from keras import layers
 
-from cram_keras.layers.conv_blocks import ConvStack, build_once
+from cram_keras.layers.conv_blocks import ConvStack, build_once, check_pixels
 from cram_keras.utils import check_int_tuple, check_positive_int
 
 
@@ -92,12 +92,14 @@ class GlimpseNetwork(keras.layers.Layer):
                 f"(B, g, g, C) and (B, 3). Received: input_shape={input_shape}"
             )
         patch_shape, tau_shape = tuple(input_shape[0]), tuple(input_shape[1])
+        check_pixels(self.name, patch_shape, what="patch")
         build_once(self.what_cnn, patch_shape)
         build_once(self.what, self.what_cnn.compute_output_shape(patch_shape))
         build_once(self.where, tau_shape)
 
     def call(self, inputs, training=None):
         patch, tau = inputs
+        check_pixels(self.name, patch.shape, what="patch")
         what = self.what(self.what_cnn(patch, training=training))
         return what * self.where(tau)
 

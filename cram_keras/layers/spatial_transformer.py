@@ -8,6 +8,7 @@ from cram_keras.ops.sampling import (
     PADDING_MODES,
     affine_sample,
     check_images,
+    check_not_empty,
     check_output_size,
     coordinate_dtype,
     scale_translate_sample,
@@ -228,6 +229,7 @@ class SpatialTransformer(keras.layers.Layer):
                 "with known height, width and channels. "
                 f"Received: images.shape={images_shape}"
             )
+        check_not_empty(images_shape)
         n = TRANSFORMS[self.transform]
         if len(params_shape) != 2 or params_shape[1] != n:
             raise ValueError(

@@ -383,7 +383,20 @@ def check_images(images):
             "`images` must have a known height, width and channels. "
             f"Received: images.shape={tuple(images.shape)}"
         )
+    check_not_empty(tuple(images.shape))
     return images
+
+
+def check_not_empty(images_shape):
+    """A `ValueError` unless the (batch, height, width, channels) shape has at
+    least one pixel and one channel (PyTorch's `grid_sample` refuses an empty
+    height or width too); an empty batch is fine."""
+    if 0 in images_shape[1:]:
+        raise ValueError(
+            "`images` must have a height, width and channels of at least 1: "
+            "there is nothing to sample from an empty image. Received: "
+            f"images.shape={tuple(images_shape)}"
+        )
 
 
 def _check_grid(grid, images):
@@ -397,6 +410,11 @@ def _check_grid(grid, images):
     if shape[1] is None or shape[2] is None:
         raise ValueError(
             f"`grid` must have a known height and width. Received: grid.shape={shape}"
+        )
+    if 0 in shape[1:3]:
+        raise ValueError(
+            "`grid` must have a height and width of at least 1, as `output_size` "
+            f"must. Received: grid.shape={shape}"
         )
     if not _is_float(grid.dtype):
         raise ValueError(

@@ -78,6 +78,42 @@ def test_context_network_rejects_mismatched_clue():
         net([random_images(1, 16), random_clue(1, 8)])
 
 
+EMPTY = {
+    "no height": (2, 0, 16, 1),
+    "no width": (2, 16, 0, 1),
+    "no channels": (2, 16, 16, 0),
+}
+EMPTY_MESSAGE = r"with a height, width and channels of at least 1\. Received: "
+
+
+@pytest.mark.parametrize("case", list(EMPTY))
+@pytest.mark.parametrize("built", [False, True])
+def test_networks_refuse_empty_images_clearly(case, built):
+    """An image with no pixels or no channels is refused by name, on the
+    first call and after the networks are built."""
+    shape = EMPTY[case]
+    images = np.zeros(shape, "float32")
+    clue = np.zeros((*shape[:3], 1), "float32")
+    context = ContextNetwork(filters=(2,), units=2, state_units=2, name="ctx")
+    locate = make_localization(name="loc")
+    glimpse = GlimpseNetwork(filters=(2,), units=3, name="gl")
+    cnn = ConvStack((2,), name="cnn")
+    if built:
+        context([random_images(2), random_clue(2)])
+        locate.features(random_images(2), random_clue(2))
+        glimpse([random_images(2, 8), np.zeros((2, 3), "float32")])
+        cnn(random_images(2))
+    calls = {
+        "ctx": lambda: context([images, clue]),
+        "loc": lambda: locate.features(images, clue),
+        "gl": lambda: glimpse([images, np.zeros((2, 3), "float32")]),
+        "cnn": lambda: cnn(images),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=rf"`{name}` expects .*{EMPTY_MESSAGE}"):
+            call()
+
+
 # === Localisation network ===
 
 

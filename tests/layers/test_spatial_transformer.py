@@ -410,6 +410,20 @@ BAD_CALLS = {
         ),
         r"`images` must be a floating-point tensor.*Received: images\.dtype=int32",
     ),
+    "images without height": (
+        lambda: SpatialTransformer("affine", (2, 2))(
+            [IMAGES[:, :0], identity_params("affine", 2)]
+        ),
+        r"`images` must have a height, width and channels of at least 1: .*"
+        r"Received: images\.shape=\(2, 0, 6, 1\)",
+    ),
+    "images without channels (build)": (
+        lambda: SpatialTransformer("attention", (2, 2))(
+            [keras.Input((6, 6, 0)), keras.Input((3,))]
+        ),
+        r"`images` must have a height, width and channels of at least 1: .*"
+        r"Received: images\.shape=\(None, 6, 6, 0\)",
+    ),
     "not a list": (
         lambda: SpatialTransformer("affine", (2, 2))(IMAGES),
         r"`SpatialTransformer` expects two inputs \[images, params\]\.",
@@ -429,3 +443,17 @@ def test_bad_inputs_raise(case):
     call, match = BAD_CALLS[case]
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("transform", list(IDENTITY))
+def test_an_empty_batch_gives_an_empty_output_and_gradients(transform):
+    """The layer on a replica's empty batch: an empty output, and gradients
+    of the inputs' shapes."""
+    layer = SpatialTransformer(transform, (3, 4))
+    images = np.zeros((0, 5, 6, 2), np.float32)
+    params = identity_params(transform, 0)
+    output, grads = vjp(
+        lambda x, p: layer([x, p]), (images, params), np.zeros((0, 3, 4, 2), "float32")
+    )
+    assert output.shape == (0, 3, 4, 2)
+    assert [g.shape for g in grads] == [images.shape, params.shape]

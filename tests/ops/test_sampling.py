@@ -554,6 +554,28 @@ BAD_CALLS = {
         lambda: affine_grid(THETA, (3, 3), align_corners="yes"),
         r"`align_corners` must be a bool\. Received: align_corners='yes'",
     ),
+    "images without height": (
+        lambda: affine_sample(IMAGES[:, :0], THETA, (3, 3)),
+        r"`images` must have a height, width and channels of at least 1: "
+        r"there is nothing to sample from an empty image\. "
+        r"Received: images\.shape=\(2, 0, 6, 3\)",
+    ),
+    "images without width": (
+        lambda: bilinear_sample(IMAGES[:, :, :0], GRID),
+        r"Received: images\.shape=\(2, 5, 0, 3\)",
+    ),
+    "images without channels": (
+        lambda: scale_translate_sample(
+            IMAGES[..., :0], np.ones((2, 3), np.float32), (3, 3)
+        ),
+        r"`images` must have a height, width and channels of at least 1: .*"
+        r"Received: images\.shape=\(2, 5, 6, 0\)",
+    ),
+    "empty grid": (
+        lambda: bilinear_sample(IMAGES, GRID[:, :0]),
+        r"`grid` must have a height and width of at least 1, as `output_size` "
+        r"must\. Received: grid\.shape=\(2, 0, 4, 2\)",
+    ),
     "scale_translate params": (
         lambda: scale_translate_sample(IMAGES, np.zeros((2, 5), np.float32), (3, 3)),
         r"`params` must be a float tensor of shape \(batch, 4\) holding "
@@ -568,6 +590,28 @@ def test_bad_input_raises_value_error(case):
     call, match = BAD_CALLS[case]
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_an_empty_batch_gives_empty_outputs_and_gradients():
+    """A replica can be handed an empty batch (the last, short batch of a
+    distributed epoch): every sampler gives an empty output and gradients
+    of the inputs' shapes."""
+    images = np.zeros((0, 5, 6, 3), np.float32)
+    calls = {
+        "affine_sample": (
+            lambda x, p: affine_sample(x, p, (3, 4)),
+            np.zeros((0, 2, 3), np.float32),
+        ),
+        "bilinear_sample": (bilinear_sample, np.zeros((0, 3, 4, 2), np.float32)),
+        "scale_translate_sample": (
+            lambda x, p: scale_translate_sample(x, p, (3, 4)),
+            np.zeros((0, 4), np.float32),
+        ),
+    }
+    for name, (fn, second) in calls.items():
+        output, grads = vjp(fn, (images, second), np.zeros((0, 3, 4, 3), np.float32))
+        assert output.shape == (0, 3, 4, 3), name
+        assert [g.shape for g in grads] == [images.shape, second.shape], name
 
 
 # === Compilation ===
