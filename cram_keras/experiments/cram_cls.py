@@ -68,8 +68,10 @@ from cram_keras.experiments.config import config_to_dict
 from cram_keras.experiments.cram_cls_config import SMOKE, Config
 from cram_keras.experiments.errors import UsageError
 from cram_keras.experiments.experiment import (
+    SPLIT_NAMES,
     Experiment,
     check_batch_size,
+    check_batches_for_replicas,
     check_one_worker_search,
     data_settings,
     jit_compile_for_backend,
@@ -188,6 +190,14 @@ class CRAMClassificationExperiment(Experiment):
             "training images",
             "Lower --batch-size or raise --n-train.",
         )
+        check_batches_for_replicas(
+            run.distribution,
+            [
+                (f"{name} images", len(run.data.splits[split]["images"]),
+                 run.config.batch_size, "--batch-size", False)
+                for split, name in SPLIT_NAMES
+            ],
+        )  # fmt: skip
         if run.config.tune and keras.backend.backend() != "tensorflow":
             raise UsageError(
                 "--tune runs keras-tuner, which this project drives on TensorFlow "

@@ -235,3 +235,61 @@ def check_batch_size(batch_size, available, what, remedy):
         raise UsageError(
             f"--batch-size {batch_size} is larger than the {available} {what}. {remedy}"
         )
+
+
+# The splits of a classification experiment, as its messages name them.
+SPLIT_NAMES = (("train", "training"), ("valid", "validation"), ("test", "test"))
+
+
+def check_batches_for_replicas(distribution, sets):
+    """`UsageError` where a `tf.distribute` strategy would hand a replica an
+    empty batch: a global batch of fewer examples than there are replicas.
+    TensorFlow's CPU convolutions (oneDNN) return a wrong shape for an empty
+    batch and its max-pooling gradient aborts the process; batch
+    normalisation turns the weights into NaN (Keras' layer, on any device).
+
+    Args:
+        distribution: the run's `Distribution`.
+        sets: `(what, examples, batch_size, flag, full_batches_only)` for
+            each set the strategy splits: e.g. `("training images", 65, 16,
+            "--batch-size", False)`; with `full_batches_only` the last,
+            short batch is dropped (only the batch size matters).
+    """
+    replicas = distribution.replicas
+    if distribution.strategy is None or replicas < 2:
+        return
+    lead = f"--strategy {distribution.name} splits every batch over {replicas} replicas"
+    for what, examples, batch_size, flag, full_only in sets:
+        if batch_size < replicas:
+            raise UsageError(
+                f"{lead}, but {flag} is {batch_size}: a replica would get no "
+                f"example. Use {flag} of at least {replicas}."
+            )
+        if examples < replicas:
+            raise UsageError(
+                f"{lead}, but there are only {examples} {what}: a replica would "
+                f"get no example. Use at least {replicas} {what}, or fewer "
+                "replicas."
+            )
+        last = 0 if full_only else examples % batch_size
+        if 0 < last < replicas:
+            fits = [
+                b
+                for b in range(batch_size, replicas - 1, -1)
+                if all(
+                    b > n or not 0 < n % b < replicas
+                    for _, n, size, other, full in sets
+                    if other == flag and not full
+                )
+            ]
+            sep = "=" if flag.startswith("--set") else " "
+            example = f" (e.g. {flag}{sep}{fits[0]})" if fits else ""
+            raise UsageError(
+                f"{lead}, but the {examples} {what} in batches of {batch_size} "
+                f"end with a batch of {last} ({examples} = "
+                f"{examples // batch_size} x {batch_size} + {last}): a replica "
+                "would get no example, which TensorFlow's CPU convolutions "
+                "(oneDNN) and batch normalisation do not survive. Choose "
+                f"{flag} so that the last batch is full or holds at least "
+                f"{replicas}{example}, or change the number of {what}."
+            )

@@ -51,6 +51,7 @@ from cram_keras.evaluation.inpainting import complete, score_inpainter
 from cram_keras.experiments.experiment import (
     Experiment,
     check_batch_size,
+    check_batches_for_replicas,
     jit_compile_for_backend,
 )
 from cram_keras.experiments.inpaint_config import SMOKE, Config
@@ -223,6 +224,21 @@ with --export a SavedModel. Rerunning the same command resumes a run."""
             "training images",
             "Training uses full batches only (batch norm); lower --batch-size.",
         )
+        config, data = run.config, run.data
+        monitored = data.x_test if data.x_valid is None else data.x_valid
+        scored = [("test images", len(data.x_test))]
+        if data.x_valid is not None:
+            scored.append(("held-out validation images", len(data.x_valid)))
+        scored.append(
+            ("monitored images", min(config.monitor_examples, len(monitored)))
+        )
+        check_batches_for_replicas(
+            run.distribution,
+            [("training images", len(data.x_train), config.batch_size,
+              "--batch-size", True)]
+            + [(what, n, config.eval_batch_size, "--set eval_batch_size", False)
+               for what, n in scored],
+        )  # fmt: skip
 
     def steps_per_epoch(self, run):
         return len(run.data.x_train) // run.config.batch_size

@@ -28,8 +28,10 @@ import keras
 
 from cram_keras.data.pipelines import array_batches, as_float, sequence_dataset
 from cram_keras.experiments.experiment import (
+    SPLIT_NAMES,
     Experiment,
     check_batch_size,
+    check_batches_for_replicas,
     data_settings,
     jit_compile_for_backend,
 )
@@ -149,6 +151,14 @@ class RNNSPNExperiment(Experiment):
             "training sequences",
             "Lower --batch-size or raise --n-train.",
         )
+        check_batches_for_replicas(
+            run.distribution,
+            [
+                (f"{name} sequences", len(run.data.splits[split][0]),
+                 run.config.batch_size, "--batch-size", False)
+                for split, name in SPLIT_NAMES
+            ],
+        )  # fmt: skip
 
     def dataset(self, run, split, epoch=None):
         """The batches of ``split``; the training split shuffled in the order

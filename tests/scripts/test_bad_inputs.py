@@ -406,3 +406,38 @@ def test_a_script_refuses_an_empty_output_in_one_paragraph(
     assert len(errors) == 1 and errors[0].startswith(f"error: {first_words} must be")
     assert "Received: " in errors[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "experiment, argv, what",
+    [
+        (rnn_spn.EXPERIMENT, ["--set", "n_train=65"],
+         "the 65 training sequences in batches of 16 end with a batch of 1"),
+        (cram_cls.EXPERIMENT, ["--set", "n_test=17"],
+         "the 17 test images in batches of 16 end with a batch of 1"),
+        (inpaint.EXPERIMENT, ["--set", "n_test=33"],
+         "the 33 test images in batches of 32 end with a batch of 1"),
+        (inpaint.EXPERIMENT, ["--batch-size", "1"],
+         "but --batch-size is 1: a replica would get no example"),
+    ],
+)  # fmt: skip
+def test_a_batch_too_small_for_the_replicas_is_refused(
+    experiment, argv, what, monkeypatch, tmp_path, capsys
+):
+    """Under a strategy of 2 replicas (stood in for: one process sees one
+    CPU), a batch of 1 would leave a replica without an example."""
+    import tensorflow as tf
+
+    from cram_keras.training import distribute
+
+    def two_replicas(name):
+        return distribute.Distribution(name, tf.distribute.get_strategy(), replicas=2)
+
+    monkeypatch.setattr(distribute, "resolve_strategy", two_replicas)
+    out = tmp_path / "run"
+    argv = ["--smoke", "--strategy", "mirrored", *argv, "--output-dir", str(out)]
+    code, error = run(experiment, argv, capsys)
+    assert code == 2, error
+    assert "--strategy mirrored splits every batch over 2 replicas" in error
+    assert what in error
+    assert not out.exists()
