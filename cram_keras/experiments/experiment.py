@@ -242,54 +242,76 @@ SPLIT_NAMES = (("train", "training"), ("valid", "validation"), ("test", "test"))
 
 
 def check_batches_for_replicas(distribution, sets):
-    """`UsageError` where a `tf.distribute` strategy would hand a replica an
-    empty batch: a global batch of fewer examples than there are replicas.
-    TensorFlow's CPU convolutions (oneDNN) return a wrong shape for an empty
-    batch and its max-pooling gradient aborts the process; batch
-    normalisation turns the weights into NaN (Keras' layer, on any device).
+    """`UsageError` where a distribution cannot split a batch of a set.
+
+    A `tf.distribute` strategy hands a replica an empty batch when a global
+    batch has fewer examples than there are replicas: TensorFlow's CPU
+    convolutions (oneDNN) return a wrong shape for it, its max-pooling
+    gradient aborts the process, and batch normalisation turns the weights
+    into NaN (Keras' layer, on any device). JAX's data parallelism shards
+    every batch evenly over its devices, so each batch, the last one too,
+    must be a multiple of their number.
 
     Args:
         distribution: the run's `Distribution`.
         sets: `(what, examples, batch_size, flag, full_batches_only)` for
-            each set the strategy splits: e.g. `("training images", 65, 16,
-            "--batch-size", False)`; with `full_batches_only` the last,
+            each set the distribution splits: e.g. `("training images", 65,
+            16, "--batch-size", False)`; with `full_batches_only` the last,
             short batch is dropped (only the batch size matters).
     """
     replicas = distribution.replicas
-    if distribution.strategy is None or replicas < 2:
+    if replicas < 2:
         return
-    lead = f"--strategy {distribution.name} splits every batch over {replicas} replicas"
+    if distribution.name == "jax_data_parallel":
+        lead = f"JAX's data parallelism shards every batch over {replicas} devices"
+        need = advice = f"a multiple of {replicas}"
+        why = "which does not split evenly over the devices"
+
+        def fits(size):
+            return size % replicas == 0
+    elif distribution.strategy is not None:
+        lead = (
+            f"--strategy {distribution.name} splits every batch over "
+            f"{replicas} replicas"
+        )
+        need = f"full or holds at least {replicas}"
+        advice = f"at least {replicas}"
+        why = (
+            "so a replica would get no example, which TensorFlow's CPU "
+            "convolutions (oneDNN) and batch normalisation do not survive"
+        )
+
+        def fits(size):
+            return size == 0 or size >= replicas
+    else:
+        return
     for what, examples, batch_size, flag, full_only in sets:
-        if batch_size < replicas:
+        if not fits(batch_size) or batch_size < replicas:
             raise UsageError(
-                f"{lead}, but {flag} is {batch_size}: a replica would get no "
-                f"example. Use {flag} of at least {replicas}."
+                f"{lead}, but {flag} is {batch_size}, {why}. Use {flag} of {advice}."
             )
         if examples < replicas:
             raise UsageError(
-                f"{lead}, but there are only {examples} {what}: a replica would "
-                f"get no example. Use at least {replicas} {what}, or fewer "
-                "replicas."
+                f"{lead}, but there are only {examples} {what}, {why}. Use at "
+                f"least {replicas} {what}, or fewer replicas."
             )
         last = 0 if full_only else examples % batch_size
-        if 0 < last < replicas:
-            fits = [
+        if not fits(last):
+            good = [
                 b
                 for b in range(batch_size, replicas - 1, -1)
-                if all(
-                    b > n or not 0 < n % b < replicas
-                    for _, n, size, other, full in sets
+                if fits(b)
+                and all(
+                    fits(n % b) for _, n, _, other, full in sets
                     if other == flag and not full
                 )
-            ]
+            ]  # fmt: skip
             sep = "=" if flag.startswith("--set") else " "
-            example = f" (e.g. {flag}{sep}{fits[0]})" if fits else ""
+            example = f" (e.g. {flag}{sep}{good[0]})" if good else ""
             raise UsageError(
                 f"{lead}, but the {examples} {what} in batches of {batch_size} "
                 f"end with a batch of {last} ({examples} = "
-                f"{examples // batch_size} x {batch_size} + {last}): a replica "
-                "would get no example, which TensorFlow's CPU convolutions "
-                "(oneDNN) and batch normalisation do not survive. Choose "
-                f"{flag} so that the last batch is full or holds at least "
-                f"{replicas}{example}, or change the number of {what}."
+                f"{examples // batch_size} x {batch_size} + {last}), {why}. "
+                f"Choose {flag} so that the last batch is {need}{example}, or "
+                f"change the number of {what}."
             )

@@ -418,7 +418,7 @@ def test_a_script_refuses_an_empty_output_in_one_paragraph(
         (inpaint.EXPERIMENT, ["--set", "n_test=33"],
          "the 33 test images in batches of 32 end with a batch of 1"),
         (inpaint.EXPERIMENT, ["--batch-size", "1"],
-         "but --batch-size is 1: a replica would get no example"),
+         "but --batch-size is 1, so a replica would get no example"),
     ],
 )  # fmt: skip
 def test_a_batch_too_small_for_the_replicas_is_refused(

@@ -4,7 +4,8 @@
 has no TensorFlow-only part; a run directory moves between the backends (an
 inpainting run ends on JAX with every artifact);
 --export and the mirrored strategy refuse JAX in one line, and the inpainter
-refuses torch in one line."""
+refuses torch in one line; a last batch that JAX's data parallelism cannot
+shard is refused before the run."""
 
 import json
 import os
@@ -68,6 +69,30 @@ def test_what_jax_cannot_do_is_refused_in_one_line(args, message, tmp_path):
     assert len(error_lines) == 1 and message in error_lines[0]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_last_batch_the_devices_cannot_share_is_refused(tmp_path):
+    """On two JAX devices (the CPU split in two) the smoke data with 65
+    training sequences ends with a batch of 1, which the data parallelism
+    cannot shard: refused before anything is written."""
+    env = dict(ENV, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    ).strip()
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_rnn_spn.py"), "--smoke",
+         "--set", "n_train=65", "--output-dir", str(out)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "strategy: jax_data_parallel (2 replicas)" in proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        "error: JAX's data parallelism shards every batch over 2 devices, but "
+        "the 65 training sequences in batches of 16 end with a batch of 1"
+    )
+    assert not out.exists()
 
 
 @pytest.mark.slow
