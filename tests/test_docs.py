@@ -349,6 +349,61 @@ def test_the_zoom_verdict_compares_finished_runs_of_each_d(results_copy):
     assert "falls at every step of d" in text[1]
 
 
+def test_the_search_table_lists_every_trial_and_the_choice(results_copy):
+    """The CPU dropout search: a row per trial of the grid (done, partly
+    trained or not run yet), and the choice only once every trial is done."""
+    rnn_spn = importlib.import_module("render.rnn_spn")
+    trials = ["p0_d2", "code_p0.1_d2", "paper_p0.1_d2"]
+
+    def record(name, rate, placement, best, epochs_done):
+        return dict(
+            name=name, dropout=rate, dropout_placement=placement, downsample=2.0,
+            epochs_done=epochs_done, best_epoch=3, best_valid_per_digit_error=best,
+            train_seconds=5400.0,
+        )  # fmt: skip
+
+    done = [
+        record("p0_d2", 0.0, None, 0.0671, 20),
+        record("code_p0.1_d2", 0.1, "code", 0.0612, 20),
+    ]
+    result = dict(
+        configuration="rnn_spn/dropout_search_cpu",
+        command="python run_study.py rnn_spn/dropout_search_cpu --data-dir /x/mnist",
+        hardware="CPU A (AVX2), 2 cores, no GPU",
+        date="2030-01-01",
+        settings=dict(dtype_policy="float32"),
+        epochs_per_trial=20,
+        grid=dict(rnn_spn=dict(trials=trials)),
+        models=dict(rnn_spn=dict(trials=done, complete=False, chosen=None)),
+    )
+    path = results_copy / "rnn_spn_dropout_search_cpu.json"
+    path.write_text(json.dumps(result))
+    text = rnn_spn.rnn_spn_search_cpu("docs")
+    assert "| p0_d2 | - | 0 | 6.71 % | 20 (3) | 90 min | done |" in text
+    assert "| code_p0.1_d2 | the released code's | 0.1 | 6.12 % |" in text
+    assert "| paper_p0.1_d2 | - | - | - | - | - | not run yet |" in text
+    assert "RNN-SPN: 2 of 3 trials done, each 20 epochs under `float32`" in text
+    assert "The choice waits for the remaining trials." in text
+    assert "CPU A (AVX2), 2 cores, no GPU" in text and "/x/mnist" not in text
+    # A trial still training, then every trial done and the choice made.
+    done.append(record("paper_p0.1_d2", 0.1, "paper", 0.0650, 7))
+    path.write_text(json.dumps(result))
+    assert "| 7 (3) | 90 min | 7 of 20 epochs |" in rnn_spn.rnn_spn_search_cpu("docs")
+    done[-1]["epochs_done"] = 20
+    command = "python train_rnn_spn.py --model rnn_spn --downsample 2 --data-dir /x"
+    result["models"]["rnn_spn"].update(
+        complete=True,
+        chosen=dict(trial="code_p0.1_d2", train_command=command + " --set dropout=0.1"),
+    )
+    path.write_text(json.dumps(result))
+    text = rnn_spn.rnn_spn_search_cpu("docs")
+    assert "3 of 3 trials done" in text
+    assert (
+        "Chosen: code_p0.1_d2; the full protocol: `python train_rnn_spn.py --model "
+        "rnn_spn --downsample 2 --data-dir MNIST_DIR --set dropout=0.1`." in text
+    )
+
+
 def test_the_sampler_table_never_puts_two_cpus_in_one_cell(results_copy):
     """Each row gives the newest two runs of its own CPU, the CPU whose
     newest run is the newest first."""

@@ -404,7 +404,9 @@ def search(study):
             if record is None:
                 continue
             if results["data_source"] is None:
-                results["data_source"] = recorded.data_source_of(run_dir)
+                results["data_source"] = portable_source(
+                    recorded.data_source_of(run_dir)
+                )
             entry["trials"].append(record)
             if not args.report:
                 progress.trial_done(entry["trials"][-1], args.epochs)
@@ -585,6 +587,21 @@ def _choose_if_complete(entry, model, trials, epochs, data_dir, ramp_epochs):
             best_valid_per_digit_error=chosen["best_valid_per_digit_error"],
             train_command=train_command(model, chosen, data_dir, ramp_epochs),
         )
+
+
+def portable_source(source):
+    """A run's data source as a result file records it: its local folder or
+    file, wherever a field names it, written as MNIST_DIR (the official
+    files, as the recorded commands write them) or DIR (anything else, such
+    as the bundled sample inside the installed package)."""
+    if not source or not source.get("path"):
+        return source
+    path = source["path"]
+    stand_in = "MNIST_DIR" if source.get("origin") == "idx" else "DIR"
+    return {
+        key: value.replace(path, stand_in) if isinstance(value, str) else value
+        for key, value in source.items()
+    }
 
 
 def _floats(text):

@@ -148,6 +148,11 @@ def test_smoke_search_chooses_the_validation_argmin_and_never_reads_test(
     ]
     for key in ("grid", "hardware", "backend", "commit", "command", "selection_rule"):
         assert key in result
+    # No folder of this machine: the data (the bundled sample here) as DIR.
+    text = output.read_text()
+    assert str(tmp_path) not in text
+    assert os.path.dirname(os.path.abspath(rnn_spn.__file__)) not in text
+    assert result["data_source"]["path"] == "DIR"
     assert result["configuration"] == "rnn_spn/dropout_search"
     assert result["settings"]["dropout_ramp_epochs"] == 5
     assert result["grid"]["rnn_spn"]["trials"] == ["p0_d3", "paper_p0.3_d3"]
@@ -308,3 +313,20 @@ def test_the_search_progress_line(capsys):
         "search: 3 of 4 trials done; about 15m00s to go (15m00s per trial)",
         "search: 4 of 4 trials done",
     ]
+
+
+def test_the_recorded_data_source_names_no_local_folder():
+    source = dict(
+        name="mnist", origin="idx", path="/data/mine/mnist", n_train=60000,
+        n_test=10000, pools=dict(train=50000, valid=10000, test=10000),
+        description="MNIST from the official IDX files in /data/mine/mnist: 60,000 "
+        "train / 10,000 test digits",
+    )  # fmt: skip
+    portable = search.portable_source(source)
+    assert portable["path"] == "MNIST_DIR"
+    assert portable["description"].startswith(
+        "MNIST from the official IDX files in MNIST_DIR:"
+    )
+    assert portable["pools"] == source["pools"] and portable["n_train"] == 60000
+    assert search.portable_source(dict(source, origin="bundled"))["path"] == "DIR"
+    assert search.portable_source(None) is None

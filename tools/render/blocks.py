@@ -25,6 +25,7 @@ RENDERERS = {
     "rnn_spn_gpu": rnn_spn.rnn_spn_gpu,
     "rnn_spn_cpu": rnn_spn.rnn_spn_cpu,
     "rnn_spn_zoom": rnn_spn.rnn_spn_zoom,
+    "rnn_spn_search_cpu": rnn_spn.rnn_spn_search_cpu,
     "rnn_spn_init": rnn_spn.rnn_spn_init,
     "rnn_spn_speed": speed.rnn_spn_speed,
     "train_speed": speed.train_speed,

@@ -390,3 +390,66 @@ def shipped_weights(base):
         "Errors of the shipped weights (those of the best validation epoch), "
         "measured when they were shipped. " + "; ".join(commands) + ".",
     )
+
+
+PLACEMENTS = {
+    None: "-",
+    "code": "the released code's",
+    "paper": "the paper's",
+}
+
+
+@sourced("rnn_spn_dropout_search_cpu.json")
+def rnn_spn_search_cpu(result):
+    """The CPU dropout search so far: every trial of its grid, done or not,
+    and the choice once every trial is done."""
+    epochs = result["epochs_per_trial"]
+    parts = []
+    for model, grid in result["grid"].items():
+        entry = result["models"][model]
+        done = {t["name"]: t for t in entry["trials"]}
+        rows = []
+        for name in grid["trials"]:
+            trial = done.get(name)
+            if trial is None:
+                rows.append([name, "-", "-", "-", "-", "-", "not run yet"])
+                continue
+            finished = trial["epochs_done"] >= epochs
+            rows.append(
+                [
+                    name,
+                    PLACEMENTS[trial["dropout_placement"]],
+                    f"{trial['dropout']:g}",
+                    pct(trial["best_valid_per_digit_error"], 2),
+                    f"{trial['epochs_done']} ({trial['best_epoch']})",
+                    duration(trial["train_seconds"]),
+                    "done"
+                    if finished
+                    else f"{trial['epochs_done']} of {epochs} epochs",
+                ]
+            )
+        header = [
+            "trial",
+            "dropout placement",
+            "dropout rate",
+            "best validation per-digit error",
+            "epochs (best)",
+            "training time",
+            "state",
+        ]
+        finished = sum(1 for t in entry["trials"] if t["epochs_done"] >= epochs)
+        policy = result.get("settings", {}).get("dtype_policy", "float32")
+        summary = (
+            f"{MODEL_NAMES[model]}: {finished} of {len(grid['trials'])} trials "
+            f"done, each {epochs} epochs under `{policy}` on the validation set."
+        )
+        chosen = entry.get("chosen")
+        if chosen:
+            summary += (
+                f" Chosen: {chosen['trial']}; the full protocol: "
+                f"`{clean_command(chosen['train_command'])}`."
+            )
+        else:
+            summary += " The choice waits for the remaining trials."
+        parts += [table(header, rows), summary]
+    return paragraphs(*parts)
