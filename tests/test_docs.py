@@ -351,7 +351,8 @@ def test_the_zoom_verdict_compares_finished_runs_of_each_d(results_copy):
 
 def test_the_search_table_lists_every_trial_and_the_choice(results_copy):
     """The CPU dropout search: a row per trial of the grid (done, partly
-    trained or not run yet), and the choice only once every trial is done."""
+    trained or not done yet), the command that continues it, and the
+    choice only once every trial is done."""
     rnn_spn = importlib.import_module("render.rnn_spn")
     trials = ["p0_d2", "code_p0.1_d2", "paper_p0.1_d2"]
 
@@ -368,7 +369,8 @@ def test_the_search_table_lists_every_trial_and_the_choice(results_copy):
     ]
     result = dict(
         configuration="rnn_spn/dropout_search_cpu",
-        command="python run_study.py rnn_spn/dropout_search_cpu --data-dir /x/mnist",
+        command="python run_study.py rnn_spn/dropout_search_cpu --data-dir /x/mnist "
+        "--runs-dir DIR --output FILE",
         hardware="CPU A (AVX2), 2 cores, no GPU",
         date="2030-01-01",
         settings=dict(dtype_policy="float32"),
@@ -381,7 +383,11 @@ def test_the_search_table_lists_every_trial_and_the_choice(results_copy):
     text = rnn_spn.rnn_spn_search_cpu("docs")
     assert "| p0_d2 | - | 0 | 6.71 % | 20 (3) | 90 min | done |" in text
     assert "| code_p0.1_d2 | the released code's | 0.1 | 6.12 % |" in text
-    assert "| paper_p0.1_d2 | - | - | - | - | - | not run yet |" in text
+    assert "| paper_p0.1_d2 | the paper's | 0.1 | - | - | - | not done yet |" in text
+    assert (
+        "Rerun to continue: `python run_study.py rnn_spn/dropout_search_cpu "
+        "--data-dir MNIST_DIR`." in text
+    )
     assert "RNN-SPN: 2 of 3 trials done, each 20 epochs under `float32`" in text
     assert "The choice waits for the remaining trials." in text
     assert "CPU A (AVX2), 2 cores, no GPU" in text and "/x/mnist" not in text

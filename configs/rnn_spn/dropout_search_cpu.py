@@ -8,9 +8,12 @@ Reproduces: the paper's "dropout rates optimized on the validation set" for
     AVX512_BF16, about twice float32's throughput; the d = 3 row's full
     protocol reached float32's test error that way: rnn_spn_paper_bf16.json)
 Command: python run_study.py rnn_spn/dropout_search_cpu --data-dir MNIST_DIR
-Hardware: not run yet; made for a CPU with AMX or AVX512_BF16
-Wall time: not run yet (11 trials of 20 epochs, about half an hour each on
-    2 cores with AMX; the check's 2 trials under float32, about 50 min each)
+Hardware: AMD EPYC (AVX2), 2 cores, no GPU, in float32 (the trials so far);
+    made for a CPU with AMX or AVX512_BF16
+Wall time: about 70 min of training per 20-epoch trial in float32 on that
+    CPU (the first trial's training time in the result file), so about
+    13 h for the 11 trials; estimated at about half an hour each under
+    mixed_bfloat16 with AMX (then the check's 2 trials under float32)
 
 On a CPU without AMX or AVX512_BF16, bfloat16 is slower than float32:
 there the search runs in float32 (--set dtype_policy=float32, which the

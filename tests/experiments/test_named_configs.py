@@ -6,10 +6,12 @@ to; the training scripts' --config."""
 
 import json
 import pathlib
+import shlex
 
 import pytest
 
 from cram_keras.experiments import cli, named, rnn_spn
+from cram_keras.experiments.config import parse_assignments
 from cram_keras.experiments.errors import UsageError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -63,7 +65,12 @@ def check_result(path):
     if config.is_study:
         assert result["variants"] == {v: config.variants[v] for v in result["variants"]}
         assert result["seeds"] == list(config.seeds)
-    check_settings(result["settings"], config.resolve(), drop)
+    # The command's --set changes every run's settings (e.g. a search run in
+    # float32 on a CPU without bfloat16 instructions).
+    words = shlex.split(result.get("command", ""))
+    sets = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--set"]
+    changes = parse_assignments(config.module().Config, sets)
+    check_settings(result["settings"], config.resolve(changes=changes), drop)
     assert len(result["commit"]) == 40
     for row in result.get("models", {}).values():
         if isinstance(row, dict) and "configuration" in row:
@@ -137,6 +144,31 @@ def test_a_row_of_another_seed_is_checked_with_its_seed(tmp_path):
     path.write_text(json.dumps(result))
     assert check_result(path) == "rnn_spn/table1"
     result["models"]["rnn_spn_seed1"]["seed"] = 2  # its settings say seed 1
+    path.write_text(json.dumps(result))
+    with pytest.raises(AssertionError):
+        check_result(path)
+
+
+def test_settings_changed_by_the_command_are_those_of_its_set(tmp_path):
+    """A result file's settings may differ from its configuration's only as
+    its command's --set says."""
+    result = {
+        "configuration": "rnn_spn/dropout_search_cpu",
+        "variants": {},
+        "seeds": [],
+        "commit": "0" * 40,
+        "command": "python run_study.py rnn_spn/dropout_search_cpu --set "
+        "dtype_policy=float32 --data-dir DIR",
+        "settings": named.recorded_settings(
+            named.load("rnn_spn/dropout_search_cpu")[0].resolve(
+                changes={"dtype_policy": "float32"}
+            )
+        ),
+    }
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(result))
+    assert check_result(path) == "rnn_spn/dropout_search_cpu"
+    result["command"] = "python run_study.py rnn_spn/dropout_search_cpu"
     path.write_text(json.dumps(result))
     with pytest.raises(AssertionError):
         check_result(path)

@@ -4,6 +4,7 @@ the GRU initialisation check and the shipped trained models."""
 import json
 import os
 import re
+import shlex
 
 from .cells import duration, minutes, paragraphs, pct, table, whole
 from .sources import (
@@ -412,7 +413,8 @@ def rnn_spn_search_cpu(result):
         for name in grid["trials"]:
             trial = done.get(name)
             if trial is None:
-                rows.append([name, "-", "-", "-", "-", "-", "not run yet"])
+                placement, rate = _grid_point(name)
+                rows.append([name, placement, rate, "-", "-", "-", "not done yet"])
                 continue
             finished = trial["epochs_done"] >= epochs
             rows.append(
@@ -443,6 +445,7 @@ def rnn_spn_search_cpu(result):
             f"{MODEL_NAMES[model]}: {finished} of {len(grid['trials'])} trials "
             f"done, each {epochs} epochs under `{policy}` on the validation set."
         )
+        summary += f" Rerun to continue: `{_search_command(result['command'])}`."
         chosen = entry.get("chosen")
         if chosen:
             summary += (
@@ -453,3 +456,28 @@ def rnn_spn_search_cpu(result):
             summary += " The choice waits for the remaining trials."
         parts += [table(header, rows), summary]
     return paragraphs(*parts)
+
+
+def _grid_point(name):
+    """The placement and rate cells of a grid trial from its name
+    (``p0_d2``, ``code_p0.1_d2``)."""
+    placement, _, rest = name.rpartition("_p") if "_p" in name else ("", "", name[1:])
+    rate = rest.split("_")[0]
+    return PLACEMENTS[placement or None], rate
+
+
+def _search_command(command):
+    """The search's recorded command as a user reruns it: the MNIST folder
+    as MNIST_DIR, the run, cache and output locations (this machine's)
+    left to their defaults."""
+    words, kept = shlex.split(command), []
+    while words:
+        word = words.pop(0)
+        if word in ("--cache-dir", "--runs-dir", "--output"):
+            words.pop(0)
+        elif word == "--data-dir":
+            kept += [word, "MNIST_DIR"]
+            words.pop(0)
+        else:
+            kept.append(word)
+    return shlex.join(kept)
