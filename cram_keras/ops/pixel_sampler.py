@@ -43,6 +43,11 @@ def _border_live(coordinate, size):
     return ops.logical_and(coordinate > 0.0, coordinate < size - 1.0)
 
 
+def _flat(coordinate, batch):
+    """(B, h, w) -> (B, h*w)."""
+    return ops.reshape(coordinate, (batch, coordinate.shape[1] * coordinate.shape[2]))
+
+
 def sample_pixels(images, x, y, padding):
     """Bilinear sampling at pixel coordinates x, y of shape (B, h, w).
 
@@ -95,8 +100,9 @@ def sample_pixels(images, x, y, padding):
                 [PAD_BEFORE * channels, PAD_AFTER * channels],
             ],
         )
-        fx, x0 = _split_coordinate(ops.reshape(x, (batch, -1)), width, padding)
-        fy, y0 = _split_coordinate(ops.reshape(y, (batch, -1)), height, padding)
+        # (B, h*w), the size spelled out: an empty batch leaves a -1 undefined.
+        fx, x0 = _split_coordinate(_flat(x, batch), width, padding)
+        fy, y0 = _split_coordinate(_flat(y, batch), height, padding)
         # Flat index of the top-left corner in the padded image, (N,).
         origin = PAD_BEFORE * padded_w + PAD_BEFORE  # pixel (0, 0)
         offsets = ops.arange(batch, dtype="int32") * padded_size + origin
