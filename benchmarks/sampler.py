@@ -563,6 +563,10 @@ def main():
     }
     if kernels is not None:
         run["kernels"] = kernels
+    if kernels is not None or any("native" in kind for kind in args.kinds):
+        # The compiled kernel's loops in this run: "avx512", "avx2" or
+        # "scalar" (CRAM_KERAS_SAMPLER_ISA caps them).
+        run["kernel_loops"] = native_sampler.vector_isa()
     if args.separable_sweep:
         run["separable_sweep"] = separable_sweep(args)
     if args.output is not None:

@@ -541,6 +541,36 @@ def test_the_speed_line_gives_the_inpainter_against_earlier_code(results_copy):
     assert "inpainter" not in speed.speed_summary("")
 
 
+def test_an_attempt_on_another_machine_names_it(results_copy):
+    """The attempts file is one machine's; an attempt measured on another
+    says where and when in its row, and the source line says that rows may
+    name another machine (only then)."""
+    speed = importlib.import_module("render.speed")
+    path = results_copy / "speed_attempts.json"
+    attempts = json.loads(path.read_text())
+    attempts["attempts"] = [
+        {"area": "a", "what": "here", "effect": "faster", "adopted": True},
+        {"area": "b", "what": "there", "effect": "slower", "adopted": False,
+         "hardware": "CPU C, 2 cores, no GPU", "cpu_flags": ["avx2", "fma"],
+         "date": "2030-01-02"},
+    ]  # fmt: skip
+    path.write_text(json.dumps(attempts))
+    text = speed.speed_attempts("docs")
+    rows = [
+        r for r in text.splitlines() if r.startswith("| a |") or r.startswith("| b |")
+    ]
+    assert rows == [
+        "| a | here | faster | yes |",
+        "| b | there | On CPU C, 2 cores, no GPU (vector extensions: AVX2), 2030-01-02: "
+        "slower | no |",
+    ]
+    assert "no GPU (vector extensions: " in text.splitlines()[-1]
+    assert text.splitlines()[-1].count("unless the row names another") == 1
+    del attempts["attempts"][1]
+    path.write_text(json.dumps(attempts))
+    assert "unless the row names another" not in speed.speed_attempts("docs")
+
+
 def test_the_cram_full_setting_lists_every_run_as_far_as_it_has_got(results_copy):
     """Each clue and seed is a row: a finished run with its test error, a
     training one with its best validation error and epoch, the others not

@@ -77,10 +77,14 @@ except ImportError:  # not POSIX: atomic renames still keep the cache whole
 
 ENV_VAR = "CRAM_KERAS_NATIVE_SAMPLER"
 CACHE_ENV_VAR = "CRAM_KERAS_CACHE"
+# The widest vector loops the kernel may run (it picks the widest the CPU
+# has, up to this): to check the narrower loops on a CPU with wider ones.
+ISA_ENV_VAR = "CRAM_KERAS_SAMPLER_ISA"
+ISAS = ("avx512", "avx2", "scalar")
 SOURCE = pathlib.Path(__file__).with_name("native") / "bilinear_sampler.cc"
 # Compiling takes about 10 s; this only guards against a hung compiler.
 BUILD_TIMEOUT_S = 900
-# A portable build: the AVX-512 loops are chosen at run time. No fused
+# A portable build: the AVX-512 or AVX2 loops are chosen at run time. No fused
 # multiply-adds, so that the values are those of the keras.ops path.
 COMPILE_FLAGS = ("-std=c++17", "-shared", "-fPIC", "-O3", "-ffp-contract=off")
 
@@ -95,6 +99,7 @@ _state = {
     "failure": None,
     "accelerator": None,
     "second_derivative": False,
+    "path": None,
 }
 # Set while the second derivative re-derives the gradient with keras.ops.
 _local = threading.local()
@@ -382,12 +387,26 @@ def _compile(compiler, target, verbose):
     _write_atomically(_stamp_path(target), (checksum + "\n").encode())
 
 
+def _check_isa_setting():
+    value = os.environ.get(ISA_ENV_VAR)
+    if value is not None and value not in ISAS:
+        raise NativeSamplerError(
+            f"{ISA_ENV_VAR} must be one of {', '.join(ISAS)} (the widest vector "
+            "loops the compiled sampler may run; unset: the widest this CPU "
+            f"has). Received: {ISA_ENV_VAR}={value!r}",
+            brief=f"{ISA_ENV_VAR}={value!r} is not one of {', '.join(ISAS)}. Unset it",
+        )
+
+
 def load():
     """The loaded kernel library (built first if needed). Raises
-    `NativeSamplerError` when it cannot be built or loaded."""
+    `NativeSamplerError` when it cannot be built or loaded, or when
+    ``CRAM_KERAS_SAMPLER_ISA`` is not one of `ISAS`."""
     with _lock:
         if _state["library"] is None:
             import tensorflow as tf
+
+            _check_isa_setting()
 
             path = build()
             try:
@@ -401,7 +420,20 @@ def load():
                 ) from error
             _register_second_derivative(tf)
             _state["library"] = library
+            _state["path"] = path
         return _state["library"]
+
+
+def vector_isa():
+    """Which loops the loaded kernel runs in this process: ``"avx512"``,
+    ``"avx2"`` or ``"scalar"`` (the widest the CPU has, capped by
+    ``CRAM_KERAS_SAMPLER_ISA``). Loads the kernel first if needed."""
+    import ctypes
+
+    load()
+    function = ctypes.CDLL(str(_state["path"])).CramSamplerIsa
+    function.restype = ctypes.c_int
+    return ("scalar", "avx2", "avx512")[function()]
 
 
 def _require_tensorflow():

@@ -558,6 +558,25 @@ def test_a_bad_environment_value_names_the_valid_ones(monkeypatch, value):
     assert f"Received: CRAM_KERAS_NATIVE_SAMPLER={value!r}" in str(info.value)
 
 
+@pytest.mark.parametrize("value", ["sse", "AVX2", ""])
+def test_a_bad_isa_setting_names_the_valid_ones(monkeypatch, tmp_path, value):
+    """Checked before anything is built or loaded: forced on, an error; in
+    auto mode, one line and the keras.ops path."""
+    from cram_keras.ops import native_sampler
+
+    monkeypatch.setenv(native_sampler.ISA_ENV_VAR, value)
+    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(tmp_path))
+    monkeypatch.setitem(native_sampler._state, "library", None)
+    monkeypatch.setitem(native_sampler._state, "failure", None)
+    with pytest.raises(native_sampler.NativeSamplerError) as info:
+        native_sampler.load()
+    assert "must be one of avx512, avx2, scalar" in str(info.value)
+    assert f"Received: CRAM_KERAS_SAMPLER_ISA={value!r}" in str(info.value)
+    assert native_sampler._auto_load() is None
+    assert "is not one of avx512, avx2, scalar" in native_sampler._state["failure"]
+    assert not (tmp_path / "kernels").exists()  # nothing was built
+
+
 def test_use_native_sampler_refuses_a_non_bool():
     from cram_keras.ops import native_sampler
 
@@ -595,6 +614,7 @@ import tensorflow as tf
 from cram_keras.ops import native_sampler
 
 library = native_sampler.load()
+print("loops:", native_sampler.vector_isa())
 rng = np.random.default_rng(11)
 results = {}
 for channels in (1, 3):
@@ -628,34 +648,41 @@ np.savez(sys.argv[1], **{k: v.numpy() for k, v in results.items()})
 """
 
 
-@pytest.mark.skipif(
-    "avx512f" not in __import__("cram_keras.platform_info").platform_info.cpu_flags(),
-    reason="the AVX-512 loops run only on a CPU with AVX-512",
-)
-def test_the_scalar_loops_match_the_avx512_loops(native_sampler_cache, tmp_path):
-    """CPUs without AVX-512 run the scalar loops; on this one
-    CRAM_KERAS_SAMPLER_SCALAR=1 makes a fresh process run them: the same
-    values and pixel gradients bit for bit, the parameters' gradient to its
-    float32 summation order."""
+def _vector_isas():
+    flags = __import__("cram_keras.platform_info").platform_info.cpu_flags()
+    avx512 = {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= set(flags)
+    return [
+        pytest.param(
+            isa, marks=pytest.mark.skipif(not has, reason=f"this CPU has no {isa}")
+        )
+        for isa, has in (("avx2", "avx2" in flags), ("avx512", avx512))
+    ]
+
+
+@pytest.mark.parametrize("isa", _vector_isas())
+def test_the_vector_loops_match_the_scalar_loops(native_sampler_cache, tmp_path, isa):
+    """The kernel runs the widest vector loops the CPU has (AVX-512, else
+    AVX2), else the scalar loops; CRAM_KERAS_SAMPLER_ISA caps them, so a
+    fresh process runs each on this CPU: the vector loops give the scalar
+    loops' values and pixel gradients bit for bit, the parameters' gradient
+    to its float32 summation order (lanes of partial sums)."""
     script = tmp_path / "both.py"
     script.write_text(BOTH_LOOPS)
     outputs = {}
-    for name in ("vector", "scalar"):
+    for name in (isa, "scalar"):
         environment = dict(
             os.environ, PYTHONPATH=str(REPO), CRAM_KERAS_CACHE=str(native_sampler_cache),
-            TF_CPP_MIN_LOG_LEVEL="2",
+            TF_CPP_MIN_LOG_LEVEL="2", CRAM_KERAS_SAMPLER_ISA=name,
         )  # fmt: skip
-        environment.pop("CRAM_KERAS_SAMPLER_SCALAR", None)
-        if name == "scalar":
-            environment["CRAM_KERAS_SAMPLER_SCALAR"] = "1"
         path = tmp_path / f"{name}.npz"
         result = subprocess.run(
             [sys.executable, str(script), str(path)], capture_output=True, text=True,
             cwd=tmp_path, env=environment, timeout=300,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
+        assert f"loops: {name}\n" in result.stdout  # not a narrower fallback
         outputs[name] = dict(np.load(path))
-    vector, scalar = outputs["vector"], outputs["scalar"]
+    vector, scalar = outputs[isa], outputs["scalar"]
     assert sorted(vector) == sorted(scalar) and len(vector) == 2 * 2 * (4 + 3 * 3)
     for key, value in vector.items():
         assert np.abs(value).max() > 0, key

@@ -448,13 +448,23 @@ def speed_flops(result):
     return paragraphs(table(header, rows), _peak(result["peak"]))
 
 
-@sourced("speed_attempts.json", machine=cpu)
+def _attempts_machine(result):
+    """The file's machine; attempts measured on another name theirs."""
+    others = any("hardware" in a for a in result["attempts"])
+    return cpu(result) + (", unless the row names another" if others else "")
+
+
+@sourced("speed_attempts.json", machine=_attempts_machine)
 def speed_attempts(result):
-    """What was tried for speed, with its measured effect."""
-    rows = [
-        [a["area"], a["what"], a["effect"], "yes" if a["adopted"] else "no"]
-        for a in result["attempts"]
-    ]
+    """What was tried for speed, with its measured effect (an attempt
+    measured on another machine than the file's records its `hardware`,
+    `cpu_flags` and `date`, and its row says so)."""
+    rows = []
+    for a in result["attempts"]:
+        effect = a["effect"]
+        if "hardware" in a:
+            effect = f"On {cpu(a)}, {a['date']}: {effect}"
+        rows.append([a["area"], a["what"], effect, "yes" if a["adopted"] else "no"])
     header = ["where", "what was tried", "measured effect", "kept"]
     return table(header, rows)
 

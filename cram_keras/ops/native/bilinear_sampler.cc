@@ -28,12 +28,11 @@
 // The forward pass is split over output rows, the backward pass over images
 // (each image's gradient is written by one thread only: no atomics).
 //
-// On x86-64 CPUs with AVX-512 both passes run 16 output pixels at a time
-// (chosen at run time; other CPUs, or CRAM_KERAS_SAMPLER_SCALAR=1, run the
-// scalar loops): the same operations
-// in the same order per pixel, with masked gathers for the corners and no
-// fused multiply-adds (built with -ffp-contract=off), so the values are the
-// scalar loops' bit for bit. The backward pass still adds the pixels'
+// On x86-64 CPUs with AVX-512 both passes run 16 output pixels at a time,
+// on those with AVX2 only 8 (chosen at run time, VectorIsa(); other CPUs run
+// the scalar loops): the same operations in the same order per pixel, with
+// masked gathers for the corners and no fused multiply-adds (built with
+// -ffp-contract=off), so the values are the scalar loops' bit for bit. The backward pass still adds the pixels'
 // contributions to the image gradient one pixel at a time, in the scalar
 // order (for one channel the left and right corners as one 64-bit addition:
 // the same two sums).
@@ -55,9 +54,10 @@
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #include <immintrin.h>
-#define CRAM_SAMPLER_AVX512 1
+#define CRAM_SAMPLER_X86 1
 #define CRAM_TARGET_AVX512 \
   __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
+#define CRAM_TARGET_AVX2 __attribute__((target("avx2")))
 #endif
 
 namespace {
@@ -252,18 +252,29 @@ struct Geometry {
   int64_t y_size, y_row, y_col;
 };
 
-#ifdef CRAM_SAMPLER_AVX512
+#ifdef CRAM_SAMPLER_X86
 
-// Whether this CPU (and its operating system) runs the AVX-512 loops.
-// CRAM_KERAS_SAMPLER_SCALAR=1 runs the scalar loops anyway (to check them on
-// a CPU with AVX-512); read once per process.
-bool HasAvx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") &&
-                          __builtin_cpu_supports("avx512dq") &&
-                          __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl") &&
-                          std::getenv("CRAM_KERAS_SAMPLER_SCALAR") == nullptr;
-  return has;
+// The widest loops this CPU (and its operating system) runs: AVX-512, else
+// AVX2, else the scalar loops. CRAM_KERAS_SAMPLER_ISA ("avx512", "avx2" or
+// "scalar") sets the widest allowed, to check the narrower loops on a CPU
+// that has the wider ones; cram_keras.ops.native_sampler checks its value
+// before loading the library. Read once per process.
+enum class Isa { kScalar, kAvx2, kAvx512 };
+
+Isa VectorIsa() {
+  static const Isa isa = [] {
+    const char* setting = std::getenv("CRAM_KERAS_SAMPLER_ISA");
+    const std::string limit = setting == nullptr ? "avx512" : setting;
+    const bool avx512 = __builtin_cpu_supports("avx512f") &&
+                        __builtin_cpu_supports("avx512dq") &&
+                        __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512vl");
+    const bool avx2 = __builtin_cpu_supports("avx2");
+    if (limit == "avx512" && avx512) return Isa::kAvx512;
+    if ((limit == "avx512" || limit == "avx2") && avx2) return Isa::kAvx2;
+    return Isa::kScalar;
+  }();
+  return isa;
 }
 
 // Whether the vector loops' 32-bit offsets cover one image (and one image's
@@ -438,8 +449,8 @@ CRAM_TARGET_AVX512 inline void Interleave(const float* left,
 }
 
 // target[0..1] += pair[0..1] as one 64-bit addition (two separate float
-// additions, the same as one at a time).
-CRAM_TARGET_AVX512 inline void AddPair(float* target, const float* pair) {
+// additions, the same as one at a time). SSE2: every x86-64 CPU has it.
+inline void AddPair(float* target, const float* pair) {
   const __m128 sum = _mm_add_ps(
       _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(target))),
       _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(pair))));
@@ -619,7 +630,364 @@ CRAM_TARGET_AVX512 void RowSumsAvx512(const float* u, const float* v,
   sums[3] = _mm512_reduce_add_ps(vs);
 }
 
-#endif  // CRAM_SAMPLER_AVX512
+// === The AVX2 loops: 8 output pixels at a time ===
+//
+// For x86-64 CPUs with AVX2 but not AVX-512 (AMD Zen 1-3, Intel before
+// Skylake-SP, and the newer Intel client CPUs): the AVX-512 loops' operations
+// in the same order, with AVX2's masked gathers and loads, its masks held as
+// vectors of all-ones or zero lanes, and the stores the AVX-512 loops scatter
+// written one value at a time. No fused multiply-adds (the target has no
+// "fma"), so the values are the scalar loops' bit for bit.
+
+// Split() for 8 coordinates: the same comparisons, truncation and step.
+CRAM_TARGET_AVX2 inline void SplitV8(__m256 coordinate, __m256 low,
+                                     __m256 high, __m256i* lower,
+                                     __m256* fraction) {
+  // blendv takes its second operand where the mask is set.
+  __m256 c = _mm256_blendv_ps(low, coordinate,
+                              _mm256_cmp_ps(coordinate, low, _CMP_GT_OQ));
+  c = _mm256_blendv_ps(high, c, _mm256_cmp_ps(c, high, _CMP_LT_OQ));
+  __m256i whole = _mm256_cvttps_epi32(c);
+  // Where the truncation lies above c, the mask is -1: add it.
+  const __m256 above = _mm256_cmp_ps(_mm256_cvtepi32_ps(whole), c, _CMP_GT_OQ);
+  whole = _mm256_add_epi32(whole, _mm256_castps_si256(above));
+  *fraction = _mm256_sub_ps(c, _mm256_cvtepi32_ps(whole));
+  *lower = whole;
+}
+
+struct CornersV8 {
+  __m256 fx, fy;
+  __m256i r0, r1;
+  __m256i in00, in01, in10, in11;  // all-ones lanes inside, zero outside
+};
+
+struct Bounds8 {
+  __m256 low, high_x, high_y;
+  __m256i width, height, channels, row;
+  __m256i lane_offsets;  // of 8 neighbouring pixels' values in a row
+};
+
+CRAM_TARGET_AVX2 inline Bounds8 MakeBounds8(const Geometry& g, bool zeros) {
+  Bounds8 d;
+  d.low = _mm256_set1_ps(zeros ? -2.0f : 0.0f);
+  d.high_x = _mm256_set1_ps(zeros ? static_cast<float>(g.width) + 1.0f
+                                  : static_cast<float>(g.width) - 1.0f);
+  d.high_y = _mm256_set1_ps(zeros ? static_cast<float>(g.height) + 1.0f
+                                  : static_cast<float>(g.height) - 1.0f);
+  d.width = _mm256_set1_epi32(static_cast<int32_t>(g.width));
+  d.height = _mm256_set1_epi32(static_cast<int32_t>(g.height));
+  d.channels = _mm256_set1_epi32(static_cast<int32_t>(g.channels));
+  d.row = _mm256_set1_epi32(static_cast<int32_t>(g.width * g.channels));
+  d.lane_offsets = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                      d.channels);
+  return d;
+}
+
+// 0 <= v < size, as a lane mask.
+CRAM_TARGET_AVX2 inline __m256i Inside8(__m256i v, __m256i size) {
+  return _mm256_and_si256(_mm256_cmpgt_epi32(v, _mm256_set1_epi32(-1)),
+                          _mm256_cmpgt_epi32(size, v));
+}
+
+CRAM_TARGET_AVX2 inline CornersV8 LocateV8(__m256 x, __m256 y,
+                                           const Bounds8& d, __m256i lanes) {
+  CornersV8 k;
+  __m256i x0, y0;
+  SplitV8(x, d.low, d.high_x, &x0, &k.fx);
+  SplitV8(y, d.low, d.high_y, &y0, &k.fy);
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i in_x0 = Inside8(x0, d.width);
+  const __m256i in_x1 = Inside8(_mm256_add_epi32(x0, one), d.width);
+  const __m256i in_y0 = _mm256_and_si256(Inside8(y0, d.height), lanes);
+  const __m256i in_y1 =
+      _mm256_and_si256(Inside8(_mm256_add_epi32(y0, one), d.height), lanes);
+  k.r0 = _mm256_mullo_epi32(
+      _mm256_add_epi32(_mm256_mullo_epi32(y0, d.width), x0), d.channels);
+  k.r1 = _mm256_add_epi32(k.r0, d.row);
+  k.in00 = _mm256_and_si256(in_y0, in_x0);
+  k.in01 = _mm256_and_si256(in_y0, in_x1);
+  k.in10 = _mm256_and_si256(in_y1, in_x0);
+  k.in11 = _mm256_and_si256(in_y1, in_x1);
+  return k;
+}
+
+// The first n of 8 lanes (n >= 8: all of them).
+CRAM_TARGET_AVX2 inline __m256i TailMask8(int64_t n) {
+  return _mm256_cmpgt_epi32(
+      _mm256_set1_epi32(static_cast<int32_t>(std::min<int64_t>(n, 8))),
+      _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// 8 coordinates of one output row from column j on: contiguous, or one
+// value broadcast along the row.
+CRAM_TARGET_AVX2 inline __m256 LoadCoordinates8(const float* row,
+                                                int64_t col_step, int64_t j,
+                                                __m256i lanes) {
+  return col_step == 0 ? _mm256_set1_ps(row[0])
+                       : _mm256_maskload_ps(row + j, lanes);
+}
+
+// Lanes outside `mask` read nothing and are 0.
+CRAM_TARGET_AVX2 inline __m256 Gather8(__m256i mask, __m256i index,
+                                       const float* base) {
+  return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base, index,
+                                  _mm256_castsi256_ps(mask), 4);
+}
+
+struct CornerValuesV8 {
+  __m256 v00, v01, v10, v11;
+};
+
+CRAM_TARGET_AVX2 inline CornerValuesV8 GatherCorners8(const CornersV8& k,
+                                                      const Bounds8& d,
+                                                      int64_t c,
+                                                      const float* image) {
+  const __m256i cc = _mm256_set1_epi32(static_cast<int32_t>(c));
+  const __m256i i00 = _mm256_add_epi32(k.r0, cc);
+  const __m256i i10 = _mm256_add_epi32(k.r1, cc);
+  return {Gather8(k.in00, i00, image),
+          Gather8(k.in01, _mm256_add_epi32(i00, d.channels), image),
+          Gather8(k.in10, i10, image),
+          Gather8(k.in11, _mm256_add_epi32(i10, d.channels), image)};
+}
+
+// One bit per lane of a lane mask.
+CRAM_TARGET_AVX2 inline unsigned Bits8(__m256i mask) {
+  return static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(mask)));
+}
+
+// The forward pass over output rows [start, limit) of all images.
+CRAM_TARGET_AVX2 void ForwardRowsAvx2(const Geometry& g, bool zeros,
+                                      const float* image_data,
+                                      const float* x_data, const float* y_data,
+                                      float* out, int64_t start,
+                                      int64_t limit) {
+  const int64_t channels = g.channels, out_h = g.out_h, out_w = g.out_w;
+  const int64_t image_size = g.height * g.width * channels;
+  const Bounds8 d = MakeBounds8(g, zeros);
+  alignas(32) float values[8];
+  for (int64_t row = start; row < limit; ++row) {
+    const int64_t b = row / out_h, i = row % out_h;
+    const float* image = image_data + b * image_size;
+    const float* x_row = x_data + b * g.x_size + i * g.x_row;
+    const float* y_row = y_data + b * g.y_size + i * g.y_row;
+    float* o_row = out + row * out_w * channels;
+    for (int64_t j = 0; j < out_w; j += 8) {
+      const int64_t n = std::min<int64_t>(8, out_w - j);
+      const __m256i lanes = TailMask8(n);
+      const CornersV8 k =
+          LocateV8(LoadCoordinates8(x_row, g.x_col, j, lanes),
+                   LoadCoordinates8(y_row, g.y_col, j, lanes), d, lanes);
+      for (int64_t c = 0; c < channels; ++c) {
+        const auto [v00, v01, v10, v11] = GatherCorners8(k, d, c, image);
+        const __m256 top =
+            _mm256_add_ps(v00, _mm256_mul_ps(k.fx, _mm256_sub_ps(v01, v00)));
+        const __m256 dy = _mm256_sub_ps(
+            _mm256_add_ps(v10, _mm256_mul_ps(k.fx, _mm256_sub_ps(v11, v10))),
+            top);
+        const __m256 value = _mm256_add_ps(top, _mm256_mul_ps(k.fy, dy));
+        float* o = o_row + j * channels;
+        if (channels == 1) {
+          _mm256_maskstore_ps(o, lanes, value);
+        } else {
+          _mm256_store_ps(values, value);
+          for (int64_t l = 0; l < n; ++l) o[l * channels + c] = values[l];
+        }
+      }
+    }
+  }
+}
+
+// Interleaves the 8 lanes of `left` and `right`: out[2l] = left[l],
+// out[2l + 1] = right[l].
+CRAM_TARGET_AVX2 inline void Interleave8(const float* left,
+                                         const float* right, float* out) {
+  const __m256 l = _mm256_loadu_ps(left), r = _mm256_loadu_ps(right);
+  const __m256 low = _mm256_unpacklo_ps(l, r);    // l0 r0 l1 r1 | l4 r4 l5 r5
+  const __m256 high = _mm256_unpackhi_ps(l, r);   // l2 r2 l3 r3 | l6 r6 l7 r7
+  _mm256_storeu_ps(out, _mm256_permute2f128_ps(low, high, 0x20));
+  _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(low, high, 0x31));
+}
+
+// The backward pass for images [start, limit): the per-pixel arithmetic 8
+// pixels at a time; the additions into the image and coordinate gradients
+// one pixel at a time in the scalar loops' order (same sums, bit for bit).
+CRAM_TARGET_AVX2 void BackwardImagesAvx2(
+    const Geometry& g, bool zeros, const float* image_data,
+    const float* x_data, const float* y_data, const float* up_data,
+    float* gi_data, float* gx_data, float* gy_data, int64_t start,
+    int64_t limit) {
+  const int64_t height = g.height, width = g.width, channels = g.channels,
+                out_h = g.out_h, out_w = g.out_w;
+  const int64_t image_size = height * width * channels;
+  const int64_t pixels = out_h * out_w;
+  const Bounds8 d = MakeBounds8(g, zeros);
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 x_max = _mm256_set1_ps(static_cast<float>(width) - 1.0f);
+  const __m256 y_max = _mm256_set1_ps(static_cast<float>(height) - 1.0f);
+  // Per channel and lane: the four corners' contributions.
+  std::vector<float> parts(
+      static_cast<size_t>(4 * 8 * std::max<int64_t>(channels, 1)));
+  float* a00 = parts.data();
+  float* a01 = a00 + 8 * channels;
+  float* a10 = a01 + 8 * channels;
+  float* a11 = a10 + 8 * channels;
+  alignas(32) int32_t r0s[8], r1s[8];
+  alignas(32) float sxs[8], sys[8];
+  const bool x_full = g.x_row != 0 && g.x_col != 0;
+  const bool y_full = g.y_row != 0 && g.y_col != 0;
+  for (int64_t b = start; b < limit; ++b) {
+    const float* image = image_data + b * image_size;
+    float* grad_image = gi_data + b * image_size;
+    std::memset(grad_image, 0, sizeof(float) * image_size);
+    float* gx_image = gx_data + b * g.x_size;
+    float* gy_image = gy_data + b * g.y_size;
+    std::memset(gx_image, 0, sizeof(float) * g.x_size);
+    std::memset(gy_image, 0, sizeof(float) * g.y_size);
+    const float* x_image = x_data + b * g.x_size;
+    const float* y_image = y_data + b * g.y_size;
+    for (int64_t i = 0; i < out_h; ++i) {
+      const float* x_row = x_image + i * g.x_row;
+      const float* y_row = y_image + i * g.y_row;
+      const float* u_row = up_data + (b * pixels + i * out_w) * channels;
+      for (int64_t j = 0; j < out_w; j += 8) {
+        const int64_t n = std::min<int64_t>(8, out_w - j);
+        const __m256i lanes = TailMask8(n);
+        const __m256 xo = LoadCoordinates8(x_row, g.x_col, j, lanes);
+        const __m256 yo = LoadCoordinates8(y_row, g.y_col, j, lanes);
+        const CornersV8 k = LocateV8(xo, yo, d, lanes);
+        __m256 slope_x = zero, slope_y = zero;
+        const float* u_base = u_row + j * channels;
+        for (int64_t c = 0; c < channels; ++c) {
+          const __m256 u = channels == 1
+                               ? _mm256_maskload_ps(u_base, lanes)
+                               : Gather8(lanes, d.lane_offsets, u_base + c);
+          const auto [v00, v01, v10, v11] = GatherCorners8(k, d, c, image);
+          const __m256 dx_top = _mm256_sub_ps(v01, v00);
+          const __m256 dx_bottom = _mm256_sub_ps(v11, v10);
+          const __m256 top = _mm256_add_ps(v00, _mm256_mul_ps(k.fx, dx_top));
+          const __m256 dy = _mm256_sub_ps(
+              _mm256_add_ps(v10, _mm256_mul_ps(k.fx, dx_bottom)), top);
+          slope_x = _mm256_add_ps(
+              slope_x,
+              _mm256_mul_ps(
+                  u, _mm256_add_ps(
+                         dx_top, _mm256_mul_ps(
+                                     k.fy, _mm256_sub_ps(dx_bottom, dx_top)))));
+          slope_y = _mm256_add_ps(slope_y, _mm256_mul_ps(u, dy));
+          const __m256 up_bottom = _mm256_mul_ps(u, k.fy);
+          const __m256 up_top = _mm256_sub_ps(u, up_bottom);
+          const __m256 up_01 = _mm256_mul_ps(up_top, k.fx);
+          const __m256 up_11 = _mm256_mul_ps(up_bottom, k.fx);
+          _mm256_storeu_ps(a00 + 8 * c, _mm256_sub_ps(up_top, up_01));
+          _mm256_storeu_ps(a01 + 8 * c, up_01);
+          _mm256_storeu_ps(a10 + 8 * c, _mm256_sub_ps(up_bottom, up_11));
+          _mm256_storeu_ps(a11 + 8 * c, up_11);
+        }
+        if (!zeros) {
+          // Border padding: the clamped region and the border itself have
+          // zero slope (as torch).
+          const __m256 live_x = _mm256_and_ps(_mm256_cmp_ps(xo, zero, _CMP_GT_OQ),
+                                              _mm256_cmp_ps(xo, x_max, _CMP_LT_OQ));
+          const __m256 live_y = _mm256_and_ps(_mm256_cmp_ps(yo, zero, _CMP_GT_OQ),
+                                              _mm256_cmp_ps(yo, y_max, _CMP_LT_OQ));
+          slope_x = _mm256_and_ps(live_x, slope_x);
+          slope_y = _mm256_and_ps(live_y, slope_y);
+        }
+        _mm256_store_si256(reinterpret_cast<__m256i*>(r0s), k.r0);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(r1s), k.r1);
+        _mm256_store_ps(sxs, slope_x);
+        _mm256_store_ps(sys, slope_y);
+        const unsigned m00 = Bits8(k.in00), m01 = Bits8(k.in01),
+                       m10 = Bits8(k.in10), m11 = Bits8(k.in11);
+        if (channels == 1) {
+          // The left and right corners of a row are neighbours in memory:
+          // one 64-bit addition for both, in the same order per pixel.
+          alignas(32) float top[16], bottom[16];
+          Interleave8(a00, a01, top);
+          Interleave8(a10, a11, bottom);
+          const unsigned both_top = m00 & m01, both_bottom = m10 & m11;
+          for (int64_t l = 0; l < n; ++l) {
+            const unsigned bit = 1u << l;
+            float* t0 = grad_image + r0s[l];
+            float* t1 = grad_image + r1s[l];
+            if (both_top & bit) {
+              AddPair(t0, top + 2 * l);
+            } else {
+              if (m00 & bit) t0[0] += top[2 * l];
+              if (m01 & bit) t0[1] += top[2 * l + 1];
+            }
+            if (both_bottom & bit) {
+              AddPair(t1, bottom + 2 * l);
+            } else {
+              if (m10 & bit) t1[0] += bottom[2 * l];
+              if (m11 & bit) t1[1] += bottom[2 * l + 1];
+            }
+          }
+        } else {
+          for (int64_t l = 0; l < n; ++l) {
+            const unsigned bit = 1u << l;
+            float* t0 = grad_image + r0s[l];
+            float* t1 = grad_image + r1s[l];
+            for (int64_t c = 0; c < channels; ++c) {
+              if (m00 & bit) t0[c] += a00[8 * c + l];
+              if (m01 & bit) t0[channels + c] += a01[8 * c + l];
+              if (m10 & bit) t1[c] += a10[8 * c + l];
+              if (m11 & bit) t1[channels + c] += a11[8 * c + l];
+            }
+          }
+        }
+        if (!x_full || !y_full) {
+          for (int64_t l = 0; l < n; ++l) {
+            if (!x_full) gx_image[i * g.x_row + (j + l) * g.x_col] += sxs[l];
+            if (!y_full) gy_image[i * g.y_row + (j + l) * g.y_col] += sys[l];
+          }
+        }
+        // One coordinate per output pixel: its gradient is written once.
+        if (x_full) {
+          float* gx = gx_image + i * g.x_row + j;
+          _mm256_maskstore_ps(
+              gx, lanes, _mm256_add_ps(_mm256_maskload_ps(gx, lanes), slope_x));
+        }
+        if (y_full) {
+          float* gy = gy_image + i * g.y_row + j;
+          _mm256_maskstore_ps(
+              gy, lanes, _mm256_add_ps(_mm256_maskload_ps(gy, lanes), slope_y));
+        }
+      }
+    }
+  }
+}
+
+// The sum of 8 lanes: pairs of halves, then of quarters, then the last two.
+CRAM_TARGET_AVX2 inline float Sum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+// RowSumsAvx512 with 8 lanes of partial sums.
+CRAM_TARGET_AVX2 void RowSumsAvx2(const float* u, const float* v,
+                                  const float* across_x, const float* across_y,
+                                  int64_t n, double sums[4]) {
+  __m256 ua = _mm256_setzero_ps(), us = ua, va = ua, vs = ua;
+  for (int64_t j = 0; j < n; j += 8) {
+    const __m256i lanes = TailMask8(n - j);
+    const __m256 uj = _mm256_maskload_ps(u + j, lanes);
+    const __m256 vj = _mm256_maskload_ps(v + j, lanes);
+    ua = _mm256_add_ps(ua, _mm256_mul_ps(uj, _mm256_maskload_ps(across_x + j, lanes)));
+    us = _mm256_add_ps(us, uj);
+    va = _mm256_add_ps(va, _mm256_mul_ps(vj, _mm256_maskload_ps(across_y + j, lanes)));
+    vs = _mm256_add_ps(vs, vj);
+  }
+  sums[0] = Sum8(ua);
+  sums[1] = Sum8(us);
+  sums[2] = Sum8(va);
+  sums[3] = Sum8(vs);
+}
+
+#endif  // CRAM_SAMPLER_X86
 
 using Workers = tensorflow::DeviceBase::CpuWorkerThreads;
 
@@ -651,13 +1019,19 @@ void Forward(const Workers& workers, const Geometry& g, bool zeros,
       }
     }
   };
-#ifdef CRAM_SAMPLER_AVX512
-  if (HasAvx512() && FitsInt32(g)) {
+#ifdef CRAM_SAMPLER_X86
+  const Isa isa = VectorIsa();
+  if (isa != Isa::kScalar && FitsInt32(g)) {
     tensorflow::Shard(workers.num_threads, workers.workers, g.batch * out_h,
                       /*cost_per_unit=*/out_w * (4 + 4 * channels),
                       [&](int64_t start, int64_t limit) {
-                        ForwardRowsAvx512(g, zeros, image_data, x_data, y_data,
-                                          out, start, limit);
+                        if (isa == Isa::kAvx512) {
+                          ForwardRowsAvx512(g, zeros, image_data, x_data,
+                                            y_data, out, start, limit);
+                        } else {
+                          ForwardRowsAvx2(g, zeros, image_data, x_data,
+                                          y_data, out, start, limit);
+                        }
                       });
     return;
   }
@@ -729,15 +1103,22 @@ void Backward(const Workers& workers, const Geometry& g, bool zeros,
       }
     }
   };
-#ifdef CRAM_SAMPLER_AVX512
-  if (HasAvx512() && FitsInt32(g)) {
+#ifdef CRAM_SAMPLER_X86
+  const Isa isa = VectorIsa();
+  if (isa != Isa::kScalar && FitsInt32(g)) {
     tensorflow::Shard(workers.num_threads, workers.workers, g.batch,
                       /*cost_per_unit=*/pixels * (10 + 12 * channels) +
                           image_size,
                       [&](int64_t start, int64_t limit) {
-                        BackwardImagesAvx512(g, zeros, image_data, x_data,
+                        if (isa == Isa::kAvx512) {
+                          BackwardImagesAvx512(g, zeros, image_data, x_data,
+                                               y_data, up_data, gi_data,
+                                               gx_data, gy_data, start, limit);
+                        } else {
+                          BackwardImagesAvx2(g, zeros, image_data, x_data,
                                              y_data, up_data, gi_data, gx_data,
                                              gy_data, start, limit);
+                        }
                       });
     return;
   }
@@ -915,14 +1296,20 @@ AxisTerms MakeAxisTerms(int64_t in, int64_t out_h, int64_t out_w,
 
 enum class Transform { kAffine, kAttention, kAnisotropic };
 
-// RowSumsAvx512 where the CPU has AVX-512, else the same sums one value at a
-// time.
+// RowSumsAvx512 or RowSumsAvx2 where the CPU has them, else the same sums
+// one value at a time.
 void RowSums(const float* u, const float* v, const float* across_x,
              const float* across_y, int64_t n, double sums[4]) {
-#ifdef CRAM_SAMPLER_AVX512
-  if (HasAvx512()) {
-    RowSumsAvx512(u, v, across_x, across_y, n, sums);
-    return;
+#ifdef CRAM_SAMPLER_X86
+  switch (VectorIsa()) {
+    case Isa::kAvx512:
+      RowSumsAvx512(u, v, across_x, across_y, n, sums);
+      return;
+    case Isa::kAvx2:
+      RowSumsAvx2(u, v, across_x, across_y, n, sums);
+      return;
+    case Isa::kScalar:
+      break;
   }
 #endif
   float ua = 0, us = 0, va = 0, vs = 0;
@@ -1149,6 +1536,16 @@ class TransformSampleGradOp : public TransformCommon {
 };
 
 }  // namespace
+
+// Which loops this process runs, for cram_keras.ops.native_sampler.vector_isa:
+// 0 scalar, 1 AVX2, 2 AVX-512.
+extern "C" int CramSamplerIsa() {
+#ifdef CRAM_SAMPLER_X86
+  return static_cast<int>(VectorIsa());
+#else
+  return 0;
+#endif
+}
 
 REGISTER_KERNEL_BUILDER(Name("CramSampleAtPixels").Device(tensorflow::DEVICE_CPU),
                         SampleOp);
