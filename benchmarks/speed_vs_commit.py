@@ -178,6 +178,17 @@ def summarise(entry):
     return entry
 
 
+def update_file_fields(result):
+    """The file's own fields from its entries: every model's command, and
+    the machine, date and versions where all entries share them (else the
+    newest entry's; each entry keeps its own)."""
+    entries = list(result["models"].values())
+    result["command"] = "; ".join(dict.fromkeys(e["command"] for e in entries))
+    newest = max(entries, key=lambda e: e["date"])
+    for key in ("date", "hardware", "cpu_flags", "versions"):
+        result[key] = newest[key]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -230,14 +241,21 @@ def main(argv=None):
     command = command_line(
         "benchmarks/speed_vs_commit.py", argv if argv is not None else sys.argv[1:]
     )
-    result.update(
-        command=command,
-        date=time.strftime("%Y-%m-%d"),
-        hardware=describe(),
-        cpu_flags=cpu_flags(),
-        versions={"tensorflow": tf.__version__, "keras": keras.__version__},
-    )
+    # Each model's entry records the machine it was timed on: the models of
+    # one file may come from different machines and days. (Entries written
+    # before this took the file's fields, which were those of the last run.)
+    machine = {
+        "date": time.strftime("%Y-%m-%d"),
+        "hardware": describe(),
+        "cpu_flags": cpu_flags(),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    for earlier in result.get("models", {}).values():
+        for key in machine:
+            if key in result:
+                earlier.setdefault(key, result[key])
     entry = {
+        **machine,
         "command": command,
         "baseline": {"commit": baseline, "subject": subject},
         "current": {"commit": current, "cram_keras_uncommitted_changes": dirty},
@@ -276,6 +294,7 @@ def main(argv=None):
                     },
                 }
             result.setdefault("models", {})[args.model] = summarise(entry)
+            update_file_fields(result)
             write_json(args.output, result)
     for key, value in entry["ratio"].items():
         print(f"{args.model}: {key} {value:.2f}x the baseline's float32 "

@@ -40,6 +40,20 @@ def test_head_against_itself_gives_the_same_losses_and_a_rendered_table(tmp_path
     if not in_git_checkout():
         pytest.skip("needs a git checkout (the baseline is exported from git)")
     out = tmp_path / "speed_vs_commit.json"
+    # A file from another machine with an entry written before entries
+    # recorded their machine: that entry keeps the file's machine.
+    earlier = {
+        "command": "python benchmarks/speed_vs_commit.py --model cram_inpainter",
+        "date": "2020-01-02", "hardware": "CPU X, 2 cores, no GPU",
+        "cpu_flags": ["avx2"], "versions": {"tensorflow": "0", "keras": "0"},
+        "models": {"cram_inpainter": json.loads(
+            (REPO / "benchmarks/results/speed_vs_commit.json").read_text()
+        )["models"]["cram_inpainter"]},
+    }  # fmt: skip
+    for key in ("date", "hardware", "cpu_flags", "versions"):
+        earlier["models"]["cram_inpainter"].pop(key, None)
+    earlier["models"]["cram_inpainter"]["command"] = earlier["command"]
+    out.write_text(json.dumps(earlier))
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--baseline", "HEAD", "--model", "rnn_spn",
          "--batch", "2", "--steps", "2", "--warmup", "1", "--rounds", "2",
@@ -85,6 +99,26 @@ def test_head_against_itself_gives_the_same_losses_and_a_rendered_table(tmp_path
     text = speed.speed_vs_commit.__wrapped__(result)
     assert f"`{head[:7]}` (current)" in text and "`float32`" in text
     assert f"{entry['median_ms']['baseline/float32']:.1f}" in text
+
+    # Each entry names its machine; the file lists both commands and, its
+    # machines differing, the source line names each model's.
+    sys.path.insert(0, str(REPO))
+    try:
+        from cram_keras.platform_info import describe
+    finally:
+        sys.path.remove(str(REPO))
+    inpainter = result["models"]["cram_inpainter"]
+    assert (inpainter["hardware"], inpainter["date"]) == (
+        "CPU X, 2 cores, no GPU", "2020-01-02",
+    )  # fmt: skip
+    assert entry["hardware"] == describe() == result["hardware"]
+    assert result["command"].split("; ") == [earlier["command"], entry["command"]]
+    machines = speed._vs_commit_machines(result)
+    assert machines.startswith("per model: CRAM inpainter (32x32x3, G + 2 D) on "
+                               "CPU X, 2 cores, no GPU (vector extensions: AVX2), "
+                               "2020-01-02; RNN-SPN, d = 2 on "), machines  # fmt: skip
+    del result["models"]["cram_inpainter"]
+    assert not speed._vs_commit_machines(result).startswith("per model")
 
 
 def test_an_unknown_baseline_is_refused_with_what_to_do(tmp_path):

@@ -469,7 +469,26 @@ def speed_attempts(result):
     return table(header, rows)
 
 
-@sourced("speed_vs_commit.json", machine=cpu)
+def _entry_machine(result, entry):
+    """The machine a model's entry was timed on (entries written before
+    they recorded it were timed on the file's)."""
+    return cpu(entry if "hardware" in entry else result)
+
+
+def _vs_commit_machines(result):
+    """The one machine of all entries, or each model's with its date."""
+    entries = result["models"]
+    machines = {_entry_machine(result, e) for e in entries.values()}
+    if len(machines) == 1:
+        return machines.pop()
+    return "per model: " + "; ".join(
+        f"{MODELS.get(name, (name,))[0]} on {_entry_machine(result, e)}, "
+        f"{e.get('date', result['date'])}"
+        for name, e in entries.items()
+    )
+
+
+@sourced("speed_vs_commit.json", machine=_vs_commit_machines)
 def speed_vs_commit(result):
     """`benchmarks/speed_vs_commit.py`: a training step of the current code
     against an earlier commit's, in alternating processes."""
@@ -638,7 +657,10 @@ def speed_summary(base):
         if "current/mixed_bfloat16" in ratios:
             bf = ratios["current/mixed_bfloat16"]
             parts.append(f"{ratio(bf)} (`mixed_bfloat16`)")
-        where = "" if cpu(against) == training_machine else f" on {cpu(against)}"
+        inpainter_machine = _entry_machine(against, entry)
+        where = (
+            "" if inpainter_machine == training_machine else f" on {inpainter_machine}"
+        )
         inpainter = (
             "; the inpainter's training step is "
             + " and ".join(parts)
