@@ -34,12 +34,19 @@ The localisation CNN is maxpool 2 -> conv 20 -> maxpool 2 -> conv 20 ->
 maxpool 2 -> conv 20 (paper appendix and code agree; no pooling after the
 last convolution). Transforms use PyTorch's sampling convention
 (``align_corners=False``), not Lasagne's, see ``SpatialTransformer``.
+
+The networks run their layers through `run_stack`: a one-channel 3x3
+convolution with ReLU followed by a 2x2 max-pooling (the classifier's first
+two layers, the localisation network's second and third) is then one fused
+op where the compiled kernel applies (`cram_keras.ops.conv_relu_max_pool`):
+the same layers and weights, the values to float32 rounding.
 """
 
 import keras
 from keras import layers, ops
 
 from cram_keras.layers import SpatialTransformer
+from cram_keras.ops import conv_relu_max_pool
 from cram_keras.utils import check_choice, check_positive_int
 
 IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -142,6 +149,54 @@ class RampedDropout(layers.Layer):
         config = super().get_config()
         config.update(rate=self.rate, seed=self.seed)
         return config
+
+
+def _fusable_pair(conv, pool):
+    """Whether ``conv`` then ``pool`` is `conv_relu_max_pool`'s pair: a
+    float32 Conv2D with ReLU and bias, stride 1, "valid", no dilation or
+    groups, then a 2x2 MaxPooling2D with stride 2, "valid", channels last."""
+    return (
+        isinstance(conv, layers.Conv2D)
+        and isinstance(pool, layers.MaxPooling2D)
+        and getattr(conv.activation, "__name__", None) == "relu"
+        and conv.use_bias
+        and tuple(conv.strides) == (1, 1)
+        and tuple(conv.dilation_rate) == (1, 1)
+        and conv.groups == 1
+        and conv.padding == "valid"
+        and conv.data_format == "channels_last"
+        and conv.compute_dtype == "float32"
+        and tuple(pool.pool_size) == (2, 2)
+        and tuple(pool.strides) == (2, 2)
+        and pool.padding == "valid"
+        and pool.data_format == "channels_last"
+    )
+
+
+def run_stack(stack, inputs, training=None):
+    """``stack(inputs, training=training)`` for a `keras.Sequential` of
+    these networks, layer by layer, with each `_fusable_pair` on a
+    one-channel float32 input run as `conv_relu_max_pool` (the compiled op
+    where it applies, else the same `keras.ops`): the pair's weights stay
+    the convolution's."""
+    if not stack.built:
+        stack.build(inputs.shape)
+    x, stack_layers, i = inputs, stack.layers, 0
+    while i < len(stack_layers):
+        layer = stack_layers[i]
+        following = stack_layers[i + 1] if i + 1 < len(stack_layers) else None
+        if (
+            following is not None
+            and _fusable_pair(layer, following)
+            and x.shape[-1] == 1
+            and keras.backend.standardize_dtype(x.dtype) == "float32"
+        ):
+            x = conv_relu_max_pool(x, layer.kernel, layer.bias)
+            i += 2
+            continue
+        x = layer(x, training=training)
+        i += 1
+    return x
 
 
 def localization_cnn(filters=20, dropout=None, name="localization_cnn", dtype=None):
@@ -408,7 +463,7 @@ class RNNSPN(_DigitClassifier):
 
     def transforms(self, images, training=None):
         """Per-step affine parameters (B, T, 6) from the localisation GRU."""
-        features = self.localization(images, training=training)
+        features = run_stack(self.localization, images, training)
         repeated = ops.repeat(ops.expand_dims(features, 1), self.num_steps, axis=1)
         return self.transform_head(self.rnn(repeated))
 
@@ -426,7 +481,7 @@ class RNNSPN(_DigitClassifier):
         params = self.transforms(images, training=training)
         crops = self.crops(images, params)
         flat = ops.reshape(crops, (-1,) + tuple(crops.shape[2:]))
-        logits = self.logits(self.classifier(flat, training=training))
+        logits = self.logits(run_stack(self.classifier, flat, training))
         logits = ops.reshape(logits, (-1, self.num_steps, self.num_classes))
         if return_transforms:
             return logits, ops.reshape(params, (-1, self.num_steps, 2, 3))
@@ -484,7 +539,7 @@ class ConvNet(_DigitClassifier):
         ]
 
     def _classify(self, images, training):
-        features = self.classifier(images, training=training)
+        features = run_stack(self.classifier, images, training)
         return ops.stack([head(features) for head in self.heads], axis=1)
 
     def call(self, images, training=None):
@@ -561,7 +616,7 @@ class FFNSPN(ConvNet):
 
     def transforms(self, images):
         """Affine parameters (B, 1, 6): one transform for the whole sequence."""
-        hidden = self.localization_dense(self.localization(images))
+        hidden = self.localization_dense(run_stack(self.localization, images))
         return ops.expand_dims(self.transform_head(hidden), 1)
 
     def crops(self, images, params=None):

@@ -55,6 +55,10 @@ build time (a damaged or half-copied file) is never loaded; it is rebuilt.
 
 The kernel's own gradient is differentiable again through the `keras.ops`
 path (second derivatives cost what they cost there).
+
+The same library holds the fused one-channel convolution, ReLU and 2x2
+max-pooling of `cram_keras.ops.conv_pool` (`conv_relu_pool` here), used
+under the same setting and conditions.
 """
 
 import contextlib
@@ -82,6 +86,15 @@ CACHE_ENV_VAR = "CRAM_KERAS_CACHE"
 ISA_ENV_VAR = "CRAM_KERAS_SAMPLER_ISA"
 ISAS = ("avx512", "avx2", "scalar")
 SOURCE = pathlib.Path(__file__).with_name("native") / "bilinear_sampler.cc"
+# Built into the same library: the fused one-channel convolution, ReLU and
+# max-pooling of `cram_keras.ops.conv_pool`.
+CONV_POOL_SOURCE = pathlib.Path(__file__).with_name("native") / "conv_relu_pool.cc"
+
+
+def _sources():
+    return (SOURCE, CONV_POOL_SOURCE)
+
+
 # Compiling takes about 10 s; this only guards against a hung compiler.
 BUILD_TIMEOUT_S = 900
 # A portable build: the AVX-512 or AVX2 loops are chosen at run time. No fused
@@ -106,7 +119,8 @@ _local = threading.local()
 # The keras.ops functions that the kernel's second derivatives differentiate,
 # registered by the modules that define them and import this one
 # (`set_reference`): "pixels", `pixel_sampler.sample_pixels`; "transform", the
-# keras.ops path of `transform_sample` (in `sampling`).
+# keras.ops path of `transform_sample` (in `sampling`); "conv_pool",
+# `conv_pool.reference`.
 _references = {}
 
 
@@ -211,15 +225,16 @@ def library_path():
     cached."""
     import tensorflow as tf
 
-    try:
-        source = SOURCE.read_bytes()
-    except OSError as error:
-        raise NativeSamplerError(
-            f"The compiled sampler's source is missing ({error}); reinstall "
-            f"cram_keras, or leave the compiled sampler off ({ENV_VAR}=0).",
-            brief=f"its source is missing ({SOURCE}); reinstall cram_keras",
-        ) from error
-    digest = hashlib.sha256(source)
+    digest = hashlib.sha256()
+    for path in _sources():
+        try:
+            digest.update(path.read_bytes())
+        except OSError as error:
+            raise NativeSamplerError(
+                f"The compiled sampler's source is missing ({error}); reinstall "
+                f"cram_keras, or leave the compiled sampler off ({ENV_VAR}=0).",
+                brief=f"its source is missing ({path}); reinstall cram_keras",
+            ) from error
     digest.update(" ".join(COMPILE_FLAGS).encode())
     digest.update(" ".join(tf.sysconfig.get_compile_flags()).encode())
     digest.update(" ".join(tf.sysconfig.get_link_flags()).encode())
@@ -340,7 +355,7 @@ def _compile(compiler, target, verbose):
         compiler,
         *COMPILE_FLAGS,
         *tf.sysconfig.get_compile_flags(),
-        str(SOURCE),
+        *(str(path) for path in _sources()),
         "-o",
         partial,
         *tf.sysconfig.get_link_flags(),
@@ -561,6 +576,22 @@ def transform_sample(images, params, transform, output_size, padding, align_corn
     )
 
 
+def conv_relu_pool(images, kernel, bias):
+    """A one-channel "valid" convolution, its ReLU and a 2x2 max-pooling as
+    one op each way with the compiled kernel: the contract of
+    `cram_keras.ops.conv_pool.conv_relu_max_pool`. Inputs already checked."""
+    pooled, _ = load().cram_conv_relu_pool(images, kernel, bias)
+    return pooled
+
+
+def _conv_relu_pool_gradient(op, upstream, _which):
+    images, kernel, bias = op.inputs
+    pooled, which = op.outputs
+    return _state["library"].cram_conv_relu_pool_grad(
+        images, kernel, bias, pooled, which, upstream
+    )
+
+
 _TRANSFORM_ATTRS = ("transform", "output_height", "output_width", "padding")
 
 
@@ -583,7 +614,8 @@ def _transform_sample_gradient(op, upstream):
 def set_reference(name, function):
     """Registers the keras.ops path that a kernel's second derivative
     differentiates: `name` "pixels", a function with the signature of
-    `sample`, or "transform", one with that of `transform_sample`.
+    `sample`, "transform", one with that of `transform_sample`, or
+    "conv_pool", one with that of `conv_relu_pool`.
 
     Called by `pixel_sampler` and `sampling` when they are imported (this
     module comes below them and imports neither); importing anything from
@@ -665,7 +697,34 @@ def _register_second_derivative(tf):
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
             )
 
+    def conv_pool_second_derivative(op, *cotangents):
+        images, kernel, bias, pooled, _which, upstream = op.inputs
+        with _keras_ops_only():
+            with tf.GradientTape() as outer:
+                outer.watch([images, kernel, bias, upstream])
+                with tf.GradientTape() as inner:
+                    inner.watch([images, kernel, bias])
+                    output = _references["conv_pool"](images, kernel, bias)
+                grads = inner.gradient(
+                    output, [images, kernel, bias], output_gradients=upstream
+                )
+            cotangents = [
+                tf.zeros_like(g) if c is None else c
+                for g, c in zip(grads, cotangents, strict=True)
+            ]
+            d_images, d_kernel, d_bias, d_upstream = outer.gradient(
+                grads,
+                [images, kernel, bias, upstream],
+                output_gradients=cotangents,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+        # The pooled values and which position they came from set only the
+        # ReLU's and the maximum's piecewise-constant choices: no gradient.
+        return d_images, d_kernel, d_bias, tf.zeros_like(pooled), None, d_upstream
+
     for op_type, gradient in (
+        ("CramConvReluPool", _conv_relu_pool_gradient),
+        ("CramConvReluPoolGrad", conv_pool_second_derivative),
         ("CramSampleAtPixelsGrad", second_derivative),
         ("CramTransformSample", _transform_sample_gradient),
         ("CramTransformSampleGrad", transform_second_derivative),

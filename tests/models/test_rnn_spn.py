@@ -340,3 +340,56 @@ def test_experiment_builds_the_placement_and_ramps_the_rate():
     for bad in (dict(dropout_placement="both"), dict(dropout_ramp_epochs=-1)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             rnn_spn.Config(**bad)
+
+
+@pytest.mark.parametrize("cls", [RNNSPN, FFNSPN, ConvNet])
+def test_the_fused_first_layers_give_the_layers_results(cls, monkeypatch, request):
+    """With the compiled kernel, each one-channel 3x3 convolution with ReLU
+    followed by a 2x2 max-pooling runs as one fused op (the classifier's
+    first pair; the localisation network's conv0 and pool1): the same
+    weights, and the outputs and every weight's gradient of the layers run
+    one by one, to float32 rounding. Without the kernel the model runs its
+    Keras layers."""
+    from testing import native_sampler_unavailable
+
+    from cram_keras.ops import native_sampler
+
+    if native_sampler_unavailable():
+        pytest.skip(native_sampler_unavailable())
+    import tensorflow as tf
+
+    monkeypatch.setenv(
+        native_sampler.CACHE_ENV_VAR,
+        str(request.getfixturevalue("native_sampler_cache")),
+    )
+    keras.utils.set_random_seed(0)
+    model = cls(dense_units=16)
+    x = np.random.default_rng(0).random((3, 100, 100, 1)).astype("float32")
+    model(x)
+
+    def run(native):
+        with native_sampler.native_sampler(native):
+
+            @tf.function
+            def step(x):
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_sum(tf.sin(model(x, training=True)))
+                return model(x), tape.gradient(loss, model.trainable_variables)
+
+            graph = step.get_concrete_function(tf.TensorSpec(x.shape)).graph
+            types = {op.type for op in graph.get_operations()}
+            outputs, grads = step(x)
+        return types, outputs.numpy(), [g.numpy() for g in grads]
+
+    fused_types, fused, fused_grads = run(True)
+    layer_types, layers, layer_grads = run(False)
+    assert "CramConvReluPool" in fused_types and "CramConvReluPoolGrad" in fused_types
+    assert not any(t.startswith("CramConv") for t in layer_types)
+    np.testing.assert_allclose(fused, layers, rtol=0, atol=1e-5)
+    for variable, a, b in zip(
+        model.trainable_variables, fused_grads, layer_grads, strict=True
+    ):
+        scale = max(1e-3, float(np.abs(b).max()))
+        np.testing.assert_allclose(
+            a, b, rtol=0, atol=1e-4 * scale, err_msg=variable.path
+        )
