@@ -244,6 +244,24 @@ def test_the_native_sampler_without_a_compiler_is_refused_before_training(
     assert not out.exists()
 
 
+def test_a_bad_sampler_isa_with_the_kernel_forced_is_refused_before_training(
+    monkeypatch, tmp_path, capsys
+):
+    from cram_keras.ops import native_sampler
+
+    monkeypatch.setenv(native_sampler.ENV_VAR, "1")
+    monkeypatch.setenv(native_sampler.ISA_ENV_VAR, "sse")
+    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setitem(native_sampler._state, "enabled", None)
+    monkeypatch.setitem(native_sampler._state, "library", None)
+    out = tmp_path / "run"
+    code, error = run(rnn_spn.EXPERIMENT, ["--smoke", "--output-dir", str(out)], capsys)
+    assert code == 2
+    assert "CRAM_KERAS_SAMPLER_ISA must be one of avx512, avx2, scalar" in error
+    assert "Received: CRAM_KERAS_SAMPLER_ISA='sse'" in error
+    assert not out.exists()
+
+
 # === Sizes that leave nothing to compute ===
 #
 # A setting whose output (a crop, a hole's context, a glimpse window, a
