@@ -182,20 +182,24 @@ def run_stack(stack, inputs, training=None):
     if not stack.built:
         stack.build(inputs.shape)
     x, stack_layers, i = inputs, stack.layers, 0
-    while i < len(stack_layers):
-        layer = stack_layers[i]
-        following = stack_layers[i + 1] if i + 1 < len(stack_layers) else None
-        if (
-            following is not None
-            and _fusable_pair(layer, following)
-            and x.shape[-1] == 1
-            and keras.backend.standardize_dtype(x.dtype) == "float32"
-        ):
-            x = conv_relu_max_pool(x, layer.kernel, layer.bias)
-            i += 2
-            continue
-        x = layer(x, training=training)
-        i += 1
+    # The names the layers' ops carry when the stack is called (for graphs,
+    # TensorBoard and profiles): "<stack>/<layer>/...".
+    with keras.name_scope(stack.name, caller=stack):
+        while i < len(stack_layers):
+            layer = stack_layers[i]
+            following = stack_layers[i + 1] if i + 1 < len(stack_layers) else None
+            if (
+                following is not None
+                and _fusable_pair(layer, following)
+                and x.shape[-1] == 1
+                and keras.backend.standardize_dtype(x.dtype) == "float32"
+            ):
+                with keras.name_scope(layer.name, caller=layer):
+                    x = conv_relu_max_pool(x, layer.kernel, layer.bias)
+                i += 2
+                continue
+            x = layer(x, training=training)
+            i += 1
     return x
 
 
