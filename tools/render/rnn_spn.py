@@ -436,7 +436,7 @@ def rnn_spn_search_cpu(result):
             "dropout rate",
             "best validation per-digit error",
             "epochs (best)",
-            "training time",
+            "training time (wall clock)",
             "state",
         ]
         finished = sum(1 for t in entry["trials"] if t["epochs_done"] >= epochs)
@@ -444,6 +444,11 @@ def rnn_spn_search_cpu(result):
         summary = (
             f"{MODEL_NAMES[model]}: {finished} of {len(grid['trials'])} trials "
             f"done, each {epochs} epochs under `{policy}` on the validation set."
+        )
+        summary += (
+            " Training times are wall-clock time, with whatever else the machine "
+            "ran meanwhile (a trial that trained beside other work, or paused, "
+            "took longer than it needed)."
         )
         summary += f" Rerun to continue: `{_search_command(result['command'])}`."
         chosen = entry.get("chosen")
