@@ -28,11 +28,12 @@
 //
 // The convolution sums its taps in row-major order (TensorFlow's own
 // convolution sums in another order: the values agree to float32 rounding).
-// The forward pass is split over pooled rows; the backward pass over
-// images, each image's kernel and bias gradients summed in a buffer of its
-// own and the images' sums added in image order: deterministic, whatever
-// the number of threads. The filter loops run 8 filters at a time (GCC's
-// vector extensions; AVX2 where the CPU has it, chosen at run time).
+// The forward pass is split over pooled rows, 8 filters at a time; the
+// backward pass over images, filter by filter, 8 taps at a time, each
+// image's kernel and bias gradients summed in a buffer of its own and the
+// images' sums added in image order: deterministic, whatever the number of
+// threads. (GCC's vector extensions; AVX2 where the CPU has it, chosen at
+// run time.)
 
 #include <algorithm>
 #include <cstdint>
@@ -215,58 +216,68 @@ void ForwardRows(const Sizes& s, const float* images, const float* kernel,
 }
 
 // Images [start, limit): the image gradient, and each image's kernel and
-// bias gradients into its own rows of `partial` ([taps + 1][padded] each).
+// bias gradients into its own rows of `partial` ([filters][tap_stride] of
+// kernel gradient, taps contiguous, then [filters] of bias gradient).
+// `kernel_t` is the kernel as [filters][tap_stride]. Each pooled value
+// with the ReLU on sends its gradient to one of its window's four
+// positions, a different one per filter: per filter, its kernel gradient
+// takes that position's taps times the gradient, and that position's taps
+// of the image gradient take the filter's kernel times the gradient (summed
+// over the filters per position first, 8 taps at a time).
 CRAM_CONV_CLONES
-void BackwardImages(const Sizes& s, const float* images, const float* kernel,
+void BackwardImages(const Sizes& s, const float* images,
+                    const float* kernel_t, int64_t tap_stride,
                     const float* pooled, const uint8_t* which,
                     const float* upstream, float* grad_images, float* partial,
                     int64_t start, int64_t limit) {
-  const int64_t padded = s.groups * kLanes, taps = s.Taps();
+  const int64_t taps = s.Taps(), filters = s.filters;
+  const int64_t vectors = tap_stride / kLanes;
   const std::vector<int64_t> offsets = TapOffsets(s);
   const int64_t* tap = offsets.data();
-  std::vector<float> gz(static_cast<size_t>(4 * padded));
+  // Per window position: its taps' input values, and the image gradient
+  // its taps take (summed over the filters).
+  std::vector<float> x_taps(static_cast<size_t>(4 * tap_stride), 0.0f);
+  std::vector<float> g_taps(static_cast<size_t>(4 * tap_stride));
+  const int64_t part_size = filters * tap_stride + filters;
   for (int64_t b = start; b < limit; ++b) {
     const float* image = images + b * s.height * s.width;
     float* grad_image = grad_images + b * s.height * s.width;
     std::memset(grad_image, 0, sizeof(float) * s.height * s.width);
-    float* grad_kernel = partial + b * (taps + 1) * padded;
-    float* grad_bias = grad_kernel + taps * padded;
-    std::memset(grad_kernel, 0, sizeof(float) * (taps + 1) * padded);
+    float* grad_kernel = partial + b * part_size;
+    float* grad_bias = grad_kernel + filters * tap_stride;
+    std::memset(grad_kernel, 0, sizeof(float) * part_size);
     for (int64_t i = 0; i < s.out_h; ++i) {
       for (int64_t j = 0; j < s.out_w; ++j) {
-        const int64_t at = ((b * s.out_h + i) * s.out_w + j) * s.filters;
-        // The gradient at the pre-activation of the chosen position of each
-        // filter (0 where the ReLU was off), split by position.
-        std::fill(gz.begin(), gz.end(), 0.0f);
+        const int64_t at = ((b * s.out_h + i) * s.out_w + j) * filters;
+        int64_t corner[4];
+        for (int q = 0; q < 4; ++q) {
+          corner[q] = (2 * i + (q >> 1)) * s.width + 2 * j + (q & 1);
+          for (int64_t t = 0; t < taps; ++t) {
+            x_taps[q * tap_stride + t] = image[corner[q] + tap[t]];
+          }
+        }
+        std::fill(g_taps.begin(), g_taps.end(), 0.0f);
         unsigned live = 0;
-        for (int64_t f = 0; f < s.filters; ++f) {
-          if (pooled[at + f] > 0.0f) {
-            const int q = which[at + f];
-            gz[q * padded + f] = upstream[at + f];
-            grad_bias[f] += upstream[at + f];
-            live |= 1u << q;
+        for (int64_t f = 0; f < filters; ++f) {
+          if (!(pooled[at + f] > 0.0f)) continue;  // the ReLU is off
+          const int q = which[at + f];
+          const float g = upstream[at + f];
+          live |= 1u << q;
+          grad_bias[f] += g;
+          const float* x_q = &x_taps[q * tap_stride];
+          float* g_q = &g_taps[q * tap_stride];
+          float* gk = grad_kernel + f * tap_stride;
+          const float* k = kernel_t + f * tap_stride;
+          for (int64_t v = 0; v < vectors; ++v) {
+            Store(gk + v * kLanes, Load(gk + v * kLanes) + g * Load(x_q + v * kLanes));
+            Store(g_q + v * kLanes, Load(g_q + v * kLanes) + g * Load(k + v * kLanes));
           }
         }
         for (int q = 0; q < 4; ++q) {
           if (!(live & (1u << q))) continue;
-          const int64_t offset = (2 * i + (q >> 1)) * s.width + 2 * j + (q & 1);
-          const float* corner = image + offset;
-          float* grad_corner = grad_image + offset;
-          const float* g_q = &gz[q * padded];
-          for (int64_t t = 0; t < taps; ++t) {
-            const float x = corner[tap[t]];
-            float* gk = grad_kernel + t * padded;
-            const float* k = kernel + t * padded;
-            V8 dot = Zero();
-            for (int64_t g = 0; g < s.groups; ++g) {
-              const V8 gv = Load(g_q + g * kLanes);
-              Store(gk + g * kLanes, Load(gk + g * kLanes) + gv * x);
-              dot += gv * Load(k + g * kLanes);
-            }
-            // The 8 lanes' sum in a fixed order.
-            grad_corner[tap[t]] += ((dot[0] + dot[4]) + (dot[2] + dot[6])) +
-                                   ((dot[1] + dot[5]) + (dot[3] + dot[7]));
-          }
+          float* grad_corner = grad_image + corner[q];
+          const float* g_q = &g_taps[q * tap_stride];
+          for (int64_t t = 0; t < taps; ++t) grad_corner[tap[t]] += g_q[t];
         }
       }
     }
@@ -367,13 +378,21 @@ class ConvReluPoolGradOp : public OpKernel {
     OP_REQUIRES_OK(context, context->allocate_output(1, kernel.shape(), &grad_kernel));
     OP_REQUIRES_OK(context,
                    context->allocate_output(2, TensorShape({s.filters}), &grad_bias));
-    const int64_t padded = s.groups * kLanes, taps = s.Taps();
+    const int64_t taps = s.Taps();
+    const int64_t tap_stride = (taps + kLanes - 1) / kLanes * kLanes;
+    const int64_t part_size = s.filters * tap_stride + s.filters;
     Tensor partial;
     OP_REQUIRES_OK(context, context->allocate_temp(
                                 tensorflow::DT_FLOAT,
-                                TensorShape({s.batch, taps + 1, padded}), &partial));
-    const std::vector<float> kernel_padded =
-        PadKernel(kernel.flat<float>().data(), s);
+                                TensorShape({s.batch, part_size}), &partial));
+    // The kernel as [filter][tap], taps padded with zeros.
+    std::vector<float> kernel_t(static_cast<size_t>(s.filters * tap_stride), 0.0f);
+    const float* kernel_data = kernel.flat<float>().data();
+    for (int64_t t = 0; t < taps; ++t) {
+      for (int64_t f = 0; f < s.filters; ++f) {
+        kernel_t[f * tap_stride + t] = kernel_data[t * s.filters + f];
+      }
+    }
     const float* image_data = images.flat<float>().data();
     const float* pooled_data = pooled.flat<float>().data();
     const uint8_t* which_data = which.flat<uint8_t>().data();
@@ -383,9 +402,9 @@ class ConvReluPoolGradOp : public OpKernel {
     const Workers& workers = *context->device()->tensorflow_cpu_worker_threads();
     tensorflow::Shard(
         workers.num_threads, workers.workers, s.batch,
-        /*cost_per_unit=*/s.out_h * s.out_w * (2 * s.filters + 4 * taps * padded),
+        /*cost_per_unit=*/s.out_h * s.out_w * (8 * taps + 6 * s.filters * tap_stride / kLanes),
         [&](int64_t start, int64_t limit) {
-          BackwardImages(s, image_data, kernel_padded.data(), pooled_data,
+          BackwardImages(s, image_data, kernel_t.data(), tap_stride, pooled_data,
                          which_data, up_data, gi, parts, start, limit);
         });
     // The images' sums in image order.
@@ -394,11 +413,11 @@ class ConvReluPoolGradOp : public OpKernel {
     std::fill(gk, gk + taps * s.filters, 0.0f);
     std::fill(gb, gb + s.filters, 0.0f);
     for (int64_t b = 0; b < s.batch; ++b) {
-      const float* part = parts + b * (taps + 1) * padded;
-      for (int64_t t = 0; t < taps; ++t) {
-        for (int64_t f = 0; f < s.filters; ++f) gk[t * s.filters + f] += part[t * padded + f];
+      const float* part = parts + b * part_size;
+      for (int64_t f = 0; f < s.filters; ++f) {
+        for (int64_t t = 0; t < taps; ++t) gk[t * s.filters + f] += part[f * tap_stride + t];
+        gb[f] += part[s.filters * tap_stride + f];
       }
-      for (int64_t f = 0; f < s.filters; ++f) gb[f] += part[taps * padded + f];
     }
   }
 };
