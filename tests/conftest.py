@@ -127,6 +127,17 @@ def native_sampler_cache(tmp_path_factory):
     return path
 
 
+@pytest.fixture
+def native(monkeypatch, native_sampler_cache):
+    """The compiled kernels forced on, cached in the suite's shared folder
+    (tests that take it skip where they cannot be built)."""
+    from cram_keras.ops import native_sampler
+
+    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(native_sampler_cache))
+    with native_sampler.native_sampler(True):
+        yield native_sampler
+
+
 @pytest.fixture(params=["keras_ops", "native"])
 def sampler_kernel(request, monkeypatch):
     from cram_keras.ops import native_sampler

@@ -161,20 +161,18 @@ native_only = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def native(monkeypatch, native_sampler_cache):
-    from cram_keras.ops import native_sampler
-
-    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(native_sampler_cache))
-    with native_sampler.native_sampler(True):
-        yield native_sampler
+def graph_types(function, *args):
+    """Op types of a tf.function's graph, its gradient's functions included."""
+    graph = function.get_concrete_function(*args).graph
+    types = {op.type for op in graph.get_operations()}
+    for inner in graph.as_graph_def().library.function:
+        types.update(node.op for node in inner.node_def)
+    return types
 
 
 def graph_op_types(fn, *args, jit_compile=False):
     """Op types of fn's graph with its gradient (TensorFlow)."""
     import tensorflow as tf
-
-    args = [tf.constant(a) for a in args]
 
     @tf.function(jit_compile=jit_compile)
     def with_gradient(*args):
@@ -183,11 +181,7 @@ def graph_op_types(fn, *args, jit_compile=False):
             loss = tf.reduce_sum(tf.square(fn(*args)))
         return tape.gradient(loss, args)
 
-    graph = with_gradient.get_concrete_function(*args).graph
-    types = {op.type for op in graph.get_operations()}
-    for function in graph.as_graph_def().library.function:
-        types.update(node.op for node in function.node_def)
-    return types
+    return graph_types(with_gradient, *[tf.constant(a) for a in args])
 
 
 @native_only
@@ -268,14 +262,6 @@ def test_second_derivatives_match_the_keras_ops_path(native):
         expected = tf.function(penalty_gradients)(*args)
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
-
-
-def graph_types(function, *args):
-    graph = function.get_concrete_function(*args).graph
-    types = {op.type for op in graph.get_operations()}
-    for inner in graph.as_graph_def().library.function:
-        types.update(node.op for node in inner.node_def)
-    return types
 
 
 @native_only

@@ -29,15 +29,6 @@ pytestmark = pytest.mark.skipif(
 REPO = pathlib.Path(__file__).parents[2]
 
 
-@pytest.fixture
-def native(monkeypatch, native_sampler_cache):
-    from cram_keras.ops import native_sampler
-
-    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(native_sampler_cache))
-    with native_sampler.native_sampler(True):
-        yield native_sampler
-
-
 def op_types(fn, *args):
     """Op types of `fn`'s graph and of its gradient's graph (TensorFlow)."""
     import tensorflow as tf

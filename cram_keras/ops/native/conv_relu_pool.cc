@@ -285,7 +285,12 @@ void BackwardImages(const Sizes& s, const float* images,
 }
 
 absl::Status CheckShapes(const Tensor& images, const Tensor& kernel,
-                         int64_t filters, Sizes* s) {
+                         const Tensor& bias, Sizes* s) {
+  if (bias.dims() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bias must be (filters,), got shape ", bias.shape().DebugString()));
+  }
+  const int64_t filters = bias.dim_size(0);
   if (images.dims() != 4 || images.dim_size(3) != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "images must be (batch, height, width, 1), got shape ",
@@ -323,12 +328,8 @@ class ConvReluPoolOp : public OpKernel {
     const Tensor& images = context->input(0);
     const Tensor& kernel = context->input(1);
     const Tensor& bias = context->input(2);
-    OP_REQUIRES(context, bias.dims() == 1,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "bias must be (filters,), got shape ",
-                    bias.shape().DebugString())));
     Sizes s;
-    OP_REQUIRES_OK(context, CheckShapes(images, kernel, bias.dim_size(0), &s));
+    OP_REQUIRES_OK(context, CheckShapes(images, kernel, bias, &s));
     const TensorShape shape({s.batch, s.out_h, s.out_w, s.filters});
     Tensor *pooled = nullptr, *which = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, shape, &pooled));
@@ -360,12 +361,8 @@ class ConvReluPoolGradOp : public OpKernel {
     const Tensor& pooled = context->input(3);
     const Tensor& which = context->input(4);
     const Tensor& upstream = context->input(5);
-    OP_REQUIRES(context, bias.dims() == 1,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "bias must be (filters,), got shape ",
-                    bias.shape().DebugString())));
     Sizes s;
-    OP_REQUIRES_OK(context, CheckShapes(images, kernel, bias.dim_size(0), &s));
+    OP_REQUIRES_OK(context, CheckShapes(images, kernel, bias, &s));
     const TensorShape shape({s.batch, s.out_h, s.out_w, s.filters});
     for (const Tensor* t : {&pooled, &which, &upstream}) {
       OP_REQUIRES(context, t->shape() == shape,
