@@ -448,7 +448,7 @@ def vector_isa():
     load()
     function = ctypes.CDLL(str(_state["path"])).CramSamplerIsa
     function.restype = ctypes.c_int
-    return ("scalar", "avx2", "avx512")[function()]
+    return ISAS[len(ISAS) - 1 - function()]  # the library counts from "scalar"
 
 
 def _require_tensorflow():
