@@ -129,7 +129,8 @@ def keras_inpaint(batch, policy="float32"):
 # shapes: a convolution (forward, input or filter gradient) 2 * output
 # positions * kh * kw * input channels * output channels, a matmul
 # 2 * m * k * n, the sampler's kernels 10 (forward) and 26 (backward) per
-# output value, other arithmetic one per element. Ops whose results nothing
+# output value, other arithmetic one per element; the compiled first layers
+# (convolution, ReLU and max-pooling as one op) as the layers they replace. Ops whose results nothing
 # uses (TensorFlow prunes them) are not counted; a loop body counts once per
 # iteration (the GRU's loop runs once per step of the sequence).
 
@@ -149,7 +150,32 @@ def _dims(tensor):
     return None if shape.rank is None else shape.as_list()
 
 
+def _fused_conv_pool_flops(op):
+    """The compiled first layers (`cram_keras.ops.conv_relu_max_pool`) as
+    the layers they replace: forward, the convolution, its bias, ReLU and
+    max-pooling (one per convolution output each); backward, the pooling's,
+    ReLU's and bias's gradients (likewise), the filter gradient, and the
+    input gradient where something uses it (where the layers' graph would
+    keep Conv2DBackpropInput)."""
+    images, kernel = _dims(op.inputs[0]), _dims(op.inputs[1])
+    kh, kw, channels, filters = kernel
+    out = images[0] * (images[1] - kh + 1) * (images[2] - kw + 1) * filters
+    conv = 2 * out * kh * kw * channels
+    if op.type == "CramConvReluPool":
+        return [("convolution", conv), ("other arithmetic", 3 * out)]
+    convolutions = 2 if op.outputs[0].consumers() else 1
+    return [("convolution", convolutions * conv), ("other arithmetic", 3 * out)]
+
+
 def _op_flops(op):
+    """[(kind, FLOPs), ...] of one op: empty for ops without arithmetic."""
+    if op.type in ("CramConvReluPool", "CramConvReluPoolGrad"):
+        return _fused_conv_pool_flops(op)
+    kind, flops = _one_kind_flops(op)
+    return [(kind, flops)] if kind else []
+
+
+def _one_kind_flops(op):
     """(kind, FLOPs) of one op, or (None, 0) for ops without arithmetic."""
     kind = op.type
     if kind in ("MatMul", "_FusedMatMul"):
@@ -172,10 +198,13 @@ def _op_flops(op):
     if kernel is not None:
         # out: the forward convolution's output (B, h, w, C_out).
         return "convolution", 2 * math.prod(out) * kernel[0] * kernel[1] * kernel[2]
-    if kind == "CramSampleAtPixels":
+    # The sampler's kernels; the transform ops compute the pixel coordinates
+    # themselves and sum their gradient into the parameters' (a few FLOPs
+    # per output pixel, not per value: left out).
+    if kind in ("CramSampleAtPixels", "CramTransformSample"):
         return "sampler", 10 * math.prod(_dims(op.outputs[0]))
-    if kind == "CramSampleAtPixelsGrad":
-        return "sampler", 26 * math.prod(_dims(op.inputs[3]))
+    if kind in ("CramSampleAtPixelsGrad", "CramTransformSampleGrad"):
+        return "sampler", 26 * math.prod(_dims(op.inputs[-1]))
     if kind in _ARITHMETIC or kind in _REDUCING:
         dims = _dims(op.inputs[0] if kind in _REDUCING else op.outputs[0])
         if dims is None or None in dims:
@@ -217,8 +246,7 @@ def _graph_flops(graph, counts, layers, times=1, loop_trips=None, outputs=None):
             body = graph._get_function(op.get_attr("f").name).graph
             _graph_flops(body, counts, layers, times, loop_trips)
             continue
-        kind, flops = _op_flops(op)
-        if kind:
+        for kind, flops in _op_flops(op):
             counts[kind] += times * flops
             layers[_layer_of(op.name)] += times * flops
 
@@ -292,7 +320,7 @@ def tf_profiler_flops(step, batch):
     check = {}
     for group, kinds in groups.items():
         ours = [
-            (op.name, _op_flops(op)[1])
+            (op.name, _one_kind_flops(op)[1])
             for op in concrete.graph.get_operations()
             if op in live and op.type in kinds and op.name in theirs
         ]

@@ -514,6 +514,41 @@ def test_the_speed_tables_give_a_bfloat16_row_against_its_own_peak(results_copy)
     assert "under `mixed_bfloat16` on AMX" not in speed.speed_summary("")
 
 
+def test_the_speed_line_takes_float32_training_from_the_newest_run(results_copy):
+    """Of the training benchmark's files (one per machine), the README's line
+    quotes the newest run's float32 ratio and bfloat16 from the run on a CPU
+    with AMX, naming each claim's machine once."""
+    speed = importlib.import_module("render.speed")
+    sources = importlib.import_module("render.sources")
+    ratio = importlib.import_module("render.cells").ratio
+    xeon = json.loads((results_copy / "train_flops.json").read_text())
+    other = json.loads((results_copy / "train_flops_avx2.json").read_text())
+    torch_eager = other["results"]["torch_eager/rnn_spn"]["per_second"]
+    other["results"]["keras/rnn_spn"]["per_second"] = 4.0 * torch_eager
+    other["hardware"], other["cpu_flags"] = "CPU Y, 2 cores, no GPU", ["avx2"]
+    for date, newest in (("2999-01-01", True), ("2000-01-01", False)):
+        other["date"] = date
+        (results_copy / "train_flops_avx2.json").write_text(json.dumps(other))
+        line = speed.speed_summary("")
+        timed = xeon["results"]
+        expected = (
+            4.0
+            if newest
+            else timed["keras/rnn_spn"]["per_second"]
+            / timed["torch_eager/rnn_spn"]["per_second"]
+        )
+        assert f"trains at {ratio(expected)} the PyTorch port's" in line
+        machine = sources.cpu(other if newest else xeon)
+        assert f"float32 training: {machine}" in line or (
+            f"float32 training and `mixed_bfloat16` training: {machine}" in line
+        )
+        assert "under `mixed_bfloat16` on AMX" in line
+        assert f"`mixed_bfloat16` training: {sources.cpu(xeon)}" in line
+    # Without the second file: the one run.
+    (results_copy / "train_flops_avx2.json").unlink()
+    assert "float32 training and `mixed_bfloat16` training" in speed.speed_summary("")
+
+
 def test_the_speed_line_gives_the_inpainter_against_earlier_code(results_copy):
     """From `speed_vs_commit.json`, where it holds the inpainter: each policy's
     ratio of the medians, the baseline's commit; nothing without the file."""

@@ -306,15 +306,18 @@ def test_without_cache_writes_nothing(traceable_mnist, tmp_path):
 
 
 @pytest.mark.slow
-def test_generates_80k_sequences_within_a_minute():
+def test_generates_sequences_at_80k_a_minute():
+    """A run's three sets (60,000 / 10,000 / 10,000 sequences) at a tenth of
+    their size: the same rate, 80,000 sequences a minute, without spending
+    the minute in the suite."""
     rng = np.random.default_rng(0)
     digits = rng.integers(0, 256, size=(60_000, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, size=60_000)
     start = time.perf_counter()
-    for n, part in ((60_000, slice(0, 50_000)), (10_000, slice(50_000, None))):
+    for n, part in ((6_000, slice(0, 50_000)), (1_000, slice(50_000, None))):
         data = make_cluttered_sequences(digits[part], labels[part], n, seed=n)
         assert data.images.shape == (n, 100, 100, 1)
         del data
-    make_cluttered_sequences(digits[:10_000], labels[:10_000], 10_000, seed=1)
+    make_cluttered_sequences(digits[:10_000], labels[:10_000], 1_000, seed=1)
     elapsed = time.perf_counter() - start
-    assert elapsed < 60, f"80,000 sequences took {elapsed:.1f} s"
+    assert elapsed < 6, f"8,000 sequences took {elapsed:.1f} s (bar: 6 s)"

@@ -524,7 +524,9 @@ def test_a_compiler_error_is_reported(monkeypatch, tmp_path):
 
     broken = tmp_path / "broken.cc"
     broken.write_text("this is not C++;\n")
-    monkeypatch.setattr(native_sampler, "SOURCE", broken)
+    # The broken file alone: with the real sources beside it the compiler
+    # would compile them all (seconds) before reporting its errors.
+    monkeypatch.setattr(native_sampler, "_sources", lambda: (broken,))
     monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(tmp_path / "cache"))
     monkeypatch.setitem(native_sampler._state, "library", None)
     with pytest.raises(

@@ -54,6 +54,8 @@ RENDERERS = {
     "speed_sampler": sampler.speed_sampler,
     "speed_training": speed.speed_training,
     "speed_flops": speed.speed_flops,
+    "speed_training_avx2": speed.speed_training_avx2,
+    "speed_flops_avx2": speed.speed_flops_avx2,
     "speed_attempts": speed.speed_attempts,
     "speed_vs_commit": speed.speed_vs_commit,
     "speed_gpu": speed.speed_gpu,

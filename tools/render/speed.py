@@ -318,8 +318,12 @@ def profile_steps(result):
     return table(header, rows)
 
 
-@sourced("train_flops.json", machine=cpu)
-def speed_training(result):
+# The training benchmark's runs, one file per machine: the Xeon with AMX
+# (float32 and bfloat16) and a CPU with AVX2 only (float32).
+TRAINING_FILES = ("train_flops.json", "train_flops_avx2.json")
+
+
+def _training(result):
     """Training steps: ours against the PyTorch port and each setting
     against its own reference, all from one run."""
     res = result["results"]
@@ -414,8 +418,7 @@ def _peak(peak):
     return derived + "."
 
 
-@sourced("train_flops.json", machine=cpu)
-def speed_flops(result):
+def _flops(result):
     """FLOPs per training step and what the step achieves against the peak."""
     rows = []
     for key, (label, _) in MODELS.items():
@@ -446,6 +449,12 @@ def speed_flops(result):
         "TensorFlow's profiler / ours, forward convolutions and matmuls (GFLOP)",
     ]
     return paragraphs(table(header, rows), _peak(result["peak"]))
+
+
+speed_training = sourced(TRAINING_FILES[0], machine=cpu)(_training)
+speed_flops = sourced(TRAINING_FILES[0], machine=cpu)(_flops)
+speed_training_avx2 = sourced(TRAINING_FILES[1], machine=cpu)(_training)
+speed_flops_avx2 = sourced(TRAINING_FILES[1], machine=cpu)(_flops)
 
 
 def _attempts_machine(result):
@@ -623,6 +632,28 @@ def speed_gpu(base):
     return paragraphs(*parts)
 
 
+def _rnn_spn_ratio(result, setting):
+    """RNN-SPN's throughput under `setting` over the PyTorch eager port's,
+    from one run of the training benchmark (None where it lacks either)."""
+    timed = result["results"]
+    ours = timed.get(f"{setting}/rnn_spn", {}).get("per_second")
+    torch_eager = timed.get("torch_eager/rnn_spn", {}).get("per_second")
+    return ours / torch_eager if ours and torch_eager else None
+
+
+def _machines(claims):
+    """The machines of `claims` ((what, machine) pairs) for the README's
+    line: "(all on M)", or each machine once with what it measured."""
+    by_machine = {}
+    for what, machine in claims:
+        by_machine.setdefault(machine, []).append(what)
+    if len(by_machine) == 1:
+        return f" (all on {next(iter(by_machine))})"
+    return (
+        " (" + "; ".join(f"{' and '.join(w)}: {m}" for m, w in by_machine.items()) + ")"
+    )
+
+
 def speed_summary(base):
     """The README's line on speed: the default sampler against torch (the
     newest CPU run of the sampler benchmark) and the RNN-SPN training step
@@ -630,22 +661,18 @@ def speed_summary(base):
     from .sampler import newest_cpu_ratios
 
     run, (rnn_spn, cram) = newest_cpu_ratios()
-    flops = load("train_flops.json")
-    timed = flops["results"]
-    ours = timed["keras/rnn_spn"]["per_second"]
-    torch_eager = timed["torch_eager/rnn_spn"]["per_second"]
-    bf16 = timed.get("keras_mixed_bfloat16/rnn_spn", {}).get("per_second")
-    bf16 = (
-        f" and {ratio(bf16 / torch_eager)} under `mixed_bfloat16` on AMX"
-        if bf16 and "amx_bf16" in flops.get("cpu_flags", [])
-        else ""
-    )
-    sampler_machine, training_machine = cpu(run), cpu(flops)
-    machines = (
-        f" (both on {sampler_machine})"
-        if sampler_machine == training_machine
-        else f" (sampler: {sampler_machine}; training: {training_machine})"
-    )
+    runs = [load(name) for name in TRAINING_FILES if result_exists(name)]
+    # float32: the newest run; bfloat16: a run on a CPU with AMX.
+    newest = max(runs, key=lambda r: r["date"])
+    float32 = _rnn_spn_ratio(newest, "keras")
+    with_amx = [r for r in runs if "amx_bf16" in r.get("cpu_flags", [])]
+    bf16 = _rnn_spn_ratio(with_amx[-1], "keras_mixed_bfloat16") if with_amx else None
+    claims = [("sampler", cpu(run)), ("float32 training", cpu(newest))]
+    if bf16 is not None:
+        claims.append(("`mixed_bfloat16` training", cpu(with_amx[-1])))
+    bf16 = f" and {ratio(bf16)} under `mixed_bfloat16` on AMX" if bf16 else ""
+    machines = _machines(claims)
+    training_machine = cpu(newest)
     inpainter = ""
     entry = None
     if result_exists("speed_vs_commit.json"):
@@ -675,7 +702,7 @@ def speed_summary(base):
         "time per call, "
         f"{ratio(rnn_spn['layer_native_x10_in_graph'])} and "
         f"{ratio(cram['layer_native_x10_in_graph'])} in graph; RNN-SPN "
-        f"trains at {ratio(ours / torch_eager)} the PyTorch port's throughput "
+        f"trains at {ratio(float32)} the PyTorch port's throughput "
         f"in float32{bf16}{machines}{inpainter}. [docs/speed.md](docs/speed.md) has "
         "every ratio."
     )
