@@ -43,7 +43,7 @@ In code (overrides the environment variable)::
     python -m cram_keras.ops.native              # build (and check) it now
 
 The first use compiles the kernel with the system C++ compiler (`$CXX`,
-else `g++`) against the installed TensorFlow's headers (about 10 s, one
+else `g++`) against the installed TensorFlow's headers (10-20 s, one
 line on stderr while it builds) into the `kernels` folder of the project's
 cache, `$CRAM_KERAS_CACHE` (default `~/.cache/cram_keras`): one file per
 machine architecture, TensorFlow version and kernel source, built once and
@@ -95,7 +95,7 @@ def _sources():
     return (SOURCE, CONV_POOL_SOURCE)
 
 
-# Compiling takes about 10 s; this only guards against a hung compiler.
+# Compiling takes 10-20 s; this only guards against a hung compiler.
 BUILD_TIMEOUT_S = 900
 # A portable build: the AVX-512 or AVX2 loops are chosen at run time. No fused
 # multiply-adds, so that the values are those of the keras.ops path.
@@ -345,7 +345,7 @@ def _compile(compiler, target, verbose):
 
     _say(
         f"building the compiled sampler kernel for TensorFlow {tf.__version__} "
-        f"(once per machine and TensorFlow version, about 10 s) into {target}"
+        f"(once per machine and TensorFlow version, 10-20 s) into {target}"
     )
     handle, partial = tempfile.mkstemp(
         prefix=target.name + ".", suffix=".tmp", dir=target.parent
