@@ -43,7 +43,7 @@ In code (overrides the environment variable)::
     python -m cram_keras.ops.native              # build (and check) it now
 
 The first use compiles the kernel with the system C++ compiler (`$CXX`,
-else `g++`) against the installed TensorFlow's headers (10-20 s, one
+else `g++`) against the installed TensorFlow's headers (about 10 s, one
 line on stderr while it builds) into the `kernels` folder of the project's
 cache, `$CRAM_KERAS_CACHE` (default `~/.cache/cram_keras`): one file per
 machine architecture, TensorFlow version and kernel source, built once and
@@ -95,7 +95,7 @@ def _sources():
     return (SOURCE, CONV_POOL_SOURCE)
 
 
-# Compiling takes 10-20 s; this only guards against a hung compiler.
+# Compiling takes about 10 s; this only guards against a hung compiler.
 BUILD_TIMEOUT_S = 900
 # A portable build: the AVX-512 or AVX2 loops are chosen at run time. No fused
 # multiply-adds, so that the values are those of the keras.ops path.
@@ -235,6 +235,7 @@ def library_path():
                 f"cram_keras, or leave the compiled sampler off ({ENV_VAR}=0).",
                 brief=f"its source is missing ({path}); reinstall cram_keras",
             ) from error
+    digest.update(b"one translation unit")  # how the sources are compiled
     digest.update(" ".join(COMPILE_FLAGS).encode())
     digest.update(" ".join(tf.sysconfig.get_compile_flags()).encode())
     digest.update(" ".join(tf.sysconfig.get_link_flags()).encode())
@@ -345,24 +346,32 @@ def _compile(compiler, target, verbose):
 
     _say(
         f"building the compiled sampler kernel for TensorFlow {tf.__version__} "
-        f"(once per machine and TensorFlow version, 10-20 s) into {target}"
+        f"(once per machine and TensorFlow version, about 10 s) into {target}"
     )
     handle, partial = tempfile.mkstemp(
         prefix=target.name + ".", suffix=".tmp", dir=target.parent
     )
     os.close(handle)
-    command = [
-        compiler,
-        *COMPILE_FLAGS,
-        *tf.sysconfig.get_compile_flags(),
-        *(str(path) for path in _sources()),
-        "-o",
-        partial,
-        *tf.sysconfig.get_link_flags(),
-    ]
-    if verbose:
-        print(" ".join(command), file=sys.stderr)
+    # One translation unit that includes every source: TensorFlow's headers,
+    # most of the compile time, are parsed once instead of once per source.
+    work = tempfile.TemporaryDirectory(prefix="cram_keras_build_")
     try:
+        unit = _translation_unit(pathlib.Path(work.name))
+        command = [
+            compiler,
+            *COMPILE_FLAGS,
+            *tf.sysconfig.get_compile_flags(),
+            *unit,
+            "-o",
+            partial,
+            *tf.sysconfig.get_link_flags(),
+        ]
+        if verbose:
+            print(" ".join(command), file=sys.stderr)
+            if unit[0].startswith(work.name):
+                print(
+                    f"{unit[0]}:\n{pathlib.Path(unit[0]).read_text()}", file=sys.stderr
+                )
         try:
             result = subprocess.run(
                 command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
@@ -399,7 +408,20 @@ def _compile(compiler, target, verbose):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
+        work.cleanup()
     _write_atomically(_stamp_path(target), (checksum + "\n").encode())
+
+
+def _translation_unit(folder):
+    """What the compiler is given: a file in ``folder`` that includes every
+    source, or the sources themselves where a path cannot be written in an
+    #include line."""
+    sources = [str(path) for path in _sources()]
+    if any('"' in path or "\n" in path for path in sources):
+        return sources
+    unit = folder / "cram_kernels.cc"
+    unit.write_text("".join(f'#include "{path}"\n' for path in sources))
+    return [str(unit)]
 
 
 def _check_isa_setting():

@@ -11,6 +11,7 @@ fails. How it is chosen by default, built and cached:
 `test_native_sampler_default.py`.
 """
 
+import json
 import os
 import pathlib
 import subprocess
@@ -517,6 +518,37 @@ def test_a_missing_compiler_is_refused_with_what_to_do(monkeypatch, tmp_path):
     assert "CRAM_KERAS_NATIVE_SAMPLER=0" in message
     # A failed switch leaves the keras.ops sampler on.
     assert native_sampler._state["enabled"] is False
+
+
+def test_the_sources_are_compiled_as_one_translation_unit(monkeypatch, tmp_path):
+    """The compiler gets one file that includes every source in order (so
+    TensorFlow's headers are parsed once), written outside the cache and
+    gone after the build."""
+    from cram_keras.ops import native_sampler
+
+    log = tmp_path / "argv.json"
+    fake = tmp_path / "fake-cxx"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import json, pathlib, sys\n"
+        "units = [a for a in sys.argv[1:] if a.endswith('.cc')]\n"
+        f"pathlib.Path({str(log)!r}).write_text(json.dumps(\n"
+        "    {'units': units, 'text': [pathlib.Path(u).read_text() for u in units]}))\n"
+        "pathlib.Path(sys.argv[sys.argv.index('-o') + 1]).write_bytes(b'library')\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("CXX", str(fake))
+    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    target = native_sampler.build()
+    assert target.read_bytes() == b"library"
+    seen = json.loads(log.read_text())
+    assert len(seen["units"]) == 1
+    unit = pathlib.Path(seen["units"][0])
+    assert tmp_path / "cache" not in unit.parents and not unit.parent.exists()
+    assert seen["text"][0] == "".join(
+        f'#include "{path}"\n' for path in native_sampler._sources()
+    )
+    assert len(native_sampler._sources()) == 2
 
 
 def test_a_compiler_error_is_reported(monkeypatch, tmp_path):
