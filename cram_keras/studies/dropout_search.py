@@ -92,6 +92,7 @@ import dataclasses
 import json
 import os
 import shlex
+import statistics
 
 import keras
 
@@ -315,6 +316,7 @@ def trial_record(trial, rows, epochs, run_dir, runs_dir=None):
         best_epoch=None if best is None else best + 1,
         best_valid_per_digit_error=None if best is None else valid[best],
         train_seconds=sum(r.get("train_seconds") or 0.0 for r in rows),
+        epoch_seconds=[r.get("train_seconds") or 0.0 for r in rows],
     )
 
 
@@ -426,25 +428,39 @@ def search(study):
 
 class SearchProgress:
     """After each trial, one line: the trials done of those this process
-    runs, and the time the rest should take at the mean training time of
-    the complete trials so far (their committed epochs, whenever trained)."""
+    runs, and the time the rest should take. Per trial: the median epoch of
+    the complete trials so far times the epochs of a trial (an epoch that
+    ran beside other work, or paused, moves a median little); for records
+    without their epochs' times (written before they kept them), the mean
+    of their training times."""
 
     def __init__(self, total):
-        self.total, self.done, self.seconds = total, 0, []
+        self.total, self.done = total, 0
+        self.epoch_seconds, self.trial_seconds = [], []
 
     def trial_done(self, record, epochs):
         self.done += 1
         if record["epochs_done"] >= epochs and record["train_seconds"] > 0:
-            self.seconds.append(record["train_seconds"])
+            if record.get("epoch_seconds"):
+                self.epoch_seconds += record["epoch_seconds"][:epochs]
+            else:
+                self.trial_seconds.append(record["train_seconds"])
         left = self.total - self.done
         line = f"search: {self.done} of {self.total} trials done"
-        if left and self.seconds:
-            mean = sum(self.seconds) / len(self.seconds)
+        per_trial = self.per_trial(epochs)
+        if left and per_trial:
             line += (
-                f"; about {format_seconds(left * mean)} to go "
-                f"({format_seconds(mean)} per trial)"
+                f"; about {format_seconds(left * per_trial)} to go "
+                f"({format_seconds(per_trial)} per trial)"
             )
         print(line, flush=True)
+
+    def per_trial(self, epochs):
+        if self.epoch_seconds:
+            return epochs * statistics.median(self.epoch_seconds)
+        if self.trial_seconds:
+            return sum(self.trial_seconds) / len(self.trial_seconds)
+        return None
 
 
 class RecordedTrials:

@@ -313,6 +313,17 @@ def test_the_search_progress_line(capsys):
         "search: 3 of 4 trials done; about 15m00s to go (15m00s per trial)",
         "search: 4 of 4 trials done",
     ]
+    # With its epochs' times: the median epoch times a trial's epochs, so
+    # that one paused epoch moves it little.
+    progress = search.SearchProgress(3)
+    epochs = [30.0] * 9 + [3000.0]  # the last paused for 50 minutes
+    timed = dict(epochs_done=10, train_seconds=sum(epochs), epoch_seconds=epochs)
+    progress.trial_done(timed, 10)
+    progress.trial_done(dict(timed, epoch_seconds=[40.0] * 10), 10)
+    assert capsys.readouterr().out.splitlines() == [
+        "search: 1 of 3 trials done; about 10m00s to go (5m00s per trial)",
+        "search: 2 of 3 trials done; about 6m40s to go (6m40s per trial)",
+    ]
 
 
 def test_the_recorded_data_source_names_no_local_folder():
