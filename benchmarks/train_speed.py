@@ -130,9 +130,10 @@ def keras_inpaint(batch, policy="float32"):
 # positions * kh * kw * input channels * output channels, a matmul
 # 2 * m * k * n, the sampler's kernels 10 (forward) and 26 (backward) per
 # output value, other arithmetic one per element; the compiled first layers
-# (convolution, ReLU and max-pooling as one op) as the layers they replace. Ops whose results nothing
-# uses (TensorFlow prunes them) are not counted; a loop body counts once per
-# iteration (the GRU's loop runs once per step of the sequence).
+# (convolution, ReLU and max-pooling as one op) as the layers they replace.
+# Ops whose results nothing uses (TensorFlow prunes them) are not counted; a
+# loop body counts once per iteration (the GRU's loop runs once per step of
+# the sequence).
 
 _ARITHMETIC = frozenset(
     "Add AddV2 AddN Sub Mul RealDiv Div DivNoNan Maximum Minimum Neg Abs Square "

@@ -662,10 +662,21 @@ def speed_summary(base):
 
     run, (rnn_spn, cram) = newest_cpu_ratios()
     runs = [load(name) for name in TRAINING_FILES if result_exists(name)]
-    # float32: the newest run; bfloat16: a run on a CPU with AMX.
-    newest = max(runs, key=lambda r: r["date"])
+    # float32: the newest run that has the ratio; bfloat16: the newest run
+    # with it on a CPU with AMX.
+    newest = max(
+        (r for r in runs if _rnn_spn_ratio(r, "keras")), key=lambda r: r["date"]
+    )
     float32 = _rnn_spn_ratio(newest, "keras")
-    with_amx = [r for r in runs if "amx_bf16" in r.get("cpu_flags", [])]
+    with_amx = sorted(
+        (
+            r
+            for r in runs
+            if "amx_bf16" in r.get("cpu_flags", [])
+            and _rnn_spn_ratio(r, "keras_mixed_bfloat16")
+        ),
+        key=lambda r: r["date"],
+    )
     bf16 = _rnn_spn_ratio(with_amx[-1], "keras_mixed_bfloat16") if with_amx else None
     claims = [("sampler", cpu(run)), ("float32 training", cpu(newest))]
     if bf16 is not None:
