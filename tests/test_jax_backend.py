@@ -50,7 +50,10 @@ def test_sampler_and_layer_tests_pass_on_jax():
         ]
         + [str(f) for f in FILES],
         cwd=TESTS.parent,
-        env=JAX_ENV,
+        # Without the run's shared compilation cache: this process compiles
+        # thousands of small programs that no other process runs, and
+        # writing each one out cost it a tenth of its time.
+        env={**JAX_ENV, "JAX_ENABLE_COMPILATION_CACHE": "false"},
         capture_output=True,
         text=True,
         timeout=600,

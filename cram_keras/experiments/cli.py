@@ -328,6 +328,7 @@ def main(experiment, argv=None):
         with sigterm_interrupts():
             config = resolve_config(experiment, args)
             backend = check_backend(experiment)
+            enable_compile_cache(backend)
             _prepare_native_sampler()
             for name in ("cache_dir",):
                 if getattr(config, name, None):
@@ -401,6 +402,19 @@ def interrupted(err):
         file=sys.stderr,
     )
     return 128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
+
+
+def enable_compile_cache(backend):
+    """On JAX, JAX's persistent compilation cache in the cache folder
+    (`cram_keras.training.compile_cache`); a bad CRAM_KERAS_JAX_CACHE is a
+    usage error."""
+    from cram_keras.experiments.errors import UsageError
+    from cram_keras.training import compile_cache
+
+    try:
+        compile_cache.enable_jax_compilation_cache(backend)
+    except compile_cache.CompileCacheError as err:
+        raise UsageError(str(err)) from None
 
 
 def _prepare_native_sampler():

@@ -43,7 +43,7 @@ import sys
 from cram_keras.experiments import named as named_configs
 from cram_keras.experiments.cli import interrupted, sigterm_interrupts
 from cram_keras.experiments.config import add_set_flag, parse_assignments
-from cram_keras.training import run_lock
+from cram_keras.training import compile_cache, run_lock
 
 EXIT_USAGE = 2
 
@@ -383,6 +383,17 @@ def load_study(name):
     return named, importlib.import_module(f"cram_keras.studies.{named.protocol}")
 
 
+def _enable_compile_cache():
+    """On JAX, the runs' compiled steps cached on disk, as the scripts do
+    (`cram_keras.training.compile_cache`)."""
+    import keras
+
+    try:
+        compile_cache.enable_jax_compilation_cache(keras.backend.backend())
+    except compile_cache.CompileCacheError as err:
+        raise StudyError(str(err)) from None
+
+
 @run_lock.refuses_when_busy
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -397,6 +408,7 @@ def main(argv=None):
     args = build_parser(named, protocol).parse_args(argv)
     try:
         with sigterm_interrupts():
+            _enable_compile_cache()
             study = Study(named, args, argv)
             if getattr(protocol, "writes_output", lambda study: True)(study):
                 run_lock.hold_for_call(study.output)

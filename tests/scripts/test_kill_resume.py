@@ -28,8 +28,13 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def run(script, out, *args, crash_at=None, timeout=600, backend="tensorflow"):
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+def run(script, out, *args, crash_at=None, timeout=600, backend="tensorflow", env=None):
+    """The script's smoke run; ``env``: more variables (None removes one)."""
+    env = dict(
+        os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2", **(env or {})
+    )
+    for name in [name for name, value in env.items() if value is None]:
+        del env[name]
     env.pop("CRAM_KERAS_CRASH_AT", None)
     if crash_at:
         env["CRAM_KERAS_CRASH_AT"] = crash_at
@@ -63,10 +68,10 @@ def weights(out):
     return [np.asarray(w) for w in model.weights]
 
 
-def kill_then_finish(script, out, moments, *args, backend="tensorflow"):
+def kill_then_finish(script, out, moments, *args, backend="tensorflow", env=None):
     killed = None
     for moment in moments:
-        proc = run(script, out, *args, crash_at=moment, backend=backend)
+        proc = run(script, out, *args, crash_at=moment, backend=backend, env=env)
         assert proc.returncode == -signal.SIGKILL, (
             f"{moment}: expected a SIGKILL, got {proc.returncode}\n"
             + proc.stderr[-3000:]
@@ -76,7 +81,7 @@ def kill_then_finish(script, out, moments, *args, backend="tensorflow"):
             assert_took_over(proc, out, killed)
         # The killed run's lock stays; the next run takes it over.
         killed = json.loads((out / ".lock").read_text())["pid"]
-    proc = run(script, out, *args, backend=backend)
+    proc = run(script, out, *args, backend=backend, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert_took_over(proc, out, killed)
     assert not (out / ".lock").exists()
@@ -167,20 +172,37 @@ def test_inpaint_on_jax_survives_a_kill_mid_epoch(tmp_path):
     bit for bit (tolerance 0; XLA on the CPU is deterministic). The moments
     after training are backend-independent (the TensorFlow test above). The
     CNN encoder: the same run machinery as CRAM's, with less to compile in
-    each of the three processes."""
+    each of the three processes.
+
+    The processes use the scripts' own compilation cache in their cache
+    folder (not the test suite's): the first compiles its steps and writes
+    them there, and the last loads the training step from there (JAX's own
+    log of each compilation and cache hit says so)."""
     args = ("--dataset", "mnist32", "--encoder", "cnn")
+    cache = tmp_path / "cache"
+    env = {
+        "CRAM_KERAS_CACHE": str(cache),
+        "JAX_COMPILATION_CACHE_DIR": None,
+        "JAX_LOG_COMPILES": "1",
+    }
     reference = tmp_path / "reference"
-    proc = run("train_inpaint.py", reference, *args, backend="jax")
+    proc = run("train_inpaint.py", reference, *args, backend="jax", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    compiled = "Finished XLA compilation of jit(train_step)"
+    loaded = "Persistent compilation cache hit for 'jit_train_step'"
+    assert compiled in proc.stderr and loaded not in proc.stderr, proc.stderr[-3000:]
+    assert list((cache / "jax").glob("jit_train_step-*")), sorted(cache.rglob("*"))
 
     out = tmp_path / "run"
-    kill_then_finish(
+    proc = kill_then_finish(
         "train_inpaint.py",
         out,
         ["batch:1"],  # mid-epoch 2: epoch 1's checkpoint is kept
         *args,
         backend="jax",
+        env=env,
     )
+    assert loaded in proc.stderr, proc.stderr[-3000:]
     assert epochs_in_log(out) == [0, 1]
     metrics = json.loads((out / "metrics.json").read_text())
     expected = json.loads((reference / "metrics.json").read_text())
