@@ -1,9 +1,11 @@
 """JAX's persistent compilation cache for the scripts' runs.
 
 On JAX every process compiles its training, evaluation and prediction steps
-with XLA before its first batch: about a minute of CPU for the inpainter on
-a CPU, every time a killed run is resumed, a run is rescored with
---eval-only or a study moves on to its next run of the same shapes. The
+with XLA before its first batch, which on a CPU can take longer than a
+short run's training, and again every time a killed run is resumed, a run
+is rescored with --eval-only or a study moves on to its next run of the same
+shapes (a search's next dropout rate, say: the rate is a variable of the
+step, not part of the program). The
 scripts (and run_study.py) therefore point JAX's persistent compilation
 cache at ``jax`` in the cache folder (``$CRAM_KERAS_CACHE``, default
 ``~/.cache/cram_keras``), so that a later process loads each program JAX
@@ -47,11 +49,12 @@ def enable_jax_compilation_cache(backend):
     Raises:
         CompileCacheError: CRAM_KERAS_JAX_CACHE is not unset, ``0`` or ``1``.
     """
-    setting = os.environ.get(ENV_VAR, "").strip()
+    value = os.environ.get(ENV_VAR, "")
+    setting = value.strip()
     if setting not in _VALUES:
         raise CompileCacheError(
             f"{ENV_VAR} must be unset or 1 (JAX's compiled steps cached in "
-            f"{cache_folder()}) or 0 (no cache). Received: {ENV_VAR}={setting!r}"
+            f"{cache_folder()}) or 0 (no cache). Received: {ENV_VAR}={value!r}"
         )
     if (
         backend != "jax"
