@@ -318,7 +318,7 @@ def main(experiment, argv=None):
     from cram_keras.data.errors import DatasetError
     from cram_keras.experiments.errors import UsageError
     from cram_keras.experiments.experiment import check_backend
-    from cram_keras.experiments.run_dir import check_output_dir
+    from cram_keras.experiments.run_dir import check_cache_variable, check_output_dir
     from cram_keras.experiments.runner import run_experiment
     from cram_keras.training.callbacks import TrainingDiverged
     from cram_keras.training.checkpoint import CheckpointError
@@ -328,6 +328,7 @@ def main(experiment, argv=None):
         with sigterm_interrupts():
             config = resolve_config(experiment, args)
             backend = check_backend(experiment)
+            check_cache_variable()
             enable_compile_cache(backend)
             _prepare_native_sampler()
             for name in ("cache_dir",):

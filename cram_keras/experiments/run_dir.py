@@ -39,14 +39,20 @@ RUN_KEYS = ("data_source",)
 EXTENT_SETTINGS = ("max_trials",)
 
 
-def check_output_dir(path, flag="--output-dir"):
-    """A directory we can create: no regular file on the way."""
+def _existing_part(path):
+    """``path``, or the nearest folder above it that exists."""
     probe = os.path.abspath(path)
     while probe and not os.path.exists(probe):
         parent = os.path.dirname(probe)
         if parent == probe:
             break
         probe = parent
+    return probe
+
+
+def check_output_dir(path, flag="--output-dir"):
+    """A directory we can create: no regular file on the way."""
+    probe = _existing_part(path)
     if os.path.exists(probe) and not os.path.isdir(probe):
         raise UsageError(
             f"{flag} must be a directory, but {probe!r} is a regular file. "
@@ -57,6 +63,38 @@ def check_output_dir(path, flag="--output-dir"):
             f"{flag} {path!r} cannot be created: {probe!r} is not writable. "
             f"Choose another {flag}."
         )
+
+
+CACHE_VARIABLE = "CRAM_KERAS_CACHE"
+
+
+def check_cache_variable():
+    """``$CRAM_KERAS_CACHE``, where set, must be a folder that can be created
+    and written: the generated data sets, the compiled kernel and JAX's
+    compiled steps go there, whatever ``--cache-dir`` says about the first.
+    The folder is created here (as the first of them would create it), so
+    that what the system refuses is said now, not in the middle of a run."""
+    value = os.environ.get(CACHE_VARIABLE)
+    if not value:
+        return
+    probe = _existing_part(value)
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        reason = f"{probe!r} is a regular file"
+    else:
+        try:
+            os.makedirs(value, exist_ok=True)
+        except OSError as error:
+            reason = f"it cannot be created ({error.strerror})"
+        else:
+            if os.access(value, os.W_OK):
+                return
+            reason = "it is not writable"
+    raise UsageError(
+        f"{CACHE_VARIABLE} must name a folder that can be created and written "
+        f"(the cache of generated data sets, the compiled kernel and JAX's "
+        f"compiled steps), but {reason}. Received: {CACHE_VARIABLE}={value!r}. "
+        f"Set it to another folder, or unset it for ~/.cache/cram_keras."
+    )
 
 
 def _clear_run_dir(directory):

@@ -383,14 +383,19 @@ def load_study(name):
     return named, importlib.import_module(f"cram_keras.studies.{named.protocol}")
 
 
-def _enable_compile_cache():
-    """On JAX, the runs' compiled steps cached on disk, as the scripts do
+def _prepare_caches():
+    """As the scripts do: the cache folder of ``$CRAM_KERAS_CACHE`` checked,
+    and on JAX the runs' compiled steps cached on disk
     (`cram_keras.training.compile_cache`)."""
     import keras
 
+    from cram_keras.experiments.errors import UsageError
+    from cram_keras.experiments.run_dir import check_cache_variable
+
     try:
+        check_cache_variable()
         compile_cache.enable_jax_compilation_cache(keras.backend.backend())
-    except compile_cache.CompileCacheError as err:
+    except (UsageError, compile_cache.CompileCacheError) as err:
         raise StudyError(str(err)) from None
 
 
@@ -408,7 +413,7 @@ def main(argv=None):
     args = build_parser(named, protocol).parse_args(argv)
     try:
         with sigterm_interrupts():
-            _enable_compile_cache()
+            _prepare_caches()
             study = Study(named, args, argv)
             if getattr(protocol, "writes_output", lambda study: True)(study):
                 run_lock.hold_for_call(study.output)

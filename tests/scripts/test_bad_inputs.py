@@ -137,6 +137,39 @@ def test_dirs_under_a_regular_file(experiment, flag, tmp_path, capsys):
     assert code == 2 and "is a regular file" in error and flag in error
 
 
+@pytest.mark.parametrize(
+    "experiment", [rnn_spn.EXPERIMENT, cram_cls.EXPERIMENT, inpaint.EXPERIMENT]
+)
+@pytest.mark.parametrize("where", ["file", "file/sub", "proc"])
+def test_a_cache_variable_that_is_no_folder_is_refused(
+    experiment, where, monkeypatch, tmp_path, capsys
+):
+    """CRAM_KERAS_CACHE (data, the compiled kernel, JAX's steps) under a
+    regular file, or where the system refuses a folder (in /proc, for any
+    user): refused before anything is written, whatever --cache-dir says
+    (it names the data cache only)."""
+    (tmp_path / "file").write_text("not a folder")
+    if where == "proc":
+        if not os.path.isdir("/proc/self"):
+            pytest.skip("no /proc on this system")
+        cache = "/proc/cram_keras_cache"
+        expected = "but it cannot be created ("
+    else:
+        cache = str(tmp_path / where)
+        expected = f"but {str(tmp_path / 'file')!r} is a regular file"
+    monkeypatch.setenv("CRAM_KERAS_CACHE", cache)
+    out = tmp_path / "run"
+    argv = ["--smoke", "--output-dir", str(out)]
+    if experiment is not inpaint.EXPERIMENT:
+        argv += ["--cache-dir", str(tmp_path / "data_cache")]
+    code, error = run(experiment, argv, capsys)
+    assert code == 2, error
+    assert expected in error
+    assert f"Received: CRAM_KERAS_CACHE={cache!r}" in error
+    assert "unset it for ~/.cache/cram_keras" in error
+    assert not out.exists()
+
+
 def test_eval_only_on_a_garbage_file(tmp_path, capsys):
     garbage = tmp_path / "model.keras"
     garbage.write_bytes(b"not a zip file at all")

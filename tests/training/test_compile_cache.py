@@ -2,7 +2,8 @@
 on JAX it points JAX's persistent cache at `jax` in the cache folder; off
 with CRAM_KERAS_JAX_CACHE=0; a caller's JAX_COMPILATION_CACHE_DIR is left
 to JAX; nothing on TensorFlow; a bad value is refused before a run starts,
-by the scripts and by run_study.py. (That a resumed JAX run loads its
+by the scripts and by run_study.py, as is a cache folder under a regular
+file. (That a resumed JAX run loads its
 training step from the cache: tests/scripts/test_kill_resume.py.)"""
 
 import os
@@ -95,5 +96,23 @@ def test_the_programs_refuse_a_bad_value_before_writing(
     proc = run_script_in_process(os.path.join(ROOT, program), *args, flag, str(out))
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "error: CRAM_KERAS_JAX_CACHE must be unset or 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_run_study_refuses_a_cache_variable_under_a_file(
+    no_caller_setting, monkeypatch, tmp_path
+):
+    """As the scripts do (tests/scripts/test_bad_inputs.py)."""
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("CRAM_KERAS_CACHE", str(tmp_path / "file" / "cache"))
+    out = tmp_path / "out"
+    proc = run_script_in_process(
+        os.path.join(ROOT, "run_study.py"), "rnn_spn/budget", "--smoke",
+        "--runs-dir", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error: CRAM_KERAS_CACHE must name a folder" in proc.stderr
+    assert f"but {str(tmp_path / 'file')!r} is a regular file" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()
