@@ -318,7 +318,7 @@ def main(experiment, argv=None):
     from cram_keras.data.errors import DatasetError
     from cram_keras.experiments.errors import UsageError
     from cram_keras.experiments.experiment import check_backend
-    from cram_keras.experiments.run_dir import check_cache_variable, check_output_dir
+    from cram_keras.experiments.run_dir import check_output_dir
     from cram_keras.experiments.runner import run_experiment
     from cram_keras.training.callbacks import TrainingDiverged
     from cram_keras.training.checkpoint import CheckpointError
@@ -328,8 +328,7 @@ def main(experiment, argv=None):
         with sigterm_interrupts():
             config = resolve_config(experiment, args)
             backend = check_backend(experiment)
-            check_cache_variable()
-            enable_compile_cache(backend)
+            prepare_caches(backend)
             _prepare_native_sampler()
             for name in ("cache_dir",):
                 if getattr(config, name, None):
@@ -405,13 +404,16 @@ def interrupted(err):
     return 128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
 
 
-def enable_compile_cache(backend):
-    """On JAX, JAX's persistent compilation cache in the cache folder
-    (`cram_keras.training.compile_cache`); a bad CRAM_KERAS_JAX_CACHE is a
-    usage error."""
+def prepare_caches(backend):
+    """The cache folder of ``$CRAM_KERAS_CACHE`` checked
+    (`run_dir.check_cache_variable`), and on JAX, JAX's persistent
+    compilation cache in it (`cram_keras.training.compile_cache`); a bad
+    setting of either is a usage error. The scripts and run_study.py."""
     from cram_keras.experiments.errors import UsageError
+    from cram_keras.experiments.run_dir import check_cache_variable
     from cram_keras.training import compile_cache
 
+    check_cache_variable()
     try:
         compile_cache.enable_jax_compilation_cache(backend)
     except compile_cache.CompileCacheError as err:

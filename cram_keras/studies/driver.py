@@ -41,9 +41,9 @@ import shlex
 import sys
 
 from cram_keras.experiments import named as named_configs
-from cram_keras.experiments.cli import interrupted, sigterm_interrupts
+from cram_keras.experiments.cli import interrupted, prepare_caches, sigterm_interrupts
 from cram_keras.experiments.config import add_set_flag, parse_assignments
-from cram_keras.training import compile_cache, run_lock
+from cram_keras.training import run_lock
 
 EXIT_USAGE = 2
 
@@ -384,18 +384,14 @@ def load_study(name):
 
 
 def _prepare_caches():
-    """As the scripts do: the cache folder of ``$CRAM_KERAS_CACHE`` checked,
-    and on JAX the runs' compiled steps cached on disk
-    (`cram_keras.training.compile_cache`)."""
+    """As the scripts do (`cram_keras.experiments.cli.prepare_caches`)."""
     import keras
 
     from cram_keras.experiments.errors import UsageError
-    from cram_keras.experiments.run_dir import check_cache_variable
 
     try:
-        check_cache_variable()
-        compile_cache.enable_jax_compilation_cache(keras.backend.backend())
-    except (UsageError, compile_cache.CompileCacheError) as err:
+        prepare_caches(keras.backend.backend())
+    except UsageError as err:
         raise StudyError(str(err)) from None
 
 
