@@ -164,6 +164,13 @@ def compare_losses(reference, other):
     return out
 
 
+def round_order(runs, r):
+    """The processes of round ``r`` (0-based): ``runs`` in order in even
+    rounds, reversed in odd ones, so that a drift of the machine's speed
+    favours neither side."""
+    return list(runs) if r % 2 == 0 else list(runs)[::-1]
+
+
 def summarise(entry):
     rounds = entry["rounds"]
     keys = list(rounds[0]["ms"])
@@ -270,7 +277,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="speed-vs-commit-") as folder:
         trees = {"baseline": export(baseline, folder), "current": ROOT}
         for r in range(args.rounds):
-            order = runs if r % 2 == 0 else runs[::-1]
+            order = round_order(runs, r)
             ms, busy, losses = {}, {}, {}
             for code, policy in order:
                 key = f"{code}/{policy}"

@@ -5,6 +5,7 @@ was given, the loss curves agree exactly (deterministic float32 steps from
 the same seed), the file holds every round, and the speed page renders it.
 A baseline that git does not know is refused in one line."""
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -56,7 +57,7 @@ def test_head_against_itself_gives_the_same_losses_and_a_rendered_table(tmp_path
     out.write_text(json.dumps(earlier))
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--baseline", "HEAD", "--model", "rnn_spn",
-         "--batch", "2", "--steps", "2", "--warmup", "1", "--rounds", "2",
+         "--batch", "2", "--steps", "2", "--warmup", "1", "--rounds", "1",
          "--output", str(out)],
         capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=600,
     )  # fmt: skip
@@ -67,29 +68,22 @@ def test_head_against_itself_gives_the_same_losses_and_a_rendered_table(tmp_path
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
     assert entry["baseline"]["commit"] == head == entry["current"]["commit"]
-    # Two rounds, the second in the opposite order.
-    assert [r["order"] for r in entry["rounds"]] == [
-        ["baseline/float32", "current/float32"],
-        ["current/float32", "baseline/float32"],
-    ]
-    for r in entry["rounds"]:
-        assert all(ms > 0 for ms in r["ms"].values())
-    base = [r["ms"]["baseline/float32"] for r in entry["rounds"]]
-    cur = [r["ms"]["current/float32"] for r in entry["rounds"]]
-    assert entry["median_ms"]["baseline/float32"] == pytest.approx(sum(base) / 2)
-    assert entry["ratio"]["current/float32"] == pytest.approx(
-        (sum(base) / 2) / (sum(cur) / 2)
-    )
-    assert entry["round_ratios"]["current/float32"] == pytest.approx(
-        [b / c for b, c in zip(base, cur, strict=True)]
-    )
+    # One round (the order of later rounds and the medians over rounds:
+    # the tests below), the baseline first.
+    [only] = entry["rounds"]
+    assert only["order"] == ["baseline/float32", "current/float32"]
+    base, cur = only["ms"]["baseline/float32"], only["ms"]["current/float32"]
+    assert base > 0 and cur > 0
+    assert entry["median_ms"] == only["ms"]
+    assert entry["ratio"]["current/float32"] == pytest.approx(base / cur)
+    assert entry["round_ratios"]["current/float32"] == pytest.approx([base / cur])
     losses = entry["losses"]
     assert losses["steps"] == 3  # 1 warm-up and 2 timed steps
     compared = losses["against_baseline_float32"]["current/float32"]
     assert "loss" in compared
     if package_unchanged():  # Else the two sides are different code.
         assert all(v["max_abs"] == 0.0 for v in compared.values()), compared
-    assert "round 2/2: baseline/float32" in proc.stdout
+    assert "round 1/1: current/float32" in proc.stdout
 
     sys.path.insert(0, str(REPO / "tools"))
     try:
@@ -119,6 +113,51 @@ def test_head_against_itself_gives_the_same_losses_and_a_rendered_table(tmp_path
                                "2020-01-02; RNN-SPN, d = 2 on "), machines  # fmt: skip
     del result["models"]["cram_inpainter"]
     assert not speed._vs_commit_machines(result).startswith("per model")
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("speed_vs_commit", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rounds_alternate_the_order_of_the_processes():
+    bench = load_benchmark()
+    runs = [("baseline", "float32"), ("current", "float32"), ("current", "bf16")]
+    forward, backward = runs, runs[::-1]
+    assert [bench.round_order(runs, r) for r in range(4)] == [
+        forward,
+        backward,
+        forward,
+        backward,
+    ]
+    assert runs == [
+        ("baseline", "float32"),
+        ("current", "float32"),
+        ("current", "bf16"),
+    ]
+
+
+def test_the_summary_takes_medians_over_rounds_and_keeps_each_rounds_ratio():
+    bench = load_benchmark()
+    rounds = [
+        {"ms": {"baseline/float32": 10.0, "current/float32": 5.0}},
+        {"ms": {"baseline/float32": 14.0, "current/float32": 8.0}},
+        {"ms": {"baseline/float32": 12.0, "current/float32": 4.0}},
+    ]
+    entry = bench.summarise({"batch": 8, "rounds": rounds})
+    assert entry["median_ms"] == {"baseline/float32": 12.0, "current/float32": 5.0}
+    assert entry["ratio"] == {"current/float32": pytest.approx(12.0 / 5.0)}
+    assert entry["per_second"] == {
+        "baseline/float32": pytest.approx(8 / 0.012),
+        "current/float32": pytest.approx(8 / 0.005),
+    }
+    assert entry["round_ratios"]["current/float32"] == pytest.approx([2.0, 1.75, 3.0])
+    # Two rounds: the median is their mean.
+    entry = bench.summarise({"batch": 8, "rounds": rounds[:2]})
+    assert entry["median_ms"]["baseline/float32"] == pytest.approx(12.0)
+    assert entry["ratio"]["current/float32"] == pytest.approx(12.0 / 6.5)
 
 
 def test_an_unknown_baseline_is_refused_with_what_to_do(tmp_path):
