@@ -36,6 +36,19 @@ import numpy as np
 # === Files ===
 
 
+# The environment variable that names the package's cache folder.
+CACHE_VARIABLE = "CRAM_KERAS_CACHE"
+
+
+def cache_folder() -> str:
+    """The package's cache folder: ``$CRAM_KERAS_CACHE`` if set, else
+    ``~/.cache/cram_keras``. The generated data sets, the compiled kernel
+    library (``kernels``) and JAX's compiled steps (``jax``) go there."""
+    return os.environ.get(CACHE_VARIABLE) or os.path.join(
+        os.path.expanduser("~"), ".cache", "cram_keras"
+    )
+
+
 def _temporary_name(path):
     folder, base = os.path.split(os.path.abspath(os.fspath(path)))
     dot = base.find(".", 1)

@@ -137,7 +137,7 @@ def native(monkeypatch, native_sampler_cache):
     (tests that take it skip where they cannot be built)."""
     from cram_keras.ops import native_sampler
 
-    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(native_sampler_cache))
+    monkeypatch.setenv(native_sampler.CACHE_VARIABLE, str(native_sampler_cache))
     with native_sampler.native_sampler(True):
         yield native_sampler
 
@@ -153,7 +153,7 @@ def sampler_kernel(request, monkeypatch):
         if reason:
             pytest.skip(reason)
         cache = request.getfixturevalue("native_sampler_cache")
-        monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(cache))
+        monkeypatch.setenv(native_sampler.CACHE_VARIABLE, str(cache))
     with native_sampler.native_sampler(request.param == "native"):
         yield request.param
 

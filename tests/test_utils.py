@@ -210,3 +210,24 @@ def test_json_files_are_plain_json(tmp_path):
     utils.write_json(path, [1, 2])
     with open(path) as f:
         assert json.load(f) == [1, 2]
+
+
+def test_every_cache_lives_in_the_one_cache_folder(monkeypatch, tmp_path):
+    """The data sets, the kernel library and JAX's steps all follow
+    ``$CRAM_KERAS_CACHE``, and all default to ``~/.cache/cram_keras``."""
+    from cram_keras.ops import native_sampler
+    from cram_keras.training import compile_cache
+
+    monkeypatch.setenv("CRAM_KERAS_CACHE", str(tmp_path / "c"))
+    assert utils.cache_folder() == str(tmp_path / "c")
+    assert str(native_sampler.cache_dir()) == str(tmp_path / "c" / "kernels")
+    assert compile_cache.cache_folder() == str(tmp_path / "c" / "jax")
+    for unset in ("", None):
+        if unset is None:
+            monkeypatch.delenv("CRAM_KERAS_CACHE")
+        else:
+            monkeypatch.setenv("CRAM_KERAS_CACHE", unset)
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        home = os.path.join(str(tmp_path / "home"), ".cache", "cram_keras")
+        assert utils.cache_folder() == home
+        assert str(native_sampler.cache_dir()) == os.path.join(home, "kernels")

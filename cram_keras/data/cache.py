@@ -13,7 +13,7 @@ interrupted run never leaves a half-written cache under the final name. A
 cache file that cannot be read back (truncated, damaged, written by another
 format) is regenerated with a warning.
 
-The default folder is `$CRAM_KERAS_CACHE` if set, else
+The default folder (`cram_keras.utils.cache_folder`) is `$CRAM_KERAS_CACHE` if set, else
 `~/.cache/cram_keras`.
 """
 
@@ -29,13 +29,6 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 _PARAMS_KEY = "__params__"
-
-
-def default_cache_dir() -> str:
-    """`$CRAM_KERAS_CACHE` if set, else `~/.cache/cram_keras`."""
-    return os.environ.get("CRAM_KERAS_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "cram_keras"
-    )
 
 
 def fingerprint(*arrays: np.ndarray) -> str:

@@ -24,15 +24,10 @@ import dataclasses
 
 import numpy as np
 
-from cram_keras.data.cache import (
-    cache_path,
-    cached_arrays,
-    default_cache_dir,
-    fingerprint,
-)
+from cram_keras.data.cache import cache_path, cached_arrays, fingerprint
 from cram_keras.data.mnist import FieldsByKey
 from cram_keras.data.sources import resolve_mnist, split_digit_pools
-from cram_keras.utils import check_int
+from cram_keras.utils import cache_folder, check_int
 
 SPLITS = ("train", "valid", "test")
 CHUNK = 4096  # Samples rendered at a time; bounds the scratch memory.
@@ -319,7 +314,7 @@ def load_splits(
     to it.
 
     The other arguments are those of the loaders: the digits
-    (`resolve_mnist`) and the cache folder (`None`: `default_cache_dir`).
+    (`resolve_mnist`) and the cache folder (`None`: `cram_keras.utils.cache_folder`).
     """
     mnist, source = resolve_mnist(
         data_dir, bundled=bundled, mnist=mnist, network_timeout=network_timeout
@@ -361,7 +356,7 @@ def load_splits(
             n_test=sizes["test"],
             **params,
         )
-        cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+        cache_dir = cache_folder() if cache_dir is None else cache_dir
         arrays = cached_arrays(cache_path(cache_dir, kind, key), key, create)
     else:
         arrays = create()

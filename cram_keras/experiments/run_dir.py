@@ -22,7 +22,7 @@ from cram_keras.experiments.config import config_diff, config_to_dict, field_def
 from cram_keras.experiments.errors import RunDirectoryBusy, UsageError
 from cram_keras.training import run_lock
 from cram_keras.training.checkpoint import EpochCheckpoints
-from cram_keras.utils import atomic_path, read_json
+from cram_keras.utils import CACHE_VARIABLE, atomic_path, read_json
 
 # Files and folders a run owns (removed by --overwrite or when a directory
 # without a completed epoch is reused with a new config).
@@ -63,9 +63,6 @@ def check_output_dir(path, flag="--output-dir"):
             f"{flag} {path!r} cannot be created: {probe!r} is not writable. "
             f"Choose another {flag}."
         )
-
-
-CACHE_VARIABLE = "CRAM_KERAS_CACHE"
 
 
 def check_cache_variable():

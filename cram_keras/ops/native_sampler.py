@@ -74,13 +74,14 @@ import threading
 
 import keras
 
+from cram_keras.utils import CACHE_VARIABLE, cache_folder
+
 try:
     import fcntl
 except ImportError:  # not POSIX: atomic renames still keep the cache whole
     fcntl = None
 
 ENV_VAR = "CRAM_KERAS_NATIVE_SAMPLER"
-CACHE_ENV_VAR = "CRAM_KERAS_CACHE"
 # The widest vector loops the kernel may run (it picks the widest the CPU
 # has, up to this): to check the narrower loops on a CPU with wider ones.
 ISA_ENV_VAR = "CRAM_KERAS_SAMPLER_ISA"
@@ -199,10 +200,7 @@ def native_sampler(enabled=True):
 def cache_dir():
     """The folder of the compiled kernels: `kernels` in `$CRAM_KERAS_CACHE`
     (default `~/.cache/cram_keras`, the datasets' cache folder)."""
-    base = os.environ.get(CACHE_ENV_VAR) or os.path.join(
-        os.path.expanduser("~"), ".cache", "cram_keras"
-    )
-    return pathlib.Path(base) / "kernels"
+    return pathlib.Path(cache_folder()) / "kernels"
 
 
 def _compiler():
@@ -331,10 +329,10 @@ def build(force=False, verbose=False):
     except OSError as error:
         raise NativeSamplerError(
             f"Cannot write the compiled sampler to {target.parent}: {error}. Set "
-            f"{CACHE_ENV_VAR} to a writable folder, or leave the compiled sampler "
+            f"{CACHE_VARIABLE} to a writable folder, or leave the compiled sampler "
             f"off ({ENV_VAR}=0).",
             brief=f"cannot write to {target.parent} ({error.strerror or error}). "
-            f"Set {CACHE_ENV_VAR} to a writable folder to use it",
+            f"Set {CACHE_VARIABLE} to a writable folder to use it",
         ) from error
     return target
 

@@ -32,9 +32,9 @@ class CompileCacheError(ValueError):
 def cache_folder():
     """``jax`` in the cache folder (``$CRAM_KERAS_CACHE`` or
     ``~/.cache/cram_keras``)."""
-    from cram_keras.data.cache import default_cache_dir
+    from cram_keras.utils import cache_folder
 
-    return os.path.join(default_cache_dir(), "jax")
+    return os.path.join(cache_folder(), "jax")
 
 
 def enable_jax_compilation_cache(backend):

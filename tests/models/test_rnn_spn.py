@@ -359,7 +359,7 @@ def test_the_fused_first_layers_give_the_layers_results(cls, monkeypatch, reques
     import tensorflow as tf
 
     monkeypatch.setenv(
-        native_sampler.CACHE_ENV_VAR,
+        native_sampler.CACHE_VARIABLE,
         str(request.getfixturevalue("native_sampler_cache")),
     )
     keras.utils.set_random_seed(0)

@@ -507,7 +507,7 @@ def test_saved_model_export_traces_the_keras_ops_path(native, tmp_path):
 def test_a_missing_compiler_is_refused_with_what_to_do(monkeypatch, tmp_path):
     from cram_keras.ops import native_sampler
 
-    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(native_sampler.CACHE_VARIABLE, str(tmp_path))
     monkeypatch.setenv("CXX", "no-such-compiler")
     monkeypatch.setitem(native_sampler._state, "library", None)
     monkeypatch.setitem(native_sampler._state, "enabled", False)
@@ -538,7 +538,7 @@ def test_the_sources_are_compiled_as_one_translation_unit(monkeypatch, tmp_path)
     )
     fake.chmod(0o755)
     monkeypatch.setenv("CXX", str(fake))
-    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setenv(native_sampler.CACHE_VARIABLE, str(tmp_path / "cache"))
     target = native_sampler.build()
     assert target.read_bytes() == b"library"
     seen = json.loads(log.read_text())
@@ -559,7 +559,7 @@ def test_a_compiler_error_is_reported(monkeypatch, tmp_path):
     # The broken file alone: with the real sources beside it the compiler
     # would compile them all (seconds) before reporting its errors.
     monkeypatch.setattr(native_sampler, "_sources", lambda: (broken,))
-    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setenv(native_sampler.CACHE_VARIABLE, str(tmp_path / "cache"))
     monkeypatch.setitem(native_sampler._state, "library", None)
     with pytest.raises(
         native_sampler.NativeSamplerError, match="Compiling the sampler kernel failed"
@@ -590,7 +590,7 @@ def test_a_bad_isa_setting_names_the_valid_ones(monkeypatch, tmp_path, value):
     from cram_keras.ops import native_sampler
 
     monkeypatch.setenv(native_sampler.ISA_ENV_VAR, value)
-    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(native_sampler.CACHE_VARIABLE, str(tmp_path))
     monkeypatch.setitem(native_sampler._state, "library", None)
     monkeypatch.setitem(native_sampler._state, "failure", None)
     with pytest.raises(native_sampler.NativeSamplerError) as info:

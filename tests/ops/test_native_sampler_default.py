@@ -38,7 +38,7 @@ def built_library(native_sampler_cache):
     from cram_keras.ops import native_sampler
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(native_sampler.CACHE_ENV_VAR, str(native_sampler_cache))
+        patch.setenv(native_sampler.CACHE_VARIABLE, str(native_sampler_cache))
         return native_sampler.build()
 
 
@@ -49,7 +49,7 @@ def sampler(monkeypatch, native_sampler_cache, built_library):
     from cram_keras.ops import native_sampler
 
     monkeypatch.delenv(native_sampler.ENV_VAR, raising=False)
-    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(native_sampler_cache))
+    monkeypatch.setenv(native_sampler.CACHE_VARIABLE, str(native_sampler_cache))
     monkeypatch.setitem(native_sampler._state, "enabled", None)
     monkeypatch.setitem(native_sampler._state, "failure", None)
     monkeypatch.setitem(native_sampler._state, "accelerator", False)
@@ -60,7 +60,7 @@ def sampler(monkeypatch, native_sampler_cache, built_library):
 def unbuilt(sampler, monkeypatch, tmp_path):
     """As `sampler`, with nothing loaded yet and an empty cache folder."""
     monkeypatch.setitem(sampler._state, "library", None)
-    monkeypatch.setenv(sampler.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setenv(sampler.CACHE_VARIABLE, str(tmp_path / "cache"))
     return sampler
 
 
@@ -221,7 +221,7 @@ def test_unset_leaves_a_gpu_to_the_keras_ops_path(
     library = sampler.load()
     monkeypatch.setitem(sampler._state, "library", None)
     monkeypatch.setitem(sampler._state, "accelerator", True)
-    monkeypatch.setenv(sampler.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setenv(sampler.CACHE_VARIABLE, str(tmp_path / "cache"))
     assert sample_with_gradients()[1] == []
     assert compiler.calls == 0
     assert not (tmp_path / "cache").exists()
@@ -242,7 +242,7 @@ def test_a_failed_build_falls_back_with_one_line(
         expected = ["compiling it failed", "python -m cram_keras.ops.native"]
     else:
         (tmp_path / "file").write_text("")
-        monkeypatch.setenv(unbuilt.CACHE_ENV_VAR, str(tmp_path / "file"))
+        monkeypatch.setenv(unbuilt.CACHE_VARIABLE, str(tmp_path / "file"))
         expected = ["cannot write to", "Set CRAM_KERAS_CACHE to a writable folder"]
     reference = keras_ops_reference(unbuilt)
     for _ in range(2):

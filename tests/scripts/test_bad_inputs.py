@@ -265,7 +265,7 @@ def test_the_native_sampler_without_a_compiler_is_refused_before_training(
     from cram_keras.ops import native_sampler
 
     monkeypatch.setenv(native_sampler.ENV_VAR, "1")
-    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setenv(native_sampler.CACHE_VARIABLE, str(tmp_path / "cache"))
     monkeypatch.setenv("CXX", "no-such-compiler")
     monkeypatch.setitem(native_sampler._state, "enabled", None)
     monkeypatch.setitem(native_sampler._state, "library", None)
@@ -284,7 +284,7 @@ def test_a_bad_sampler_isa_with_the_kernel_forced_is_refused_before_training(
 
     monkeypatch.setenv(native_sampler.ENV_VAR, "1")
     monkeypatch.setenv(native_sampler.ISA_ENV_VAR, "sse")
-    monkeypatch.setenv(native_sampler.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setenv(native_sampler.CACHE_VARIABLE, str(tmp_path / "cache"))
     monkeypatch.setitem(native_sampler._state, "enabled", None)
     monkeypatch.setitem(native_sampler._state, "library", None)
     out = tmp_path / "run"
