@@ -38,24 +38,12 @@ import sys
 
 import numpy as np
 import pytest
+from testing import TINY_ENCODER
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 STEPS = 3
 RELATIVE_TOLERANCE = 1e-4
-
-# Tiny CRAM encoder (one-layer CNNs), as tests/models/test_cram.py.
-TINY_ENCODER = dict(
-    num_glimpses=2,
-    glimpse_size=6,
-    core_units=8,
-    context_filters=(2,),
-    context_units=4,
-    localization_filters=(2,),
-    localization_units=4,
-    glimpse_filters=(2,),
-    glimpse_units=4,
-)
 
 
 def _dataset(*arrays, batch_size):
@@ -257,7 +245,7 @@ def main(path):
 def results(tmp_path_factory):
     path = tmp_path_factory.mktemp("distribute") / "results.json"
     code = (
-        f"import sys; sys.path.insert(0, {str(HERE)!r}); "
+        f"import sys; sys.path[:0] = [{str(HERE)!r}, {str(HERE.parent)!r}]; "
         f"import test_distribute; test_distribute.main({str(path)!r})"
     )
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")

@@ -17,6 +17,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from testing import TINY_ENCODER
 
 from cram_keras.models.cram import CRAMClassifier, CRAMEncoder
 from cram_keras.training import tuner as tuning
@@ -33,17 +34,7 @@ def tiny_data(n, seed):
 
 
 def build_model(num_glimpses, learning_rate):
-    encoder = CRAMEncoder(
-        num_glimpses=num_glimpses,
-        glimpse_size=6,
-        core_units=8,
-        context_filters=(2,),
-        context_units=4,
-        localization_filters=(2,),
-        localization_units=4,
-        glimpse_filters=(2,),
-        glimpse_units=4,
-    )
+    encoder = CRAMEncoder(**{**TINY_ENCODER, "num_glimpses": num_glimpses})
     model = CRAMClassifier(encoder, num_classes=3, decoder_units=(4, 4))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
