@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shlex
+import statistics
 
 from .cells import duration, minutes, paragraphs, pct, table, whole
 from .sources import (
@@ -414,8 +415,9 @@ def rnn_spn_search_cpu(result):
             trial = done.get(name)
             if trial is None:
                 placement, rate = _grid_point(name)
-                rows.append([name, placement, rate, "-", "-", "-", "not done yet"])
+                rows.append([name, placement, rate, "-", "-", "-", "-", "not done yet"])
                 continue
+            epoch_seconds = trial.get("epoch_seconds")
             finished = trial["epochs_done"] >= epochs
             rows.append(
                 [
@@ -425,6 +427,9 @@ def rnn_spn_search_cpu(result):
                     pct(trial["best_valid_per_digit_error"], 2),
                     f"{trial['epochs_done']} ({trial['best_epoch']})",
                     duration(trial["train_seconds"]),
+                    f"{statistics.median(epoch_seconds):.0f} s"
+                    if epoch_seconds
+                    else "-",
                     "done"
                     if finished
                     else f"{trial['epochs_done']} of {epochs} epochs",
@@ -437,6 +442,7 @@ def rnn_spn_search_cpu(result):
             "best validation per-digit error",
             "epochs (best)",
             "training time (wall clock)",
+            "median epoch (training)",
             "state",
         ]
         finished = sum(1 for t in entry["trials"] if t["epochs_done"] >= epochs)
@@ -448,7 +454,10 @@ def rnn_spn_search_cpu(result):
         summary += (
             " Training times are wall-clock time, with whatever else the machine "
             "ran meanwhile (a trial that trained beside other work, or paused, "
-            "took longer than it needed)."
+            "took longer than it needed). The median epoch's training time "
+            "(validation excluded) leaves out the epochs that a pause "
+            "stretched; it is the machine's own speed only where the trial ran "
+            "alone for most of its epochs."
         )
         summary += f" Rerun to continue: `{_search_command(result['command'])}`."
         chosen = entry.get("chosen")
