@@ -19,6 +19,7 @@ Subprocesses started by tests are outside this guard; for them
 
 import ipaddress
 import os
+import pathlib
 import socket
 
 import pytest
@@ -120,14 +121,14 @@ socket.getaddrinfo = _guarded_getaddrinfo
 # ops and the SpatialTransformer tests) run every test twice: with the
 # keras.ops sampler and with the compiled TensorFlow kernel
 # (cram_keras.ops.native_sampler). The kernel is built once per test session
-# into a folder shared by the xdist workers.
+# into the run's cache folder (`CRAM_KERAS_CACHE`, below), which the xdist
+# workers and the scripts' processes share.
 
 
 @pytest.fixture(scope="session")
-def native_sampler_cache(tmp_path_factory):
-    # The parent of the per-worker base temp is shared by all xdist workers.
-    path = tmp_path_factory.getbasetemp().parent / "native_sampler_cache"
-    path.mkdir(exist_ok=True)
+def native_sampler_cache():
+    path = pathlib.Path(os.environ["CRAM_KERAS_CACHE"])
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -211,43 +212,57 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-# === One JAX compilation cache for the whole run ===
-# The JAX tests are mostly subprocess runs of the scripts, and each process
-# compiles the same training steps and eager ops again: a smoke run of the
-# inpainter spends about two thirds of its time in XLA's compiler. The
-# process that runs the session (the xdist controller, before it starts the
-# workers) points JAX's persistent compilation cache at a fresh folder that
-# every worker and subprocess inherits, caching every compiled program however
-# small, and removes it at the end. A cache the caller configured is kept.
-# No size limit: with one, JAX scans the whole folder at every write, which
-# for thousands of small programs costs more than it saves. Without it JAX
-# takes no lock; a process that reads an entry while another is writing it
-# warns and compiles the program itself, so a race costs time, not results.
+# === The run's own cache folders ===
+# The process that runs the session (the xdist controller, before it starts
+# the workers) makes two fresh folders that every worker and subprocess
+# inherits, and removes them at the end; a folder the caller set is kept.
+#
+# `CRAM_KERAS_CACHE`: the scripts' cache (generated data sets, the compiled
+# kernel library), so that the suite writes nothing into the home folder and
+# builds the kernel library once per run, for the in-process tests and the
+# scripts' processes alike (the `native_sampler_cache` fixture).
+#
+# `JAX_COMPILATION_CACHE_DIR`: the JAX tests are mostly subprocess runs of the
+# scripts, and each process compiles the same training steps and eager ops
+# again: a smoke run of the inpainter spends most of its time in XLA's
+# compiler. Every compiled program is cached, however small. No size limit:
+# with one, JAX scans the whole folder at every write, which for thousands of
+# small programs costs more than it saves. Without it JAX takes no lock; a
+# process that reads an entry while another is writing it warns and compiles
+# the program itself, so a race costs time, not results.
 
 _JAX_CACHE_ENV = {
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
 }
+_RUN_FOLDERS = {
+    "CRAM_KERAS_CACHE": "cram-keras-cache-",
+    "JAX_COMPILATION_CACHE_DIR": "cram-keras-jax-cache-",
+}
 
 
 def pytest_configure(config):
-    if not _is_controller(config) or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    if not _is_controller(config):
         return
     import tempfile
 
-    config._jax_cache_dir = tempfile.mkdtemp(prefix="cram-keras-jax-cache-")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = config._jax_cache_dir
-    for name, value in _JAX_CACHE_ENV.items():
-        os.environ.setdefault(name, value)
+    config._run_folders = {
+        name: tempfile.mkdtemp(prefix=prefix)
+        for name, prefix in _RUN_FOLDERS.items()
+        if not os.environ.get(name)
+    }
+    os.environ.update(config._run_folders)
+    if "JAX_COMPILATION_CACHE_DIR" in config._run_folders:
+        for name, value in _JAX_CACHE_ENV.items():
+            os.environ.setdefault(name, value)
 
 
 def pytest_unconfigure(config):
-    path = getattr(config, "_jax_cache_dir", None)
-    if path is not None:
-        import shutil
+    import shutil
 
+    for name, path in getattr(config, "_run_folders", {}).items():
         shutil.rmtree(path, ignore_errors=True)
-        del os.environ["JAX_COMPILATION_CACHE_DIR"]
+        del os.environ[name]
 
 
 # === Disk ===

@@ -81,7 +81,8 @@ def test_the_suite_deletes_a_passed_tests_tmp_path(pytestconfig):
 def test_jax_processes_of_a_run_share_one_compilation_cache(tmp_path):
     """An inner session on two workers: both see the same JAX cache folder, a
     second process compiling what a first compiled adds no entry to it, and
-    the folder is gone when the session ends."""
+    the folder is gone when the session ends. The same for the scripts'
+    cache folder (CRAM_KERAS_CACHE), which is not the home folder's."""
     inner = inner_session(
         tmp_path,
         """
@@ -116,7 +117,8 @@ def test_jax_processes_of_a_run_share_one_compilation_cache(tmp_path):
                     assert out.returncode == 0, out.stderr
                     assert out.stdout.strip() == "28.0"
                     counts.append(len(entries(folder)))
-                report = {"folder": folder, "counts": counts}
+                report = {"folder": folder, "counts": counts,
+                          "cache": os.environ["CRAM_KERAS_CACHE"]}
                 with open(os.environ["REPORT_DIR"] + "/" + name + ".json", "w") as f:
                     json.dump(report, f)
             """
@@ -124,7 +126,11 @@ def test_jax_processes_of_a_run_share_one_compilation_cache(tmp_path):
     )
     reports = tmp_path / "reports"
     reports.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("JAX_") and k != "CRAM_KERAS_CACHE"
+    }
     env.update(REPORT_DIR=str(reports), KERAS_BACKEND="tensorflow")
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
@@ -140,3 +146,6 @@ def test_jax_processes_of_a_run_share_one_compilation_cache(tmp_path):
     for report in (a, b):
         first, second = report["counts"]
         assert first > 0 and second == first, report
+    assert a["cache"] == b["cache"] != a["folder"]
+    assert not os.path.exists(a["cache"])
+    assert not a["cache"].startswith(os.path.expanduser("~"))
