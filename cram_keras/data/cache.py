@@ -13,8 +13,8 @@ interrupted run never leaves a half-written cache under the final name. A
 cache file that cannot be read back (truncated, damaged, written by another
 format) is regenerated with a warning.
 
-The default folder (`cram_keras.utils.cache_folder`) is `$CRAM_KERAS_CACHE` if set, else
-`~/.cache/cram_keras`.
+The default folder (`cram_keras.utils.cache_folder`) is `$CRAM_KERAS_CACHE`
+if set, else `~/.cache/cram_keras`.
 """
 
 from __future__ import annotations

@@ -314,7 +314,8 @@ def load_splits(
     to it.
 
     The other arguments are those of the loaders: the digits
-    (`resolve_mnist`) and the cache folder (`None`: `cram_keras.utils.cache_folder`).
+    (`resolve_mnist`) and the cache folder (`None`:
+    `cram_keras.utils.cache_folder`).
     """
     mnist, source = resolve_mnist(
         data_dir, bundled=bundled, mnist=mnist, network_timeout=network_timeout

@@ -21,6 +21,8 @@ TensorFlow.
 
 import os
 
+from cram_keras import utils
+
 ENV_VAR = "CRAM_KERAS_JAX_CACHE"
 _VALUES = ("", "0", "1")
 
@@ -32,9 +34,7 @@ class CompileCacheError(ValueError):
 def cache_folder():
     """``jax`` in the cache folder (``$CRAM_KERAS_CACHE`` or
     ``~/.cache/cram_keras``)."""
-    from cram_keras.utils import cache_folder
-
-    return os.path.join(cache_folder(), "jax")
+    return os.path.join(utils.cache_folder(), "jax")
 
 
 def enable_jax_compilation_cache(backend):
