@@ -358,6 +358,9 @@ def search(study):
         models={},
         data_source=None,
         backend=keras.backend.backend(),
+        # The command that trains the trials, also in a file that --report
+        # wrote: the one a user reruns to continue.
+        command=shlex.join(w for w in shlex.split(study.command) if w != "--report"),
     )
     shard = None if args.report else args.shard
     recorded = RecordedTrials(

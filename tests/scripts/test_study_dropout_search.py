@@ -166,9 +166,10 @@ def test_smoke_search_chooses_the_validation_argmin_and_never_reads_test(
     again = json.loads(output.read_text())["models"]["rnn_spn"]
     assert again["chosen"] == entry["chosen"] and again["trials"] == entry["trials"]
     assert driver.main(argv + ["--report"]) == 0
-    assert (
-        json.loads(output.read_text())["models"]["rnn_spn"]["chosen"] == entry["chosen"]
-    )
+    reported = json.loads(output.read_text())
+    assert reported["models"]["rnn_spn"]["chosen"] == entry["chosen"]
+    # The file records the command that trains, not the report's.
+    assert reported["command"] == result["command"]
 
     # The runs folder lost (a new machine): the result file alone continues
     # the search, its trials as they were, saying where they came from.
