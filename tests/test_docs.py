@@ -310,6 +310,63 @@ def test_table1_gives_each_seed_and_the_mean_of_finished_ones(results_copy):
     assert "d = 2, seed 1" not in overview.headline("")
 
 
+def test_table1_gives_the_rows_trained_with_their_chosen_dropout(results_copy):
+    """The rows of the dropout chosen on the validation set get a column of
+    their own, with their setting, beside the dropout 0 runs, a block of
+    their runs, and headline rows also while they train."""
+    rnn_spn = importlib.import_module("render.rnn_spn")
+    overview = importlib.import_module("render.overview")
+    results = results_copy
+    tuned = results / rnn_spn.TUNED
+    tuned.unlink(missing_ok=True)
+    assert "dropout chosen" not in rnn_spn.rnn_spn_table1("docs")
+    assert "dropout chosen" not in overview.headline("")
+    cpu = json.loads((results / "rnn_spn_paper.json").read_text())
+    run = dict(
+        cpu["models"]["rnn_spn_d3"],
+        downsample=2.0,
+        dropout=0.2,
+        dropout_placement="paper",
+        finished=False,
+        stopped_early=False,
+        epochs_done=7,
+        best_epoch=6,
+        paper_per_digit_error=0.015,
+        test_per_digit_error_at_best=0.0251,
+    )
+    seed1 = dict(run, seed=1, finished=True, stopped_early=True, epochs_done=150)
+    seed1["test_per_digit_error_at_best"] = 0.0149
+    tuned.write_text(
+        json.dumps(dict(cpu, models={"rnn_spn": run, "rnn_spn_seed1": seed1}))
+    )
+    text = rnn_spn.rnn_spn_table1("docs")
+    assert "| ours: dropout chosen on the validation set |" in text
+    row = next(line for line in text.splitlines() if "RNN-SPN, d = 2 |" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[5] == (
+        "2.51 % (dropout 0.2 at the paper's positions) (seed 0) (after 7 epochs; "
+        "not finished); 1.49 % (dropout 0.2 at the paper's positions) (seed 1)"
+    )
+    # The dropout 0 runs keep their own mean, without the tuned runs.
+    assert "1.49" not in cells[4]
+    d3 = next(line for line in text.splitlines() if "RNN-SPN, d = 3 |" in line)
+    assert d3.rstrip().endswith("| not run |")
+    headline = [
+        row
+        for row in overview.headline("").splitlines()
+        if "dropout chosen on validation" in row
+    ]
+    assert len(headline) == 2
+    assert "| 1.5 % | 2.51 % |" in headline[0]
+    assert "in progress: epoch 7 of up to 300, best 6" in headline[0]
+    assert "`--config table1_tuned:rnn_spn`" in headline[0]
+    assert "`--config table1_tuned:rnn_spn --seed 1`" in headline[1]
+    assert "early-stopped at epoch 150" in headline[1]
+    block = rnn_spn.rnn_spn_tuned("docs")
+    assert "| dropout 0.2 at the paper's positions |" in block
+    assert f"benchmarks/results/{rnn_spn.TUNED}`" in block
+
+
 def test_the_zoom_verdict_compares_finished_runs_of_each_d(results_copy):
     """Whether the mean window area falls as d grows: over finished runs
     only, a factor's runs averaged, each model on its own."""
@@ -369,8 +426,9 @@ def test_the_search_table_lists_every_trial_and_the_choice(results_copy):
     ]
     result = dict(
         configuration="rnn_spn/dropout_search_cpu",
+        # A file that --report wrote: the rerun that continues has no --report.
         command="python run_study.py rnn_spn/dropout_search_cpu --data-dir /x/mnist "
-        "--runs-dir DIR --output FILE",
+        "--runs-dir DIR --output FILE --report",
         hardware="CPU A (AVX2), 2 cores, no GPU",
         date="2030-01-01",
         settings=dict(dtype_policy="float32"),

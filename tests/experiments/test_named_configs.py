@@ -17,6 +17,8 @@ from cram_keras.experiments.errors import UsageError
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = sorted((REPO / "benchmarks" / "results").glob("*.json"))
 NAMES = named.names()
+# The configurations whose rows train the setting a search chose.
+CHOSEN = [n for n in NAMES if "CHOSEN_BY" in named.load(n)[0].extra]
 
 
 def test_the_configurations_are_found():
@@ -80,6 +82,55 @@ def check_result(path):
             seed = row.get("seed", config.seeds[0] if config.seeds else None)
             check_settings(row["settings"], row_config.resolve(variant, seed))
     return config.name
+
+
+def check_chosen(config, results_dir):
+    """Each row of ``config``'s ``CHOSEN_BY`` (``{variant: search result
+    file}``) resolves to the dropout, its placement and the downsample
+    factor that the search's selection rule chose for the row's model."""
+    for variant, name in config.extra["CHOSEN_BY"].items():
+        resolved = config.resolve(variant)
+        search = json.loads((results_dir / name).read_text())
+        chosen = search["models"][resolved.model]["chosen"]
+        assert chosen is not None, f"{name}: no setting chosen for {resolved.model}"
+        assert resolved.dropout == chosen["dropout"], variant
+        if chosen["dropout"]:  # no placement without dropout
+            assert resolved.dropout_placement == chosen["dropout_placement"], variant
+        assert resolved.downsample == chosen["downsample"], variant
+
+
+@pytest.mark.parametrize("name", CHOSEN)
+def test_a_row_trains_the_setting_its_search_chose(name):
+    check_chosen(named.load(name)[0], REPO / "benchmarks" / "results")
+
+
+def test_a_row_other_than_its_search_chose_fails(tmp_path):
+    search = {"models": {"rnn_spn": {"chosen": None}}}
+    (tmp_path / "search.json").write_text(json.dumps(search))
+    folder = tmp_path / "rnn_spn"
+    folder.mkdir()
+    (folder / "tuned.py").write_text(
+        '"""Tuned."""\nVARIANTS = {"rnn_spn": dict(model="rnn_spn", downsample=2.0, '
+        'dropout=0.2, dropout_placement="paper")}\nCHOSEN_BY = {"rnn_spn": '
+        '"search.json"}\n'
+    )
+    config, _ = named.load("rnn_spn/tuned", configs_dir=str(tmp_path))
+    with pytest.raises(AssertionError, match="no setting chosen"):
+        check_chosen(config, tmp_path)
+    chosen = dict(dropout=0.2, dropout_placement="paper", downsample=2.0)
+    for change, agrees in [
+        ({}, True),
+        ({"dropout": 0.3}, False),
+        ({"dropout_placement": "code"}, False),
+        ({"downsample": 3.0}, False),
+    ]:
+        search["models"]["rnn_spn"]["chosen"] = dict(chosen, **change)
+        (tmp_path / "search.json").write_text(json.dumps(search))
+        if agrees:
+            check_chosen(config, tmp_path)
+        else:
+            with pytest.raises(AssertionError):
+                check_chosen(config, tmp_path)
 
 
 @pytest.mark.parametrize("path", RESULTS, ids=[p.name for p in RESULTS])

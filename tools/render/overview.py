@@ -6,7 +6,7 @@ import re
 
 from .cells import duration, listed, minutes, num, pct, table
 from .cram_cls import CLUE_SHORT
-from .rnn_spn import row_label, split_key, table1_runs
+from .rnn_spn import TUNED, dropout_label, row_label, split_key, table1_runs
 from .sources import (
     backend_name,
     clean_command,
@@ -91,6 +91,37 @@ def _table1_rows(base):
             f"{short_hardware(name, dict(cpu, **run))}"
         )
         rows.append(_table1_row(name, key, run, setting, base))
+    return rows + _tuned_rows(base)
+
+
+def _tuned_rows(base):
+    """The rows trained with the dropout their search chose, also while
+    they train (the paper's way of training, not yet finished anywhere)."""
+    name = TUNED
+    if not result_exists(name):
+        return []
+    tuned = load(name)
+    rows = []
+    for key, run in table1_runs(tuned):
+        model, d, seed = split_key(key)
+        variant = key if not seed else key.rsplit("_seed", 1)[0]
+        flags = f"--config table1_tuned:{variant}" + (f" --seed {seed}" if seed else "")
+        if run["stopped_early"]:
+            state = f"early-stopped at epoch {run['epochs_done']}"
+        elif run["finished"]:
+            state = f"all {run['epochs_done']} epochs"
+        else:
+            state = (
+                f"in progress: epoch {run['epochs_done']} of up to 300, best "
+                f"{run['best_epoch']}"
+            )
+        setting = (
+            f"paper protocol, {dropout_label(run)} (chosen on the validation set), "
+            f"`{flags}`, {state}; {short_hardware(name, dict(tuned, **run))}"
+        )
+        row = _table1_row(name, key, run, setting, base)
+        row[0] += ", dropout chosen on validation"
+        rows.append(row)
     return rows
 
 

@@ -118,10 +118,37 @@ def rnn_spn_gpu(result):
     return table(header, rows)
 
 
+# Table 1 with the dropout its family's search chose on the validation set
+# (configuration rnn_spn/table1_tuned); absent until its first report.
+TUNED = "rnn_spn_table1.json"
+
+
+def dropout_label(run):
+    """``dropout 0.2 at the paper's positions`` (``dropout 0`` without)."""
+    if not run.get("dropout"):
+        return "dropout 0"
+    return f"dropout {run['dropout']:g} at {PLACEMENTS[run['dropout_placement']]} positions"
+
+
+def _mean_of_finished(found):
+    """``2.10 % (seeds 0, 1)``: the mean test error over the finished runs
+    of ``{seed: run}``, when more than one has finished; else ``""``."""
+    finished = {
+        seed: run["test_per_digit_error_at_best"]
+        for seed, run in found.items()
+        if run["finished"]
+    }
+    if len(finished) < 2:
+        return ""
+    mean = sum(finished.values()) / len(finished)
+    return f"{pct(mean, 2)} (seeds {', '.join(map(str, sorted(finished)))})"
+
+
 def rnn_spn_table1(base):
     """Every row of the paper's Table 1, with ours where it has been run."""
     gpu = load("rnn_spn_paper_gpu.json")["models"]
     cpu = load("rnn_spn_paper.json")["models"]
+    tuned = load(TUNED)["models"] if result_exists(TUNED) else None
 
     def seeds(runs, model, d):
         """{seed: run} of one row in one result file."""
@@ -131,17 +158,18 @@ def rnn_spn_table1(base):
             if split_key(key)[:2] == (model, d)
         }
 
-    def cell(found, several):
+    def cell(found, several, setting=False):
         if not found:
             return "not run"
         parts = []
         for seed, run in sorted(found.items()):
             text = pct(run["test_per_digit_error_at_best"], 2)
+            notes = [dropout_label(run)] if setting else []
             if several:
-                text += f" (seed {seed})"
+                notes.append(f"seed {seed}")
             if not run["finished"]:
-                text += f" (after {run['epochs_done']} epochs; not finished)"
-            parts.append(text)
+                notes.append(f"after {run['epochs_done']} epochs; not finished")
+            parts.append(text + "".join(f" ({note})" for note in notes))
         return "; ".join(parts)
 
     rows = []
@@ -150,55 +178,62 @@ def rnn_spn_table1(base):
         several = len(set(on_gpu) | set(on_cpu)) > 1
         # The mean over seeds of finished runs, one run per seed (the GPU's
         # where both ran it).
-        finished = {
-            seed: run["test_per_digit_error_at_best"]
-            for found in (on_cpu, on_gpu)
-            for seed, run in found.items()
-            if run["finished"]
-        }
-        mean = (
-            f"{pct(sum(finished.values()) / len(finished), 2)} (seeds "
-            f"{', '.join(map(str, sorted(finished)))})"
-            if len(finished) > 1
-            else ""
-        )
-        rows.append(
-            [
-                row_label(row_key(model, d)),
-                f"{paper:.1f} %",
-                cell(on_gpu, several),
-                cell(on_cpu, several),
-                mean,
-            ]
-        )
+        row = [
+            row_label(row_key(model, d)),
+            f"{paper:.1f} %",
+            cell(on_gpu, several),
+            cell(on_cpu, several),
+            _mean_of_finished({**on_cpu, **on_gpu}),
+        ]
+        if tuned is not None:
+            chosen = seeds(tuned, model, d)
+            found = cell(chosen, len(chosen) > 1, setting=True)
+            mean = _mean_of_finished(chosen)
+            row.append(found + (f"; mean {mean}" if mean else ""))
+        rows.append(row)
     header = [
         "model",
         "paper",
-        "ours: one GPU, JAX",
-        "ours: CPU, TensorFlow",
-        "ours: mean over seeds",
+        "ours, dropout 0: one GPU, JAX",
+        "ours, dropout 0: CPU, TensorFlow",
+        "ours, dropout 0: mean over seeds",
     ]
+    sources = [
+        result_link("rnn_spn_paper_gpu.json", base),
+        result_link("rnn_spn_paper.json", base),
+    ]
+    columns = "dropout 0 is the released code's default"
+    if tuned is not None:
+        header.append("ours: dropout chosen on the validation set")
+        sources.append(result_link(TUNED, base))
+        columns += (
+            "; the last column trains as the paper did, with the dropout rate and "
+            "placement that the row's search chose on the validation set"
+        )
     return paragraphs(
         table(header, rows),
         f"Per-digit test error at the best validation epoch. Ours: "
-        f"{result_link('rnn_spn_paper_gpu.json', base)} and "
-        f"{result_link('rnn_spn_paper.json', base)} (details below); a row "
-        "run with more than one seed gives each seed's error, and the mean over "
-        "the seeds whose runs have finished.",
+        f"{', '.join(sources[:-1])} and {sources[-1]} (details below); {columns}. "
+        "A row run with more than one seed gives each seed's error, and the mean "
+        "over the seeds whose runs have finished.",
     )
 
 
-@sourced("rnn_spn_paper.json")
-def rnn_spn_cpu(result):
+def _cpu_runs(result, setting=False):
+    """A row per run of a CPU campaign's result file: its errors, times,
+    window areas, hardware and state (with ``setting``: its dropout)."""
     rows = []
     for key, run in table1_runs(result):
         areas = ", ".join(f"{area:.2f}" for area in run.get("window_area_per_step", []))
         stopped = (
             f"stopped after {run['epochs_done']} of up to 300 epochs; rerun to continue"
         )
+        cells = _run_cells(key, run, duration)
+        if setting:
+            cells.insert(1, dropout_label(run))
         rows.append(
             [
-                *_run_cells(key, run, duration),
+                *cells,
                 areas,
                 hardware(run) if run.get("hardware") else hardware(result),
                 _state(run, stopped),
@@ -210,7 +245,19 @@ def rnn_spn_cpu(result):
         "hardware",
         "state",
     ]
+    if setting:
+        header.insert(1, "dropout")
     return table(header, rows)
+
+
+@sourced("rnn_spn_paper.json")
+def rnn_spn_cpu(result):
+    return _cpu_runs(result)
+
+
+@sourced(TUNED)
+def rnn_spn_tuned(result):
+    return _cpu_runs(result, setting=True)
 
 
 # The result files whose RNN-SPN and FFN-SPN runs record their window areas.
@@ -481,12 +528,15 @@ def _grid_point(name):
 
 
 def _search_command(command):
-    """The search's recorded command as a user reruns it: the MNIST folder
-    as MNIST_DIR, the run, cache and output locations (this machine's)
-    left to their defaults."""
+    """The search's recorded command as a user reruns it to continue: the
+    MNIST folder as MNIST_DIR, the run, cache and output locations (this
+    machine's) left to their defaults, without ``--report`` (which only
+    writes the result file)."""
     words, kept = shlex.split(command), []
     while words:
         word = words.pop(0)
+        if word == "--report":
+            continue
         if word in ("--cache-dir", "--runs-dir", "--output"):
             words.pop(0)
         elif word == "--data-dir":
