@@ -468,15 +468,22 @@ def test_the_search_table_lists_every_trial_and_the_choice(results_copy):
     command = "python train_rnn_spn.py --model rnn_spn --downsample 2 --data-dir /x"
     result["models"]["rnn_spn"].update(
         complete=True,
-        chosen=dict(trial="code_p0.1_d2", train_command=command + " --set dropout=0.1"),
+        chosen=dict(
+            trial="code_p0.1_d2",
+            dropout=0.1,
+            dropout_placement="code",
+            train_command=command + " --set dropout=0.1",
+        ),
     )
     path.write_text(json.dumps(result))
     text = rnn_spn.rnn_spn_search_cpu("docs")
     assert "3 of 3 trials done" in text
     assert (
-        "Chosen: code_p0.1_d2; the full protocol: `python train_rnn_spn.py --model "
-        "rnn_spn --downsample 2 --data-dir MNIST_DIR --set dropout=0.1`." in text
+        "Chosen: code_p0.1_d2 (dropout 0.1 at the released code's positions); the "
+        "full protocol: `python train_rnn_spn.py --model rnn_spn --downsample 2 "
+        "--data-dir MNIST_DIR --set dropout=0.1`." in text
     )
+    assert "Rerun to continue" not in text and "waits" not in text
 
 
 def test_the_sampler_table_never_puts_two_cpus_in_one_cell(results_copy):

@@ -506,15 +506,17 @@ def rnn_spn_search_cpu(result):
             "stretched; it is the machine's own speed only where the trial ran "
             "alone for most of its epochs."
         )
-        summary += f" Rerun to continue: `{_search_command(result['command'])}`."
         chosen = entry.get("chosen")
         if chosen:
             summary += (
-                f" Chosen: {chosen['trial']}; the full protocol: "
-                f"`{clean_command(chosen['train_command'])}`."
+                f" Chosen: {chosen['trial']} ({dropout_label(chosen)}); the full "
+                f"protocol: `{clean_command(chosen['train_command'])}`."
             )
         else:
-            summary += " The choice waits for the remaining trials."
+            summary += (
+                f" Rerun to continue: `{_search_command(result['command'])}`. The "
+                "choice waits for the remaining trials."
+            )
         parts += [table(header, rows), summary]
     return paragraphs(*parts)
 
