@@ -8,7 +8,7 @@ Reproduces: the paper's "dropout rates optimized on the validation set" for
     AVX512_BF16, about twice float32's throughput; the d = 3 row's full
     protocol reached float32's test error that way: rnn_spn_paper_bf16.json)
 Command: python run_study.py rnn_spn/dropout_search_cpu --data-dir MNIST_DIR
-Hardware: AMD EPYC (AVX2), 2 cores, no GPU, in float32 (the trials so far);
+Hardware: AMD EPYC (AVX2), 2 cores, no GPU, in float32 (all 11 trials);
     made for a CPU with AMX or AVX512_BF16
 Wall time: about 70 min of training per 20-epoch trial in float32 on that
     CPU (the first trial's training time in the result file), so about

@@ -328,12 +328,13 @@ def choose(records):
 
 
 def train_command(model, record, data_dir, ramp_epochs):
-    """The full-protocol command of the chosen setting."""
+    """The full-protocol command of the chosen setting; a ``data_dir`` (the
+    official MNIST files, a folder of this machine) as ``MNIST_DIR``."""
     words = ["python", "train_rnn_spn.py", "--model", model]
     if record["downsample"] is not None:
         words += ["--downsample", f"{record['downsample']:g}"]
     if data_dir:
-        words += ["--data-dir", data_dir]
+        words += ["--data-dir", "MNIST_DIR"]
     words += ["--set", f"dropout={record['dropout']:g}"]
     if record["dropout_placement"]:
         words += ["--set", f"dropout_placement={record['dropout_placement']}"]

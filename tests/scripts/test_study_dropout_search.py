@@ -60,6 +60,16 @@ def _record(name, rate, error, placement="code"):
                 best_valid_per_digit_error=error)  # fmt: skip
 
 
+def test_the_chosen_command_names_the_data_folder_as_mnist_dir():
+    record = dict(downsample=2.0, dropout=0.2, dropout_placement="paper")
+    command = search.train_command("rnn_spn", record, "/data/mnist", 5)
+    assert command == (
+        "python train_rnn_spn.py --model rnn_spn --downsample 2 --data-dir MNIST_DIR "
+        "--set dropout=0.2 --set dropout_placement=paper"
+    )
+    assert "--data-dir" not in search.train_command("rnn_spn", record, None, 5)
+
+
 def test_selection_rule_lowest_error_then_lower_rate_then_grid_order():
     records = [
         _record("p0", 0.0, 0.031),
