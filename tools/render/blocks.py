@@ -24,6 +24,7 @@ RENDERERS = {
     "rnn_spn_table1": rnn_spn.rnn_spn_table1,
     "rnn_spn_gpu": rnn_spn.rnn_spn_gpu,
     "rnn_spn_cpu": rnn_spn.rnn_spn_cpu,
+    "rnn_spn_tuned": rnn_spn.rnn_spn_tuned,
     "rnn_spn_zoom": rnn_spn.rnn_spn_zoom,
     "rnn_spn_search_cpu": rnn_spn.rnn_spn_search_cpu,
     "rnn_spn_init": rnn_spn.rnn_spn_init,
