@@ -6,7 +6,7 @@ import re
 
 from .cells import duration, listed, minutes, num, pct, table
 from .cram_cls import CLUE_SHORT
-from .rnn_spn import TUNED, dropout_label, row_label, split_key, table1_runs
+from .rnn_spn import TUNED, dropout_label, row_key, row_label, split_key, table1_runs
 from .sources import (
     backend_name,
     clean_command,
@@ -104,8 +104,9 @@ def _tuned_rows(base):
     rows = []
     for key, run in table1_runs(tuned):
         model, d, seed = split_key(key)
-        variant = key if not seed else key.rsplit("_seed", 1)[0]
-        flags = f"--config table1_tuned:{variant}" + (f" --seed {seed}" if seed else "")
+        flags = f"--config table1_tuned:{row_key(model, d)}" + (
+            f" --seed {seed}" if seed else ""
+        )
         if run["stopped_early"]:
             state = f"early-stopped at epoch {run['epochs_done']}"
         elif run["finished"]:
