@@ -311,18 +311,33 @@ def _error(message, code):
     return code
 
 
+def exit_code(err):
+    """The exit code of an error that a run reports in one paragraph
+    without a traceback: `EXIT_USAGE` for a bad flag, config, run directory
+    or strategy, `EXIT_DATA` for data that cannot be read, a diverged
+    training or an unreadable checkpoint; None for anything else (a bug,
+    shown with its traceback). The scripts and the study driver share it."""
+    from cram_keras.data.errors import DatasetError
+    from cram_keras.experiments.errors import UsageError
+    from cram_keras.training.callbacks import TrainingDiverged
+    from cram_keras.training.checkpoint import CheckpointError
+    from cram_keras.training.distribute import StrategyError
+
+    if isinstance(err, (UsageError, StrategyError)):
+        return EXIT_USAGE
+    if isinstance(err, (DatasetError, TrainingDiverged, CheckpointError)):
+        return EXIT_DATA
+    return None
+
+
 def main(experiment, argv=None):
     """Parses ``argv``, runs the experiment, returns the exit code."""
     parser = build_parser(experiment)
     args = parser.parse_args(argv)
-    from cram_keras.data.errors import DatasetError
-    from cram_keras.experiments.errors import UsageError
     from cram_keras.experiments.experiment import check_backend
     from cram_keras.experiments.run_dir import check_output_dir
     from cram_keras.experiments.runner import run_experiment
-    from cram_keras.training.callbacks import TrainingDiverged
-    from cram_keras.training.checkpoint import CheckpointError
-    from cram_keras.training.distribute import StrategyError, resolve_strategy
+    from cram_keras.training.distribute import resolve_strategy
 
     try:
         with sigterm_interrupts():
@@ -355,16 +370,13 @@ def main(experiment, argv=None):
                 smoke=args.smoke,
                 stop_after_epochs=args.stop_after_epochs,
             )
-    except (UsageError, StrategyError) as err:
-        if args.debug:
-            raise
-        return _error(err, EXIT_USAGE)
-    except (DatasetError, TrainingDiverged, CheckpointError) as err:
-        if args.debug:
-            raise
-        return _error(err, EXIT_DATA)
     except KeyboardInterrupt as err:
         return interrupted(err)
+    except Exception as err:
+        code = exit_code(err)
+        if code is None or args.debug:
+            raise
+        return _error(err, code)
     return 0
 
 

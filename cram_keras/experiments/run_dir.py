@@ -11,6 +11,7 @@ resumed or finished.
 """
 
 import contextlib
+import contextvars
 import csv
 import dataclasses
 import io
@@ -37,6 +38,25 @@ RUN_KEYS = ("data_source",)
 # Settings that say how far a search goes, not what it trains: a run in
 # which they differ is the same run (raising max_trials continues a search).
 EXTENT_SETTINGS = ("max_trials",)
+
+
+# What the refusal of a run directory that holds another config's work tells
+# the user to do: the scripts' flags, or those of the caller that chose the
+# directory (the study driver: `remedy`).
+_REMEDY = contextvars.ContextVar(
+    "remedy", default="choose another --output-dir, or pass --overwrite to discard it"
+)
+
+
+@contextlib.contextmanager
+def remedy(text):
+    """Within it, a run directory with another config's work is refused
+    with ``"Rerun with the same flags to resume it, <text>."``."""
+    token = _REMEDY.set(text)
+    try:
+        yield
+    finally:
+        _REMEDY.reset(token)
 
 
 def _existing_part(path):
@@ -207,8 +227,8 @@ def inspect_run_dir(directory, config, overwrite=False, log=print, clear=True):
     if work:
         raise UsageError(
             f"{directory} holds {' and '.join(work)} with a different config "
-            f"({details}). Rerun with the same flags to resume it, choose another "
-            "--output-dir, or pass --overwrite to discard it."
+            f"({details}). Rerun with the same flags to resume it, "
+            f"{_REMEDY.get()}."
         )
     if clear:
         log(

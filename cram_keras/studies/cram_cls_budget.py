@@ -44,7 +44,8 @@ def run(study):
         return 0
     base = study.config()
     glimpses = study.figure("glimpses")
-    glimpses_variant = study.figure("glimpses_variant")
+    # Whose glimpses the figure shows: a variant's name, not a path.
+    glimpses_variant = study.named.figures.get("glimpses_variant")
     first_seed = study.seeds[0]
 
     def run_one(config, run_dir, variant, seed):

@@ -13,7 +13,8 @@ driver gives it what every study shares:
     --output FILE      the result file (default: the configuration's OUTPUT)
     --set KEY=VALUE    any Config field, for every run (repeatable)
     --variants A,B     these variants only, in this order
-    --smoke            the runner's smoke sizes and the bundled data
+    --smoke            the runner's smoke sizes and the bundled data; its
+                       runs, result file and figures in runs/studies/NAME_smoke
 
 and its own options after them (``run_study.py NAME --help``). Every
 result file records the configuration's name, the day it was written, the
@@ -41,11 +42,21 @@ import shlex
 import sys
 
 from cram_keras.experiments import named as named_configs
-from cram_keras.experiments.cli import interrupted, prepare_caches, sigterm_interrupts
+from cram_keras.experiments.cli import (
+    exit_code,
+    interrupted,
+    prepare_caches,
+    sigterm_interrupts,
+)
 from cram_keras.experiments.config import add_set_flag, parse_assignments
 from cram_keras.training import run_lock
 
 EXIT_USAGE = 2
+# What a study's run directory that holds another config's work asks for
+# (a study has no --output-dir or --overwrite of its own).
+RUN_DIR_REMEDY = (
+    "choose another --runs-dir, or delete that directory to train the run anew"
+)
 
 
 class StudyError(ValueError):
@@ -74,10 +85,16 @@ class Study:
         default = named.extra.get("DEFAULT_VARIANTS") or list(named.variants)
         self.variants = _names(args.variants, named.variants) or list(default)
         self.seeds = list(named.seeds) or [None]
+        # A smoke run's runs, result file and figures go beside each other,
+        # away from the configuration's (those of its real runs).
         self.runs_dir = args.runs_dir or os.path.join(
             "runs", "studies", *self.name.split("/")
-        )
-        self.output = args.output or named.output
+        ) + ("_smoke" if self.smoke else "")
+        if not getattr(args, "report", False):  # a report only reads them
+            from cram_keras.experiments.run_dir import check_output_dir
+
+            check_output_dir(self.runs_dir, "--runs-dir")
+        self.output = args.output or self._own(named.output)
         self.command = shlex.join(["python", "run_study.py", *portable(argv)])
 
     def config(self, variant=None, seed=None, **changes):
@@ -96,12 +113,23 @@ class Study:
 
     def figure(self, key):
         """A figure's path: ``--figure KEY=PATH``, else the configuration's
-        FIGURES (None or '': none)."""
+        FIGURES (None or '': none; with ``--smoke`` in the runs folder)."""
         for item in reversed(self.args.figure):
             name, _, path = item.partition("=")
             if name == key:
                 return path or None
-        return self.named.figures.get(key)
+        default = self.named.figures.get(key)
+        if isinstance(default, dict):  # {row: path}
+            return {row: self._own(path) for row, path in default.items()}
+        return self._own(default)
+
+    def _own(self, path):
+        """A result file or figure of the configuration: ``path``, or with
+        ``--smoke`` its name in the runs folder (a smoke run never writes
+        over the files of the real runs)."""
+        if not path or not self.smoke:
+            return path
+        return os.path.join(self.runs_dir, os.path.basename(path))
 
     def provenance(self):
         """What every result file of a configuration records."""
@@ -345,7 +373,9 @@ def build_parser(named=None, protocol=None):
     common.add_argument(
         "--smoke",
         action="store_true",
-        help="the runner's smoke sizes and the bundled data (seconds per run)",
+        help="the runner's smoke sizes and the bundled data (seconds per run); "
+        "the runs, the result file and the figures go to runs/studies/NAME_smoke "
+        "unless --runs-dir, --output or --figure say otherwise",
     )
     common.add_argument(
         "--debug", action="store_true", help="show the traceback of errors"
@@ -365,6 +395,30 @@ def studies():
         except named_configs.ConfigurationError:
             continue
     return found
+
+
+def check_result_file(path):
+    """A result file the study can write (``--output``, or the
+    configuration's): not a folder, in a folder that can be created and
+    written; `StudyError` before anything trains."""
+    if os.path.isdir(path):
+        raise StudyError(
+            f"--output names the result file, but {path!r} is a folder. "
+            f"Received: --output {path!r}. Give a file name, e.g. "
+            f"{os.path.join(path, 'results.json')!r}."
+        )
+    probe = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)  # the nearest folder that exists
+    if not os.path.isdir(probe):
+        reason = f"{probe!r} is a regular file, not a folder"
+    elif not os.access(probe, os.W_OK):
+        reason = f"the folder {probe!r} is not writable"
+    else:
+        return
+    raise StudyError(
+        f"--output {path!r} cannot be written: {reason}. Choose another --output."
+    )
 
 
 def load_study(name):
@@ -407,11 +461,14 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     args = build_parser(named, protocol).parse_args(argv)
+    from cram_keras.experiments.run_dir import remedy
+
     try:
-        with sigterm_interrupts():
+        with sigterm_interrupts(), remedy(RUN_DIR_REMEDY):
             _prepare_caches()
             study = Study(named, args, argv)
             if getattr(protocol, "writes_output", lambda study: True)(study):
+                check_result_file(study.output)
                 run_lock.hold_for_call(study.output)
             return protocol.run(study) or 0
     except (named_configs.ConfigurationError, StudyError) as err:
@@ -421,3 +478,11 @@ def main(argv=None):
         return EXIT_USAGE
     except KeyboardInterrupt as err:
         return interrupted(err)
+    except Exception as err:
+        # What a run of the study refuses or cannot read: one paragraph and
+        # the scripts' exit code, as when the script runs it.
+        code = exit_code(err)
+        if code is None or args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return code

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import pytest
 
-from cram_keras.experiments import cli
+from cram_keras.experiments import cli, run_dir
 from cram_keras.experiments.config import option
 from cram_keras.experiments.errors import UsageError
 from cram_keras.experiments.experiment import Experiment
@@ -251,6 +251,24 @@ def test_a_different_config_with_completed_epochs_is_refused(tmp_path):
         run_experiment(Toy(), ToyConfig(epochs=2), str(out))
     metrics = run_experiment(Toy(), ToyConfig(epochs=2), str(out), overwrite=True)
     assert metrics["epochs"] == 2
+
+
+def test_the_refusal_names_the_flags_of_the_caller_that_chose_the_directory(
+    tmp_path,
+):
+    """The study driver chooses its runs' directories (--runs-dir) and has no
+    --output-dir or --overwrite: within `remedy`, the refusal says what to
+    do in its terms; outside it, the scripts' flags again."""
+    out = tmp_path / "run"
+    run_experiment(Toy(), ToyConfig(epochs=1), str(out))
+    with run_dir.remedy("choose another --runs-dir"):
+        with pytest.raises(UsageError) as info:
+            run_experiment(Toy(), ToyConfig(epochs=2), str(out))
+    message = str(info.value)
+    assert message.endswith("resume it, choose another --runs-dir."), message
+    assert "--output-dir" not in message and "--overwrite" not in message
+    with pytest.raises(UsageError, match=r"--output-dir.*--overwrite"):
+        run_experiment(Toy(), ToyConfig(epochs=2), str(out))
 
 
 def test_early_stopping_state_and_best_weights_survive_a_restart(tmp_path):

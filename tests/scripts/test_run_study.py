@@ -15,8 +15,11 @@ import textwrap
 
 import pytest
 
+from cram_keras.data.errors import DatasetError
 from cram_keras.experiments import cram_cls, inpaint, inpaint_config, named, rnn_spn
+from cram_keras.experiments.errors import UsageError
 from cram_keras.studies import driver
+from cram_keras.training.callbacks import TrainingDiverged
 
 RNN_SPN_METRICS = dict(
     test_per_digit_error=0.5, test_sequence_error=0.9, valid_per_digit_error=0.4,
@@ -134,14 +137,16 @@ def _cls_metrics(config, seed):
     )  # fmt: skip
 
 
-def test_the_classification_study_writes_its_figures(tmp_path, monkeypatch):
-    def fake(config, run_dir):
-        os.makedirs(run_dir, exist_ok=True)
-        for ext in ("png", "gif"):
-            (open(os.path.join(run_dir, f"glimpses.{ext}"), "w")).close()
-        return _cls_metrics(config, config.seed)
+def _fake_cls_run(config, run_dir):
+    """A classification run's metrics and glimpse figures, without training."""
+    os.makedirs(run_dir, exist_ok=True)
+    for ext in ("png", "gif"):
+        (open(os.path.join(run_dir, f"glimpses.{ext}"), "w")).close()
+    return _cls_metrics(config, config.seed)
 
-    monkeypatch.setattr(cram_cls, "train_and_evaluate", fake)
+
+def test_the_classification_study_writes_its_figures(tmp_path, monkeypatch):
+    monkeypatch.setattr(cram_cls, "train_and_evaluate", _fake_cls_run)
     output = tmp_path / "cls.json"
     argv = ["cram_cls/budget", "--runs-dir", str(tmp_path / "runs"), "--output"]
     argv += [str(output), "--figure", f"curves={tmp_path / 'curves.png'}"]
@@ -210,3 +215,121 @@ def test_a_path_under_the_folder_it_ran_in_is_recorded_as_typed_there(
     )
     outside = str(tmp_path.parent / "elsewhere.json")
     assert driver.portable(["--output", outside]) == ["--output", "FILE"]
+
+
+# === What a study refuses or cannot read: one paragraph, the scripts' codes ===
+
+
+@pytest.mark.parametrize(
+    "error, code",
+    [
+        (UsageError("a run directory of another config"), 2),
+        (DatasetError("the MNIST files are missing"), 1),
+        (TrainingDiverged("the loss is NaN"), 1),
+    ],
+)
+def test_an_error_of_a_run_is_one_paragraph_with_the_scripts_exit_code(
+    tmp_path, monkeypatch, capsys, error, code
+):
+    def fails(config, run_dir, **kwargs):
+        raise error
+
+    monkeypatch.setattr(rnn_spn, "train_and_evaluate", fails)
+    argv = ["rnn_spn/budget", "--runs-dir", str(tmp_path / "runs")]
+    argv += ["--output", str(tmp_path / "out.json")]
+    assert driver.main(argv) == code
+    err = capsys.readouterr().err
+    assert err == f"error: {error}\n"
+    # --debug shows the traceback; an error of no such kind (a bug) too.
+    with pytest.raises(type(error)):
+        driver.main(argv + ["--debug"])
+    monkeypatch.setattr(rnn_spn, "train_and_evaluate", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        driver.main(argv)
+
+
+def test_a_run_directory_of_another_config_is_refused_in_the_studys_terms(
+    tmp_path, capsys
+):
+    """The runner's refusal, from the driver: the study's --runs-dir, and
+    not the scripts' --output-dir or --overwrite, which it does not have."""
+    runs = tmp_path / "runs"
+    (runs / "rnn_spn_seed0" / "checkpoints").mkdir(parents=True)
+    (runs / "rnn_spn_seed0" / "config.json").write_text(json.dumps({"epochs": 1}))
+    (runs / "rnn_spn_seed0" / "metrics.json").write_text("{}")
+    argv = ["rnn_spn/budget", "--runs-dir", str(runs)]
+    assert driver.main(argv + ["--output", str(tmp_path / "out.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {runs / 'rnn_spn_seed0'} holds a finished run")
+    assert "choose another --runs-dir, or delete that directory" in err
+    assert "--output-dir" not in err and "--overwrite" not in err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_unusable_runs_folders_and_result_files_are_refused_before_training(
+    tmp_path, trained, capsys
+):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    good = ["--runs-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "o.json")]
+    cases = [
+        (
+            ["--runs-dir", str(a_file / "runs"), "--output", str(tmp_path / "o.json")],
+            f"--runs-dir must be a directory, but {str(a_file)!r} is a regular file",
+        ),
+        (
+            ["--runs-dir", str(tmp_path / "runs"), "--output", str(tmp_path)],
+            f"--output names the result file, but {str(tmp_path)!r} is a folder",
+        ),
+        (
+            ["--runs-dir", str(tmp_path / "runs"), "--output", str(a_file / "o.json")],
+            f"{str(a_file)!r} is a regular file, not a folder",
+        ),
+    ]
+    for flags, expected in cases:
+        assert driver.main(["rnn_spn/budget", *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err, err
+        assert "Traceback" not in err
+    assert trained == [] and not (tmp_path / "o.json").exists()
+    assert driver.main(["rnn_spn/budget", *good]) == 0
+    assert len(trained) == 3
+
+
+def test_a_smoke_study_writes_beside_its_runs_not_over_the_real_results(
+    tmp_path, monkeypatch
+):
+    """--smoke without --runs-dir, --output or --figure: the runs, the
+    result file and the figures in runs/studies/NAME_smoke; nothing where
+    the configuration's real results and figures are."""
+
+    monkeypatch.setattr(cram_cls, "train_and_evaluate", _fake_cls_run)
+    monkeypatch.chdir(tmp_path)
+    assert driver.main(["cram_cls/budget", "--smoke"]) == 0
+    smoke = tmp_path / "runs" / "studies" / "cram_cls" / "budget_smoke"
+    assert sorted(p.name for p in smoke.iterdir()) == [
+        "cram_cls_budget.json",
+        "cram_cls_curves.png",
+        "cram_cls_glimpses.gif",
+        "cram_cls_glimpses.png",
+        "none_seed0",
+        "none_seed1",
+        "oracle_seed0",
+        "oracle_seed1",
+        "saliency_seed0",
+        "saliency_seed1",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    # A figure given by the configuration per row, too.
+    table1, _ = named.load("rnn_spn/table1")
+    args = driver.build_parser(table1).parse_args(["rnn_spn/table1", "--smoke"])
+    study = driver.Study(table1, args, ["rnn_spn/table1", "--smoke"])
+    assert study.figure("attention") == {
+        "rnn_spn": os.path.join(
+            "runs", "studies", "rnn_spn", "table1_smoke", "rnn_spn_attention.png"
+        )
+    }
+    args = driver.build_parser(table1).parse_args(["rnn_spn/table1"])
+    study = driver.Study(table1, args, ["rnn_spn/table1"])
+    assert study.figure("attention") == {"rnn_spn": "assets/rnn_spn_attention.png"}
+    assert study.output == "benchmarks/results/rnn_spn_paper.json"
