@@ -57,7 +57,7 @@ import sys
 
 import numpy as np
 
-from cram_keras.utils import file_sha256
+from cram_keras.utils import file_sha256, unwritable_reason
 
 # The shipped files: folder, names and limits.
 WEIGHTS_PACKAGE = "cram_keras.weights"
@@ -365,6 +365,7 @@ def attention_figure(name, output, data_dir=None, examples=6, directory=None):
     Returns ``output``."""
     from cram_keras import visualization
 
+    _check_figure_path(output)
     manifest = read_manifest(name, directory)
     model = load_model(name, directory)
     count = manifest["test_set"]["sequences"]
@@ -373,12 +374,37 @@ def attention_figure(name, output, data_dir=None, examples=6, directory=None):
         raise PretrainedError(
             f"`examples` must be in [1, {len(images)}]. Received: {examples!r}"
         )
-    folder = os.path.dirname(os.path.abspath(output))
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     visualization.attention_figure(
         model, images[:examples], labels[:examples], str(output)
     )
     return output
+
+
+def _check_figure_path(output):
+    """An image file that can be written at ``output``, checked before
+    anything loads: `PretrainedError` for a folder, a name without an image
+    format's extension, or a folder on the way that cannot be created."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    output = os.fspath(output)
+    if os.path.isdir(output):
+        raise PretrainedError(
+            f"--output names the image file to write, but {output!r} is a folder. "
+            f"Give a file name, e.g. {os.path.join(output, 'fig3.png')!r}."
+        )
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    extension = os.path.splitext(output)[1].lower().lstrip(".")
+    if extension not in formats:
+        raise PretrainedError(
+            "--output must end with an image format's extension (.png, .pdf, "
+            f".svg, ...: {', '.join(formats)}). Received: --output {output!r}."
+        )
+    reason = unwritable_reason(os.path.dirname(os.path.abspath(output)))
+    if reason:
+        raise PretrainedError(
+            f"--output {output!r} cannot be written: {reason}. Choose another --output."
+        )
 
 
 # === Command line ===
@@ -457,7 +483,12 @@ def build_parser():
         "figure", help="the Fig. 3 attention figure of a shipped model"
     )
     figure_parser.add_argument("name")
-    figure_parser.add_argument("--output", required=True, help="PNG file to write")
+    figure_parser.add_argument(
+        "--output",
+        required=True,
+        help="image file to write (.png, or another format matplotlib writes: "
+        ".pdf, .svg, ...)",
+    )
     figure_parser.add_argument("--data-dir", default=None, help=data_help)
     figure_parser.add_argument(
         "--examples", type=int, default=6, help="test sequences shown (default 6)"

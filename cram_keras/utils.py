@@ -64,6 +64,29 @@ def _fsync_file(path):
         os.close(fd)
 
 
+def existing_part(path):
+    """``path`` made absolute, or the nearest folder above it that exists."""
+    probe = os.path.abspath(path)
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    return probe
+
+
+def unwritable_reason(folder):
+    """Why files cannot be written in ``folder`` (created as needed), as a
+    phrase for a message: the nearest part of it that exists is a regular
+    file, or a folder without write permission; None where they can."""
+    probe = existing_part(folder)
+    if not os.path.isdir(probe):
+        return f"{probe!r} is a regular file, not a folder"
+    if not os.access(probe, os.W_OK):
+        return f"the folder {probe!r} is not writable"
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path beside `path` to write a file to (by any

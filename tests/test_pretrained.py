@@ -270,3 +270,28 @@ def test_the_wheel_contains_the_shipped_models(tmp_path):
             for record in manifest["files"].values():
                 data = archive.read(f"cram_keras/weights/{record['name']}")
                 assert hashlib.sha256(data).hexdigest() == record["sha256"]
+
+
+@pytest.mark.parametrize(
+    "output, expected",
+    [
+        ("{tmp}", "is a folder. Give a file name, e.g."),
+        ("{tmp}/fig3", "must end with an image format's extension"),
+        ("{tmp}/fig3.txt", "must end with an image format's extension"),
+        ("{tmp}/a_file/fig3.png", "'{tmp}/a_file' is a regular file, not a folder"),
+    ],
+)
+def test_an_unusable_figure_path_is_refused_before_anything_loads(
+    tmp_path, monkeypatch, capsys, output, expected
+):
+    (tmp_path / "a_file").write_text("")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model loaded before the path was checked")
+
+    monkeypatch.setattr(pretrained, "load_model", never)
+    output = output.format(tmp=tmp_path)
+    assert pretrained.main(["figure", NAMES[0], "--output", output]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --output") and expected.format(tmp=tmp_path) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]

@@ -23,7 +23,7 @@ from cram_keras.experiments.config import config_diff, config_to_dict, field_def
 from cram_keras.experiments.errors import RunDirectoryBusy, UsageError
 from cram_keras.training import run_lock
 from cram_keras.training.checkpoint import EpochCheckpoints
-from cram_keras.utils import CACHE_VARIABLE, atomic_path, read_json
+from cram_keras.utils import CACHE_VARIABLE, atomic_path, existing_part, read_json
 
 # Files and folders a run owns (removed by --overwrite or when a directory
 # without a completed epoch is reused with a new config).
@@ -59,20 +59,9 @@ def remedy(text):
         _REMEDY.reset(token)
 
 
-def _existing_part(path):
-    """``path``, or the nearest folder above it that exists."""
-    probe = os.path.abspath(path)
-    while probe and not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    return probe
-
-
 def check_output_dir(path, flag="--output-dir"):
     """A directory we can create: no regular file on the way."""
-    probe = _existing_part(path)
+    probe = existing_part(path)
     if os.path.exists(probe) and not os.path.isdir(probe):
         raise UsageError(
             f"{flag} must be a directory, but {probe!r} is a regular file. "
@@ -94,7 +83,7 @@ def check_cache_variable():
     value = os.environ.get(CACHE_VARIABLE)
     if not value:
         return
-    probe = _existing_part(value)
+    probe = existing_part(value)
     if os.path.exists(probe) and not os.path.isdir(probe):
         reason = f"{probe!r} is a regular file"
     else:

@@ -50,6 +50,7 @@ from cram_keras.experiments.cli import (
 )
 from cram_keras.experiments.config import add_set_flag, parse_assignments
 from cram_keras.training import run_lock
+from cram_keras.utils import unwritable_reason
 
 EXIT_USAGE = 2
 # What a study's run directory that holds another config's work asks for
@@ -407,18 +408,11 @@ def check_result_file(path):
             f"Received: --output {path!r}. Give a file name, e.g. "
             f"{os.path.join(path, 'results.json')!r}."
         )
-    probe = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
-        probe = os.path.dirname(probe)  # the nearest folder that exists
-    if not os.path.isdir(probe):
-        reason = f"{probe!r} is a regular file, not a folder"
-    elif not os.access(probe, os.W_OK):
-        reason = f"the folder {probe!r} is not writable"
-    else:
-        return
-    raise StudyError(
-        f"--output {path!r} cannot be written: {reason}. Choose another --output."
-    )
+    reason = unwritable_reason(os.path.dirname(os.path.abspath(path)))
+    if reason:
+        raise StudyError(
+            f"--output {path!r} cannot be written: {reason}. Choose another --output."
+        )
 
 
 def load_study(name):
