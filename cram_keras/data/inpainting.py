@@ -53,6 +53,8 @@ def load_inpainting_dataset(
     mnist=None,
     network_timeout=sources.DEFAULT_NETWORK_TIMEOUT,
     return_source=False,
+    n_train=None,
+    n_test=None,
 ):
     """Loads train and test images for inpainting.
 
@@ -69,6 +71,9 @@ def load_inpainting_dataset(
             `(MnistData, DataSource)` pair of `load_mnist_data`.
         network_timeout: seconds the TFDS network check may take at most.
         return_source: also return the `DataSource` of the images.
+        n_train, n_test: keep only the first ``n_train`` training and
+            ``n_test`` test images (None: all), taken before the images are
+            padded and converted, so a small run does not convert the rest.
 
     Returns:
         `(x_train, x_test)`: float32 arrays (N, 32, 32, C) in [0, 1], C = 3
@@ -96,7 +101,8 @@ def load_inpainting_dataset(
         data, source = sources.resolve_mnist(
             data_dir, bundled=bundled, mnist=mnist, network_timeout=network_timeout
         )
-        x_train, x_test = _pad_to_32(data.x_train), _pad_to_32(data.x_test)
+        x_train = _pad_to_32(data.x_train[slice(n_train)])
+        x_test = _pad_to_32(data.x_test[slice(n_test)])
         source = dataclasses.replace(
             source,
             name="mnist32",
@@ -114,7 +120,8 @@ def load_inpainting_dataset(
             f"Unknown inpainting dataset. Valid names: {', '.join(DATASET_NAMES)} "
             f"(PATH: a .npz file with key X). Received: --dataset {name!r}"
         )
-    x_train, x_test = _to_unit_float(x_train), _to_unit_float(x_test)
+    x_train = _to_unit_float(x_train[slice(n_train)])
+    x_test = _to_unit_float(x_test[slice(n_test)])
     return (x_train, x_test, source) if return_source else (x_train, x_test)
 
 
@@ -300,12 +307,13 @@ def load_images(config, bundled=False, return_source=False):
     subsampled; with ``return_source`` also the DataSource."""
     bundled = bundled and config.dataset in ("svhn", "mnist32")
     x_train, x_test, source = load_inpainting_dataset(
-        config.dataset, config.data_dir, bundled=bundled, return_source=True
+        config.dataset,
+        config.data_dir,
+        bundled=bundled,
+        return_source=True,
+        n_train=config.n_train,
+        n_test=config.n_test,
     )
-    if config.n_train is not None:
-        x_train = x_train[: config.n_train]
-    if config.n_test is not None:
-        x_test = x_test[: config.n_test]
     if return_source:
         return x_train, x_test, source
     return x_train, x_test

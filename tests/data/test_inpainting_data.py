@@ -105,6 +105,41 @@ def test_mnist32_pads_two_pixels_each_side(tmp_path):
     assert np.all(x_train[:, border] == 0.0)
 
 
+def test_the_first_n_images_are_those_of_the_whole_set(tmp_path):
+    """n_train / n_test keep the first images (taken before the padding and
+    conversion): against the digits themselves, for mnist32 and an npz."""
+    rng = np.random.default_rng(1)
+    digits = {
+        split: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        for split, n in (("train", 7), ("t10k", 5))
+    }
+    for split, images in digits.items():
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte", images)
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte", np.arange(len(images)) % 10)
+    x_train, x_test = load_inpainting_dataset(
+        "mnist32", data_dir=tmp_path, n_train=3, n_test=2
+    )
+    assert x_train.shape == (3, 32, 32, 1) and x_test.shape == (2, 32, 32, 1)
+    np.testing.assert_array_equal(
+        x_train[:, 2:30, 2:30, 0], digits["train"][:3] / np.float32(255)
+    )
+    np.testing.assert_array_equal(
+        x_test[:, 2:30, 2:30, 0], digits["t10k"][:2] / np.float32(255)
+    )
+    images = numbered_images(10)  # 8 train, the last 2 test
+    np.savez(tmp_path / "ten.npz", X=images)
+    x_train, x_test = load_inpainting_dataset(
+        f"npz:{tmp_path / 'ten.npz'}", n_train=4, n_test=1
+    )
+    np.testing.assert_array_equal(x_train[:, 0, 0, 0] * 255, [0, 1, 2, 3])
+    np.testing.assert_array_equal(x_test[:, 0, 0, 0] * 255, [8])
+    # More than there are: all of them.
+    x_train, x_test = load_inpainting_dataset(
+        f"npz:{tmp_path / 'ten.npz'}", n_train=100, n_test=100
+    )
+    assert len(x_train) == 8 and len(x_test) == 2
+
+
 @pytest.mark.parametrize("name", ["cifar10", "npz:", "SVHN", 3])
 def test_unknown_names_list_the_valid_ones(name):
     with pytest.raises(ValueError, match="svhn.*mnist32.*npz:PATH"):
