@@ -373,6 +373,8 @@ def main(experiment, argv=None):
     except KeyboardInterrupt as err:
         return interrupted(err)
     except Exception as err:
+        if interruption_of(err) is not None:
+            return interrupted(interruption_of(err))
         code = exit_code(err)
         if code is None or args.debug:
             raise
@@ -404,6 +406,22 @@ def sigterm_interrupts():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def interruption_of(err):
+    """The Ctrl-C or SIGTERM (a KeyboardInterrupt) that ``err`` was raised
+    while handling, or None. An interrupt arrives wherever the program is;
+    arriving inside one of TensorFlow's context managers, it can make that
+    manager's exit raise an error of its own ("Exiting device scope without
+    proper scope nesting"), which then replaces the interrupt. The run was
+    interrupted all the same, and says so."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return err
+        seen.add(id(err))
+        err = err.__context__
+    return None
 
 
 def interrupted(err):

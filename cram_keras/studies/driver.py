@@ -45,6 +45,7 @@ from cram_keras.experiments import named as named_configs
 from cram_keras.experiments.cli import (
     exit_code,
     interrupted,
+    interruption_of,
     prepare_caches,
     sigterm_interrupts,
 )
@@ -473,6 +474,8 @@ def main(argv=None):
     except KeyboardInterrupt as err:
         return interrupted(err)
     except Exception as err:
+        if interruption_of(err) is not None:  # an error raised by the interrupt
+            return interrupted(interruption_of(err))
         # What a run of the study refuses or cannot read: one paragraph and
         # the scripts' exit code, as when the script runs it.
         code = exit_code(err)

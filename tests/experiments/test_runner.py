@@ -340,6 +340,49 @@ def test_cli_set_overrides_any_field_and_output_dir_under_a_file(tmp_path, capsy
     assert "is a regular file" in capsys.readouterr().err
 
 
+class _ScopeThatFailsToExit:
+    """Like TensorFlow's device scope when an interrupt arrived between its
+    entry and exit: leaving it raises an error of its own."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        raise RuntimeError("Exiting device scope without proper scope nesting")
+
+
+@pytest.mark.parametrize(
+    "interrupt, code", [(cli.Terminated(), 143), (KeyboardInterrupt(), 130)]
+)
+def test_an_error_raised_by_an_interrupt_is_the_interrupt(
+    tmp_path, capsys, interrupt, code
+):
+    """A SIGTERM or Ctrl-C that makes a context manager raise on its way out
+    stops the run as the interrupt itself does: its exit code and the line
+    that says how to continue, no traceback. The same error without an
+    interrupt behind it is a bug and keeps its traceback."""
+
+    class Interrupted(Toy):
+        def load_data(self, run):
+            with _ScopeThatFailsToExit():
+                raise interrupt
+
+    out = str(tmp_path / "r")
+    assert cli.main(Interrupted(), ["--output-dir", out]) == code
+    err = capsys.readouterr().err
+    assert "interrupted: completed epochs are saved" in err
+    assert "Traceback" not in err and "scope nesting" not in err
+    assert not os.path.exists(os.path.join(out, ".lock"))  # released
+
+    class Failing(Toy):
+        def load_data(self, run):
+            with _ScopeThatFailsToExit():
+                pass
+
+    with pytest.raises(RuntimeError, match="scope nesting"):
+        cli.main(Failing(), ["--output-dir", str(tmp_path / "f")])
+
+
 def test_default_run_name_tells_apart_every_changed_setting():
     from cram_keras.experiments import rnn_spn
 

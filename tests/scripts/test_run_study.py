@@ -16,7 +16,14 @@ import textwrap
 import pytest
 
 from cram_keras.data.errors import DatasetError
-from cram_keras.experiments import cram_cls, inpaint, inpaint_config, named, rnn_spn
+from cram_keras.experiments import (
+    cli,
+    cram_cls,
+    inpaint,
+    inpaint_config,
+    named,
+    rnn_spn,
+)
 from cram_keras.experiments.errors import UsageError
 from cram_keras.studies import driver
 from cram_keras.training.callbacks import TrainingDiverged
@@ -246,6 +253,32 @@ def test_an_error_of_a_run_is_one_paragraph_with_the_scripts_exit_code(
     monkeypatch.setattr(rnn_spn, "train_and_evaluate", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         driver.main(argv)
+
+
+def test_an_error_raised_by_an_interrupt_stops_the_study_as_the_interrupt(
+    tmp_path, monkeypatch, capsys
+):
+    """A SIGTERM that makes one of TensorFlow's context managers raise on
+    its way out (here a stand-in for it) stops the study with 143 and the
+    line that says how to continue."""
+
+    class Scope:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            raise RuntimeError("Exiting device scope without proper scope nesting")
+
+    def interrupted(config, run_dir, **kwargs):
+        with Scope():
+            raise cli.Terminated()
+
+    monkeypatch.setattr(rnn_spn, "train_and_evaluate", interrupted)
+    argv = ["rnn_spn/budget", "--runs-dir", str(tmp_path / "runs")]
+    assert driver.main(argv + ["--output", str(tmp_path / "out.json")]) == 143
+    err = capsys.readouterr().err
+    assert "interrupted: completed epochs are saved" in err
+    assert "Traceback" not in err and "scope nesting" not in err
 
 
 def test_a_run_directory_of_another_config_is_refused_in_the_studys_terms(
