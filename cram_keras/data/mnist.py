@@ -119,8 +119,8 @@ def load_mnist(data_dir: str | os.PathLike | None = None) -> MnistData:
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
         raise DatasetError(
-            f"The MNIST data directory does not exist or is not a folder: "
-            f"{data_dir}. Pass --data-dir DIR, the folder that holds "
+            f"The MNIST data directory does not exist or is not a folder. "
+            f"Received: {data_dir!r}. Pass --data-dir DIR, the folder that holds "
             f"{_expected_names()}."
         )
     arrays = {

@@ -93,7 +93,7 @@ def load_svhn(data_dir=None, splits=("train", "test")):
             raise DatasetError(
                 f"SVHN file not found: {path}. Expected the official file(s) "
                 f"{expected} (from {URL}) in the folder given as --data-dir "
-                f"({data_dir}). With internet, leave out --data-dir to "
+                f"({data_dir!r}). With internet, leave out --data-dir to "
                 f"download them through TFDS ('{TFDS_NAME}'), the default."
             )
         _check_official_size(path)

@@ -39,9 +39,16 @@ def test_missing_file_names_path_and_expected_files(mnist_dir):
     assert "--data-dir" in message
 
 
-def test_missing_directory(tmp_path):
-    with pytest.raises(DatasetError, match="does not exist"):
-        load_mnist(tmp_path / "nowhere")
+@pytest.mark.parametrize("name", ["nowhere", "", "a_file"])
+def test_missing_directory(tmp_path, monkeypatch, name):
+    """Named as received (an empty --data-dir too), with what to pass."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(DatasetError) as info:
+        load_mnist(name)
+    message = str(info.value)
+    assert f"does not exist or is not a folder. Received: {name!r}." in message
+    assert "Pass --data-dir DIR" in message
 
 
 def test_truncated_gzip_says_redownload(mnist_dir):

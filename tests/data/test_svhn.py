@@ -80,6 +80,10 @@ def test_missing_file_names_path_expected_files_and_tfds(tmp_path):
     assert str(tmp_path / "train_32x32.mat") in message
     assert "test_32x32.mat" in message
     assert "TFDS" in message
+    assert f"the folder given as --data-dir ({str(tmp_path)!r})" in message
+    # An empty --data-dir is shown as received, not as nothing.
+    with pytest.raises(DatasetError, match=r"given as --data-dir \(''\)"):
+        load_svhn("")
 
 
 def test_every_file_is_checked_before_reading(tmp_path, monkeypatch):
