@@ -24,6 +24,20 @@ def write_idx(path, array):
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
+def write_random_mnist(folder, seed, n_train, n_test):
+    """Random uint8 digits as the four MNIST IDX files in ``folder``;
+    returns ``{"train": (n_train, 28, 28), "t10k": (n_test, 28, 28)}``."""
+    rng = np.random.default_rng(seed)
+    digits = {
+        split: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        for split, n in (("train", n_train), ("t10k", n_test))
+    }
+    for split, images in digits.items():
+        write_idx(folder / f"{split}-images-idx3-ubyte", images)
+        write_idx(folder / f"{split}-labels-idx1-ubyte", np.arange(len(images)) % 10)
+    return digits
+
+
 def numbered_images(n):
     """uint8 (n, 32, 32, 3) whose pixel (0, 0, 0) holds the index mod 256."""
     images = np.zeros((n, 32, 32, 3), np.uint8)
@@ -83,14 +97,7 @@ def test_svhn_from_official_mat_files(tmp_path, monkeypatch):
 
 
 def test_mnist32_pads_two_pixels_each_side(tmp_path):
-    rng = np.random.default_rng(0)
-    digits = {
-        split: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        for split, n in (("train", 5), ("t10k", 3))
-    }
-    for split, images in digits.items():
-        write_idx(tmp_path / f"{split}-images-idx3-ubyte", images)
-        write_idx(tmp_path / f"{split}-labels-idx1-ubyte", np.arange(len(images)) % 10)
+    digits = write_random_mnist(tmp_path, seed=0, n_train=5, n_test=3)
     x_train, x_test = load_inpainting_dataset("mnist32", data_dir=tmp_path)
     assert x_train.shape == (5, 32, 32, 1) and x_test.shape == (3, 32, 32, 1)
     assert x_train.dtype == np.float32
@@ -108,14 +115,7 @@ def test_mnist32_pads_two_pixels_each_side(tmp_path):
 def test_the_first_n_images_are_those_of_the_whole_set(tmp_path):
     """n_train / n_test keep the first images (taken before the padding and
     conversion): against the digits themselves, for mnist32 and an npz."""
-    rng = np.random.default_rng(1)
-    digits = {
-        split: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        for split, n in (("train", 7), ("t10k", 5))
-    }
-    for split, images in digits.items():
-        write_idx(tmp_path / f"{split}-images-idx3-ubyte", images)
-        write_idx(tmp_path / f"{split}-labels-idx1-ubyte", np.arange(len(images)) % 10)
+    digits = write_random_mnist(tmp_path, seed=1, n_train=7, n_test=5)
     x_train, x_test = load_inpainting_dataset(
         "mnist32", data_dir=tmp_path, n_train=3, n_test=2
     )
