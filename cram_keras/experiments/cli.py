@@ -373,8 +373,9 @@ def main(experiment, argv=None):
     except KeyboardInterrupt as err:
         return interrupted(err)
     except Exception as err:
-        if interruption_of(err) is not None:
-            return interrupted(interruption_of(err))
+        interrupt = interruption_of(err)
+        if interrupt is not None:
+            return interrupted(interrupt)
         code = exit_code(err)
         if code is None or args.debug:
             raise

@@ -474,8 +474,9 @@ def main(argv=None):
     except KeyboardInterrupt as err:
         return interrupted(err)
     except Exception as err:
-        if interruption_of(err) is not None:  # an error raised by the interrupt
-            return interrupted(interruption_of(err))
+        interrupt = interruption_of(err)  # an error the interrupt raised
+        if interrupt is not None:
+            return interrupted(interrupt)
         # What a run of the study refuses or cannot read: one paragraph and
         # the scripts' exit code, as when the script runs it.
         code = exit_code(err)
